@@ -1,0 +1,6 @@
+"""rnas: robust neural architecture search by cross-layer knowledge distillation (RNAS-CL)."""
+from search_spaces import SpaceSpec, SpecError, available_spaces, load_space
+from supernets import ArchError, Network, build_model, build_supernet, derive, load_supernet_weights
+
+__all__ = ["ArchError", "Network", "SpaceSpec", "SpecError", "available_spaces", "build_model",
+           "build_supernet", "derive", "load_space", "load_supernet_weights"]

@@ -1,0 +1,30 @@
+"""The search spaces of RNAS-CL (paper Tables 3-4) as YAML specs, and their loader."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .spec import BlockSpec, SpaceSpec, SpecError, StageSpec, StemSpec, parse_space, read_space_file, spec_to_dict
+
+SPACES_DIR = Path(__file__).resolve().parent
+BUILTIN = ("s3", "s5", "s7", "m", "l", "is", "im", "i")
+
+__all__ = ["BUILTIN", "BlockSpec", "SpaceSpec", "SpecError", "StageSpec", "StemSpec",
+           "available_spaces", "load_space", "parse_space", "spec_to_dict"]
+
+
+def available_spaces() -> tuple[str, ...]:
+    """Names of the built-in spaces, in the paper's order."""
+    return BUILTIN
+
+
+def load_space(name_or_path: str | Path | SpaceSpec) -> SpaceSpec:
+    """A built-in space by name (case-insensitive, e.g. ``"S5"``) or a user's YAML file by path."""
+    if isinstance(name_or_path, SpaceSpec):
+        return name_or_path
+    text = str(name_or_path)
+    if text.lower() in BUILTIN and not Path(text).suffix:
+        return read_space_file(SPACES_DIR / f"{text.lower()}.yaml", f"search_spaces/{text.lower()}.yaml")
+    path = Path(text)
+    if path.suffix.lower() not in (".yaml", ".yml") and not path.exists():
+        raise SpecError(text, "", f"unknown search space (built-in: {', '.join(BUILTIN)}; or a path to a .yaml file)")
+    return read_space_file(path)

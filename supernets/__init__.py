@@ -1,0 +1,14 @@
+"""How a spec becomes a network: masked blocks, the compiler, the MAC/param model, derive."""
+from .blocks import BLOCKS, register_block
+from .derive import ArchError, build_model, derive, load_supernet_weights
+from .network import MODES, Network
+
+__all__ = ["BLOCKS", "MODES", "ArchError", "Network", "build_model", "build_supernet", "derive",
+           "load_supernet_weights", "register_block"]
+
+
+def build_supernet(space, num_classes: int | None = None) -> Network:
+    """The FBNetV2 supernet of a space (a name like ``"S5"``, a YAML path, or a SpaceSpec)."""
+    from search_spaces import load_space
+
+    return Network(load_space(space), num_classes)

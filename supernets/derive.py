@@ -1,0 +1,116 @@
+"""Derive: supernet -> arch description (plain JSON dict) -> standalone net, optionally initialised
+from the supernet's weights (sliced to the kept channels)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from search_spaces import SpecError, parse_space, spec_to_dict
+
+from .channels import Channels
+from .network import Network
+
+
+class ArchError(ValueError):
+    """A malformed arch description; one line naming the file/field and the problem."""
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("rnas")
+    except Exception:  # not installed (running from a source tree)
+        return "unknown"
+
+
+def derive(supernet: Network) -> dict:
+    """Arch description of the supernet's argmax choice: space, spec, widths per block, choice
+    probabilities per block, exact params and MACs (conv + linear, at the spec's input size)."""
+    probs = supernet.width_probs().detach().cpu()
+    choices = probs.argmax(-1).tolist()
+    widths, probabilities, searched = [], [], 0
+    for block in supernet.blocks:
+        if hasattr(block, "width_logits"):
+            k = len(block.width_choices)
+            widths.append(block.width_choices[choices[searched]])
+            probabilities.append([round(p, 6) for p in probs[searched, :k].tolist()])
+            searched += 1
+        else:
+            widths.append(block.width_choices[0])
+            probabilities.append([1.0])
+    params, macs = supernet.cost(choices)
+    spec = supernet.spec
+    return {"space": spec.name, "num_classes": supernet.num_classes, "input_size": spec.input_size,
+            "widths": widths, "width_choices": [list(b.width_choices) for b in supernet.blocks],
+            "probabilities": probabilities, "params": params, "macs": macs,
+            "rnas_version": _version(), "spec": spec_to_dict(spec)}
+
+
+def _read_arch(arch: dict | str | Path) -> tuple[dict, str]:
+    if isinstance(arch, dict):
+        return arch, "<arch>"
+    path = Path(arch)
+    try:
+        return json.loads(path.read_text()), str(path)
+    except OSError as err:
+        raise ArchError(f"{path}: cannot read arch file ({err.strerror})") from None
+    except json.JSONDecodeError as err:
+        raise ArchError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+
+
+def build_model(arch: dict | str | Path, supernet: Network | None = None) -> Network:
+    """Standalone net from an arch description (dict or path to arch.json); with ``supernet`` its
+    weights are initialised from the supernet's (exactly reproducing its argmax output)."""
+    arch, source = _read_arch(arch)
+    for key in ("spec", "widths", "num_classes"):
+        if key not in arch:
+            raise ArchError(f"{source}: {key}: missing required key")
+    try:
+        spec = parse_space(arch["spec"], f"{source}:spec")
+    except SpecError as err:
+        raise ArchError(str(err)) from None
+    choices = [w for s in spec.stages for w in s.widths]
+    widths = arch["widths"]
+    if not isinstance(widths, list) or len(widths) != len(choices):
+        raise ArchError(f"{source}: widths: expected {len(choices)} widths (one per block)")
+    for i, (w, allowed) in enumerate(zip(widths, choices, strict=True)):
+        if w not in allowed:
+            raise ArchError(f"{source}: widths[{i}]: {w!r} is not one of the block's choices {list(allowed)}")
+    model = Network(spec, arch["num_classes"], widths)
+    if supernet is not None:
+        load_supernet_weights(model, supernet)
+    return model
+
+
+def _kept(ch: Channels, choices: list[int], device) -> torch.Tensor:
+    if not ch.searched:
+        return torch.arange(ch.size, device=device)
+    return ch.kept(choices[ch.block]).to(device)
+
+
+def load_supernet_weights(model: Network, supernet: Network) -> Network:
+    """Copy the supernet's weights into ``model`` (a derived net of the same spec), keeping only the
+    channels of the model's widths. Returns ``model``."""
+    choices = []
+    for block, mblock in zip(supernet.blocks, model.blocks, strict=True):
+        if hasattr(block, "width_logits"):
+            choices.append(list(block.width_choices).index(mblock.cout.size))
+    targets = dict(model.named_modules())
+    with torch.no_grad():
+        for name, src in supernet.named_modules():
+            if not hasattr(src, "channel_vars"):
+                continue
+            dst = targets[name]
+            out_ch, in_ch = src.channel_vars
+            out_idx = _kept(out_ch, choices, src.weight.device)
+            for key, tensor in src.state_dict().items():
+                value = tensor
+                if tensor.dim() >= 1:
+                    value = value.index_select(0, out_idx)
+                if tensor.dim() >= 2 and in_ch is not None:
+                    value = value.index_select(1, _kept(in_ch, choices, src.weight.device))
+                getattr(dst, key).copy_(value)
+    return model

@@ -1,0 +1,56 @@
+import dataclasses
+
+import pytest
+import torch
+
+from search_spaces import load_space, parse_space
+
+
+def tiny_spec(block: dict, stem_type: str = "conv", widths=((8, 4), (12, 8, 4)), input_size: int = 16):
+    """A two-stage spec small enough for exhaustive checks."""
+    return parse_space({
+        "name": f"tiny-{block['type']}", "input_size": input_size, "num_classes": 5,
+        "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3],
+        "stem": {"type": stem_type, "channels": 8, "stride": 1},
+        "block": block,
+        "stages": [{"depth": 2, "stride": 1, "widths": list(widths[0])},
+                   {"depth": 2, "stride": 2, "widths": list(widths[1])}],
+    }, "tiny")
+
+
+TINY_BLOCKS = {
+    "mbconv": {"type": "mbconv", "kernel": 3, "expansion": 3, "act": "hswish"},
+    "basic": {"type": "basic", "kernel": 3},
+    "robust_res": {"type": "robust_res", "scales": 4, "mid_ratio": 1.0, "se_reduction": 2},
+}
+
+
+def small_input(spec):
+    """Built-in ImageNet spaces are checked at 64x64 to stay fast; CIFAR ones at their own 32x32."""
+    return dataclasses.replace(spec, input_size=64) if spec.input_size > 64 else spec
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def randomize(net: torch.nn.Module, logit_scale: float = 1.0):
+    """Random weights, BN affine and running statistics, and random arch logits."""
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.2)
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+        for p in net.arch_parameters():
+            p.normal_(0, logit_scale)
+    return net
+
+
+ALL_SPACES = ("s3", "s5", "s7", "m", "l", "is", "im", "i")
+
+
+def builtin(name):
+    return small_input(load_space(name))
