@@ -2,5 +2,7 @@
 from search_spaces import SpaceSpec, SpecError, available_spaces, load_space
 from supernets import ArchError, Network, build_model, build_supernet, derive, load_supernet_weights
 
-__all__ = ["ArchError", "Network", "SpaceSpec", "SpecError", "available_spaces", "build_model",
-           "build_supernet", "derive", "load_space", "load_supernet_weights"]
+from .teachers import Teacher, load_teacher
+
+__all__ = ["ArchError", "Network", "SpaceSpec", "SpecError", "Teacher", "available_spaces", "build_model",
+           "build_supernet", "derive", "load_space", "load_supernet_weights", "load_teacher"]

@@ -15,6 +15,7 @@ from search_spaces import SpaceSpec
 from .blocks import BLOCKS
 from .builder import Builder, apply_mask, conv_out
 from .channels import Channels
+from .tracing import trace_conv_layers
 
 MODES = ("sample", "expected", "argmax")
 
@@ -200,23 +201,13 @@ class Network(nn.Module):
         return self.fc(x.mean((2, 3)))
 
     def conv_layers(self) -> list[tuple[str, nn.Conv2d]]:
-        """(name, conv) of every conv layer in execution order (found once by a traced forward)."""
+        """(name, conv) of every conv layer in execution order (found once by a traced argmax forward)."""
         if self._conv_layers is None:
-            order: list[tuple[str, nn.Conv2d]] = []
-            names = {m: n for n, m in self.named_modules() if isinstance(m, nn.Conv2d)}
-            hooks = [m.register_forward_hook(lambda m, i, o: order.append((names[m], m))) for m in names]
-            was_training, mode = self.training, self.mode
+            mode, self.mode = self.mode, "argmax"
             try:
-                self.eval()
-                self.mode = "argmax"
-                device = self.fc.weight.device
-                with torch.no_grad():
-                    self(torch.zeros(1, self.spec.in_channels, self.spec.input_size, self.spec.input_size,
-                                     device=device))
+                example = torch.zeros(1, self.spec.in_channels, self.spec.input_size, self.spec.input_size,
+                                      device=self.fc.weight.device)
+                self._conv_layers = [(name, conv) for name, conv, _ in trace_conv_layers(self, example)]
             finally:
-                for h in hooks:
-                    h.remove()
-                self.train(was_training)
                 self.mode = mode
-            self._conv_layers = order
         return list(self._conv_layers)

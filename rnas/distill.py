@@ -1,0 +1,129 @@
+"""Cross-layer attention distillation (RNAS-CL Sections 3.1-3.2, 3.4): attention maps, the tutor
+search of Eq. (1), the logit KL term, and the search (Eq. 2) and train (Eq. 3) losses."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def attention_map(activation: torch.Tensor, size: int) -> torch.Tensor:
+    """F(A) = sum_c A^2 of (N, C, H, W) activations, resized to size×size (area-averaged when shrinking,
+    bilinear when growing), flattened and L2-normalised *per sample*: (N, size*size), float32."""
+    amap = activation.float().pow(2).sum(1, keepdim=True)
+    if amap.shape[-2:] != (size, size):
+        shrink = amap.shape[-1] >= size and amap.shape[-2] >= size
+        amap = F.interpolate(amap, size=(size, size), mode="area" if shrink else "bilinear",
+                             **({} if shrink else {"align_corners": False}))
+    return F.normalize(amap.flatten(1), dim=1, eps=1e-12)
+
+
+class CrossLayerAttention(nn.Module):
+    """Eq. (1): L = 1/(n_s n_t) sum_i sum_j g_ij || F^(A_s^i) - F^(A_t^j) ||_2, averaged over the batch.
+
+    Owns ``tutor_logits`` (n_s, n_t). Tutor weights g: ``sample`` draws per-sample Gumbel-softmax at this
+    module's own temperature ``tau`` (noise -log(-log U), U ~ Uniform(0,1)); ``expected`` is
+    softmax(logits); ``fixed`` uses the one-hot ``mapping`` (Eq. 3, train phase). The Gumbel weight
+    multiplies each *pair's* distance, so every tutor logit gets a gradient.
+    """
+
+    def __init__(self, n_student: int, n_teacher: int, tau: float = 5.0, mapping: list[int] | None = None):
+        super().__init__()
+        self.n_student, self.n_teacher, self.tau = n_student, n_teacher, tau
+        self.tutor_logits = nn.Parameter(torch.zeros(n_student, n_teacher))
+        self.mode = "fixed" if mapping is not None else "sample"
+        if mapping is not None:
+            if len(mapping) != n_student or not all(0 <= j < n_teacher for j in mapping):
+                raise ValueError(f"mapping needs {n_student} teacher indices in [0, {n_teacher})")
+            self.register_buffer("mapping", torch.tensor(mapping, dtype=torch.long))
+            self.tutor_logits.requires_grad_(False)
+
+    def tutors(self) -> list[int]:
+        """j* = argmax_j g_ij for every student layer (the fixed mapping in ``fixed`` mode)."""
+        if self.mode == "fixed":
+            return self.mapping.tolist()
+        return self.tutor_logits.argmax(1).tolist()
+
+    def tutor_probs(self) -> torch.Tensor:
+        return self.tutor_logits.softmax(1)
+
+    def tutor_weights(self, batch: int) -> torch.Tensor:
+        """(batch | 1, n_s, n_t) weights g_ij."""
+        if self.mode == "sample":
+            noise = -torch.empty(batch, *self.tutor_logits.shape, device=self.tutor_logits.device).exponential_().log()
+            return ((self.tutor_logits + noise) / self.tau).softmax(-1)
+        if self.mode == "expected":
+            return self.tutor_probs()[None]
+        if self.mode == "fixed":
+            return F.one_hot(self.mapping, self.n_teacher).float()[None]
+        raise ValueError(f"unknown tutor mode {self.mode!r} (sample, expected, fixed)")
+
+    def pair_distances(self, student_maps: torch.Tensor, teacher_maps: torch.Tensor) -> torch.Tensor:
+        """(B, n_s, n_t) Euclidean distances between every student and teacher map, one batched op."""
+        return torch.cdist(student_maps, teacher_maps, compute_mode="donot_use_mm_for_euclid_dist")
+
+    def forward(self, student_maps: torch.Tensor, teacher_maps: torch.Tensor) -> torch.Tensor:
+        """``student_maps`` (B, n_s, D), ``teacher_maps`` (B, n_t, D): normalised attention maps."""
+        if self.mode == "fixed":  # one-hot tutors: only the n_s mapped pairs have non-zero weight
+            mapped = teacher_maps.index_select(1, self.mapping)
+            per_sample = (student_maps - mapped).norm(dim=-1).sum(1)
+        else:
+            weights = self.tutor_weights(student_maps.shape[0])
+            per_sample = (weights * self.pair_distances(student_maps, teacher_maps)).sum((1, 2))
+        return per_sample.mean() / (self.n_student * self.n_teacher)
+
+
+def uniform_mapping(n_student: int, n_teacher: int) -> list[int]:
+    """Depth-proportional fixed mapping (the ablation baseline): student layer i -> teacher layer
+    round(i (n_t - 1) / (n_s - 1))."""
+    if n_student == 1:
+        return [n_teacher - 1]
+    return [round(i * (n_teacher - 1) / (n_student - 1)) for i in range(n_student)]
+
+
+def kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, kind: str = "paper",
+                  temperature: float = 4.0) -> torch.Tensor:
+    """Logit term, mean over the batch. ``paper``: KL(p, q) = sum_i p_i log(p_i / q_i) with p the student
+    (Eq. 2 as written). ``hinton``: T^2 · KL(q_T || p_T) at temperature T."""
+    if kind == "paper":
+        log_p, log_q = student_logits.log_softmax(-1), teacher_logits.log_softmax(-1)
+        return (log_p.exp() * (log_p - log_q)).sum(-1).mean()
+    if kind == "hinton":
+        log_p = (student_logits / temperature).log_softmax(-1)
+        log_q = (teacher_logits / temperature).log_softmax(-1)
+        return temperature ** 2 * (log_q.exp() * (log_q - log_p)).sum(-1).mean()
+    raise ValueError(f"unknown KL kind {kind!r} (paper, hinton)")
+
+
+def flop_factor(expected_macs: torch.Tensor, reference_macs: float, kind: str = "linear",
+                alpha: float = 0.2, beta: float = 0.5, target_macs: float | None = None) -> torch.Tensor:
+    """n_f of Eq. (2) from the supernet's expected MACs (a differentiable scalar).
+
+    ``linear`` (default, the paper's plain factor): n_f = E[MACs] / reference_macs (the max-width net),
+    in (0, 1]; with ``target_macs``: n_f = max(E[MACs], target) / target, i.e. no pressure below the
+    target. ``fbnetv2``: alpha · log(E[MACs])^beta (FBNetV2 and the official code: alpha 0.2, beta 0.5)."""
+    if kind == "linear":
+        if target_macs is not None:
+            return torch.clamp(expected_macs, min=target_macs) / target_macs
+        return expected_macs / reference_macs
+    if kind == "fbnetv2":
+        if target_macs is not None:
+            raise ValueError("a MAC target applies to the linear FLOP factor only")
+        return alpha * torch.log(expected_macs) ** beta
+    raise ValueError(f"unknown FLOP factor kind {kind!r} (linear, fbnetv2)")
+
+
+def rnas_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
+              attention: torch.Tensor, gamma: float = 1.0, kl: str = "paper", temperature: float = 4.0,
+              n_f: torch.Tensor | None = None, base: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Eq. (2) when ``n_f`` is given: (CE + KL + gamma·L_attn)·n_f; Eq. (3) otherwise: CE + KL + gamma·L_attn.
+    ``base`` replaces the CE term (e.g. the TRADES objective). Returns every term and ``total``."""
+    terms = {"ce": F.cross_entropy(student_logits, target) if base is None else base,
+             "kl": kl_divergence(student_logits, teacher_logits, kl, temperature),
+             "attn": attention}
+    total = terms["ce"] + terms["kl"] + gamma * terms["attn"]
+    if n_f is not None:
+        terms["n_f"] = n_f.to(total.dtype)
+        total = total * terms["n_f"]
+    terms["total"] = total
+    return terms

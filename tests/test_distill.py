@@ -1,0 +1,144 @@
+"""Cross-layer attention distillation: Eq. (1)-(3), tutor gradients, per-sample normalisation."""
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from rnas.distill import CrossLayerAttention, attention_map, flop_factor, kl_divergence, rnas_loss, uniform_mapping
+from supernets import build_supernet
+
+
+def random_maps(batch, n, size=8, seed=None):
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    acts = torch.randn(batch * n, 4, size, size, generator=gen)
+    return attention_map(acts, size).view(batch, n, size * size)
+
+
+def test_attention_map_is_sum_of_squares_normalised_per_sample():
+    a = torch.randn(3, 5, 4, 4)
+    m = attention_map(a, 4)
+    ref = a.pow(2).sum(1).flatten(1)
+    assert torch.allclose(m, ref / ref.norm(dim=1, keepdim=True), atol=1e-7)
+    assert torch.allclose(m.norm(dim=1), torch.ones(3))
+    # resizing: area-average when shrinking, bilinear when growing
+    big = torch.randn(2, 3, 16, 16)
+    shrunk = F.avg_pool2d(big.pow(2).sum(1, keepdim=True), 2).flatten(1)
+    assert torch.allclose(attention_map(big, 8), F.normalize(shrunk, dim=1), atol=1e-6)
+    assert attention_map(torch.randn(2, 3, 4, 4), 8).shape == (2, 64)
+
+
+def test_per_sample_normalisation_with_one_sample_scaled_100x():
+    a = torch.randn(6, 8, 8, 8)
+    scaled = a.clone()
+    scaled[2] *= 100
+    assert torch.allclose(attention_map(scaled, 8), attention_map(a, 8), atol=1e-6)
+    module = CrossLayerAttention(1, 1, mapping=[0])
+    teacher = attention_map(torch.randn(6, 8, 8, 8), 8)[:, None]
+    loss = module(attention_map(a, 8)[:, None], teacher)
+    assert torch.allclose(module(attention_map(scaled, 8)[:, None], teacher), loss, atol=1e-6)
+    # a batch-wide normalisation (the official code's) would not have been invariant
+    flat = a.pow(2).sum(1).flatten(1)
+    flat_scaled = scaled.pow(2).sum(1).flatten(1)
+    assert not torch.allclose(flat / flat.norm(), flat_scaled / flat_scaled.norm(), atol=1e-3)
+
+
+def test_eq1_is_the_weighted_mean_of_pair_distances():
+    module = CrossLayerAttention(3, 4)
+    with torch.no_grad():
+        module.tutor_logits.normal_()
+    module.mode = "expected"
+    s, t = random_maps(5, 3), random_maps(5, 4)
+    g = module.tutor_probs()
+    expected = sum(g[i, j] * (s[:, i] - t[:, j]).norm(dim=1) for i in range(3) for j in range(4)).mean() / 12
+    assert torch.allclose(module(s, t), expected, atol=1e-6)
+    assert module.pair_distances(s, t).shape == (5, 3, 4)
+
+
+@pytest.mark.parametrize("mode", ["sample", "expected"])
+def test_gradient_reaches_every_tutor_logit(mode):
+    module = CrossLayerAttention(5, 7)
+    module.mode = mode
+    module(random_maps(16, 5), random_maps(16, 7)).backward()
+    assert module.tutor_logits.grad.shape == (5, 7)
+    assert torch.all(module.tutor_logits.grad != 0)
+
+
+def test_zero_loss_when_every_student_map_equals_its_tutor():
+    t = random_maps(4, 6)
+    mapping = [5, 0, 3, 3]
+    s = t[:, mapping]
+    assert CrossLayerAttention(4, 6, mapping=mapping)(s, t).item() == 0.0
+    module = CrossLayerAttention(4, 6)
+    with torch.no_grad():
+        module.tutor_logits.copy_(F.one_hot(torch.tensor(mapping), 6) * 1e4)
+    for mode in ("expected", "sample"):
+        module.mode, module.tau = mode, 1.0
+        assert module(s, t).item() == 0.0
+    assert CrossLayerAttention(4, 6, mapping=[0, 1, 2, 3])(s, t).item() > 0
+
+
+def test_planted_mapping_is_recovered_by_the_tutor_search():
+    torch.manual_seed(0)
+    n_s, n_t = 6, 10
+    planted = [7, 2, 9, 2, 0, 5]
+    module = CrossLayerAttention(n_s, n_t, tau=1.0)
+    opt = torch.optim.Adam([module.tutor_logits], lr=0.05)
+    for _ in range(300):
+        t = random_maps(32, n_t)
+        # a fixed transform of the planted teacher layer: square-root contrast change, renormalised
+        s = F.normalize(t[:, planted].sqrt(), dim=-1)
+        opt.zero_grad()
+        module(s, t).backward()
+        opt.step()
+    assert module.tutors() == planted
+
+
+def test_fixed_mapping_and_uniform_baseline():
+    assert uniform_mapping(4, 10) == [0, 3, 6, 9]
+    assert uniform_mapping(1, 5) == [4]
+    module = CrossLayerAttention(4, 10, mapping=uniform_mapping(4, 10))
+    assert module.tutors() == [0, 3, 6, 9] and not module.tutor_logits.requires_grad
+    with pytest.raises(ValueError, match="mapping needs 4 teacher indices"):
+        CrossLayerAttention(4, 10, mapping=[0, 1, 2, 10])
+
+
+def test_kl_terms_match_hand_computation():
+    s = torch.tensor([[1.0, 0.0, -1.0]])
+    t = torch.tensor([[0.0, 2.0, 0.0]])
+    p, q = s.softmax(-1)[0], t.softmax(-1)[0]
+    paper = sum(p[i] * math.log(p[i] / q[i]) for i in range(3))
+    assert kl_divergence(s, t, "paper").item() == pytest.approx(paper.item(), rel=1e-6)
+    T = 4.0
+    pT, qT = (s / T).softmax(-1)[0], (t / T).softmax(-1)[0]
+    hinton = T * T * sum(qT[i] * math.log(qT[i] / pT[i]) for i in range(3))
+    assert kl_divergence(s, t, "hinton", T).item() == pytest.approx(hinton.item(), rel=1e-6)
+    assert kl_divergence(t, t).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_search_and_train_loss_assembly():
+    torch.manual_seed(0)
+    s, t = torch.randn(8, 10, requires_grad=True), torch.randn(8, 10)
+    y = torch.randint(10, (8,))
+    attn = torch.tensor(0.3)
+    train = rnas_loss(s, t, y, attn, gamma=2.0)
+    ce = F.cross_entropy(s, y)
+    assert torch.allclose(train["total"], ce + kl_divergence(s, t) + 2.0 * attn)
+    net = build_supernet("S3")
+    macs = net.expected_macs()
+    n_f = flop_factor(macs, net.cost([0] * len(net.searched_blocks))[1])
+    assert 0 < n_f.item() < 1
+    search = rnas_loss(s, t, y, attn, gamma=2.0, n_f=n_f)
+    assert torch.allclose(search["total"], train["total"] * n_f.float())
+    search["total"].backward()
+    assert all(torch.all(p.grad != 0) for p in net.arch_parameters())
+    trades = rnas_loss(s, t, y, attn, base=torch.tensor(1.5))
+    assert torch.allclose(trades["total"], 1.5 + kl_divergence(s, t) + attn)
+
+
+def test_flop_factor_variants():
+    macs = torch.tensor(5e6, dtype=torch.float64)
+    assert flop_factor(macs, 1e7).item() == 0.5
+    assert flop_factor(macs, 1e7, target_macs=6e6).item() == 1.0
+    assert flop_factor(macs * 2, 1e7, target_macs=6e6).item() == pytest.approx(10 / 6)
+    assert flop_factor(macs, 1e7, "fbnetv2").item() == pytest.approx(0.2 * math.log(5e6) ** 0.5)
