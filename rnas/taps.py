@@ -2,6 +2,7 @@
 The model's forward is never rewritten (torchdistill style)."""
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
@@ -37,11 +38,13 @@ class Taps:
         self.names = [name for name, _ in layers]
         self.transform = transform or (lambda t: t)
         self._outputs: list[torch.Tensor | None] = [None] * len(layers)
+        self.active = True
         self._hooks = [module.register_forward_hook(self._hook(i)) for i, (_, module) in enumerate(layers)]
 
     def _hook(self, index: int):
         def capture(_module, _inputs, output):
-            self._outputs[index] = self.transform(output)
+            if self.active:
+                self._outputs[index] = self.transform(output)
         return capture
 
     def collect(self) -> list[torch.Tensor]:
@@ -51,6 +54,15 @@ class Taps:
             raise RuntimeError(f"taps did not fire for {missing[:3]}: run a forward first")
         out, self._outputs = self._outputs, [None] * len(self.names)
         return out
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Forwards inside this block capture nothing (e.g. validation)."""
+        self.active = False
+        try:
+            yield
+        finally:
+            self.active = True
 
     def remove(self):
         for h in self._hooks:

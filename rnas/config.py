@@ -1,0 +1,122 @@
+"""Run configs as dataclasses. Every field is one CLI flag (``--batch-size`` <-> ``batch_size``);
+``--config FILE`` is a YAML mapping with the same keys; explicit flags override it; the resolved
+config (every default written out) goes to ``RUN/config.yaml``."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from pathlib import Path
+
+import yaml
+
+from .errors import UserError
+
+
+def flag(default, help: str, **extra):
+    """A config field with its CLI help (and optional argparse extras such as ``choices``)."""
+    factory = {"default_factory": lambda: list(default)} if isinstance(default, list) else {"default": default}
+    return dataclasses.field(metadata={"help": help, **extra}, **factory)
+
+
+def _base_type(tp):
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return _base_type(args[0]) if typing.get_origin(tp) in (typing.Union, __import__("types").UnionType)\
+        and args else tp
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
+    """One flag per dataclass field; defaults are suppressed so only explicit flags reach the namespace."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        name = "--" + f.name.replace("_", "-")
+        tp = _base_type(hints[f.name])
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        kwargs = {"default": argparse.SUPPRESS, "help": f"{f.metadata.get('help', '')} (default: {default})"}
+        if "choices" in f.metadata:
+            kwargs["choices"] = f.metadata["choices"]
+        if tp is bool:
+            parser.add_argument(name, action=argparse.BooleanOptionalAction, **kwargs)
+        elif typing.get_origin(tp) is list:
+            parser.add_argument(name, type=typing.get_args(tp)[0], nargs="*", **kwargs)
+        else:
+            parser.add_argument(name, type=tp, metavar=f.name.upper(), **kwargs)
+
+
+def _coerce(cls, key: str, value, source: str):
+    hints = typing.get_type_hints(cls)
+    tp = _base_type(hints[key])
+    if value is None:
+        return None
+    try:
+        if tp is bool:
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if typing.get_origin(tp) is list:
+            inner = typing.get_args(tp)[0]
+            return [inner(v) for v in (value if isinstance(value, list) else [value])]
+        if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if tp is int and isinstance(value, bool):
+            raise TypeError
+        return tp(value) if not isinstance(value, tp) else value
+    except (TypeError, ValueError):
+        raise UserError(f"{source}: {key}: expected {getattr(tp, '__name__', tp)}, got {value!r}") from None
+
+
+def load_config_file(cls, path: str | Path) -> dict:
+    """Keys of a YAML config file (flag names with - or _), validated against the dataclass."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise UserError(f"--config {path}: cannot read ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"--config {path}: bad YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"--config {path}: expected a mapping of flag names to values")
+    names = {f.name for f in dataclasses.fields(cls)}
+    out = {}
+    for key, value in data.items():
+        field = str(key).replace("-", "_")
+        if field not in names:
+            raise UserError(f"--config {path}: {key}: unknown key (not a flag of this command)")
+        out[field] = _coerce(cls, field, value, f"--config {path}")
+    return out
+
+
+def resolve_config(cls, args: argparse.Namespace, base: dict | None = None):
+    """Dataclass defaults < ``base`` (e.g. a resumed run's config) < ``--config`` file < explicit flags."""
+    values = dict(base or {})
+    if getattr(args, "config", None):
+        values.update(load_config_file(cls, args.config))
+    names = {f.name for f in dataclasses.fields(cls)}
+    values.update({k: v for k, v in vars(args).items() if k in names})
+    return cls(**values)
+
+
+def save_config(config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+
+
+def read_run_config(cls, path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError:
+        raise UserError(f"{path}: missing (is this a run directory?)") from None
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
+RESUMABLE = ("epochs", "device", "workers", "data_dir", "model_dir", "checkpoint_every", "log_every", "out")
+
+
+def check_resume_overrides(base: dict, config) -> None:
+    """A resumed run may only change where things are and how long it runs, not what it computes."""
+    for key, value in dataclasses.asdict(config).items():
+        if key in base and base[key] != value and key not in RESUMABLE:
+            raise UserError(f"--{key.replace('_', '-')} cannot change when resuming (the run used {base[key]!r}); "
+                            f"only {', '.join('--' + k.replace('_', '-') for k in RESUMABLE[:-1])} can")

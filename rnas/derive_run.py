@@ -1,0 +1,58 @@
+"""`rnas derive RUN`: the searched architecture and tutors of a search run, as RUN/arch.json."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from search_spaces import parse_space
+from supernets import Network, derive
+
+from .distill import CrossLayerAttention
+from .errors import UserError
+from .rundir import load_checkpoint
+
+
+def derive_run(run: str | Path) -> dict:
+    """Arch description of a search run's checkpoint: widths, tutors j* = argmax_j g_ij, both probability
+    tables, params, MACs, teacher, seed, rnas version. Deterministic: same checkpoint, same dict."""
+    run = Path(run)
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    if ckpt.get("format") != "rnas-search-1":
+        raise UserError(f"{run}/checkpoint.pt: not an rnas search checkpoint")
+    supernet = Network(parse_space(ckpt["spec"], f"{run}/checkpoint.pt:spec"), ckpt["num_classes"])
+    supernet.load_state_dict(ckpt["supernet"])
+    tutor = CrossLayerAttention(len(ckpt["student_layers"]), len(ckpt["teacher_layers"]))
+    tutor.load_state_dict(ckpt["tutor"])
+    arch = derive(supernet)
+    probs = tutor.tutor_probs().detach()
+    tutors = tutor.tutors()
+    cfg = ckpt["config"]
+    arch.update({
+        "student_layers": ckpt["student_layers"], "teacher_layers": ckpt["teacher_layers"],
+        "tutors": tutors,
+        "tutor_probabilities": [[round(v, 6) for v in row] for row in probs.tolist()],
+        "teacher": {"name": cfg["teacher"], "checkpoint": cfg["teacher_ckpt"], "model_dir": cfg["model_dir"],
+                    "threat": cfg["threat"]},
+        "data": cfg["data"], "seed": cfg["seed"], "search_epochs_done": ckpt["epoch"],
+    })
+    return arch
+
+
+def format_arch(arch: dict) -> str:
+    lines = [f"space {arch['space']}: {arch['params'] / 1e6:.3f}M params, {arch['macs'] / 1e6:.2f}M MACs "
+             f"(teacher {arch['teacher']['name']}, seed {arch['seed']})", "", "block  width  choices (probability)"]
+    for i, (w, choices, probs) in enumerate(zip(arch["widths"], arch["width_choices"], arch["probabilities"],
+                                                strict=True)):
+        listed = " ".join(f"{c}:{p:.2f}" for c, p in zip(choices, probs, strict=True))
+        lines.append(f"{i:5d}  {w:5d}  {listed}")
+    lines += ["", "student layer -> tutor (teacher layer, probability)"]
+    for name, j, row in zip(arch["student_layers"], arch["tutors"], arch["tutor_probabilities"], strict=True):
+        lines.append(f"{name:32s} -> {arch['teacher_layers'][j]} ({row[j]:.2f})")
+    return "\n".join(lines)
+
+
+def write_arch(run: str | Path) -> tuple[Path, dict]:
+    arch = derive_run(run)
+    path = Path(run) / "arch.json"
+    path.write_text(json.dumps(arch, indent=1) + "\n")
+    return path, arch

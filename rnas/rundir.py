@@ -1,0 +1,125 @@
+"""Run directories: atomic checkpoints, RNG state, metrics.jsonl, TensorBoard events, signals."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import UserError
+
+
+def atomic_save(obj, path: Path) -> None:
+    """torch.save to a temp file in the same directory, fsync, then rename over ``path``: a reader
+    (or a crash at any moment) sees either the old complete file or the new complete file."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no checkpoint to resume from") from None
+    except Exception as err:  # truncated / foreign file
+        raise UserError(f"{path}: unreadable checkpoint ({str(err).splitlines()[0][:120]})") from None
+
+
+def rng_state() -> dict:
+    """torch (CPU and CUDA), numpy and python RNG states, in a weights_only-loadable form."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached": float(cached)},
+             "python": [list(random.getstate()[1]), random.getstate()[0]]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np_state = state["numpy"]
+    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached"]))
+    internal, version = state["python"]
+    random.setstate((version, tuple(internal), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Metrics:
+    """metrics.jsonl (one JSON object per line) plus TensorBoard events under RUN/tb."""
+
+    def __init__(self, run: Path, resume_epoch: int | None = None):
+        self.path = run / "metrics.jsonl"
+        if resume_epoch is not None and self.path.exists():  # drop lines of epochs that will be redone
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("epoch", -1) < resume_epoch]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tb = SummaryWriter(str(run / "tb"))
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        for key, value in values.items():
+            self.tb.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        self.tb.close()
+
+
+class StopSignal:
+    """Turns SIGTERM / SIGINT into a flag the loop checks between steps (then checkpoints and exits)."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._old = {}
+
+    def __enter__(self) -> StopSignal:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, _frame):
+        self.received = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def prepare_run_dir(out: str | Path, resume: bool) -> Path:
+    """The run directory: must not already hold a run unless resuming. Nothing is written here."""
+    run = Path(out)
+    if resume:
+        if not (run / "checkpoint.pt").is_file():
+            raise UserError(f"--resume {run}: no checkpoint.pt there")
+    elif (run / "checkpoint.pt").exists() or (run / "config.yaml").exists():
+        raise UserError(f"--out {run}: already holds a run; resume it with --resume {run} or choose another --out")
+    elif run.exists() and not run.is_dir():
+        raise UserError(f"--out {run}: exists and is not a directory")
+    return run

@@ -1,0 +1,303 @@
+"""The RNAS-CL search: bilevel 80/20 steps on one supernet, a frozen teacher and the tutor module.
+
+Each batch is split: the first 80 % of its samples take a weight step (SGD), the rest an architecture
+step (Adam on the width logits and the tutor logits), both on Eq. (2). Temperatures follow
+tau_e = tau_0 · exp(-tau_decay · e). The loop reads top to bottom:
+split -> weight step -> arch step -> log -> checkpoint.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from search_spaces import load_space, parse_space, spec_to_dict
+from supernets import Network
+
+from .config import flag
+from .data import DATASETS, make_loaders
+from .distill import CrossLayerAttention, attention_map, flop_factor, rnas_loss
+from .errors import UserError
+from .rundir import Metrics, StopSignal, atomic_save, load_checkpoint, rng_state, seed_everything, set_rng_state
+from .taps import Taps, conv_taps
+from .teachers import load_teacher
+
+CHECKPOINT_FORMAT = "rnas-search-1"
+
+
+@dataclass
+class SearchConfig:
+    space: str = flag("S5", "search space: built-in name (s3 s5 s7 m l is im i) or a YAML path")
+    teacher: str = flag("wrt34", "teacher architecture: wrt34, wrn-D-K, r18, r50, wrt50")
+    teacher_ckpt: str | None = flag(None, "teacher checkpoint: a file, or a RobustBench model name with --model-dir")
+    model_dir: str | None = flag(None, "RobustBench model dir, read as <model-dir>/<data>/<threat>/<name>.pt")
+    threat: str = flag("Linf", "threat-model folder for --model-dir lookups")
+    random_teacher: bool = flag(False, "allow a teacher with random weights (smoke runs only)")
+    data: str = flag("cifar10", "dataset", choices=DATASETS)
+    data_dir: str | None = flag(None, "dataset root (torchvision layout / ImageFolder root)")
+    download: bool = flag(False, "download CIFAR into --data-dir if absent")
+    val_size: int | None = flag(None, "validation images carved from the end of train (default per dataset)")
+    limit: int | None = flag(None, "use only the first N training images (smoke runs)")
+    out: str = flag("runs/search", "run directory")
+    epochs: int = flag(100, "search epochs")
+    batch_size: int = flag(128, "batch size (split 80/20 into weight and arch samples)")
+    lr: float = flag(0.1, "SGD learning rate of the weights")
+    momentum: float = flag(0.9, "SGD momentum")
+    weight_decay: float = flag(2e-4, "SGD weight decay")
+    milestones: list[int] = flag([75, 90], "epochs at which the weight lr is multiplied by --lr-decay")
+    lr_decay: float = flag(0.1, "lr factor at each milestone")
+    cosine: bool = flag(False, "cosine lr schedule to zero instead of milestones (ImageNet-100 recipe)")
+    arch_lr: float = flag(0.01, "Adam learning rate of the width and tutor logits")
+    arch_split: float = flag(0.2, "fraction of each batch used for the arch step")
+    tau: float = flag(5.0, "initial Gumbel temperature of the width choices")
+    tutor_tau: float = flag(5.0, "initial Gumbel temperature of the tutor choices")
+    tau_decay: float = flag(0.045, "both temperatures are multiplied by exp(-tau_decay) every epoch")
+    gamma: float = flag(1.0, "gamma_s, weight of the attention loss")
+    kl: str = flag("paper", "logit term: paper = KL(p, q) as Eq. 2; hinton = T^2 KL(q_T || p_T)",
+                   choices=("paper", "hinton"))
+    kd_temperature: float = flag(4.0, "temperature of the hinton KL")
+    flop: str = flag("linear", "n_f: linear = E[MACs]/max MACs, fbnetv2 = alpha log(E[MACs])^beta, none",
+                     choices=("linear", "fbnetv2", "none"))
+    flop_alpha: float = flag(0.2, "alpha of the fbnetv2 factor")
+    flop_beta: float = flag(0.5, "beta of the fbnetv2 factor")
+    mac_target: float | None = flag(None, "linear factor becomes max(E[MACs], target)/target")
+    map_size: int = flag(8, "side of the common attention-map size")
+    shortcut_taps: bool = flag(True, "tap 1x1 shortcut convs too (teacher and student)")
+    seed: int = flag(0, "random seed")
+    device: str = flag("cpu", "cpu, cuda, cuda:N or auto")
+    workers: int = flag(2, "DataLoader workers (folder datasets)")
+    amp: bool = flag(False, "bfloat16 autocast for the forward passes")
+    checkpoint_every: int = flag(0, "also checkpoint every N steps (0: at epoch ends only)")
+    log_every: int = flag(20, "TensorBoard step-logging interval")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name}: not a device (cpu, cuda, cuda:N, auto)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def _set_requires_grad(params, flag_: bool) -> None:
+    for p in params:
+        p.requires_grad_(flag_)
+
+
+class Searcher:
+    """Everything a search needs, built and validated before the run directory is touched."""
+
+    def __init__(self, cfg: SearchConfig, spec=None):
+        self.cfg = cfg
+        if not 0 < cfg.arch_split < 1:
+            raise UserError(f"--arch-split {cfg.arch_split}: must be in (0, 1)")
+        if cfg.batch_size < 2:
+            raise UserError(f"--batch-size {cfg.batch_size}: needs at least 2 (one weight, one arch sample)")
+        self.device = resolve_device(cfg.device)
+        spec = spec or load_space(cfg.space)
+        if cfg.teacher_ckpt is None and not cfg.random_teacher:
+            raise UserError("no teacher checkpoint: give --teacher-ckpt (or --random-teacher for a smoke run)")
+        seed_everything(cfg.seed)
+        self.data = make_loaders(cfg.data, cfg.data_dir, cfg.batch_size, self.device, cfg.seed, cfg.val_size,
+                                 cfg.limit, cfg.workers, cfg.download)
+        if spec.input_size != self.data.input_size:
+            raise UserError(f"--space {cfg.space}: a {spec.input_size}x{spec.input_size} space, but --data "
+                            f"{cfg.data} has {self.data.input_size}x{self.data.input_size} images")
+        self.teacher = load_teacher(cfg.teacher, cfg.teacher_ckpt, cfg.model_dir, cfg.data, cfg.threat,
+                                    self.data.num_classes).to(self.device)
+        self.supernet = Network(spec, self.data.num_classes).to(self.device)
+        example = torch.zeros(1, spec.in_channels, spec.input_size, spec.input_size, device=self.device)
+        t_layers = conv_taps(self.teacher, example, cfg.shortcut_taps)
+        s_layers = conv_taps(self.supernet, example, cfg.shortcut_taps)
+        self.teacher_layers, self.student_layers = [n for n, _ in t_layers], [n for n, _ in s_layers]
+        to_map = lambda a: attention_map(a, cfg.map_size)  # noqa: E731
+        self.teacher_taps, self.student_taps = Taps(t_layers, to_map), Taps(s_layers, to_map)
+        self.tutor = CrossLayerAttention(len(s_layers), len(t_layers), cfg.tutor_tau).to(self.device)
+        self.arch_params = self.supernet.arch_parameters() + [self.tutor.tutor_logits]
+        self.weight_params = self.supernet.weight_parameters()
+        self.weight_opt = torch.optim.SGD(self.weight_params, cfg.lr, momentum=cfg.momentum,
+                                          weight_decay=cfg.weight_decay)
+        self.arch_opt = torch.optim.Adam(self.arch_params, cfg.arch_lr)
+        self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.weight_opt, cfg.epochs) if cfg.cosine else
+                          torch.optim.lr_scheduler.MultiStepLR(self.weight_opt, cfg.milestones, cfg.lr_decay))
+        self.max_macs = self.supernet.cost([0] * len(self.supernet.searched_blocks))[1]
+        self.epoch, self.step = 0, 0
+
+    # ---- one objective, two steps ------------------------------------------------------------
+    def autocast(self):
+        if not self.cfg.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def objective(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Eq. (2) on one sub-batch: teacher once in inference mode, student with taps, tutor loss."""
+        with torch.inference_mode(), self.autocast():
+            q = self.teacher(x)
+            t_maps = torch.stack(self.teacher_taps.collect(), 1)
+        q, t_maps = q.float().clone(), t_maps.clone()  # leave inference mode: usable by autograd
+        with self.autocast():
+            p = self.supernet(x).float()
+        s_maps = torch.stack(self.student_taps.collect(), 1)
+        attention = self.tutor(s_maps, t_maps)
+        cfg = self.cfg
+        n_f = None
+        if cfg.flop != "none":
+            n_f = flop_factor(self.supernet.expected_macs(), self.max_macs, cfg.flop, cfg.flop_alpha,
+                              cfg.flop_beta, cfg.mac_target)
+        return rnas_loss(p, q, y, attention, cfg.gamma, cfg.kl, cfg.kd_temperature, n_f)
+
+    def weight_step(self, x, y) -> dict[str, torch.Tensor]:
+        _set_requires_grad(self.arch_params, False)
+        terms = self.objective(x, y)
+        self.weight_opt.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        self.weight_opt.step()
+        _set_requires_grad(self.arch_params, True)
+        return terms
+
+    def arch_step(self, x, y) -> dict[str, torch.Tensor]:
+        _set_requires_grad(self.weight_params, False)
+        terms = self.objective(x, y)
+        self.arch_opt.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        self.arch_opt.step()
+        _set_requires_grad(self.weight_params, True)
+        return terms
+
+    def set_temperatures(self, epoch: int) -> None:
+        decay = math.exp(-self.cfg.tau_decay * epoch)
+        self.supernet.tau, self.tutor.tau = self.cfg.tau * decay, self.cfg.tutor_tau * decay
+
+    @torch.no_grad()
+    def validate(self) -> float | None:
+        """Clean top-1 accuracy (%) of the supernet's current argmax architecture on the validation split."""
+        if self.data.val is None:
+            return None
+        self.supernet.eval()
+        correct = total = 0
+        with self.student_taps.paused():
+            for x, y in self.data.val.epoch(0):
+                correct += (self.supernet(x).argmax(1) == y).sum()
+                total += len(y)
+        self.supernet.train()
+        return 100.0 * correct.item() / total
+
+    # ---- state -------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"format": CHECKPOINT_FORMAT, "epoch": self.epoch, "step": self.step,
+                "supernet": self.supernet.state_dict(), "tutor": self.tutor.state_dict(),
+                "weight_opt": self.weight_opt.state_dict(), "arch_opt": self.arch_opt.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "tau": self.supernet.tau, "tutor_tau": self.tutor.tau,
+                "rng": rng_state(), "config": dataclasses.asdict(self.cfg),
+                "spec": spec_to_dict(self.supernet.spec), "num_classes": self.supernet.num_classes,
+                "student_layers": self.student_layers, "teacher_layers": self.teacher_layers}
+
+    def load_state(self, ckpt: dict) -> None:
+        self.supernet.load_state_dict(ckpt["supernet"])
+        self.tutor.load_state_dict(ckpt["tutor"])
+        self.weight_opt.load_state_dict(ckpt["weight_opt"])
+        self.arch_opt.load_state_dict(ckpt["arch_opt"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.epoch, self.step = ckpt["epoch"], ckpt["step"]
+        self.supernet.tau, self.tutor.tau = ckpt["tau"], ckpt["tutor_tau"]
+        set_rng_state(ckpt["rng"])
+
+
+def run_search(cfg: SearchConfig, run: Path, resume: bool = False) -> Path:
+    """Search into ``run`` (a fresh directory, or an existing run when ``resume``)."""
+    ckpt = load_checkpoint(run / "checkpoint.pt") if resume else None
+    spec = parse_space(ckpt["spec"], f"{run}/checkpoint.pt:spec") if ckpt else None
+    searcher = Searcher(cfg, spec)  # every user error surfaces here, before anything is written
+    if ckpt:
+        searcher.load_state(ckpt)
+    run.mkdir(parents=True, exist_ok=True)
+    from .config import save_config
+
+    save_config(cfg, run / "config.yaml")
+    metrics = Metrics(run, searcher.epoch if resume else None)
+    try:
+        with StopSignal() as stop:
+            _loop(searcher, run, metrics, stop)
+    finally:
+        metrics.close()
+        searcher.teacher_taps.remove()
+        searcher.student_taps.remove()
+    return run
+
+
+def _loop(s: Searcher, run: Path, metrics: Metrics, stop: StopSignal) -> None:
+    cfg, loader = s.cfg, s.data.train
+    steps = len(loader)
+    if steps == 0:
+        raise UserError(f"--batch-size {cfg.batch_size}: larger than the {len(loader.labels)} training images")
+    quiet = not sys.stderr.isatty()
+    while s.epoch < cfg.epochs:
+        epoch, start = s.epoch, s.step
+        s.set_temperatures(epoch)
+        sums: dict[str, torch.Tensor] = {}
+        t0, seen = time.perf_counter(), 0
+        bar = tqdm(total=steps, initial=start, desc=f"search {epoch + 1}/{cfg.epochs}", disable=quiet, leave=False)
+        for step, (x, y) in enumerate(loader.epoch(epoch, start), start=start):
+            # split -> weight step -> arch step
+            n_weight = min(len(y) - 1, max(1, round(len(y) * (1 - cfg.arch_split))))
+            w_terms = s.weight_step(x[:n_weight], y[:n_weight])
+            a_terms = s.arch_step(x[n_weight:], y[n_weight:])
+            # log
+            for prefix, terms in (("weight", w_terms), ("arch", a_terms)):
+                for key, value in terms.items():
+                    sums[f"{prefix}/{key}"] = sums.get(f"{prefix}/{key}", 0) + value.detach()
+            seen += len(y)
+            global_step = epoch * steps + step
+            if cfg.log_every and global_step % cfg.log_every == 0:
+                metrics.scalars({f"step/{k}": v.item() for k, v in w_terms.items()}, global_step)
+            bar.update(1)
+            # checkpoint (on request, or when asked to stop)
+            s.step = step + 1
+            if stop.received or (cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0):
+                atomic_save(s.state(), run / "checkpoint.pt")
+            if stop.received:
+                bar.close()
+                print(f"rnas: stopped at epoch {epoch + 1}, step {s.step}; resume with: rnas search --resume {run}",
+                      file=sys.stderr)
+                raise SystemExit(128 + stop.received)
+        bar.close()
+        s.scheduler.step()
+        n_done = max(1, s.step - start)
+        record = {"epoch": epoch, **{k: round(float(v) / n_done, 6) for k, v in sums.items()},
+                  "tau": s.supernet.tau, "tutor_tau": s.tutor.tau,
+                  "expected_macs": s.supernet.expected_macs().item(), "argmax_macs": s.supernet.cost()[1],
+                  "lr": s.weight_opt.param_groups[0]["lr"], "val_acc": s.validate(),
+                  "seconds": round(time.perf_counter() - t0, 3)}
+        record["images_per_s"] = round(seen / record["seconds"], 1)
+        _log_epoch(s, metrics, record)
+        s.epoch, s.step = epoch + 1, 0
+        atomic_save(s.state(), run / "checkpoint.pt")
+        if quiet:
+            print(f"epoch {epoch + 1}/{cfg.epochs}: loss {record['weight/total']:.4f} "
+                  f"E[MACs] {record['expected_macs'] / 1e6:.2f}M tau {record['tau']:.3f} "
+                  f"val {record['val_acc'] if record['val_acc'] is None else round(record['val_acc'], 2)} "
+                  f"{record['images_per_s']} img/s", flush=True)
+
+
+def _log_epoch(s: Searcher, metrics: Metrics, record: dict) -> None:
+    metrics.write(record)
+    epoch = record["epoch"]
+    metrics.scalars({f"epoch/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and k != "epoch"},
+                    epoch)
+    probs = s.supernet.width_probs().detach().cpu()
+    metrics.scalars({f"width/block{b:02d}/{w}": probs[b, k].item()
+                     for b, block in enumerate(s.supernet.searched_blocks)
+                     for k, w in enumerate(block.width_choices)}, epoch)
+    metrics.tb.add_image("tutor_probabilities", s.tutor.tutor_probs().detach().cpu()[None], epoch,
+                         dataformats="CHW")

@@ -1,0 +1,61 @@
+"""Tiny on-disk fixtures in the exact formats rnas reads: torchvision's CIFAR layout, a RobustBench
+teacher checkpoint, a small search-space YAML."""
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+TINY_SPACE = {
+    "name": "T", "input_size": 32, "num_classes": 10,
+    "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25],
+    "stem": {"type": "conv", "channels": 8, "stride": 2, "act": "relu"},
+    "block": {"type": "mbconv", "expansion": 2, "act": "relu"},
+    "stages": [{"depth": 1, "stride": 1, "widths": [8, 4]}, {"depth": 2, "stride": 2, "widths": [16, 12, 8]}],
+}
+
+
+def write_cifar10(root: Path, n_per_batch: int = 60, seed: int = 0, test: bool = False) -> Path:
+    """torchvision's cifar-10-batches-py layout with class-dependent colours (learnable, tiny)."""
+    rng = np.random.default_rng(seed)
+    base = root / "cifar-10-batches-py"
+    base.mkdir(parents=True, exist_ok=True)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + (["test_batch"] if test else [])
+    for name in names:
+        labels = rng.integers(0, 10, n_per_batch)
+        colours = np.stack([labels * 25, 255 - labels * 25, (labels * 97) % 256], 1)[:, :, None]
+        noise = rng.integers(0, 60, (n_per_batch, 3, 1024))
+        data = np.clip(colours + noise, 0, 255).astype(np.uint8).reshape(n_per_batch, 3072)
+        with open(base / name, "wb") as fh:
+            pickle.dump({b"data": data, b"labels": labels.tolist(), b"batch_label": name.encode()}, fh)
+    with open(base / "batches.meta", "wb") as fh:
+        pickle.dump({b"label_names": [str(i).encode() for i in range(10)]}, fh)
+    return root
+
+
+def write_teacher(model_dir: Path, name: str = "tiny", depth: int = 10, widen: int = 1) -> Path:
+    from rnas.teachers.wideresnet import WideResNet
+
+    torch.manual_seed(0)
+    path = model_dir / "cifar10" / "Linf" / f"{name}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": WideResNet(depth, widen, 10).state_dict()}, path)
+    return path
+
+
+def write_space(path: Path) -> Path:
+    path.write_text(yaml.safe_dump(TINY_SPACE))
+    return path
+
+
+def rnas_cmd(*args) -> list[str]:
+    return [sys.executable, "-m", "rnas", *map(str, args)]
+
+
+def run_rnas(*args, timeout: int = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    return subprocess.run(rnas_cmd(*args), capture_output=True, text=True, timeout=timeout, env=env)

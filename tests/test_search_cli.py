@@ -1,0 +1,185 @@
+"""End-to-end `rnas search` / `rnas derive` on tiny generated data: results, resume, bad input."""
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import rnas_cmd, run_rnas, write_cifar10, write_space, write_teacher
+
+import rnas
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("search")
+    write_cifar10(root / "data")
+    write_teacher(root / "models")
+    write_space(root / "tiny.yaml")
+    return root
+
+
+def search_args(setup, out, *extra):
+    return ["search", "--space", setup / "tiny.yaml", "--teacher", "wrn-10-1", "--teacher-ckpt", "tiny",
+            "--model-dir", setup / "models", "--data", "cifar10", "--data-dir", setup / "data",
+            "--val-size", 50, "--batch-size", 25, "--epochs", 2, "--out", out, "--arch-lr", 0.05, *extra]
+
+
+def test_search_then_derive_end_to_end(setup, tmp_path):
+    run = tmp_path / "run"
+    result = run_rnas(*search_args(setup, run, "--seed", 3))
+    assert result.returncode == 0, result.stderr
+    assert (run / "config.yaml").is_file() and (run / "checkpoint.pt").is_file() and list((run / "tb").iterdir())
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [0, 1]
+    assert lines[1]["tau"] == pytest.approx(5.0 * 2.718281828459045 ** -0.045)
+    assert 0 <= lines[1]["val_acc"] <= 100 and lines[0]["weight/n_f"] <= 1.0
+    derived = run_rnas("derive", run)
+    assert derived.returncode == 0, derived.stderr
+    assert "student layer -> tutor" in derived.stdout
+    arch = json.loads((run / "arch.json").read_text())
+    assert arch["space"] == "T" and arch["seed"] == 3 and arch["teacher"]["name"] == "wrn-10-1"
+    assert len(arch["tutors"]) == len(arch["student_layers"]) == len(arch["tutor_probabilities"])
+    assert all(0 <= j < len(arch["teacher_layers"]) for j in arch["tutors"])
+    model = rnas.build_model(run / "arch.json")
+    assert sum(p.numel() for p in model.parameters()) == arch["params"]
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_same_seed_same_arch_json(setup, tmp_path):
+    texts = []
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        assert main_in_process(*search_args(setup, tmp_path / name, "--seed", seed, "--epochs", 1))[0] == 0
+        assert main_in_process("derive", tmp_path / name)[0] == 0
+        texts.append((tmp_path / name / "arch.json").read_text())
+    assert texts[0] == texts[1]
+    assert json.loads(texts[2])["seed"] == 2 and texts[2] != texts[0]
+    assert main_in_process("derive", tmp_path / "a")[0] == 0  # derive twice: same file
+    assert (tmp_path / "a" / "arch.json").read_text() == texts[0]
+
+
+def main_in_process(*args) -> tuple[int, str]:
+    """rnas.cli.main in this process: (exit code, stderr) without paying a fresh interpreter per case."""
+    import contextlib
+    import io
+
+    from rnas.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exit_:
+            code = exit_.code
+    return code, err.getvalue()
+
+
+def final_state(run: Path) -> dict:
+    return torch.load(run / "checkpoint.pt", weights_only=True)
+
+
+def assert_same_final_state(a: Path, b: Path):
+    sa, sb = final_state(a), final_state(b)
+    assert sa["epoch"] == sb["epoch"] == 2
+    for key in sa["supernet"]:
+        assert torch.equal(sa["supernet"][key], sb["supernet"][key]), key
+    assert torch.equal(sa["tutor"]["tutor_logits"], sb["tutor"]["tutor_logits"])
+    assert torch.equal(sa["rng"]["torch"], sb["rng"]["torch"])
+
+
+def _wait_for(predicate, timeout=60.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def _metrics_lines(run: Path) -> int:
+    path = run / "metrics.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+@pytest.mark.parametrize("how", ["sigkill", "sigterm"])
+def test_resume_is_bit_identical(setup, tmp_path, how):
+    """SIGKILL in epoch 2 (resume from the epoch-1 checkpoint) or SIGTERM mid-epoch (checkpoint at the
+    current step): the resumed run ends with exactly the uninterrupted run's weights, logits and RNG."""
+    slow = ["--limit", 120, "--batch-size", 10]  # 12 steps per epoch
+    reference = tmp_path / "reference"
+    assert run_rnas(*search_args(setup, reference, *slow)).returncode == 0
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(rnas_cmd(*search_args(setup, run, *slow)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=dict(os.environ, PYTHONHASHSEED="0"))
+    try:
+        assert _wait_for(lambda: _metrics_lines(run) >= 1)  # epoch 1 is done and checkpointed
+        time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL if how == "sigkill" else signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    state = final_state(run)
+    if how == "sigkill":
+        assert proc.returncode == -signal.SIGKILL
+        assert (state["epoch"], state["step"]) == (1, 0)
+    else:
+        assert proc.returncode == 128 + signal.SIGTERM
+        assert state["epoch"] == 1 and 0 < state["step"] < 12  # stopped in the middle of epoch 2
+    assert _metrics_lines(run) == 1
+    resumed = run_rnas("search", "--resume", run)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_final_state(reference, run)
+    assert [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [0, 1]
+
+
+def test_bad_input_is_one_line_exit_2_and_leaves_run_dir_untouched(setup, tmp_path):
+    fresh = tmp_path / "fresh"
+    cases = [
+        (("--space", "S9"), "unknown search space"),
+        (("--data-dir", tmp_path / "nowhere"), "no such directory"),
+        (("--teacher-ckpt", "absent"), "no file"),
+        (("--val-size", 5000), "--val-size 5000: must be in [0, 300)"),
+        (("--device", "gpu7"), "--device gpu7"),
+        (("--epochs", "two"), "invalid int value"),
+    ]
+    for extra, message in cases:
+        code, err = main_in_process(*search_args(setup, fresh, *extra))
+        assert code == 2 and err.count("\n") == 1 and message in err, (extra, err)
+    assert not fresh.exists()
+    result = run_rnas(*search_args(setup, fresh, "--space", "S9"))  # the same through a real process
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "unknown search space" in result.stderr
+
+    existing = tmp_path / "existing"
+    assert run_rnas(*search_args(setup, existing, "--epochs", 1)).returncode == 0
+    before = {p: p.read_bytes() for p in existing.rglob("*") if p.is_file()}
+    resume_cases = [
+        ((*search_args(setup, existing),), "already holds a run"),
+        (("search", "--resume", existing, "--device", "gpu7"), "--device gpu7"),
+        (("search", "--resume", existing, "--data-dir", tmp_path / "nowhere"), "no such directory"),
+        (("search", "--resume", existing, "--space", "S5"), "--space cannot change when resuming"),
+        (("search", "--resume", tmp_path / "nothing"), "no checkpoint.pt there"),
+    ]
+    for args, message in resume_cases:
+        code, err = main_in_process(*args)
+        assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert {p: p.read_bytes() for p in existing.rglob("*") if p.is_file()} == before
+
+
+def test_config_file_and_flag_precedence(setup, tmp_path):
+    config = tmp_path / "search.yaml"
+    config.write_text("epochs: 1\nbatch-size: 20\ngamma: 3.5\ntutor-tau: 3\nweight_decay: 0.001\n")
+    run = tmp_path / "run"
+    code, err = main_in_process(*search_args(setup, run, "--config", config, "--gamma", 2.0, "--epochs", 1))
+    assert code == 0, err
+    import yaml
+
+    resolved = yaml.safe_load((run / "config.yaml").read_text())
+    assert resolved["gamma"] == 2.0 and resolved["batch_size"] == 25 and resolved["epochs"] == 1  # flags win
+    assert resolved["tutor_tau"] == 3.0 and resolved["weight_decay"] == 0.001  # from the file
+    assert resolved["milestones"] == [75, 90] and resolved["arch_split"] == 0.2  # defaults written out
+    config.write_text("epoch: 1\n")
+    code, err = main_in_process(*search_args(setup, tmp_path / "x", "--config", config))
+    assert code == 2 and "epoch: unknown key" in err
