@@ -176,7 +176,10 @@ def imagenet100_folder(root: str | Path, split: str):
         def find_classes(self, directory):
             return classes, {c: i for i, c in enumerate(classes)}
 
-    return Folder(str(base), transform=tf)
+    try:
+        return Folder(str(base), transform=tf)
+    except FileNotFoundError as err:
+        raise UserError(f"--data-dir {root}: {split}/: {str(err).split('. Supported')[0][:200]}") from None
 
 
 class FolderLoader:
