@@ -19,8 +19,8 @@ from torch.nn import functional as F
 
 from .errors import UserError
 
-CIFAR_DIRS = {"cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch", b"labels"),
-              "cifar100": ("cifar-100-python", ["train"], "test", b"fine_labels")}
+CIFAR_DIRS = {"cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch", "labels"),
+              "cifar100": ("cifar-100-python", ["train"], "test", "fine_labels")}
 DATASETS = ("cifar10", "cifar100", "imagenet100", "digits")
 DEFAULT_VAL_SIZE = {"cifar10": 5000, "cifar100": 5000, "digits": 297, "imagenet100": 0}
 
@@ -59,8 +59,8 @@ def _read_cifar(root: Path, dataset: str, split: str, download: bool) -> ImageTe
     images, labels = [], []
     for name in files:
         with open(base / name, "rb") as fh:
-            batch = pickle.load(fh, encoding="bytes")
-        images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            batch = pickle.load(fh, encoding="latin1")  # as torchvision: py2 pickles, str keys
+        images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         labels.extend(batch[label_key])
     return ImageTensors(torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.long))
 

@@ -260,7 +260,9 @@ def _loop(s: Searcher, run: Path, metrics: Metrics, stop: StopSignal) -> None:
             seen += len(y)
             global_step = epoch * steps + step
             if cfg.log_every and global_step % cfg.log_every == 0:
-                metrics.scalars({f"step/{k}": v.item() for k, v in w_terms.items()}, global_step)
+                metrics.scalars({**{f"step/{k}": v.item() for k, v in w_terms.items()},
+                                 "step/expected_macs": s.supernet.expected_macs().item(),
+                                 "step/tau": s.supernet.tau, "step/tutor_tau": s.tutor.tau}, global_step)
             bar.update(1)
             # checkpoint (on request, or when asked to stop)
             s.step = step + 1

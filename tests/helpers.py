@@ -31,9 +31,9 @@ def write_cifar10(root: Path, n_per_batch: int = 60, seed: int = 0, test: bool =
         noise = rng.integers(0, 60, (n_per_batch, 3, 1024))
         data = np.clip(colours + noise, 0, 255).astype(np.uint8).reshape(n_per_batch, 3072)
         with open(base / name, "wb") as fh:
-            pickle.dump({b"data": data, b"labels": labels.tolist(), b"batch_label": name.encode()}, fh)
+            pickle.dump({"data": data, "labels": labels.tolist(), "batch_label": name}, fh)
     with open(base / "batches.meta", "wb") as fh:
-        pickle.dump({b"label_names": [str(i).encode() for i in range(10)]}, fh)
+        pickle.dump({"label_names": [str(i) for i in range(10)]}, fh)
     return root
 
 

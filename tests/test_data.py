@@ -3,8 +3,15 @@ import pytest
 import torch
 from helpers import write_cifar10
 
-from rnas.data import (InMemoryLoader, imagenet100_classes, imagenet100_folder, load_tensors, make_loaders,
-                       random_crop_flip, split_train_val)
+from rnas.data import (
+    InMemoryLoader,
+    imagenet100_classes,
+    imagenet100_folder,
+    load_tensors,
+    make_loaders,
+    random_crop_flip,
+    split_train_val,
+)
 from rnas.errors import UserError
 
 
@@ -15,9 +22,9 @@ def test_cifar_layout_is_read_exactly(tmp_path):
     import pickle
 
     with open(tmp_path / "cifar-10-batches-py" / "data_batch_2", "rb") as fh:
-        batch = pickle.load(fh, encoding="bytes")
-    assert torch.equal(data.images[20].flatten(), torch.from_numpy(batch[b"data"][0]))
-    assert data.labels[20].item() == batch[b"labels"][0]
+        batch = pickle.load(fh, encoding="latin1")
+    assert torch.equal(data.images[20].flatten(), torch.from_numpy(batch["data"][0]))
+    assert data.labels[20].item() == batch["labels"][0]
 
 
 def test_missing_test_split_and_missing_dir_are_one_line_errors(tmp_path):
