@@ -10,13 +10,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from search_spaces import load_space, parse_space, spec_to_dict
 from supernets import Network
@@ -25,7 +22,8 @@ from .config import flag
 from .data import DATASETS, make_loaders
 from .distill import CrossLayerAttention, attention_map, flop_factor, rnas_loss
 from .errors import UserError
-from .rundir import Metrics, StopSignal, atomic_save, load_checkpoint, rng_state, seed_everything, set_rng_state
+from .loop import run_job
+from .rundir import load_checkpoint, rng_state, seed_everything, set_rng_state
 from .taps import Taps, conv_taps
 from .teachers import load_teacher
 
@@ -175,9 +173,45 @@ class Searcher:
         _set_requires_grad(self.weight_params, True)
         return terms
 
-    def set_temperatures(self, epoch: int) -> None:
+    # ---- the loop's job interface (rnas/loop.py) -------------------------------------------------
+    command = "search"
+
+    @property
+    def loader(self):
+        return self.data.train
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Temperatures of both Gumbel softmaxes: tau_0 · exp(-tau_decay · epoch)."""
         decay = math.exp(-self.cfg.tau_decay * epoch)
         self.supernet.tau, self.tutor.tau = self.cfg.tau * decay, self.cfg.tutor_tau * decay
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Split the batch 80/20 -> weight step on the first part -> arch step on the rest."""
+        n_weight = min(len(y) - 1, max(1, round(len(y) * (1 - self.cfg.arch_split))))
+        w_terms = self.weight_step(x[:n_weight], y[:n_weight])
+        a_terms = self.arch_step(x[n_weight:], y[n_weight:])
+        return {**{f"weight/{k}": v for k, v in w_terms.items()}, **{f"arch/{k}": v for k, v in a_terms.items()},
+                "expected_macs": self.supernet.expected_macs().detach(),
+                "tau": torch.tensor(self.supernet.tau), "tutor_tau": torch.tensor(self.tutor.tau)}
+
+    def epoch_record(self) -> dict:
+        """Validation accuracy of the argmax architecture, its MACs, and TensorBoard width/tutor tables."""
+        record = {"tau": self.supernet.tau, "tutor_tau": self.tutor.tau,
+                  "expected_macs": self.supernet.expected_macs().item(), "argmax_macs": self.supernet.cost()[1],
+                  "val_acc": self.validate()}
+        return record
+
+    def log_tables(self, tb, epoch: int) -> None:
+        """TensorBoard: every block's width probabilities and the tutor probability matrix as an image."""
+        probs = self.supernet.width_probs().detach().cpu()
+        for b, block in enumerate(self.supernet.searched_blocks):
+            for k, width in enumerate(block.width_choices):
+                tb.add_scalar(f"width/block{b:02d}/{width}", probs[b, k].item(), epoch)
+        tb.add_image("tutor_probabilities", self.tutor.tutor_probs().detach().cpu()[None], epoch, dataformats="CHW")
+
+    def close(self) -> None:
+        self.teacher_taps.remove()
+        self.student_taps.remove()
 
     @torch.no_grad()
     def validate(self) -> float | None:
@@ -221,85 +255,4 @@ def run_search(cfg: SearchConfig, run: Path, resume: bool = False) -> Path:
     searcher = Searcher(cfg, spec)  # every user error surfaces here, before anything is written
     if ckpt:
         searcher.load_state(ckpt)
-    run.mkdir(parents=True, exist_ok=True)
-    from .config import save_config
-
-    save_config(cfg, run / "config.yaml")
-    metrics = Metrics(run, searcher.epoch if resume else None)
-    try:
-        with StopSignal() as stop:
-            _loop(searcher, run, metrics, stop)
-    finally:
-        metrics.close()
-        searcher.teacher_taps.remove()
-        searcher.student_taps.remove()
-    return run
-
-
-def _loop(s: Searcher, run: Path, metrics: Metrics, stop: StopSignal) -> None:
-    cfg, loader = s.cfg, s.data.train
-    steps = len(loader)
-    if steps == 0:
-        raise UserError(f"--batch-size {cfg.batch_size}: larger than the {len(loader.labels)} training images")
-    quiet = not sys.stderr.isatty()
-    while s.epoch < cfg.epochs:
-        epoch, start = s.epoch, s.step
-        s.set_temperatures(epoch)
-        sums: dict[str, torch.Tensor] = {}
-        t0, seen = time.perf_counter(), 0
-        bar = tqdm(total=steps, initial=start, desc=f"search {epoch + 1}/{cfg.epochs}", disable=quiet, leave=False)
-        for step, (x, y) in enumerate(loader.epoch(epoch, start), start=start):
-            # split -> weight step -> arch step
-            n_weight = min(len(y) - 1, max(1, round(len(y) * (1 - cfg.arch_split))))
-            w_terms = s.weight_step(x[:n_weight], y[:n_weight])
-            a_terms = s.arch_step(x[n_weight:], y[n_weight:])
-            # log
-            for prefix, terms in (("weight", w_terms), ("arch", a_terms)):
-                for key, value in terms.items():
-                    sums[f"{prefix}/{key}"] = sums.get(f"{prefix}/{key}", 0) + value.detach()
-            seen += len(y)
-            global_step = epoch * steps + step
-            if cfg.log_every and global_step % cfg.log_every == 0:
-                metrics.scalars({**{f"step/{k}": v.item() for k, v in w_terms.items()},
-                                 "step/expected_macs": s.supernet.expected_macs().item(),
-                                 "step/tau": s.supernet.tau, "step/tutor_tau": s.tutor.tau}, global_step)
-            bar.update(1)
-            # checkpoint (on request, or when asked to stop)
-            s.step = step + 1
-            if stop.received or (cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0):
-                atomic_save(s.state(), run / "checkpoint.pt")
-            if stop.received:
-                bar.close()
-                print(f"rnas: stopped at epoch {epoch + 1}, step {s.step}; resume with: rnas search --resume {run}",
-                      file=sys.stderr)
-                raise SystemExit(128 + stop.received)
-        bar.close()
-        s.scheduler.step()
-        n_done = max(1, s.step - start)
-        record = {"epoch": epoch, **{k: round(float(v) / n_done, 6) for k, v in sums.items()},
-                  "tau": s.supernet.tau, "tutor_tau": s.tutor.tau,
-                  "expected_macs": s.supernet.expected_macs().item(), "argmax_macs": s.supernet.cost()[1],
-                  "lr": s.weight_opt.param_groups[0]["lr"], "val_acc": s.validate(),
-                  "seconds": round(time.perf_counter() - t0, 3)}
-        record["images_per_s"] = round(seen / record["seconds"], 1)
-        _log_epoch(s, metrics, record)
-        s.epoch, s.step = epoch + 1, 0
-        atomic_save(s.state(), run / "checkpoint.pt")
-        if quiet:
-            print(f"epoch {epoch + 1}/{cfg.epochs}: loss {record['weight/total']:.4f} "
-                  f"E[MACs] {record['expected_macs'] / 1e6:.2f}M tau {record['tau']:.3f} "
-                  f"val {record['val_acc'] if record['val_acc'] is None else round(record['val_acc'], 2)} "
-                  f"{record['images_per_s']} img/s", flush=True)
-
-
-def _log_epoch(s: Searcher, metrics: Metrics, record: dict) -> None:
-    metrics.write(record)
-    epoch = record["epoch"]
-    metrics.scalars({f"epoch/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and k != "epoch"},
-                    epoch)
-    probs = s.supernet.width_probs().detach().cpu()
-    metrics.scalars({f"width/block{b:02d}/{w}": probs[b, k].item()
-                     for b, block in enumerate(s.supernet.searched_blocks)
-                     for k, w in enumerate(block.width_choices)}, epoch)
-    metrics.tb.add_image("tutor_probabilities", s.tutor.tutor_probs().detach().cpu()[None], epoch,
-                         dataformats="CHW")
+    return run_job(searcher, run, resume)

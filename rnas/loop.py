@@ -1,0 +1,99 @@
+"""The epoch loop shared by search, retrain and teacher training (nanoGPT-style, one screen):
+for each step: job.train_step -> accumulate -> log -> checkpoint on request or signal;
+at each epoch end: lr schedule -> job.epoch_record (validation, ...) -> metrics -> checkpoint."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from tqdm import tqdm
+
+from .config import save_config
+from .errors import UserError
+from .rundir import Metrics, StopSignal, atomic_save
+
+
+class Job(Protocol):
+    cfg: object  # has epochs, checkpoint_every, log_every
+    command: str  # "search", "retrain", ... (for messages)
+    epoch: int
+    step: int
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+
+    @property
+    def loader(self): ...
+    def begin_epoch(self, epoch: int) -> None: ...
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]: ...
+    def epoch_record(self) -> dict: ...
+    def state(self) -> dict: ...
+    def close(self) -> None: ...
+
+
+def run_job(job: Job, run: Path, resume: bool) -> Path:
+    """Write the resolved config, then train ``job`` into ``run`` until ``cfg.epochs``."""
+    run.mkdir(parents=True, exist_ok=True)
+    save_config(job.cfg, run / "config.yaml")
+    metrics = Metrics(run, job.epoch if resume else None)
+    try:
+        with StopSignal() as stop:
+            train_epochs(job, run, metrics, stop)
+    finally:
+        metrics.close()
+        job.close()
+    return run
+
+
+def train_epochs(job: Job, run: Path, metrics: Metrics, stop: StopSignal) -> None:
+    cfg, loader = job.cfg, job.loader
+    steps = len(loader)
+    if steps == 0:
+        raise UserError(f"--batch-size {cfg.batch_size}: larger than the training set")
+    quiet = not sys.stderr.isatty()
+    while job.epoch < cfg.epochs:
+        epoch, start = job.epoch, job.step
+        job.begin_epoch(epoch)
+        sums: dict[str, torch.Tensor] = {}
+        t0, seen = time.perf_counter(), 0
+        bar = tqdm(total=steps, initial=start, desc=f"{job.command} {epoch + 1}/{cfg.epochs}", disable=quiet,
+                   leave=False)
+        for step, (x, y) in enumerate(loader.epoch(epoch, start), start=start):
+            terms = job.train_step(x, y)
+            for key, value in terms.items():
+                sums[key] = sums.get(key, 0) + value.detach()
+            seen += len(y)
+            global_step = epoch * steps + step
+            if cfg.log_every and global_step % cfg.log_every == 0:
+                metrics.scalars({f"step/{k}": v.item() for k, v in terms.items()}, global_step)
+            bar.update(1)
+            job.step = step + 1
+            if stop.received or (cfg.checkpoint_every and job.step % cfg.checkpoint_every == 0):
+                atomic_save(job.state(), run / "checkpoint.pt")
+            if stop.received:
+                bar.close()
+                print(f"rnas: stopped at epoch {epoch + 1}, step {job.step}; resume with: "
+                      f"rnas {job.command} --resume {run}", file=sys.stderr)
+                raise SystemExit(128 + stop.received)
+        bar.close()
+        job.scheduler.step()
+        done = max(1, job.step - start)
+        seconds = time.perf_counter() - t0
+        record = {"epoch": epoch, **{k: round(float(v) / done, 6) for k, v in sums.items()},
+                  "lr": job.scheduler.get_last_lr()[0], **job.epoch_record(),
+                  "seconds": round(seconds, 3), "images_per_s": round(seen / seconds, 1)}
+        metrics.write(record)
+        if hasattr(job, "log_tables"):
+            job.log_tables(metrics.tb, epoch)
+        metrics.scalars({f"epoch/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and k != "epoch"},
+                        epoch)
+        job.epoch, job.step = epoch + 1, 0
+        atomic_save(job.state(), run / "checkpoint.pt")
+        if quiet:
+            shown = {k: record[k] for k in ("val_acc", "expected_macs", "tau") if record.get(k) is not None}
+            loss = next((record[k] for k in ("weight/total", "total") if k in record), float("nan"))
+            print(f"{job.command} epoch {epoch + 1}/{cfg.epochs}: loss {loss:.4f} "
+                  + " ".join(f"{k} {v:.4g}" for k, v in shown.items()) + f" ({record['images_per_s']} img/s)",
+                  flush=True)
+
