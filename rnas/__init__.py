@@ -2,7 +2,8 @@
 from search_spaces import SpaceSpec, SpecError, available_spaces, load_space
 from supernets import ArchError, Network, build_model, build_supernet, derive, load_supernet_weights
 
+from .evaluate import load_model
 from .teachers import Teacher, load_teacher
 
 __all__ = ["ArchError", "Network", "SpaceSpec", "SpecError", "Teacher", "available_spaces", "build_model",
-           "build_supernet", "derive", "load_space", "load_supernet_weights", "load_teacher"]
+           "build_supernet", "derive", "load_model", "load_space", "load_supernet_weights", "load_teacher"]

@@ -49,7 +49,7 @@ def bn_route(model: nn.Module, route: str):
 
 def trades_examples(model, x, eps: float, step: float, steps: int, generator=None) -> torch.Tensor:
     """TRADES inner maximisation: ascend KL(f(x) || f(x')) from x + 0.001·N(0, 1), in eval mode."""
-    with eval_mode(model), bn_route(model, "adv"):
+    with eval_mode(model), bn_route(model, "adv"), torch.enable_grad():
         with torch.no_grad():
             p_clean = model(x).softmax(1)
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -72,7 +72,7 @@ def trades_terms(logits_clean: torch.Tensor, logits_adv: torch.Tensor, y: torch.
 def nfgsm_examples(model, x, y, eps: float, noise_scale: float = 2.0, generator=None) -> torch.Tensor:
     """N-FGSM (de Jorge et al.): uniform noise of radius noise_scale·eps, one FGSM step of size eps,
     no projection back to the eps-ball (only to [0, 1])."""
-    with eval_mode(model), bn_route(model, "adv"):
+    with eval_mode(model), bn_route(model, "adv"), torch.enable_grad():
         noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1
         x_noisy = (x + noise_scale * eps * noise).clamp(0, 1).requires_grad_(True)
         (grad,) = torch.autograd.grad(F.cross_entropy(model(x_noisy), y, reduction="sum"), x_noisy)

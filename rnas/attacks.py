@@ -51,10 +51,12 @@ def margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
-    x = x.detach().requires_grad_(True)
-    logits = model(x)
-    value = F.cross_entropy(logits, y, reduction="sum") if loss == "ce" else margin_loss(logits, y).sum()
-    (grad,) = torch.autograd.grad(value, x)
+    """Gradient of the summed loss w.r.t. the input only (also inside a caller's no_grad block)."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        logits = model(x)
+        value = F.cross_entropy(logits, y, reduction="sum") if loss == "ce" else margin_loss(logits, y).sum()
+        (grad,) = torch.autograd.grad(value, x)
     return grad
 
 
@@ -102,10 +104,17 @@ def autoattack(model, x, y, eps: float, norm: str = "Linf", version: str = "stan
     import logging
 
     logging.getLogger("auto-attack").setLevel(logging.WARNING)
-    with eval_mode(model):
-        adversary = AutoAttack(model, norm=norm, eps=eps, version=version, device=x.device, seed=seed)
-        adversary.verbose = False
-        x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=max(1, len(x)))
+    params = [p for p in model.parameters() if p.requires_grad]
+    with eval_mode(model), torch.enable_grad():
+        try:  # pyautoattack calls backward(): keep the model's parameter grads untouched
+            for p in params:
+                p.requires_grad_(False)
+            adversary = AutoAttack(model, norm=norm, eps=eps, version=version, device=x.device, seed=seed)
+            adversary.verbose = False
+            x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=max(1, len(x)))
+        finally:
+            for p in params:
+                p.requires_grad_(True)
         return x_adv.detach()
 
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from .errors import USER_ERRORS
+from .errors import USER_ERRORS, UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -19,23 +20,30 @@ def _cmd_spaces(args) -> int:
     return 0
 
 
-def _cmd_search(args) -> int:
-    from pathlib import Path
-
+def _training_command(args, config_cls, runner, command: str, positional: str | None = None) -> Path:
+    """Shared by search / retrain / teacher train: resolve the config (defaults < --config < flags, or
+    the resumed run's config < flags), check the run directory, then run."""
     from .config import check_resume_overrides, read_run_config, resolve_config
     from .rundir import prepare_run_dir
-    from .search import SearchConfig, run_search
 
     if args.resume:
         run = prepare_run_dir(args.resume, resume=True)
-        base = read_run_config(SearchConfig, Path(run) / "config.yaml")
-        cfg = resolve_config(SearchConfig, args, base)
+        base = read_run_config(config_cls, run / "config.yaml")
+        cfg = resolve_config(config_cls, args, base)
         cfg.out = str(run)
         check_resume_overrides(base, cfg)
     else:
-        cfg = resolve_config(SearchConfig, args)
+        cfg = resolve_config(config_cls, args)
+        if positional and not getattr(cfg, positional):
+            raise UserError(f"rnas {command}: give {positional.upper()} (or --resume RUN)")
         run = prepare_run_dir(cfg.out, resume=False)
-    run_search(cfg, run, resume=bool(args.resume))
+    return runner(cfg, run, resume=bool(args.resume)) or run
+
+
+def _cmd_search(args) -> int:
+    from .search import SearchConfig, run_search
+
+    run = _training_command(args, SearchConfig, run_search, "search")
     print(f"search finished: {run}  (next: rnas derive {run})")
     return 0
 
@@ -49,7 +57,57 @@ def _cmd_derive(args) -> int:
     return 0
 
 
+def _cmd_retrain(args) -> int:
+    from .retrain import RetrainConfig, run_retrain
+
+    run = _training_command(args, RetrainConfig, run_retrain, "retrain", positional="arch")
+    print(f"retrain finished: {run}  (next: rnas eval {Path(run) / 'checkpoint.pt'})")
+    return 0
+
+
+def _cmd_teacher_train(args) -> int:
+    from .teacher_train import TeacherTrainConfig, run_teacher_training
+
+    path = _training_command(args, TeacherTrainConfig, run_teacher_training, "teacher train")
+    print(f"teacher written: {path}")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from .config import resolve_config
+    from .evaluate import EvalConfig, run_eval
+
+    run_eval(resolve_config(EvalConfig, args))
+    return 0
+
+
+def _cmd_quickstart(args) -> int:
+    from .quickstart import run_quickstart
+
+    run_quickstart(args.out)
+    return 0
+
+
+def _add_training(sub, name: str, config_cls, func, help: str, positional: tuple[str, str] | None = None):
+    from .config import add_config_flags
+
+    parser = sub.add_parser(name, help=help)
+    if positional:
+        parser.add_argument(positional[0], nargs="?", default=argparse.SUPPRESS, help=positional[1])
+    add_config_flags(parser, config_cls, skip=(positional[0],) if positional else ())
+    parser.add_argument("--config", metavar="FILE", help="YAML file whose keys are flag names; flags override it")
+    parser.add_argument("--resume", metavar="RUN", help="resume the run in RUN exactly where it stopped")
+    parser.set_defaults(func=func)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .config import add_config_flags
+    from .evaluate import EvalConfig
+    from .retrain import RetrainConfig
+    from .search import SearchConfig
+    from .teacher_train import TeacherTrainConfig
+
     parser = _Parser(prog="rnas", description="Robust neural architecture search by cross-layer distillation.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     spaces = sub.add_parser("spaces", help="list the search spaces with min/max derived-net params and MACs")
@@ -57,18 +115,28 @@ def build_parser() -> argparse.ArgumentParser:
     spaces.add_argument("--json", action="store_true", help="print JSON instead of a table")
     spaces.set_defaults(func=_cmd_spaces)
 
-    from .config import add_config_flags
-    from .search import SearchConfig
-
-    search = sub.add_parser("search", help="search a supernet with cross-layer distillation from a teacher")
-    add_config_flags(search, SearchConfig)
-    search.add_argument("--config", metavar="FILE", help="YAML file whose keys are flag names; flags override it")
-    search.add_argument("--resume", metavar="RUN", help="resume the run in RUN exactly where it stopped")
-    search.set_defaults(func=_cmd_search)
-
+    _add_training(sub, "search", SearchConfig, _cmd_search,
+                  "search a supernet with cross-layer distillation from a teacher")
     derive = sub.add_parser("derive", help="write RUN/arch.json from a search run and print it")
     derive.add_argument("run", metavar="RUN", help="search run directory")
     derive.set_defaults(func=_cmd_derive)
+    _add_training(sub, "retrain", RetrainConfig, _cmd_retrain,
+                  "train a derived architecture from scratch with Eq. 3 (or a baseline, TRADES, MBN)",
+                  positional=("arch", "arch.json written by rnas derive"))
+
+    teacher = sub.add_parser("teacher", help="teacher utilities").add_subparsers(
+        dest="teacher_command", required=True, parser_class=_Parser)
+    _add_training(teacher, "train", TeacherTrainConfig, _cmd_teacher_train,
+                  "adversarially train a robust teacher (RobustBench layout + accuracy json)")
+
+    evaluate = sub.add_parser("eval", help="accuracy under attacks (table + optional JSON)")
+    evaluate.add_argument("checkpoint", metavar="CKPT", help="checkpoint of rnas retrain / teacher train")
+    add_config_flags(evaluate, EvalConfig, skip=("checkpoint",))
+    evaluate.set_defaults(func=_cmd_eval)
+
+    quick = sub.add_parser("quickstart", help="the whole pipeline on the embedded digits data, in minutes")
+    quick.add_argument("--out", default="rnas-quickstart", help="directory for the run dirs (must not exist)")
+    quick.set_defaults(func=_cmd_quickstart)
     return parser
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import types
 import typing
 from pathlib import Path
 
@@ -20,9 +21,11 @@ def flag(default, help: str, **extra):
 
 
 def _base_type(tp):
+    """``int | None`` -> int; other annotations unchanged."""
     args = [a for a in typing.get_args(tp) if a is not type(None)]
-    return _base_type(args[0]) if typing.get_origin(tp) in (typing.Union, __import__("types").UnionType)\
-        and args else tp
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and args:
+        return _base_type(args[0])
+    return tp
 
 
 def add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
@@ -37,7 +40,9 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...]
         kwargs = {"default": argparse.SUPPRESS, "help": f"{f.metadata.get('help', '')} (default: {default})"}
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
-        if tp is bool:
+        if "parse" in f.metadata:
+            parser.add_argument(name, type=f.metadata["parse"], metavar=f.name.upper(), **kwargs)
+        elif tp is bool:
             parser.add_argument(name, action=argparse.BooleanOptionalAction, **kwargs)
         elif typing.get_origin(tp) is list:
             parser.add_argument(name, type=typing.get_args(tp)[0], nargs="*", **kwargs)
@@ -46,6 +51,9 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...]
 
 
 def _coerce(cls, key: str, value, source: str):
+    parse = next(f.metadata.get("parse") for f in dataclasses.fields(cls) if f.name == key)
+    if parse is not None and value is not None:
+        return parse(value)
     hints = typing.get_type_hints(cls)
     tp = _base_type(hints[key])
     if value is None:

@@ -65,12 +65,16 @@ class CrossLayerAttention(nn.Module):
     def forward(self, student_maps: torch.Tensor, teacher_maps: torch.Tensor) -> torch.Tensor:
         """``student_maps`` (B, n_s, D), ``teacher_maps`` (B, n_t, D): normalised attention maps."""
         if self.mode == "fixed":  # one-hot tutors: only the n_s mapped pairs have non-zero weight
-            mapped = teacher_maps.index_select(1, self.mapping)
-            per_sample = (student_maps - mapped).norm(dim=-1).sum(1)
-        else:
-            weights = self.tutor_weights(student_maps.shape[0])
-            per_sample = (weights * self.pair_distances(student_maps, teacher_maps)).sum((1, 2))
+            return paired_attention_loss(student_maps, teacher_maps.index_select(1, self.mapping), self.n_teacher)
+        weights = self.tutor_weights(student_maps.shape[0])
+        per_sample = (weights * self.pair_distances(student_maps, teacher_maps)).sum((1, 2))
         return per_sample.mean() / (self.n_student * self.n_teacher)
+
+
+def paired_attention_loss(student_maps: torch.Tensor, tutor_maps: torch.Tensor, n_teacher: int) -> torch.Tensor:
+    """Eq. (1) with one-hot tutors (Eq. 3): 1/(n_s n_t) sum_i ||F^(A_s^i) - F^(A_t^{j*(i)})||_2, batch mean.
+    ``tutor_maps[:, i]`` is the map of student layer i's tutor; ``n_teacher`` is the teacher's tap count."""
+    return (student_maps - tutor_maps).norm(dim=-1).sum(1).mean() / (student_maps.shape[1] * n_teacher)
 
 
 def uniform_mapping(n_student: int, n_teacher: int) -> list[int]:

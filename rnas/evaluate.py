@@ -1,0 +1,155 @@
+"""`rnas eval` and `rnas.load_model`: robustness of a trained network under a list of attacks."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from supernets import build_model
+
+from .adversarial import convert_to_mbn
+from .attacks import attack_eps, parse_eps, run_attack
+from .config import flag
+from .data import DATASETS, DEFAULT_VAL_SIZE, load_tensors, split_train_val
+from .errors import UserError
+from .rundir import load_checkpoint
+from .search import resolve_device
+from .teachers import DATASET_CLASSES, load_teacher, teacher_arch
+
+
+def load_model(path: str | Path) -> nn.Module:
+    """The trained network of an rnas checkpoint (retrain or teacher training) as an nn.Module on
+    [0, 1] images, in eval mode; its architecture is rebuilt from the checkpoint's own description."""
+    ckpt = load_checkpoint(Path(path))
+    if ckpt.get("format") != "rnas-train-1":
+        raise UserError(f"{path}: not an rnas model checkpoint (from rnas retrain or rnas teacher train); "
+                        "for a RobustBench file use rnas eval --teacher-arch NAME")
+    if ckpt["kind"] == "retrain":
+        model = build_model(ckpt["arch"])
+        if ckpt.get("mbn"):
+            convert_to_mbn(model)
+    else:
+        model = teacher_arch(ckpt["teacher_arch"], ckpt["data"]).build(DATASET_CLASSES[ckpt["data"]])
+    model.load_state_dict(ckpt["model"])
+    model.rnas_checkpoint = {k: ckpt.get(k) for k in ("kind", "config", "arch")}
+    return model.eval()
+
+
+def count_macs(model: nn.Module, size: int, device) -> int:
+    """Conv + linear MACs of one image (independent count: FlopCounterMode / 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, 3, size, size, device=device))
+    return counter.get_total_flops() // 2
+
+
+def evaluate(model: nn.Module, batches, attacks: list[str], eps_values: list[float], progress=None) -> list[dict]:
+    """Accuracy (%) under each attack and budget; ``batches()`` yields (x in [0, 1], y) on the model's
+    device. One row per (attack, eps)."""
+    rows = []
+    for name in attacks:
+        for eps in ([0.0] if name == "clean" else eps_values):
+            start, correct, total = time.perf_counter(), 0, 0
+            budget = attack_eps(name, eps)
+            for xb, yb in batches():
+                x_adv = run_attack(name, model, xb, yb, budget)
+                with torch.no_grad():
+                    correct += (model(x_adv).argmax(1) == yb).sum().item()
+                total += len(yb)
+            rows.append({"attack": name, "eps": budget, "accuracy": round(100.0 * correct / total, 2),
+                         "n": total, "seconds": round(time.perf_counter() - start, 2)})
+            if progress:
+                progress(rows[-1])
+    return rows
+
+
+@dataclass
+class EvalConfig:
+    checkpoint: str = flag("", "rnas checkpoint (or a RobustBench file with --teacher-arch)")
+    attacks: str = flag("clean,fgsm,pgd20,mifgsm,cw,autoattack", "comma-separated attacks")
+    eps: float = flag(8 / 255, "l_inf budget in pixel units", parse=parse_eps)
+    eps_sweep: list[str] | None = flag(None, "several budgets, e.g. 2/255 4/255 8/255 (replaces --eps)")
+    n: int | None = flag(None, "evaluate the first N images of the split")
+    split: str = flag("val", "val (carved from train) or test (the official test split)", choices=("val", "test"))
+    data: str | None = flag(None, "dataset (default: the checkpoint's)", choices=DATASETS)
+    data_dir: str | None = flag(None, "dataset root (default: the checkpoint's)")
+    val_size: int | None = flag(None, "validation size (default: the checkpoint's)")
+    batch_size: int = flag(500, "evaluation batch size")
+    json: str | None = flag(None, "also write the results to this JSON file")
+    teacher_arch: str | None = flag(None, "treat CHECKPOINT as a RobustBench-layout teacher of this architecture")
+    device: str = flag("cpu", "cpu, cuda, cuda:N or auto")
+    seed: int = flag(0, "random seed (random starts, AutoAttack)")
+
+
+def run_eval(cfg: EvalConfig, out=print) -> dict:
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    saved = {}
+    if cfg.teacher_arch:
+        model = load_teacher(cfg.teacher_arch, cfg.checkpoint, dataset=cfg.data or "cifar10")
+    else:
+        model = load_model(cfg.checkpoint)
+        saved = model.rnas_checkpoint["config"] or {}
+    data = cfg.data or saved.get("data") or "cifar10"
+    data_dir = cfg.data_dir or saved.get("data_dir")
+    attacks = [a.strip() for a in cfg.attacks.split(",") if a.strip()]
+    eps_values = [parse_eps(e) for e in cfg.eps_sweep] if cfg.eps_sweep else [cfg.eps]
+    for name in attacks:  # fail fast on a typo, before any data is read
+        if name not in ("clean", "fgsm", "mifgsm", "cw", "autoattack", "autoattack-l2", "autoattack-l1") \
+                and not (name.startswith("pgd") and name[3:].isdigit()):
+            raise UserError(f"--attacks: unknown attack {name!r}")
+    batches, n, size = eval_batches(data, data_dir, cfg.split, cfg.val_size if cfg.val_size is not None
+                                    else saved.get("val_size"), cfg.n, cfg.batch_size, device)
+    model = model.to(device).eval()
+    arch = (getattr(model, "rnas_checkpoint", None) or {}).get("arch") or {}
+    params = sum(p.numel() for p in model.parameters())
+    macs = arch.get("macs") or count_macs(model, size, device)
+    out(f"{cfg.checkpoint}: {params / 1e6:.3f}M params, {macs / 1e6:.2f}M MACs; {data} {cfg.split}, n={n}")
+    out(f"{'attack':14s} {'eps':>9s} {'accuracy %':>10s} {'n':>6s} {'seconds':>8s}")
+    rows = evaluate(model, batches, attacks, eps_values,
+                    progress=lambda r: out(f"{r['attack']:14s} {_eps_text(r['eps']):>9s} {r['accuracy']:10.2f} "
+                                           f"{r['n']:6d} {r['seconds']:8.1f}"))
+    result = {"checkpoint": str(cfg.checkpoint), "params": params, "macs": macs, "data": data, "split": cfg.split,
+              "n": n, "results": rows}
+    if cfg.json:
+        Path(cfg.json).write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def eval_batches(data: str, data_dir, split: str, val_size: int | None, n: int | None, batch_size: int, device):
+    """(batches() iterator factory, n, image side) for the first ``n`` images of a split. ``val`` is the
+    tail of train (as in search/retrain); ``test`` the dataset's official test split (ImageNet-100: val/)."""
+    if data == "imagenet100":
+        from .data import imagenet100_folder
+
+        if data_dir is None:
+            raise UserError("--data imagenet100 needs --data-dir")
+        folder = imagenet100_folder(data_dir, "val")  # ImageNet-100's held-out split is the val folder
+        subset = torch.utils.data.Subset(folder, range(len(folder) if n is None else min(n, len(folder))))
+
+        def folder_batches():
+            for xb, yb in torch.utils.data.DataLoader(subset, batch_size, num_workers=2):
+                yield xb.to(device), yb.to(device)
+        return folder_batches, len(subset), 224
+    tensors = load_tensors(data, data_dir, "test" if split == "test" else "train")
+    if split == "val":
+        _, tensors = split_train_val(tensors, DEFAULT_VAL_SIZE[data] if val_size is None else val_size, None)
+    n = len(tensors) if n is None else min(n, len(tensors))
+    x, y = tensors.images[:n].to(device), tensors.labels[:n].to(device)
+
+    def tensor_batches():
+        for i in range(0, n, batch_size):
+            yield x[i:i + batch_size].float().div(255), y[i:i + batch_size]
+    return tensor_batches, n, x.shape[-1]
+
+
+def _eps_text(eps: float) -> str:
+    if eps == 0:
+        return "-"
+    scaled = eps * 255
+    return f"{round(scaled)}/255" if abs(scaled - round(scaled)) < 1e-6 else f"{eps:g}"

@@ -1,0 +1,83 @@
+"""`rnas quickstart`: the whole pipeline on the embedded digits data (nothing to download), sized to
+finish in well under 10 minutes on two CPU cores: robust teacher -> search -> derive -> retrain with
+cross-layer distillation and the three baselines -> clean / PGD-20 / AutoAttack comparison."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .derive_run import format_arch, write_arch
+from .errors import UserError
+from .evaluate import eval_batches, evaluate, load_model
+from .retrain import RetrainConfig, run_retrain
+from .search import SearchConfig, run_search
+from .teacher_train import TeacherTrainConfig, run_teacher_training
+
+BASELINE_NAMES = {"cl": "RNAS-CL (searched tutors)", "ce": "CE only", "kd": "logit KD only",
+                  "fixed": "AT, fixed uniform mapping"}
+AUTOATTACK_N = 20  # AutoAttack standard is thorough and slow on a CPU: a subset, as the table says
+
+
+def _stage(title: str, start: float) -> None:
+    print(f"\n== {title}  (t = {time.perf_counter() - start:.0f} s)", flush=True)
+
+
+def run_quickstart(out: str | Path, seed: int = 0) -> dict:
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"--out {out}: already exists and is not empty; remove it or pass another --out")
+    start = time.perf_counter()
+    common = {"data": "digits", "batch_size": 64, "seed": seed, "log_every": 0}
+
+    _stage("1/5 adversarially train a small robust teacher (WRN-16-1, N-FGSM, eps 8/255)", start)
+    teacher_ckpt = run_teacher_training(TeacherTrainConfig(arch="wrn-16-1", at="nfgsm", epochs=4,
+                                                           out=str(out / "teacher"), **common), out / "teacher")
+    teacher = {"teacher": "wrn-16-1", "teacher_ckpt": str(teacher_ckpt)}
+    print(f"teacher: {json.loads(teacher_ckpt.with_suffix('.json').read_text())['val']}")
+
+    _stage("2/5 search S3 with cross-layer distillation (3 epochs)", start)
+    run_search(SearchConfig(space="s3", epochs=3, arch_lr=0.05, out=str(out / "search"), **teacher, **common),
+               out / "search")
+
+    _stage("3/5 derive the architecture and its tutors", start)
+    arch_path, arch = write_arch(out / "search")
+    print(format_arch(arch))
+
+    rows = []
+    for i, baseline in enumerate(("cl", "ce", "kd", "fixed")):
+        _stage(f"4/5 retrain ({i + 1}/4): {BASELINE_NAMES[baseline]}", start)
+        run = out / f"retrain-{baseline}"
+        run_retrain(RetrainConfig(arch=str(arch_path), baseline=baseline, epochs=6, out=str(run), **teacher,
+                                  **common), run)
+        rows.append({"model": BASELINE_NAMES[baseline], "run": str(run)})
+
+    _stage(f"5/5 evaluate: clean and PGD-20 on the 297 validation digits, AutoAttack on the first {AUTOATTACK_N}",
+           start)
+    for row in rows:
+        model = load_model(Path(row["run"]) / "checkpoint.pt")
+        full, n, _ = eval_batches("digits", None, "val", None, None, 500, "cpu")
+        subset, n_aa, _ = eval_batches("digits", None, "val", None, AUTOATTACK_N, 500, "cpu")
+        results = evaluate(model, full, ["clean", "pgd20"], [8 / 255]) + evaluate(model, subset, ["autoattack"],
+                                                                                 [8 / 255])
+        row.update({r["attack"]: r["accuracy"] for r in results}, n=n, n_autoattack=n_aa,
+                   params=arch["params"], macs=arch["macs"])
+        print(f"{row['model']}: clean {row['clean']:.1f} %, PGD-20 {row['pgd20']:.1f} %, "
+              f"AutoAttack {row['autoattack']:.1f} %", flush=True)
+
+    table = format_table(rows)
+    print("\n" + table)
+    summary = {"rows": rows, "seconds": round(time.perf_counter() - start, 1), "arch": str(arch_path)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(f"\nrun directories and summary.json are in {out}/ ({summary['seconds']:.0f} s)")
+    return summary
+
+
+def format_table(rows: list[dict]) -> str:
+    head = f"{'student (S3 on digits, eps 8/255)':34s} {'params':>8s} {'MACs':>7s} {'clean %':>8s} " \
+           f"{'PGD-20 %':>9s} {'AutoAttack %':>13s}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['model']:34s} {r['params'] / 1e6:7.3f}M {r['macs'] / 1e6:6.2f}M {r['clean']:8.1f} "
+                     f"{r['pgd20']:9.1f} {r['autoattack']:9.1f} (n={r['n_autoattack']})")
+    return "\n".join(lines)

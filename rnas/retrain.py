@@ -1,0 +1,167 @@
+"""`rnas retrain RUN/arch.json`: train the derived network from scratch with Eq. (3) (or a baseline),
+optionally fine-tune it with TRADES (``--trades --init CKPT``) and Mixture BN (``--mbn``)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from supernets import ArchError, build_model
+
+from .adversarial import convert_to_mbn
+from .attacks import parse_eps
+from .config import flag
+from .data import DATASETS, make_loaders
+from .distill import uniform_mapping
+from .errors import UserError
+from .loop import run_job
+from .rundir import load_checkpoint, seed_everything
+from .search import resolve_device
+from .taps import conv_taps
+from .teachers import load_teacher
+from .train import CHECKPOINT_FORMAT, Objective, Trainer
+
+BASELINES = ("cl", "ce", "kd", "fixed")
+
+
+@dataclass
+class RetrainConfig:
+    arch: str = flag("", "arch.json written by rnas derive")
+    teacher: str | None = flag(None, "teacher architecture (default: the one the arch was searched with)")
+    teacher_ckpt: str | None = flag(None, "teacher checkpoint (default: the search's)")
+    model_dir: str | None = flag(None, "RobustBench model dir (default: the search's)")
+    threat: str = flag("Linf", "threat-model folder for --model-dir lookups")
+    random_teacher: bool = flag(False, "allow a teacher with random weights (smoke runs only)")
+    baseline: str = flag("cl", "cl: Eq. 3 with the searched tutors; ce: CE only; kd: CE + KL (logit KD); "
+                         "fixed: Eq. 3 with a uniform depth-proportional tutor mapping", choices=BASELINES)
+    data: str | None = flag(None, "dataset (default: the search's)", choices=DATASETS)
+    data_dir: str | None = flag(None, "dataset root")
+    download: bool = flag(False, "download CIFAR into --data-dir if absent")
+    val_size: int | None = flag(None, "validation images carved from the end of train")
+    limit: int | None = flag(None, "use only the first N training images")
+    out: str = flag("runs/retrain", "run directory")
+    epochs: int | None = flag(None, "epochs (default: 100 CIFAR/digits, 200 ImageNet-100, 20 with --trades)")
+    batch_size: int | None = flag(None, "batch size (default: 128; 256 on ImageNet-100)")
+    lr: float | None = flag(None, "SGD lr (default: 0.1; 0.05 on ImageNet-100; 0.01 for TRADES fine-tuning)")
+    momentum: float = flag(0.9, "SGD momentum")
+    weight_decay: float | None = flag(None, "weight decay (default: 2e-4; 4e-5 on ImageNet-100)")
+    milestones: list[int] | None = flag(None, "lr x lr-decay at these epochs (default: 75 % and 90 % of --epochs)")
+    lr_decay: float = flag(0.1, "lr factor at each milestone")
+    cosine: bool | None = flag(None, "cosine schedule (default: on for ImageNet-100)")
+    gamma: float = flag(1.0, "gamma_t, weight of the attention loss")
+    kl: str = flag("paper", "logit term: paper = KL(p, q); hinton = T^2 KL(q_T || p_T)", choices=("paper", "hinton"))
+    kd_temperature: float = flag(4.0, "temperature of the hinton KL")
+    map_size: int = flag(8, "side of the common attention-map size")
+    trades: bool = flag(False, "TRADES objective instead of CE in Eq. 3 (use with --init)")
+    init: str | None = flag(None, "start from this retrain checkpoint (weights only)")
+    beta: float = flag(6.0, "TRADES beta")
+    eps: float = flag(8 / 255, "TRADES l_inf budget (pixel units, e.g. 8/255)", parse=parse_eps)
+    step: float = flag(2 / 255, "TRADES inner step size", parse=parse_eps)
+    steps: int = flag(10, "TRADES inner steps")
+    mbn: bool = flag(False, "Mixture BN: separate clean/adversarial BN while training (needs --trades)")
+    seed: int = flag(0, "random seed")
+    device: str = flag("cpu", "cpu, cuda, cuda:N or auto")
+    workers: int = flag(2, "DataLoader workers (folder datasets)")
+    amp: bool = flag(False, "bfloat16 autocast for the forward passes")
+    checkpoint_every: int = flag(0, "also checkpoint every N steps")
+    log_every: int = flag(20, "TensorBoard step-logging interval")
+
+
+def read_arch(path: str) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as err:
+        raise UserError(f"{path}: cannot read arch file ({err.strerror})") from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+
+
+def fill_defaults(cfg: RetrainConfig, arch: dict) -> RetrainConfig:
+    """Resolve every dataset- and mode-dependent default (the resolved values go to config.yaml)."""
+    teacher = arch.get("teacher", {})
+    cfg.data = cfg.data or arch.get("data", "cifar10")
+    if cfg.teacher is None:
+        cfg.teacher = teacher.get("name", "wrt34")
+        cfg.teacher_ckpt = cfg.teacher_ckpt or teacher.get("checkpoint")
+        cfg.model_dir = cfg.model_dir or teacher.get("model_dir")
+    imagenet = cfg.data == "imagenet100"
+    cfg.epochs = cfg.epochs or (20 if cfg.trades else 200 if imagenet else 100)
+    cfg.batch_size = cfg.batch_size or (256 if imagenet else 128)
+    cfg.lr = cfg.lr or (0.01 if cfg.trades else 0.05 if imagenet else 0.1)
+    cfg.weight_decay = cfg.weight_decay if cfg.weight_decay is not None else (4e-5 if imagenet else 2e-4)
+    cfg.cosine = imagenet if cfg.cosine is None else cfg.cosine
+    if cfg.milestones is None:
+        cfg.milestones = [round(0.75 * cfg.epochs), round(0.9 * cfg.epochs)]
+    return cfg
+
+
+def _tutors(cfg: RetrainConfig, arch: dict, teacher, model, example) -> dict | None:
+    """Student layers, teacher layers and the one-hot mapping for the cl / fixed modes."""
+    if cfg.baseline in ("ce", "kd"):
+        return None
+    searched_with = arch.get("teacher", {}).get("name")
+    if cfg.baseline == "cl":
+        if cfg.teacher != searched_with:
+            raise UserError(f"--teacher {cfg.teacher}: the searched tutors are layers of {searched_with}; "
+                            f"retrain with that teacher or use --baseline ce|kd|fixed")
+        return {"student_layers": arch["student_layers"], "teacher_layers": arch["teacher_layers"],
+                "mapping": arch["tutors"]}
+    student = arch.get("student_layers") or [n for n, _ in conv_taps(model, example)]
+    teachers = (arch["teacher_layers"] if cfg.teacher == searched_with and "teacher_layers" in arch
+                else [n for n, _ in conv_taps(teacher, example)])
+    return {"student_layers": student, "teacher_layers": teachers,
+            "mapping": uniform_mapping(len(student), len(teachers))}
+
+
+def build_retrain(cfg: RetrainConfig) -> Trainer:
+    """Every check and every object of a retrain run, before anything is written."""
+    arch = read_arch(cfg.arch)
+    fill_defaults(cfg, arch)
+    if cfg.mbn and not cfg.trades:
+        raise UserError("--mbn separates clean and adversarial BN statistics: it needs --trades")
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    data = make_loaders(cfg.data, cfg.data_dir, cfg.batch_size, device, cfg.seed, cfg.val_size, cfg.limit,
+                        cfg.workers, cfg.download)
+    try:
+        model = build_model(arch)
+    except ArchError as err:
+        raise UserError(str(err)) from None
+    if model.num_classes != data.num_classes:
+        raise UserError(f"{cfg.arch}: the arch has {model.num_classes} classes, --data {cfg.data} has "
+                        f"{data.num_classes}")
+    if cfg.init:
+        init = load_checkpoint(Path(cfg.init))
+        if init.get("format") != CHECKPOINT_FORMAT or init.get("kind") != "retrain":
+            raise UserError(f"--init {cfg.init}: not an rnas retrain checkpoint")
+        if init["arch"]["widths"] != arch["widths"] or init.get("mbn"):
+            raise UserError(f"--init {cfg.init}: trained for another architecture (widths differ) or with MBN")
+        model.load_state_dict(init["model"])
+    if cfg.mbn:
+        convert_to_mbn(model)
+    model.to(device)
+    teacher = None
+    if cfg.baseline != "ce":
+        if cfg.teacher_ckpt is None and not cfg.random_teacher:
+            raise UserError("no teacher checkpoint: give --teacher-ckpt (or --random-teacher for a smoke run)")
+        teacher = load_teacher(cfg.teacher, cfg.teacher_ckpt, cfg.model_dir, cfg.data, cfg.threat,
+                               data.num_classes).to(device)
+    size = arch["spec"]["input_size"]
+    example = torch.zeros(1, 3, size, size, device=device)
+    objective = Objective(base="trades" if cfg.trades else "ce",
+                          distill={"cl": "cl", "fixed": "cl", "kd": "kd", "ce": "none"}[cfg.baseline],
+                          gamma=cfg.gamma, kl=cfg.kl, kd_temperature=cfg.kd_temperature, eps=cfg.eps,
+                          step=cfg.step, steps=cfg.steps, beta=cfg.beta, map_size=cfg.map_size)
+    tutors = _tutors(cfg, arch, teacher, model, example)
+    return Trainer("retrain", cfg, model, data, objective, device, teacher, tutors,
+                   extra_state={"arch": arch, "mbn": cfg.mbn, "tutors": tutors})
+
+
+def run_retrain(cfg: RetrainConfig, run: Path, resume: bool = False) -> Path:
+    ckpt = load_checkpoint(run / "checkpoint.pt") if resume else None
+    trainer = build_retrain(cfg)
+    if ckpt:
+        trainer.load_state(ckpt)
+    return run_job(trainer, run, resume)

@@ -1,0 +1,126 @@
+"""`rnas retrain`, `rnas teacher train`, `rnas eval` and `rnas.load_model` on tiny generated data."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from helpers import rnas_cmd, run_rnas, write_cifar10, write_space, write_teacher
+from test_search_cli import _wait_for, main_in_process
+
+import rnas
+from rnas.adversarial import MixtureBatchNorm2d
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    write_cifar10(root / "data", test=True)
+    write_teacher(root / "models")
+    write_space(root / "tiny.yaml")
+    code, err = main_in_process("search", "--space", root / "tiny.yaml", "--teacher", "wrn-10-1", "--teacher-ckpt",
+                                "tiny", "--model-dir", root / "models", "--data-dir", root / "data", "--val-size", 50,
+                                "--batch-size", 25, "--epochs", 1, "--out", root / "search")
+    assert code == 0, err
+    assert main_in_process("derive", root / "search")[0] == 0
+    return root
+
+
+def retrain_args(root, out, *extra):
+    return ["retrain", root / "search" / "arch.json", "--data-dir", root / "data", "--val-size", 50,
+            "--batch-size", 25, "--epochs", 1, "--out", out, *extra]
+
+
+@pytest.mark.parametrize("baseline", ["cl", "ce", "kd", "fixed"])
+def test_retrain_each_baseline_and_load_model(searched, tmp_path, baseline):
+    run = tmp_path / baseline
+    code, err = main_in_process(*retrain_args(searched, run, "--baseline", baseline))
+    assert code == 0, err
+    record = json.loads((run / "metrics.jsonl").read_text())
+    assert ("attn" in record) == (baseline in ("cl", "fixed")) and ("kl" in record) == (baseline != "ce")
+    assert record["total"] == pytest.approx(record["base"] + record.get("kl", 0) + record.get("attn", 0), rel=1e-4)
+    model = rnas.load_model(run / "checkpoint.pt")
+    arch = json.loads((searched / "search" / "arch.json").read_text())
+    assert not model.training and [b.cout.size for b in model.blocks] == arch["widths"]
+    state = torch.load(run / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    if baseline == "fixed":
+        tutors = torch.load(run / "checkpoint.pt", weights_only=True)["tutors"]
+        assert tutors["mapping"] == rnas.distill.uniform_mapping(len(tutors["student_layers"]),
+                                                                  len(tutors["teacher_layers"]))
+
+
+def test_trades_fine_tune_with_mixture_bn(searched, tmp_path):
+    base = tmp_path / "base"
+    assert main_in_process(*retrain_args(searched, base))[0] == 0
+    run = tmp_path / "trades"
+    code, err = main_in_process(*retrain_args(searched, run, "--trades", "--init", base / "checkpoint.pt", "--mbn",
+                                              "--steps", 2, "--beta", 3))
+    assert code == 0, err
+    record = json.loads((run / "metrics.jsonl").read_text())
+    assert record["base"] == pytest.approx(record["natural"] + 3 * record["robust"], rel=1e-4)
+    model = rnas.load_model(run / "checkpoint.pt")
+    assert any(isinstance(m, MixtureBatchNorm2d) for m in model.modules())
+    code, err = main_in_process(*retrain_args(searched, tmp_path / "x", "--mbn"))
+    assert code == 2 and "--mbn" in err and "needs --trades" in err
+
+
+def test_retrain_resume_after_sigterm_is_bit_identical(searched, tmp_path):
+    args = ["--epochs", 2, "--milestones", 1, "--limit", 120, "--batch-size", 10]
+    reference = tmp_path / "reference"
+    assert main_in_process(*retrain_args(searched, reference, *args))[0] == 0
+    run = tmp_path / "stopped"
+    proc = subprocess.Popen(rnas_cmd(*retrain_args(searched, run, *args)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=dict(os.environ, PYTHONHASHSEED="0"))
+    try:
+        assert _wait_for(lambda: (run / "metrics.jsonl").exists())
+        time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert proc.returncode == 128 + signal.SIGTERM and state["epoch"] == 1 and 0 < state["step"] < 12
+    assert run_rnas("retrain", "--resume", run).returncode == 0
+    a = torch.load(reference / "checkpoint.pt", weights_only=True)
+    b = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_teacher_train_writes_robustbench_layout(searched, tmp_path):
+    code, err = main_in_process("teacher", "train", "--arch", "wrn-10-1", "--at", "pgd", "--steps", 2,
+                                "--data-dir", searched / "data", "--val-size", 50, "--limit", 100, "--epochs", 1,
+                                "--batch-size", 25, "--eval-n", 20, "--out", tmp_path / "t")
+    assert code == 0, err
+    folder = tmp_path / "t" / "models" / "cifar10" / "Linf"
+    summary = json.loads((folder / "wrn-10-1-pgd.json").read_text())
+    assert summary["val"]["n"] == 20 and 0 <= summary["val"]["pgd10"] <= summary["val"]["clean"] <= 100
+    teacher = rnas.load_teacher("wrn-10-1", "wrn-10-1-pgd", model_dir=tmp_path / "t" / "models")
+    model = rnas.load_model(tmp_path / "t" / "checkpoint.pt")
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(teacher(x), model(x))
+
+
+def test_eval_table_and_json(searched, tmp_path):
+    run = tmp_path / "r"
+    assert main_in_process(*retrain_args(searched, run))[0] == 0
+    out = tmp_path / "eval.json"
+    code, err = main_in_process("eval", run / "checkpoint.pt", "--attacks", "clean,fgsm,pgd5,mifgsm,cw",
+                                "--eps-sweep", "2/255", "8/255", "--n", 40, "--json", out)
+    assert code == 0, err
+    result = json.loads(out.read_text())
+    arch = json.loads((searched / "search" / "arch.json").read_text())
+    assert result["n"] == 40 and result["params"] == arch["params"] and result["macs"] == arch["macs"]
+    rows = {(r["attack"], round(r["eps"] * 255)): r for r in result["results"]}
+    assert set(rows) == {("clean", 0)} | {(a, e) for a in ("fgsm", "pgd5", "mifgsm", "cw") for e in (2, 8)}
+    assert all(r["n"] == 40 and 0 <= r["accuracy"] <= 100 and r["seconds"] >= 0 for r in rows.values())
+    assert rows[("pgd5", 8)]["accuracy"] <= rows[("pgd5", 2)]["accuracy"] <= rows[("clean", 0)]["accuracy"]
+    code, err = main_in_process("eval", run / "checkpoint.pt", "--attacks", "clean,pgd", "--n", 5)
+    assert code == 2 and "unknown attack 'pgd'" in err
+    code, err = main_in_process("eval", run / "checkpoint.pt", "--attacks", "clean", "--split", "test",
+                                "--data-dir", tmp_path)
+    assert code == 2 and "the test split is absent" in err
+    code, err = main_in_process("eval", run / "checkpoint.pt", "--attacks", "clean", "--split", "test")
+    assert code == 0, err  # the generated data has a test_batch
