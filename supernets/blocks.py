@@ -53,7 +53,9 @@ class MBConv(nn.Module):
     def forward(self, x: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
         y = x
         if self.expand is not None:
-            y = apply_mask(self.act_expand(self.bn_expand(self.expand(y))), self.hidden, masks)
+            # no mask here: the depthwise conv keeps channels apart, so the mask after it zeroes every
+            # unused hidden channel exactly (one elementwise pass less per block)
+            y = self.act_expand(self.bn_expand(self.expand(y)))
         y = apply_mask(self.act_dw(self.bn_dw(self.dw(y))), self.hidden, masks)
         y = self.bn_project(self.project(y))
         if self.identity:

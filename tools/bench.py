@@ -12,37 +12,40 @@ Times, on the same batch and in one process (median and spread over --repeats af
  (f) the full search step (80/20 split: weight step + arch step, each with teacher and Eq. 2)
  (g) the in-memory CIFAR data path (uint8 on the device, batched pad-crop + flip), images/s
  (h) PGD-20 on the max-width derived net vs 20 plain forward + input-gradient passes
-and the peak memory of (a) vs (f) (fresh subprocesses; CPU: peak RSS growth during the step,
-CUDA: torch.cuda.max_memory_allocated).
+and the peak step memory of (a) vs (f) (CUDA: max_memory_allocated; CPU: activation bytes saved for
+backward).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
-import subprocess
-import sys
 import time
 
 import torch
 from torch.nn import functional as F
 
 
-def timed(fn, repeats: int, warmup: int, device: torch.device) -> dict:
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed_interleaved(fns: dict, repeats: int, warmup: int, device: torch.device) -> dict:
+    """Median / min / max seconds of each function; the functions run in interleaved rounds so that
+    machine noise (frequency, neighbours) spreads evenly over them and their ratios stay stable."""
     for _ in range(warmup):
-        fn()
-    sync()
-    times = []
+        for fn in fns.values():
+            fn()
+    times = {k: [] for k in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return {"median": statistics.median(times), "min": min(times), "max": max(times)}
+        for key, fn in fns.items():
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[key].append(time.perf_counter() - start)
+    return {k: {"median": statistics.median(v), "min": min(v), "max": max(v)} for k, v in times.items()}
 
 
 def setup(space: str, teacher: str, batch: int, device: str, amp: bool, compile_: bool):
@@ -142,58 +145,64 @@ def data_rate(device: torch.device, batch: int) -> float:
     return seen / (time.perf_counter() - start)
 
 
-def peak_memory_child(args) -> None:
-    """Runs in a subprocess: set up, then report the peak memory growth of one (a) or (f) step."""
-    torch.set_num_threads(args.threads)
-    searcher, standalone, x, y = setup(args.space, args.teacher_for_memory, args.batch_size, args.device,
-                                       args.amp, False)
-    fns, _ = step_fns(searcher, standalone, x, y)
+def saved_bytes(fn) -> int:
+    """Bytes of the distinct storages autograd saves for backward while ``fn`` runs: the activation
+    memory a training step holds at its peak (weights and optimizer state excluded)."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(storages.values())
+
+
+def peak_memory(searcher, fns, x, y) -> dict:
+    """Peak step memory of (a) and (f). CUDA: max_memory_allocated growth during the step. CPU (no
+    allocator statistics): activation bytes saved for backward; (f) is the larger of its weight step
+    (80 % of the batch) and its arch step (20 %), which run one after the other."""
     device = searcher.device
     if device.type == "cuda":
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    fns[args.memory_of]()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    print(json.dumps({"peak_bytes": peak}))
-
-
-def peak_memory(args, which: str, teacher: str) -> int:
-    cmd = [sys.executable, __file__, "--memory-of", which, "--teacher-for-memory", teacher, "--space", args.space,
-           "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--device", args.device]
-    out = subprocess.run(cmd + (["--amp"] if args.amp else []), capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
+        out = {}
+        for key in ("a", "f"):
+            sync(device)
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            fns[key]()
+            sync(device)
+            out[key] = torch.cuda.max_memory_allocated() - base
+        return out
+    n = min(len(y) - 1, max(1, round(len(y) * (1 - searcher.cfg.arch_split))))
+    return {"a": saved_bytes(fns["a"]),
+            "f": max(saved_bytes(lambda: searcher.weight_step(x[:n], y[:n])),
+                     saved_bytes(lambda: searcher.arch_step(x[n:], y[n:])))}
 
 
 def bench_teacher(args, teacher: str) -> dict:
     searcher, standalone, x, y = setup(args.space, teacher, args.batch_size, args.device, args.amp, args.compile)
     device = searcher.device
     fns, attack = step_fns(searcher, standalone, x, y)
-    slow = teacher == "wrt34"
-    reps, warm = (max(2, args.repeats // 2), 1) if slow else (args.repeats, args.warmup)
-    t = {k: timed(fn, reps, warm, device) for k, fn in fns.items()}
-    t["h_pgd"] = timed(attack["pgd"], max(2, args.repeats // 2), 1, device)
-    t["h_plain"] = timed(attack["plain"], max(2, args.repeats // 2), 1, device)
+    slow = teacher == "wrt34"  # its forward alone takes seconds on a CPU
+    t = timed_interleaved(fns, max(3, args.repeats // 3) if slow else args.repeats, 1 if slow else args.warmup,
+                          device)
+    t.update({f"h_{k}": v for k, v in timed_interleaved(attack, max(3, args.repeats // 3), 1, device).items()})
     med = {k: v["median"] for k, v in t.items()}
     data = data_rate(device, args.batch_size)
     consumption = args.batch_size / med["f"]
-    mem_a, mem_f = peak_memory(args, "a", teacher), peak_memory(args, "f", teacher)
+    memory = peak_memory(searcher, fns, x, y)
     searcher.close()
     return {
         "teacher": teacher, "times_s": t, "data_images_per_s": data, "search_images_per_s": consumption,
-        "peak_bytes": {"a": mem_a, "f": mem_f},
+        "peak_bytes": memory,
         "supernet_over_standalone": med["b"] / med["a"],
         "search_over_limit": med["f"] / (med["d"] + med["a"]),
         "cl_loss_share": med["e"] / med["f"],
         "pgd_over_plain": med["h_pgd"] / med["h_plain"],
         "data_over_consumption": data / consumption,
-        "memory_ratio": mem_f / max(1, mem_a),
+        "memory_ratio": memory["f"] / max(1, memory["a"]),
     }
 
 
@@ -228,16 +237,12 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--teachers", default="wrn-16-2,wrt34")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="torch.compile the standalone student")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast for the forwards")
     parser.add_argument("--json", action="store_true", help="print the ratios as one JSON object")
-    parser.add_argument("--memory-of", choices=("a", "f"), help=argparse.SUPPRESS)
-    parser.add_argument("--teacher-for-memory", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.memory_of:
-        return peak_memory_child(args)
     torch.set_num_threads(args.threads)
     rows = [bench_teacher(args, t) for t in args.teachers.split(",")]
     if args.json:
