@@ -75,6 +75,7 @@ def test_parse_eps():
     assert parse_eps("8/255") == 8 / 255 and parse_eps("0.5") == 0.5 and parse_eps(0.1) == 0.1
 
 
+@pytest.mark.timeout(600)  # AutoAttack standard on a CPU: ~15 s alone, much more on a loaded machine
 def test_attack_strength_is_monotone_on_a_trained_model():
     """Train a small CNN on digits, then clean >= FGSM >= PGD-20 >= AutoAttack in accuracy (at 32/255,
     where the digits net is neither fully robust nor fully broken, so the chain is not vacuous)."""

@@ -115,7 +115,8 @@ def test_resume_is_bit_identical(setup, tmp_path, how):
     proc = subprocess.Popen(rnas_cmd(*search_args(setup, run, *slow)), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=dict(os.environ, PYTHONHASHSEED="0"))
     try:
-        assert _wait_for(lambda: _metrics_lines(run) >= 1)  # epoch 1 is done and checkpointed
+        # the first checkpoint is written at the end of epoch 1 (after its metrics line)
+        assert _wait_for(lambda: _metrics_lines(run) >= 1 and (run / "checkpoint.pt").exists())
         time.sleep(0.1)
         proc.send_signal(signal.SIGKILL if how == "sigkill" else signal.SIGTERM)
         proc.wait(timeout=60)

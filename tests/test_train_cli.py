@@ -75,7 +75,7 @@ def test_retrain_resume_after_sigterm_is_bit_identical(searched, tmp_path):
     proc = subprocess.Popen(rnas_cmd(*retrain_args(searched, run, *args)), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=dict(os.environ, PYTHONHASHSEED="0"))
     try:
-        assert _wait_for(lambda: (run / "metrics.jsonl").exists())
+        assert _wait_for(lambda: (run / "metrics.jsonl").exists() and (run / "checkpoint.pt").exists())
         time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
