@@ -155,23 +155,25 @@ class Searcher:
                               cfg.flop_beta, cfg.mac_target)
         return rnas_loss(p, q, y, attention, cfg.gamma, cfg.kl, cfg.kd_temperature, n_f)
 
-    def weight_step(self, x, y) -> dict[str, torch.Tensor]:
-        _set_requires_grad(self.arch_params, False)
-        terms = self.objective(x, y)
-        self.weight_opt.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        self.weight_opt.step()
-        _set_requires_grad(self.arch_params, True)
+    def _step(self, x, y, optimizer: torch.optim.Optimizer, frozen: list) -> dict[str, torch.Tensor]:
+        """One optimizer step on Eq. (2); ``frozen`` parameters get no gradient (and cost no backward)."""
+        _set_requires_grad(frozen, False)
+        try:
+            terms = self.objective(x, y)
+            optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            optimizer.step()
+        finally:
+            _set_requires_grad(frozen, True)
         return terms
 
+    def weight_step(self, x, y) -> dict[str, torch.Tensor]:
+        """SGD on the supernet weights; width and tutor logits frozen."""
+        return self._step(x, y, self.weight_opt, self.arch_params)
+
     def arch_step(self, x, y) -> dict[str, torch.Tensor]:
-        _set_requires_grad(self.weight_params, False)
-        terms = self.objective(x, y)
-        self.arch_opt.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        self.arch_opt.step()
-        _set_requires_grad(self.weight_params, True)
-        return terms
+        """Adam on the width and tutor logits; weights frozen."""
+        return self._step(x, y, self.arch_opt, self.weight_params)
 
     # ---- the loop's job interface (rnas/loop.py) -------------------------------------------------
     command = "search"

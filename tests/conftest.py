@@ -35,8 +35,8 @@ def _seed():
     torch.manual_seed(0)
 
 
-def randomize(net: torch.nn.Module, logit_scale: float = 1.0):
-    """Random weights, BN affine and running statistics, and random arch logits."""
+def randomize_batchnorm(net: torch.nn.Module) -> torch.nn.Module:
+    """Random BN affine parameters and running statistics, so that BN is never the identity."""
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -44,6 +44,13 @@ def randomize(net: torch.nn.Module, logit_scale: float = 1.0):
                 m.bias.normal_(0, 0.2)
                 m.running_mean.normal_(0, 0.2)
                 m.running_var.uniform_(0.5, 1.5)
+    return net
+
+
+def randomize(net, logit_scale: float = 1.0):
+    """Random BN statistics and random arch logits of a supernet."""
+    randomize_batchnorm(net)
+    with torch.no_grad():
         for p in net.arch_parameters():
             p.normal_(0, logit_scale)
     return net

@@ -3,7 +3,7 @@ import collections
 
 import pytest
 import torch
-from conftest import TINY_BLOCKS, tiny_spec
+from conftest import TINY_BLOCKS, randomize_batchnorm, tiny_spec
 
 from rnas.errors import UserError
 from rnas.taps import Taps, conv_taps
@@ -13,14 +13,7 @@ from supernets import Network
 
 
 def randomized(net):
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.1)
-    return net.eval()
+    return randomize_batchnorm(net).eval()
 
 
 def test_robustbench_layout_round_trip_with_and_without_module_prefix(tmp_path):

@@ -81,23 +81,20 @@ def step_fns(searcher, standalone, x, y):
         loss.backward()
         sgd.step()
 
-    def supernet_weight_step():
-        _set_requires_grad(searcher.arch_params, False)
-        searcher.weight_opt.zero_grad(set_to_none=True)
-        with searcher.student_taps.paused(), searcher.autocast():
-            loss = F.cross_entropy(net(x).float(), y)
-        loss.backward()
-        searcher.weight_opt.step()
-        _set_requires_grad(searcher.arch_params, True)
+    def supernet_step(optimizer, frozen):
+        """A supernet-only step (CE, no teacher): the masking cost over the standalone step (a)."""
+        def step():
+            _set_requires_grad(frozen, False)
+            optimizer.zero_grad(set_to_none=True)
+            with searcher.student_taps.paused(), searcher.autocast():
+                loss = F.cross_entropy(net(x).float(), y)
+            loss.backward()
+            optimizer.step()
+            _set_requires_grad(frozen, True)
+        return step
 
-    def supernet_arch_step():
-        _set_requires_grad(searcher.weight_params, False)
-        searcher.arch_opt.zero_grad(set_to_none=True)
-        with searcher.student_taps.paused(), searcher.autocast():
-            loss = F.cross_entropy(net(x).float(), y)
-        loss.backward()
-        searcher.arch_opt.step()
-        _set_requires_grad(searcher.weight_params, True)
+    supernet_weight_step = supernet_step(searcher.weight_opt, searcher.arch_params)
+    supernet_arch_step = supernet_step(searcher.arch_opt, searcher.weight_params)
 
     def teacher_forward():
         with torch.inference_mode(), searcher.autocast():
