@@ -37,7 +37,8 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...]
         name = "--" + f.name.replace("_", "-")
         tp = _base_type(hints[f.name])
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        kwargs = {"default": argparse.SUPPRESS, "help": f"{f.metadata.get('help', '')} (default: {default})"}
+        text = f"{f.metadata.get('help', '')} (default: {default})".replace("%", "%%")  # argparse formats help
+        kwargs = {"default": argparse.SUPPRESS, "help": text}
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
         if "parse" in f.metadata:

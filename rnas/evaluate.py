@@ -87,6 +87,12 @@ class EvalConfig:
 
 
 def run_eval(cfg: EvalConfig, out=print) -> dict:
+    attacks = [a.strip() for a in cfg.attacks.split(",") if a.strip()]
+    eps_values = [parse_eps(e) for e in cfg.eps_sweep] if cfg.eps_sweep else [cfg.eps]
+    for name in attacks:  # fail fast on a typo, before anything is read
+        if name not in ("clean", "fgsm", "mifgsm", "cw", "autoattack", "autoattack-l2", "autoattack-l1") \
+                and not (name.startswith("pgd") and name[3:].isdigit()):
+            raise UserError(f"--attacks: unknown attack {name!r}")
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     saved = {}
@@ -97,12 +103,6 @@ def run_eval(cfg: EvalConfig, out=print) -> dict:
         saved = model.rnas_checkpoint["config"] or {}
     data = cfg.data or saved.get("data") or "cifar10"
     data_dir = cfg.data_dir or saved.get("data_dir")
-    attacks = [a.strip() for a in cfg.attacks.split(",") if a.strip()]
-    eps_values = [parse_eps(e) for e in cfg.eps_sweep] if cfg.eps_sweep else [cfg.eps]
-    for name in attacks:  # fail fast on a typo, before any data is read
-        if name not in ("clean", "fgsm", "mifgsm", "cw", "autoattack", "autoattack-l2", "autoattack-l1") \
-                and not (name.startswith("pgd") and name[3:].isdigit()):
-            raise UserError(f"--attacks: unknown attack {name!r}")
     batches, n, size = eval_batches(data, data_dir, cfg.split, cfg.val_size if cfg.val_size is not None
                                     else saved.get("val_size"), cfg.n, cfg.batch_size, device)
     model = model.to(device).eval()

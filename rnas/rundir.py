@@ -33,7 +33,7 @@ def load_checkpoint(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise UserError(f"{path}: no checkpoint to resume from") from None
+        raise UserError(f"{path}: no such checkpoint file") from None
     except Exception as err:  # truncated / foreign file
         raise UserError(f"{path}: unreadable checkpoint ({str(err).splitlines()[0][:120]})") from None
 

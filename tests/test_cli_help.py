@@ -1,0 +1,18 @@
+"""Every command's --help renders (argparse formats help strings: a stray % would crash it)."""
+import contextlib
+import io
+
+import pytest
+
+from rnas.cli import main
+
+
+@pytest.mark.parametrize("command", [["spaces"], ["search"], ["derive"], ["retrain"], ["teacher", "train"],
+                                     ["eval"], ["quickstart"]])
+def test_help_renders(command):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_:
+        main([*command, "--help"])
+    assert exit_.value.code == 0 and "usage: rnas" in out.getvalue()
+    if command == ["retrain"]:
+        assert "75 % and 90 %" in out.getvalue().replace("\n", " ").replace("  ", " ") or "75 %" in out.getvalue()
