@@ -121,6 +121,16 @@ def autoattack(model, x, y, eps: float, norm: str = "Linf", version: str = "stan
 DEFAULT_EPS = {"autoattack-l2": 0.5, "autoattack-l1": 12.0}
 
 
+ATTACK_NAMES = "clean, fgsm, pgdK e.g. pgd20, mifgsm, cw, autoattack, autoattack-l2, autoattack-l1"
+
+
+def check_attack(name: str) -> str:
+    """``name`` if it is a known attack, else a one-line UserError listing the known ones."""
+    if name in ("clean", "fgsm", "mifgsm", "cw", "autoattack", *DEFAULT_EPS) or re.fullmatch(r"pgd\d+", name):
+        return name
+    raise UserError(f"unknown attack {name!r} ({ATTACK_NAMES})")
+
+
 def run_attack(name: str, model, x, y, eps: float) -> torch.Tensor:
     """Adversarial inputs for one named attack: clean, fgsm, pgdK (e.g. pgd20), mifgsm, cw,
     autoattack (Linf), autoattack-l2 (eps 0.5), autoattack-l1 (eps 12)."""
@@ -138,8 +148,8 @@ def run_attack(name: str, model, x, y, eps: float) -> torch.Tensor:
         return autoattack(model, x, y, eps)
     if name in DEFAULT_EPS:
         return autoattack(model, x, y, DEFAULT_EPS[name], "L2" if name.endswith("l2") else "L1")
-    raise UserError(f"unknown attack {name!r} (clean, fgsm, pgdK e.g. pgd20, mifgsm, cw, autoattack, "
-                    "autoattack-l2, autoattack-l1)")
+    check_attack(name)
+    raise AssertionError(f"attack {name!r} is listed but not dispatched")
 
 
 def attack_eps(name: str, eps: float) -> float:

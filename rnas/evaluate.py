@@ -12,7 +12,7 @@ from torch import nn
 from supernets import build_model
 
 from .adversarial import convert_to_mbn
-from .attacks import attack_eps, parse_eps, run_attack
+from .attacks import attack_eps, check_attack, parse_eps, run_attack
 from .config import flag
 from .data import DATASETS, DEFAULT_VAL_SIZE, load_tensors, split_train_val
 from .errors import UserError
@@ -90,9 +90,10 @@ def run_eval(cfg: EvalConfig, out=print) -> dict:
     attacks = [a.strip() for a in cfg.attacks.split(",") if a.strip()]
     eps_values = [parse_eps(e) for e in cfg.eps_sweep] if cfg.eps_sweep else [cfg.eps]
     for name in attacks:  # fail fast on a typo, before anything is read
-        if name not in ("clean", "fgsm", "mifgsm", "cw", "autoattack", "autoattack-l2", "autoattack-l1") \
-                and not (name.startswith("pgd") and name[3:].isdigit()):
-            raise UserError(f"--attacks: unknown attack {name!r}")
+        try:
+            check_attack(name)
+        except UserError as err:
+            raise UserError(f"--attacks: {err}") from None
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     saved = {}

@@ -3,6 +3,7 @@ for each step: job.train_step -> accumulate -> log -> checkpoint on request or s
 at each epoch end: lr schedule -> job.epoch_record (validation, ...) -> metrics -> checkpoint."""
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Protocol
 import torch
 from tqdm import tqdm
 
+from .attacks import eval_mode
 from .config import save_config
 from .errors import UserError
 from .rundir import Metrics, StopSignal, atomic_save
@@ -97,3 +99,16 @@ def train_epochs(job: Job, run: Path, metrics: Metrics, stop: StopSignal) -> Non
                   + " ".join(f"{k} {v:.4g}" for k, v in shown.items()) + f" ({record['images_per_s']} img/s)",
                   flush=True)
 
+
+
+@torch.no_grad()
+def clean_accuracy(model, loader, taps=None) -> float | None:
+    """Top-1 accuracy (%) on ``loader`` in eval mode (restored after); ``taps`` are paused meanwhile."""
+    if loader is None:
+        return None
+    correct = total = 0
+    with eval_mode(model), (taps.paused() if taps is not None else contextlib.nullcontext()):
+        for x, y in loader.epoch(0):
+            correct += (model(x).argmax(1) == y).sum()
+            total += len(y)
+    return 100.0 * correct.item() / total

@@ -2,13 +2,12 @@
 optionally fine-tune it with TRADES (``--trades --init CKPT``) and Mixture BN (``--mbn``)."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from supernets import ArchError, build_model
+from supernets import build_model, read_arch
 
 from .adversarial import convert_to_mbn
 from .attacks import parse_eps
@@ -69,15 +68,6 @@ class RetrainConfig:
     log_every: int = flag(20, "TensorBoard step-logging interval")
 
 
-def read_arch(path: str) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except OSError as err:
-        raise UserError(f"{path}: cannot read arch file ({err.strerror})") from None
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
-
-
 def fill_defaults(cfg: RetrainConfig, arch: dict) -> RetrainConfig:
     """Resolve every dataset- and mode-dependent default (the resolved values go to config.yaml)."""
     teacher = arch.get("teacher", {})
@@ -117,7 +107,7 @@ def _tutors(cfg: RetrainConfig, arch: dict, teacher, model, example) -> dict | N
 
 def build_retrain(cfg: RetrainConfig) -> Trainer:
     """Every check and every object of a retrain run, before anything is written."""
-    arch = read_arch(cfg.arch)
+    arch, _ = read_arch(cfg.arch)
     fill_defaults(cfg, arch)
     if cfg.mbn and not cfg.trades:
         raise UserError("--mbn separates clean and adversarial BN statistics: it needs --trades")
@@ -125,10 +115,7 @@ def build_retrain(cfg: RetrainConfig) -> Trainer:
     seed_everything(cfg.seed)
     data = make_loaders(cfg.data, cfg.data_dir, cfg.batch_size, device, cfg.seed, cfg.val_size, cfg.limit,
                         cfg.workers, cfg.download)
-    try:
-        model = build_model(arch)
-    except ArchError as err:
-        raise UserError(str(err)) from None
+    model = build_model(arch)
     if model.num_classes != data.num_classes:
         raise UserError(f"{cfg.arch}: the arch has {model.num_classes} classes, --data {cfg.data} has "
                         f"{data.num_classes}")

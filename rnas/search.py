@@ -22,7 +22,7 @@ from .config import flag
 from .data import DATASETS, make_loaders
 from .distill import CrossLayerAttention, attention_map, flop_factor, rnas_loss
 from .errors import UserError
-from .loop import run_job
+from .loop import clean_accuracy, run_job
 from .rundir import load_checkpoint, rng_state, seed_everything, set_rng_state
 from .taps import Taps, conv_taps
 from .teachers import load_teacher
@@ -200,7 +200,7 @@ class Searcher:
         """Validation accuracy of the argmax architecture, its MACs, and TensorBoard width/tutor tables."""
         record = {"tau": self.supernet.tau, "tutor_tau": self.tutor.tau,
                   "expected_macs": self.supernet.expected_macs().item(), "argmax_macs": self.supernet.cost()[1],
-                  "val_acc": self.validate()}
+                  "val_acc": clean_accuracy(self.supernet, self.data.val, self.student_taps)}
         return record
 
     def log_tables(self, tb, epoch: int) -> None:
@@ -214,20 +214,6 @@ class Searcher:
     def close(self) -> None:
         self.teacher_taps.remove()
         self.student_taps.remove()
-
-    @torch.no_grad()
-    def validate(self) -> float | None:
-        """Clean top-1 accuracy (%) of the supernet's current argmax architecture on the validation split."""
-        if self.data.val is None:
-            return None
-        self.supernet.eval()
-        correct = total = 0
-        with self.student_taps.paused():
-            for x, y in self.data.val.epoch(0):
-                correct += (self.supernet(x).argmax(1) == y).sum()
-                total += len(y)
-        self.supernet.train()
-        return 100.0 * correct.item() / total
 
     # ---- state -------------------------------------------------------------------------------
     def state(self) -> dict:

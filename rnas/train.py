@@ -10,8 +10,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from .adversarial import bn_route, nfgsm_examples, pgd_examples, trades_examples, trades_terms
-from .attacks import eval_mode
 from .distill import attention_map, kl_divergence, paired_attention_loss, rnas_loss
+from .loop import clean_accuracy
 from .rundir import rng_state, set_rng_state
 from .taps import Taps
 
@@ -117,20 +117,8 @@ class Trainer:
         self.opt.step()
         return {k: v.detach() for k, v in terms.items()}
 
-    @torch.no_grad()
-    def validate(self) -> float | None:
-        if self.data.val is None:
-            return None
-        correct = total = 0
-        taps = self.student_taps.paused() if self.student_taps else contextlib.nullcontext()
-        with eval_mode(self.model), taps:
-            for x, y in self.data.val.epoch(0):
-                correct += (self.model(x).argmax(1) == y).sum()
-                total += len(y)
-        return 100.0 * correct.item() / total
-
     def epoch_record(self) -> dict:
-        return {"val_acc": self.validate()}
+        return {"val_acc": clean_accuracy(self.model, self.data.val, self.student_taps)}
 
     def state(self) -> dict:
         return {"format": CHECKPOINT_FORMAT, "kind": self.command, "epoch": self.epoch, "step": self.step,

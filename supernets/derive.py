@@ -49,7 +49,8 @@ def derive(supernet: Network) -> dict:
             "rnas_version": _version(), "spec": spec_to_dict(spec)}
 
 
-def _read_arch(arch: dict | str | Path) -> tuple[dict, str]:
+def read_arch(arch: dict | str | Path) -> tuple[dict, str]:
+    """(arch dict, source name) from a dict or an arch.json path; unreadable files are an ArchError."""
     if isinstance(arch, dict):
         return arch, "<arch>"
     path = Path(arch)
@@ -64,7 +65,7 @@ def _read_arch(arch: dict | str | Path) -> tuple[dict, str]:
 def build_model(arch: dict | str | Path, supernet: Network | None = None) -> Network:
     """Standalone net from an arch description (dict or path to arch.json); with ``supernet`` its
     weights are initialised from the supernet's (exactly reproducing its argmax output)."""
-    arch, source = _read_arch(arch)
+    arch, source = read_arch(arch)
     for key in ("spec", "widths", "num_classes"):
         if key not in arch:
             raise ArchError(f"{source}: {key}: missing required key")
