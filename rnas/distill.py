@@ -7,15 +7,58 @@ from torch import nn
 from torch.nn import functional as F
 
 
+class _ChannelEnergy(torch.autograd.Function):
+    """sum_c A^2 over dim 1, float32, with a one-pass backward 2·A·g (autograd's pow-then-sum backward
+    makes three passes over A: every tapped layer pays it, forward and backward)."""
+
+    @staticmethod
+    def forward(ctx, activation: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(activation)
+        a = activation.to(torch.promote_types(activation.dtype, torch.float32))  # bf16 -> fp32, fp64 stays
+        return (a * a).sum(1, keepdim=True)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (activation,) = ctx.saved_tensors
+        return activation * (2 * grad).to(activation.dtype)
+
+
+def channel_energy(activation: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W) sum over channels of A^2 for (N, C, H, W) activations A (at least float32)."""
+    return _ChannelEnergy.apply(activation)
+
+
+def _resize(energy: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, L, H, W) -> (N, L, size, size): area-averaged when shrinking, bilinear when growing."""
+    if energy.shape[-2:] == (size, size):
+        return energy
+    if energy.shape[-1] >= size and energy.shape[-2] >= size:
+        return F.interpolate(energy, size=(size, size), mode="area")
+    return F.interpolate(energy, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def attention_maps(energies: list[torch.Tensor], size: int) -> torch.Tensor:
+    """F^(A) of many layers at once: (N, L, size*size) from L channel energies (N, 1, H_l, W_l)
+    (``channel_energy`` of each layer's activation), each resized to size×size, flattened and
+    L2-normalised *per sample and layer*.
+
+    Layers of equal resolution are resized in one call and all are normalised in one call, so a
+    network's few resolutions, not its many layers, set the number of operations (forward and backward).
+    """
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, energy in enumerate(energies):
+        groups.setdefault(tuple(energy.shape[-2:]), []).append(i)
+    maps = torch.cat([_resize(torch.cat([energies[i] for i in index], 1), size) for index in groups.values()], 1)
+    order = [i for index in groups.values() for i in index]
+    if order != sorted(order):  # resolutions interleave: restore the layer order
+        maps = maps[:, torch.tensor(order, device=maps.device).argsort()]
+    return F.normalize(maps.flatten(2), dim=2, eps=1e-12)
+
+
 def attention_map(activation: torch.Tensor, size: int) -> torch.Tensor:
-    """F(A) = sum_c A^2 of (N, C, H, W) activations, resized to size×size (area-averaged when shrinking,
-    bilinear when growing), flattened and L2-normalised *per sample*: (N, size*size), float32."""
-    amap = activation.float().pow(2).sum(1, keepdim=True)
-    if amap.shape[-2:] != (size, size):
-        shrink = amap.shape[-1] >= size and amap.shape[-2] >= size
-        amap = F.interpolate(amap, size=(size, size), mode="area" if shrink else "bilinear",
-                             **({} if shrink else {"align_corners": False}))
-    return F.normalize(amap.flatten(1), dim=1, eps=1e-12)
+    """F^(A) of one layer: sum_c A^2 of (N, C, H, W) activations, resized to size×size (area-averaged
+    when shrinking, bilinear when growing), flattened and L2-normalised *per sample*: (N, size*size)."""
+    return attention_maps([channel_energy(activation)], size)[:, 0]
 
 
 class CrossLayerAttention(nn.Module):

@@ -15,9 +15,9 @@ from .adversarial import convert_to_mbn
 from .attacks import attack_eps, check_attack, parse_eps, run_attack
 from .config import flag
 from .data import DATASETS, DEFAULT_VAL_SIZE, load_tensors, split_train_val
+from .device import place, resolve_device
 from .errors import UserError
 from .rundir import load_checkpoint
-from .search import resolve_device
 from .teachers import DATASET_CLASSES, load_teacher, teacher_arch
 
 
@@ -106,7 +106,7 @@ def run_eval(cfg: EvalConfig, out=print) -> dict:
     data_dir = cfg.data_dir or saved.get("data_dir")
     batches, n, size = eval_batches(data, data_dir, cfg.split, cfg.val_size if cfg.val_size is not None
                                     else saved.get("val_size"), cfg.n, cfg.batch_size, device)
-    model = model.to(device).eval()
+    model = place(model, device).eval()
     arch = (getattr(model, "rnas_checkpoint", None) or {}).get("arch") or {}
     params = sum(p.numel() for p in model.parameters())
     macs = arch.get("macs") or count_macs(model, size, device)

@@ -13,11 +13,11 @@ from .adversarial import convert_to_mbn
 from .attacks import parse_eps
 from .config import flag
 from .data import DATASETS, make_loaders
+from .device import place, resolve_device
 from .distill import uniform_mapping
 from .errors import UserError
 from .loop import run_job
 from .rundir import load_checkpoint, seed_everything
-from .search import resolve_device
 from .taps import conv_taps
 from .teachers import load_teacher
 from .train import CHECKPOINT_FORMAT, Objective, Trainer
@@ -128,13 +128,13 @@ def build_retrain(cfg: RetrainConfig) -> Trainer:
         model.load_state_dict(init["model"])
     if cfg.mbn:
         convert_to_mbn(model)
-    model.to(device)
+    place(model, device)
     teacher = None
     if cfg.baseline != "ce":
         if cfg.teacher_ckpt is None and not cfg.random_teacher:
             raise UserError("no teacher checkpoint: give --teacher-ckpt (or --random-teacher for a smoke run)")
-        teacher = load_teacher(cfg.teacher, cfg.teacher_ckpt, cfg.model_dir, cfg.data, cfg.threat,
-                               data.num_classes).to(device)
+        teacher = place(load_teacher(cfg.teacher, cfg.teacher_ckpt, cfg.model_dir, cfg.data, cfg.threat,
+                                     data.num_classes), device)
     size = arch["spec"]["input_size"]
     example = torch.zeros(1, 3, size, size, device=device)
     objective = Objective(base="trades" if cfg.trades else "ce",

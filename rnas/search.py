@@ -1,13 +1,12 @@
 """The RNAS-CL search: bilevel 80/20 steps on one supernet, a frozen teacher and the tutor module.
 
-Each batch is split: the first 80 % of its samples take a weight step (SGD), the rest an architecture
-step (Adam on the width logits and the tutor logits), both on Eq. (2). Temperatures follow
-tau_e = tau_0 · exp(-tau_decay · e). The loop reads top to bottom:
-split -> weight step -> arch step -> log -> checkpoint.
+The teacher runs once per batch (inference mode); then the batch is split: the first 80 % of its
+samples take a weight step (SGD), the rest an architecture step (Adam on the width logits and the tutor
+logits), both on Eq. (2). Temperatures follow tau_e = tau_0 · exp(-tau_decay · e). The loop reads top
+to bottom: teacher -> split -> weight step -> arch step -> log -> checkpoint.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -20,7 +19,8 @@ from supernets import Network
 
 from .config import flag
 from .data import DATASETS, make_loaders
-from .distill import CrossLayerAttention, attention_map, flop_factor, rnas_loss
+from .device import autocast, place, resolve_device
+from .distill import CrossLayerAttention, attention_maps, channel_energy, flop_factor, rnas_loss
 from .errors import UserError
 from .loop import clean_accuracy, run_job
 from .rundir import load_checkpoint, rng_state, seed_everything, set_rng_state
@@ -76,18 +76,6 @@ class SearchConfig:
     log_every: int = flag(20, "TensorBoard step-logging interval")
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name}: not a device (cpu, cuda, cuda:N, auto)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
-    return device
-
-
 def _set_requires_grad(params, flag_: bool) -> None:
     for p in params:
         p.requires_grad_(flag_)
@@ -112,15 +100,15 @@ class Searcher:
         if spec.input_size != self.data.input_size:
             raise UserError(f"--space {cfg.space}: a {spec.input_size}x{spec.input_size} space, but --data "
                             f"{cfg.data} has {self.data.input_size}x{self.data.input_size} images")
-        self.teacher = load_teacher(cfg.teacher, cfg.teacher_ckpt, cfg.model_dir, cfg.data, cfg.threat,
-                                    self.data.num_classes).to(self.device)
-        self.supernet = Network(spec, self.data.num_classes).to(self.device)
+        self.teacher = place(load_teacher(cfg.teacher, cfg.teacher_ckpt, cfg.model_dir, cfg.data, cfg.threat,
+                                          self.data.num_classes), self.device)
+        self.supernet = place(Network(spec, self.data.num_classes), self.device)
         example = torch.zeros(1, spec.in_channels, spec.input_size, spec.input_size, device=self.device)
         t_layers = conv_taps(self.teacher, example, cfg.shortcut_taps)
         s_layers = conv_taps(self.supernet, example, cfg.shortcut_taps)
         self.teacher_layers, self.student_layers = [n for n, _ in t_layers], [n for n, _ in s_layers]
-        to_map = lambda a: attention_map(a, cfg.map_size)  # noqa: E731
-        self.teacher_taps, self.student_taps = Taps(t_layers, to_map), Taps(s_layers, to_map)
+        self.teacher_taps = Taps(t_layers, channel_energy)
+        self.student_taps = Taps(s_layers, channel_energy)
         self.tutor = CrossLayerAttention(len(s_layers), len(t_layers), cfg.tutor_tau).to(self.device)
         self.arch_params = self.supernet.arch_parameters() + [self.tutor.tutor_logits]
         self.weight_params = self.supernet.weight_parameters()
@@ -134,19 +122,23 @@ class Searcher:
 
     # ---- one objective, two steps ------------------------------------------------------------
     def autocast(self):
-        if not self.cfg.amp:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return autocast(self.device, self.cfg.amp)
 
-    def objective(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Eq. (2) on one sub-batch: teacher once in inference mode, student with taps, tutor loss."""
+    def teacher_targets(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher logits q (N, classes) and attention maps (N, n_t, map_size²): one inference-mode forward
+        of the whole batch, sliced by the weight and arch steps."""
         with torch.inference_mode(), self.autocast():
             q = self.teacher(x)
-            t_maps = torch.stack(self.teacher_taps.collect(), 1)
-        q, t_maps = q.float().clone(), t_maps.clone()  # leave inference mode: usable by autograd
+            t_maps = attention_maps(self.teacher_taps.collect(), self.cfg.map_size)
+        return q.float().clone(), t_maps.clone()  # leave inference mode: usable by autograd
+
+    def objective(self, x: torch.Tensor, y: torch.Tensor, targets=None) -> dict[str, torch.Tensor]:
+        """Eq. (2) on one sub-batch: student with taps, tutor loss, against ``targets`` (from
+        ``teacher_targets``; computed here when not given)."""
+        q, t_maps = targets if targets is not None else self.teacher_targets(x)
         with self.autocast():
             p = self.supernet(x).float()
-        s_maps = torch.stack(self.student_taps.collect(), 1)
+        s_maps = attention_maps(self.student_taps.collect(), self.cfg.map_size)
         attention = self.tutor(s_maps, t_maps)
         cfg = self.cfg
         n_f = None
@@ -155,11 +147,11 @@ class Searcher:
                               cfg.flop_beta, cfg.mac_target)
         return rnas_loss(p, q, y, attention, cfg.gamma, cfg.kl, cfg.kd_temperature, n_f)
 
-    def _step(self, x, y, optimizer: torch.optim.Optimizer, frozen: list) -> dict[str, torch.Tensor]:
+    def _step(self, x, y, targets, optimizer: torch.optim.Optimizer, frozen: list) -> dict[str, torch.Tensor]:
         """One optimizer step on Eq. (2); ``frozen`` parameters get no gradient (and cost no backward)."""
         _set_requires_grad(frozen, False)
         try:
-            terms = self.objective(x, y)
+            terms = self.objective(x, y, targets)
             optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
             optimizer.step()
@@ -167,13 +159,13 @@ class Searcher:
             _set_requires_grad(frozen, True)
         return terms
 
-    def weight_step(self, x, y) -> dict[str, torch.Tensor]:
+    def weight_step(self, x, y, targets=None) -> dict[str, torch.Tensor]:
         """SGD on the supernet weights; width and tutor logits frozen."""
-        return self._step(x, y, self.weight_opt, self.arch_params)
+        return self._step(x, y, targets, self.weight_opt, self.arch_params)
 
-    def arch_step(self, x, y) -> dict[str, torch.Tensor]:
+    def arch_step(self, x, y, targets=None) -> dict[str, torch.Tensor]:
         """Adam on the width and tutor logits; weights frozen."""
-        return self._step(x, y, self.arch_opt, self.weight_params)
+        return self._step(x, y, targets, self.arch_opt, self.weight_params)
 
     # ---- the loop's job interface (rnas/loop.py) -------------------------------------------------
     command = "search"
@@ -188,10 +180,11 @@ class Searcher:
         self.supernet.tau, self.tutor.tau = self.cfg.tau * decay, self.cfg.tutor_tau * decay
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Split the batch 80/20 -> weight step on the first part -> arch step on the rest."""
-        n_weight = min(len(y) - 1, max(1, round(len(y) * (1 - self.cfg.arch_split))))
-        w_terms = self.weight_step(x[:n_weight], y[:n_weight])
-        a_terms = self.arch_step(x[n_weight:], y[n_weight:])
+        """Teacher on the whole batch -> split 80/20 -> weight step on the first part -> arch step on the rest."""
+        n = min(len(y) - 1, max(1, round(len(y) * (1 - self.cfg.arch_split))))
+        q, t_maps = self.teacher_targets(x)
+        w_terms = self.weight_step(x[:n], y[:n], (q[:n], t_maps[:n]))
+        a_terms = self.arch_step(x[n:], y[n:], (q[n:], t_maps[n:]))
         return {**{f"weight/{k}": v for k, v in w_terms.items()}, **{f"arch/{k}": v for k, v in a_terms.items()},
                 "expected_macs": self.supernet.expected_macs().detach(),
                 "tau": torch.tensor(self.supernet.tau), "tutor_tau": torch.tensor(self.tutor.tau)}

@@ -12,10 +12,10 @@ import torch
 from .attacks import parse_eps, pgd
 from .config import flag
 from .data import DATASETS, make_loaders
+from .device import place, resolve_device
 from .errors import UserError
 from .loop import run_job
 from .rundir import load_checkpoint, seed_everything
-from .search import resolve_device
 from .teachers import DATASET_CLASSES, teacher_arch
 from .train import Objective, Trainer
 
@@ -60,7 +60,7 @@ def build_teacher_training(cfg: TeacherTrainConfig) -> Trainer:
     arch = teacher_arch(cfg.arch, cfg.data)
     if arch.mean is not None:
         raise UserError(f"--arch {cfg.arch}: its checkpoints expect outside normalisation; train a wrn-D-K or r18")
-    model = arch.build(DATASET_CLASSES[cfg.data]).to(device)
+    model = place(arch.build(DATASET_CLASSES[cfg.data]), device)
     objective = Objective(base=cfg.at, distill="none", eps=cfg.eps, step=cfg.step, steps=cfg.steps, beta=cfg.beta)
     return Trainer("teacher train", cfg, model, data, objective, device,
                    extra_state={"teacher_arch": cfg.arch, "data": cfg.data})

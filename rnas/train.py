@@ -10,7 +10,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from .adversarial import bn_route, nfgsm_examples, pgd_examples, trades_examples, trades_terms
-from .distill import attention_map, kl_divergence, paired_attention_loss, rnas_loss
+from .device import autocast
+from .distill import attention_maps, channel_energy, kl_divergence, paired_attention_loss, rnas_loss
 from .loop import clean_accuracy
 from .rundir import rng_state, set_rng_state
 from .taps import Taps
@@ -44,15 +45,14 @@ class Trainer:
         self.device, self.teacher, self.extra_state = device, teacher, extra_state or {}
         self.student_taps = self.teacher_taps = None
         if objective.distill == "cl":
-            to_map = lambda a: attention_map(a, objective.map_size)  # noqa: E731
             student = dict(model.named_modules())
             teacher_modules = dict(teacher.named_modules())
             used = sorted(set(tutors["mapping"]))  # tap only the teacher layers that tutor someone
             self.tutor_index = torch.tensor([used.index(j) for j in tutors["mapping"]], device=device)
             self.n_teacher = len(tutors["teacher_layers"])
-            self.student_taps = Taps([(n, student[n]) for n in tutors["student_layers"]], to_map)
+            self.student_taps = Taps([(n, student[n]) for n in tutors["student_layers"]], channel_energy)
             self.teacher_taps = Taps([(tutors["teacher_layers"][j], teacher_modules[tutors["teacher_layers"][j]])
-                                      for j in used], to_map)
+                                      for j in used], channel_energy)
         self.opt = torch.optim.SGD(model.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, cfg.epochs) if cfg.cosine else
                           torch.optim.lr_scheduler.MultiStepLR(self.opt, cfg.milestones, cfg.lr_decay))
@@ -66,9 +66,7 @@ class Trainer:
         self.model.train()
 
     def _autocast(self):
-        if not getattr(self.cfg, "amp", False):
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return autocast(self.device, getattr(self.cfg, "amp", False))
 
     def _forward(self, x, route: str, tap: bool = True) -> torch.Tensor:
         taps = self.student_taps.paused() if (self.student_taps and not tap) else contextlib.nullcontext()
@@ -100,12 +98,12 @@ class Trainer:
             return {**terms, "total": terms["base"]}
         with torch.inference_mode(), self._autocast():
             q = self.teacher(x)
-            t_maps = torch.stack(self.teacher_taps.collect(), 1) if self.teacher_taps else None
+            t_maps = attention_maps(self.teacher_taps.collect(), o.map_size) if self.teacher_taps else None
         q = q.float().clone()
         if o.distill == "kd":
             kl = kl_divergence(logits, q, o.kl, o.kd_temperature)
             return {**terms, "kl": kl, "total": terms["base"] + kl}
-        s_maps = torch.stack(self.student_taps.collect(), 1)
+        s_maps = attention_maps(self.student_taps.collect(), o.map_size)
         tutor_maps = t_maps.clone().index_select(1, self.tutor_index)
         attention = paired_attention_loss(s_maps, tutor_maps, self.n_teacher)
         return {**terms, **rnas_loss(logits, q, y, attention, o.gamma, o.kl, o.kd_temperature, base=terms["base"])}

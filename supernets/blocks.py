@@ -11,7 +11,7 @@ from torch import nn
 
 from search_spaces import BlockSpec
 
-from .builder import Builder, apply_mask, conv_out, match_channels
+from .builder import Builder, apply_mask, conv_out, match_channels, output_free
 from .channels import Channels
 
 BLOCKS: dict[str, type[nn.Module]] = {}
@@ -56,11 +56,11 @@ class MBConv(nn.Module):
             # no mask here: the depthwise conv keeps channels apart, so the mask after it zeroes every
             # unused hidden channel exactly (one elementwise pass less per block)
             y = self.act_expand(self.bn_expand(self.expand(y)))
-        y = apply_mask(self.act_dw(self.bn_dw(self.dw(y))), self.hidden, masks)
+        y = apply_mask(self.act_dw(self.bn_dw(self.dw(y))), self.hidden, masks, inplace=output_free(self.act_dw))
         y = self.bn_project(self.project(y))
         if self.identity:
             y = y + match_channels(x, y.shape[1])
-        return apply_mask(y, self.cout, masks)
+        return apply_mask(y, self.cout, masks, inplace=True)  # a BN output or a fresh sum
 
 
 @register_block("basic")

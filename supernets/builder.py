@@ -14,16 +14,29 @@ from .channels import Channels
 ACTIVATIONS = {"relu": nn.ReLU, "hswish": nn.Hardswish, "swish": nn.SiLU, "gelu": nn.GELU}
 
 
+def output_free(act: nn.Module) -> bool:
+    """True when ``act``'s backward reads its input, not its output, so its output may be changed in
+    place (ReLU's backward reads the output)."""
+    return not isinstance(act, nn.ReLU)
+
+
 def conv_out(res: int, kernel: int, stride: int) -> int:
     """Output side length of a conv/pool with 'same' padding ``kernel // 2``."""
     return (res + 2 * (kernel // 2) - kernel) // stride + 1
 
 
-def apply_mask(x: torch.Tensor, channels: Channels, masks: torch.Tensor | None) -> torch.Tensor:
-    """Multiply ``x`` (N,C,H,W) by its channel mask (N,C,1,1); identity for fixed dims / derived nets."""
+def apply_mask(x: torch.Tensor, channels: Channels, masks: torch.Tensor | None, inplace: bool = False) -> torch.Tensor:
+    """Multiply ``x`` (N,C,H,W) by its channel mask (N,C,1,1); identity for fixed dims / derived nets.
+
+    ``inplace``: the caller's ``x`` is a fresh tensor that autograd does not keep (e.g. a BN or
+    hard-swish output); when the masks need no gradient (weight steps, evaluation) it is masked in
+    place, which saves one activation-sized allocation and write."""
     if masks is None or channels.var is None:
         return x
-    return x * masks[:, channels.var, : channels.size, None, None]
+    mask = masks[:, channels.var, : channels.size, None, None]
+    if inplace and not mask.requires_grad:
+        return x.mul_(mask)
+    return x * mask
 
 
 def match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:

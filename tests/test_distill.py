@@ -5,7 +5,16 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from rnas.distill import CrossLayerAttention, attention_map, flop_factor, kl_divergence, rnas_loss, uniform_mapping
+from rnas.distill import (
+    CrossLayerAttention,
+    attention_map,
+    attention_maps,
+    channel_energy,
+    flop_factor,
+    kl_divergence,
+    rnas_loss,
+    uniform_mapping,
+)
 from supernets import build_supernet
 
 
@@ -142,3 +151,29 @@ def test_flop_factor_variants():
     assert flop_factor(macs, 1e7, target_macs=6e6).item() == 1.0
     assert flop_factor(macs * 2, 1e7, target_macs=6e6).item() == pytest.approx(10 / 6)
     assert flop_factor(macs, 1e7, "fbnetv2").item() == pytest.approx(0.2 * math.log(5e6) ** 0.5)
+
+
+def test_channel_energy_gradient_is_two_a_g():
+    a = torch.randn(3, 5, 4, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(channel_energy, (a,))
+    g = torch.randn(3, 1, 4, 6, dtype=torch.float64)
+    (channel_energy(a) * g).sum().backward()
+    assert torch.allclose(a.grad, 2 * a.detach() * g)
+    half = torch.randn(2, 4, 3, 3).to(torch.bfloat16)
+    assert channel_energy(half).dtype == torch.float32
+
+
+def test_attention_maps_of_many_layers_equal_one_layer_at_a_time():
+    """Layers grouped by resolution (and interleaved, as a shortcut or a stride makes them) come back in
+    layer order, each equal to its own attention_map."""
+    shapes = [(4, 16), (6, 8), (3, 16), (5, 4), (2, 8), (7, 8)]  # (channels, side): 16 and 8 interleave
+    acts = [torch.randn(2, c, s, s, requires_grad=True) for c, s in shapes]
+    maps = attention_maps([channel_energy(a) for a in acts], 8)
+    assert maps.shape == (2, 6, 64)
+    for i, a in enumerate(acts):
+        assert torch.allclose(maps[:, i], attention_map(a, 8), atol=1e-6), i
+    weights = torch.randn(2, 6, 64)
+    grads = torch.autograd.grad((maps * weights).sum(), acts)
+    for i, a in enumerate(acts):
+        assert torch.allclose(grads[i], torch.autograd.grad((attention_map(a, 8) * weights[:, i]).sum(), a)[0],
+                              atol=1e-5), i

@@ -150,3 +150,46 @@ def test_conv_layers_in_execution_order():
     # the SE convs of a block run after its hierarchical convs
     assert names.index("blocks.0.se_reduce") > names.index("blocks.0.convs.2")
     assert net.training  # tracing left the mode alone
+
+
+def _weight_grads(net, x, arch_grad: bool):
+    """Weight gradients of one sample-mode CE step with fixed Gumbel noise; masks need a gradient only
+    when ``arch_grad`` (they are then applied out of place)."""
+    for p in net.arch_parameters():
+        p.requires_grad_(arch_grad)
+    net.zero_grad(set_to_none=True)
+    torch.manual_seed(3)
+    torch.nn.functional.cross_entropy(net(x), torch.arange(len(x)) % 5).backward()
+    return {n: p.grad.clone() for n, p in net.named_parameters() if "width_logits" not in n}
+
+
+@pytest.mark.parametrize("act", ["hswish", "relu", "swish"])
+def test_in_place_masking_gives_the_same_gradients(act):
+    """Weight steps (masks without gradient) mask BN / activation outputs in place; the gradients equal
+    those of the out-of-place path used when the masks need a gradient (ReLU keeps out of place)."""
+    torch.manual_seed(0)
+    net = randomize(Network(tiny_spec({**TINY_BLOCKS["mbconv"], "act": act}))).train()
+    x = torch.rand(6, 3, 16, 16)
+    in_place, reference = _weight_grads(net, x, False), _weight_grads(net, x, True)
+    assert in_place.keys() == reference.keys()
+    for name, grad in in_place.items():
+        assert torch.allclose(grad, reference[name], atol=1e-6, rtol=1e-5), name
+
+
+@pytest.mark.parametrize("block", sorted(TINY_BLOCKS))
+def test_channels_last_gives_the_same_outputs_and_gradients(block):
+    torch.manual_seed(0)
+    net = randomize(Network(tiny_spec(TINY_BLOCKS[block]))).train()
+    x = torch.rand(4, 3, 16, 16)
+    torch.manual_seed(1)
+    ref = net(x)
+    ref.square().sum().backward()
+    ref_grads = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad(set_to_none=True)
+    net.to(memory_format=torch.channels_last)
+    torch.manual_seed(1)
+    out = net(x)
+    out.square().sum().backward()
+    assert torch.allclose(out, ref, atol=1e-5)
+    for p, g in zip(net.parameters(), ref_grads, strict=True):
+        assert torch.allclose(p.grad, g, atol=1e-4, rtol=1e-4)

@@ -45,10 +45,18 @@ def timed_interleaved(fns: dict, repeats: int, warmup: int, device: torch.device
             fn()
             sync(device)
             times[key].append(time.perf_counter() - start)
-    return {k: {"median": statistics.median(v), "min": min(v), "max": max(v)} for k, v in times.items()}
+    return {k: {"median": statistics.median(v), "min": min(v), "max": max(v), "runs": v} for k, v in times.items()}
+
+
+def paired_ratio(t: dict, num: str, dens: tuple[str, ...]) -> float:
+    """Median over rounds of t[num] / sum(t[dens]) taken within each round: the operations of one round
+    ran back to back, so a slow spell of the machine scales numerator and denominator alike."""
+    rounds = zip(t[num]["runs"], *(t[d]["runs"] for d in dens), strict=True)
+    return statistics.median(n / sum(ds) for n, *ds in rounds)
 
 
 def setup(space: str, teacher: str, batch: int, device: str, amp: bool, compile_: bool):
+    from rnas.device import place
     from rnas.search import SearchConfig, Searcher
     from supernets import Network
 
@@ -57,7 +65,7 @@ def setup(space: str, teacher: str, batch: int, device: str, amp: bool, compile_
     searcher = Searcher(cfg)
     spec, dev = searcher.supernet.spec, searcher.device
     widths = [b.width_choices[0] for b in searcher.supernet.blocks]
-    standalone = Network(spec, searcher.supernet.num_classes, widths).to(dev)
+    standalone = place(Network(spec, searcher.supernet.num_classes, widths), dev)
     if compile_:
         standalone = torch.compile(standalone)
     gen = torch.Generator().manual_seed(0)
@@ -69,6 +77,7 @@ def setup(space: str, teacher: str, batch: int, device: str, amp: bool, compile_
 def step_fns(searcher, standalone, x, y):
     """The measured operations, each a zero-argument function."""
     from rnas.attacks import _input_grad, pgd
+    from rnas.distill import attention_maps
     from rnas.search import _set_requires_grad
 
     net = searcher.supernet
@@ -99,12 +108,12 @@ def step_fns(searcher, standalone, x, y):
     def teacher_forward():
         with torch.inference_mode(), searcher.autocast():
             searcher.teacher(x)
-            return torch.stack(searcher.teacher_taps.collect(), 1)
+            return attention_maps(searcher.teacher_taps.collect(), searcher.cfg.map_size)
 
     t_maps = teacher_forward().clone()
     with torch.no_grad():
         net(x)
-    s_maps = torch.stack(searcher.student_taps.collect(), 1).detach().requires_grad_(True)
+    s_maps = attention_maps(searcher.student_taps.collect(), searcher.cfg.map_size).detach().requires_grad_(True)
 
     def cross_layer_loss():
         searcher.tutor(s_maps, t_maps).backward()
@@ -194,10 +203,10 @@ def bench_teacher(args, teacher: str) -> dict:
     return {
         "teacher": teacher, "times_s": t, "data_images_per_s": data, "search_images_per_s": consumption,
         "peak_bytes": memory,
-        "supernet_over_standalone": med["b"] / med["a"],
-        "search_over_limit": med["f"] / (med["d"] + med["a"]),
-        "cl_loss_share": med["e"] / med["f"],
-        "pgd_over_plain": med["h_pgd"] / med["h_plain"],
+        "supernet_over_standalone": paired_ratio(t, "b", ("a",)),
+        "search_over_limit": paired_ratio(t, "f", ("d", "a")),
+        "cl_loss_share": paired_ratio(t, "e", ("f",)),
+        "pgd_over_plain": paired_ratio(t, "h_pgd", ("h_plain",)),
         "data_over_consumption": data / consumption,
         "memory_ratio": memory["f"] / max(1, memory["a"]),
     }

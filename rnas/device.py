@@ -1,0 +1,37 @@
+"""Where and how models run: device names, memory format, bfloat16 autocast."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from .errors import UserError
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name}: not a device (cpu, cuda, cuda:N, auto)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def place(model: nn.Module, device: torch.device) -> nn.Module:
+    """Move ``model`` to ``device`` with its 4-d weights in channels_last (NHWC) layout.
+
+    Convolutions given channels_last weights return channels_last activations, so every layer after
+    the first runs in NHWC: on CPUs (oneDNN) the depthwise and 1×1 convolutions of an MBConv step run
+    ~2× faster than in NCHW, and on GPUs it is the layout tensor cores want. Values do not change."""
+    return model.to(device=device, memory_format=torch.channels_last)
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bfloat16 autocast for forward passes when ``enabled`` (``--amp``), else a no-op context."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
