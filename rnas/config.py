@@ -120,7 +120,8 @@ def read_run_config(cls, path: Path) -> dict:
     return {k: v for k, v in data.items() if k in names}
 
 
-RESUMABLE = ("epochs", "device", "workers", "data_dir", "model_dir", "checkpoint_every", "log_every", "out")
+RESUMABLE = ("epochs", "device", "workers", "data_dir", "model_dir", "checkpoint_every", "log_every", "compile",
+             "out")
 
 
 def check_resume_overrides(base: dict, config) -> None:

@@ -64,6 +64,7 @@ class RetrainConfig:
     device: str = flag("cpu", "cpu, cuda, cuda:N or auto")
     workers: int = flag(2, "DataLoader workers (folder datasets)")
     amp: bool = flag(False, "bfloat16 autocast for the forward passes")
+    compile: bool = flag(False, "torch.compile the student (pays on GPUs; slower on CPUs)")
     checkpoint_every: int = flag(0, "also checkpoint every N steps")
     log_every: int = flag(20, "TensorBoard step-logging interval")
 

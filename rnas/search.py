@@ -19,7 +19,7 @@ from supernets import Network
 
 from .config import flag
 from .data import DATASETS, make_loaders
-from .device import autocast, place, resolve_device
+from .device import autocast, compile_model, place, resolve_device
 from .distill import CrossLayerAttention, attention_maps, channel_energy, flop_factor, rnas_loss
 from .errors import UserError
 from .loop import clean_accuracy, run_job
@@ -72,6 +72,7 @@ class SearchConfig:
     device: str = flag("cpu", "cpu, cuda, cuda:N or auto")
     workers: int = flag(2, "DataLoader workers (folder datasets)")
     amp: bool = flag(False, "bfloat16 autocast for the forward passes")
+    compile: bool = flag(False, "torch.compile the student (pays on GPUs; slower on CPUs)")
     checkpoint_every: int = flag(0, "also checkpoint every N steps (0: at epoch ends only)")
     log_every: int = flag(20, "TensorBoard step-logging interval")
 
@@ -110,6 +111,7 @@ class Searcher:
         self.teacher_taps = Taps(t_layers, channel_energy)
         self.student_taps = Taps(s_layers, channel_energy)
         self.tutor = CrossLayerAttention(len(s_layers), len(t_layers), cfg.tutor_tau).to(self.device)
+        compile_model(self.supernet, cfg.compile)  # after the taps: their hooks are traced with it
         self.arch_params = self.supernet.arch_parameters() + [self.tutor.tutor_logits]
         self.weight_params = self.supernet.weight_parameters()
         self.weight_opt = torch.optim.SGD(self.weight_params, cfg.lr, momentum=cfg.momentum,

@@ -48,6 +48,7 @@ class TeacherTrainConfig:
     seed: int = flag(0, "random seed")
     device: str = flag("cpu", "cpu, cuda, cuda:N or auto")
     workers: int = flag(2, "DataLoader workers (folder datasets)")
+    compile: bool = flag(False, "torch.compile the model (pays on GPUs; slower on CPUs)")
     checkpoint_every: int = flag(0, "also checkpoint every N steps")
     log_every: int = flag(20, "TensorBoard step-logging interval")
 

@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .adversarial import bn_route, nfgsm_examples, pgd_examples, trades_examples, trades_terms
-from .device import autocast
+from .device import autocast, compile_model
 from .distill import attention_maps, channel_energy, kl_divergence, paired_attention_loss, rnas_loss
 from .loop import clean_accuracy
 from .rundir import rng_state, set_rng_state
@@ -53,6 +53,7 @@ class Trainer:
             self.student_taps = Taps([(n, student[n]) for n in tutors["student_layers"]], channel_energy)
             self.teacher_taps = Taps([(tutors["teacher_layers"][j], teacher_modules[tutors["teacher_layers"][j]])
                                       for j in used], channel_energy)
+        compile_model(model, getattr(cfg, "compile", False))
         self.opt = torch.optim.SGD(model.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, cfg.epochs) if cfg.cosine else
                           torch.optim.lr_scheduler.MultiStepLR(self.opt, cfg.milestones, cfg.lr_decay))

@@ -1,5 +1,6 @@
 """End-to-end `rnas search` / `rnas derive` on tiny generated data: results, resume, bad input."""
 import json
+import math
 import os
 import signal
 import subprocess
@@ -184,3 +185,19 @@ def test_config_file_and_flag_precedence(setup, tmp_path):
     config.write_text("epoch: 1\n")
     code, err = main_in_process(*search_args(setup, tmp_path / "x", "--config", config))
     assert code == 2 and "epoch: unknown key" in err
+
+
+def test_compiled_search_checkpoints_load_eagerly(setup, tmp_path):
+    """--compile (torch.compile of the supernet, hooks and custom autograd included) trains, and its
+    checkpoint keeps the eager parameter names: the run resumes without --compile and derives."""
+    run = tmp_path / "run"
+    result = run_rnas(*search_args(setup, run, "--epochs", 1, "--compile"), timeout=600)
+    assert result.returncode == 0, result.stderr
+    first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert all(math.isfinite(v) for v in first.values() if isinstance(v, float))
+    assert 0 < first["weight/ce"] < 5 and first["weight/attn"] > 0
+    keys = torch.load(run / "checkpoint.pt", weights_only=False)["supernet"].keys()
+    assert not any("_orig_mod" in k for k in keys)
+    assert main_in_process("search", "--resume", run, "--epochs", 2, "--no-compile")[0] == 0
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [0, 1]
+    assert main_in_process("derive", run)[0] == 0 and (run / "arch.json").is_file()

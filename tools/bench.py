@@ -1,24 +1,27 @@
 """Benchmark one RNAS-CL search step against its limit (teacher forward + max-width student step).
 
     python tools/bench.py [--space S5] [--batch-size 128] [--threads 2] [--device cpu|cuda]
-                          [--teachers wrn-16-2,wrt34] [--repeats 5] [--compile] [--amp] [--json]
+                          [--teachers wrn-16-2,wrt34] [--repeats 21] [--compile] [--amp] [--json]
 
-Times, on the same batch and in one process (median and spread over --repeats after a warm-up):
+Times, on the same batch and in one process (median and spread over --repeats rounds after a warm-up;
+each round runs every operation once, in a fresh random order):
  (a) a standalone max-width derived student train step (forward, CE, backward, SGD step)
  (b) a supernet weight step (per-sample Gumbel masks, CE, backward, SGD step on the weights)
  (c) a supernet arch step (CE, backward into the width logits only, Adam step)
  (d) the teacher forward with taps (inference mode, attention maps of every tapped conv)
  (e) the cross-layer loss alone (Eq. 1 forward + backward on this batch's maps)
- (f) the full search step (80/20 split: weight step + arch step, each with teacher and Eq. 2)
+ (f) the full search step (teacher once on the batch, then the 80/20 split: weight step + arch step on
+     Eq. 2)
  (g) the in-memory CIFAR data path (uint8 on the device, batched pad-crop + flip), images/s
  (h) PGD-20 on the max-width derived net vs 20 plain forward + input-gradient passes
 and the peak step memory of (a) vs (f) (CUDA: max_memory_allocated; CPU: activation bytes saved for
-backward).
+backward). A timed ratio is the median over rounds of the ratio within each round (quartiles shown).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import time
 
@@ -33,13 +36,17 @@ def sync(device: torch.device) -> None:
 
 def timed_interleaved(fns: dict, repeats: int, warmup: int, device: torch.device) -> dict:
     """Median / min / max seconds of each function; the functions run in interleaved rounds so that
-    machine noise (frequency, neighbours) spreads evenly over them and their ratios stay stable."""
+    machine noise (frequency, neighbours) spreads evenly over them and their ratios stay stable. Each
+    round runs them in a new (seeded) random order, so no function always follows the same one: what
+    ran just before changes the caches and the allocator's free memory."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times = {k: [] for k in fns}
+    order = random.Random(0)
     for _ in range(repeats):
-        for key, fn in fns.items():
+        for key in order.sample(list(fns), len(fns)):
+            fn = fns[key]
             sync(device)
             start = time.perf_counter()
             fn()
@@ -48,26 +55,27 @@ def timed_interleaved(fns: dict, repeats: int, warmup: int, device: torch.device
     return {k: {"median": statistics.median(v), "min": min(v), "max": max(v), "runs": v} for k, v in times.items()}
 
 
-def paired_ratio(t: dict, num: str, dens: tuple[str, ...]) -> float:
-    """Median over rounds of t[num] / sum(t[dens]) taken within each round: the operations of one round
-    ran back to back, so a slow spell of the machine scales numerator and denominator alike."""
+def paired_ratio(t: dict, num: str, dens: tuple[str, ...]) -> tuple[float, float, float]:
+    """(median, first quartile, third quartile) over rounds of t[num] / sum(t[dens]) taken within each
+    round: the operations of one round ran back to back, so a slow spell of the machine scales
+    numerator and denominator alike."""
     rounds = zip(t[num]["runs"], *(t[d]["runs"] for d in dens), strict=True)
-    return statistics.median(n / sum(ds) for n, *ds in rounds)
+    ratios = [n / sum(ds) for n, *ds in rounds]
+    q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    return statistics.median(ratios), q1, q3
 
 
 def setup(space: str, teacher: str, batch: int, device: str, amp: bool, compile_: bool):
-    from rnas.device import place
+    from rnas.device import compile_model, place
     from rnas.search import SearchConfig, Searcher
     from supernets import Network
 
     cfg = SearchConfig(space=space, teacher=teacher, random_teacher=True, data="digits", batch_size=batch,
-                       device=device, amp=amp, val_size=0)
+                       device=device, amp=amp, compile=compile_, val_size=0)
     searcher = Searcher(cfg)
     spec, dev = searcher.supernet.spec, searcher.device
     widths = [b.width_choices[0] for b in searcher.supernet.blocks]
-    standalone = place(Network(spec, searcher.supernet.num_classes, widths), dev)
-    if compile_:
-        standalone = torch.compile(standalone)
+    standalone = compile_model(place(Network(spec, searcher.supernet.num_classes, widths), dev), compile_)
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(batch, 3, spec.input_size, spec.input_size, generator=gen).to(dev)
     y = torch.randint(0, 10, (batch,), generator=gen).to(dev)
@@ -200,13 +208,14 @@ def bench_teacher(args, teacher: str) -> dict:
     consumption = args.batch_size / med["f"]
     memory = peak_memory(searcher, fns, x, y)
     searcher.close()
+    paired = {"supernet_over_standalone": paired_ratio(t, "b", ("a",)),
+              "search_over_limit": paired_ratio(t, "f", ("d", "a")),
+              "cl_loss_share": paired_ratio(t, "e", ("f",)),
+              "pgd_over_plain": paired_ratio(t, "h_pgd", ("h_plain",))}
     return {
         "teacher": teacher, "times_s": t, "data_images_per_s": data, "search_images_per_s": consumption,
-        "peak_bytes": memory,
-        "supernet_over_standalone": paired_ratio(t, "b", ("a",)),
-        "search_over_limit": paired_ratio(t, "f", ("d", "a")),
-        "cl_loss_share": paired_ratio(t, "e", ("f",)),
-        "pgd_over_plain": paired_ratio(t, "h_pgd", ("h_plain",)),
+        "peak_bytes": memory, **{k: v[0] for k, v in paired.items()},
+        "quartiles": {k: v[1:] for k, v in paired.items()},
         "data_over_consumption": data / consumption,
         "memory_ratio": memory["f"] / max(1, memory["a"]),
     }
@@ -231,9 +240,14 @@ def print_table(rows: list[dict]) -> None:
         print(f"  (g) data path {row['data_images_per_s']:,.0f} img/s; search consumes "
               f"{row['search_images_per_s']:,.1f} img/s; peak step memory (a) {mem['a']:.1f} MiB, "
               f"(f) {mem['f']:.1f} MiB")
-    print(f"\n{'ratio':22s} {'target':>8s} " + " ".join(f"{r['teacher']:>10s}" for r in rows))
+    print("\nratios: timed ones are medians over rounds of the within-round ratio [quartiles]")
+    print(f"{'ratio':22s} {'target':>8s} " + " ".join(f"{r['teacher']:>24s}" for r in rows))
     for key, label, target in RATIOS:
-        print(f"{label:22s} {target:>8s} " + " ".join(f"{r[key]:10.3f}" for r in rows))
+        cells = []
+        for r in rows:
+            q = r["quartiles"].get(key)
+            cells.append(f"{r[key]:10.3f}" + (f" [{q[0]:.3f}-{q[1]:.3f}]" if q else " " * 14))
+        print(f"{label:22s} {target:>8s} " + " ".join(cells))
 
 
 def main():
@@ -243,9 +257,9 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--teachers", default="wrn-16-2,wrt34")
-    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--repeats", type=int, default=21, help="timed rounds (a third of them for wrt34 and PGD)")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--compile", action="store_true", help="torch.compile the standalone student")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the students (as rnas search --compile)")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast for the forwards")
     parser.add_argument("--json", action="store_true", help="print the ratios as one JSON object")
     args = parser.parse_args()
@@ -256,6 +270,7 @@ def main():
         print(json.dumps({**{k: round(first[k], 4) for k, _, _ in RATIOS}, "teacher": first["teacher"],
                           "space": args.space, "batch_size": args.batch_size, "device": args.device,
                           "threads": args.threads,
+                          "quartiles": {k: [round(q, 4) for q in v] for k, v in first["quartiles"].items()},
                           "per_teacher": {r["teacher"]: {k: round(r[k], 4) for k, _, _ in RATIOS} for r in rows}},
                          indent=1))
     else:
