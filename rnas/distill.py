@@ -8,14 +8,16 @@ from torch.nn import functional as F
 
 
 class _ChannelEnergy(torch.autograd.Function):
-    """sum_c A^2 over dim 1, float32, with a one-pass backward 2·A·g (autograd's pow-then-sum backward
-    makes three passes over A: every tapped layer pays it, forward and backward)."""
+    """sum_c A^2 over dim 1 (at least float32): one pass forward (a norm, squared) and one pass backward
+    2·A·g (autograd's pow-then-sum makes two forward and three backward passes over A; every tapped
+    layer pays them)."""
 
     @staticmethod
     def forward(ctx, activation: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(activation)
-        a = activation.to(torch.promote_types(activation.dtype, torch.float32))  # bf16 -> fp32, fp64 stays
-        return (a * a).sum(1, keepdim=True)
+        # one fused reduction pass, no A² temporary; accumulates bf16 in fp32, fp64 stays fp64
+        dtype = torch.promote_types(activation.dtype, torch.float32)
+        return torch.linalg.vector_norm(activation, 2, dim=1, keepdim=True, dtype=dtype).square()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:

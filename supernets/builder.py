@@ -25,15 +25,17 @@ def conv_out(res: int, kernel: int, stride: int) -> int:
     return (res + 2 * (kernel // 2) - kernel) // stride + 1
 
 
-def apply_mask(x: torch.Tensor, channels: Channels, masks: torch.Tensor | None, inplace: bool = False) -> torch.Tensor:
-    """Multiply ``x`` (N,C,H,W) by its channel mask (N,C,1,1); identity for fixed dims / derived nets.
+def apply_mask(x: torch.Tensor, channels: Channels, masks: tuple[torch.Tensor, ...] | None,
+               inplace: bool = False) -> torch.Tensor:
+    """Multiply ``x`` (N,C,H,W) by its channel mask ``masks[channels.var]`` (N,C,1,1); identity for fixed
+    dims / derived nets.
 
     ``inplace``: the caller's ``x`` is a fresh tensor that autograd does not keep (e.g. a BN or
     hard-swish output); when the masks need no gradient (weight steps, evaluation) it is masked in
     place, which saves one activation-sized allocation and write."""
     if masks is None or channels.var is None:
         return x
-    mask = masks[:, channels.var, : channels.size, None, None]
+    mask = masks[channels.var]
     if inplace and not mask.requires_grad:
         return x.mul_(mask)
     return x * mask

@@ -96,19 +96,22 @@ class Network(nn.Module):
     def _register_search_buffers(self, b: Builder):
         kmax = max((len(blk.width_choices) for blk in self.searched_blocks), default=1)
         nblocks, nvars = len(self.searched_blocks), len(b.vars)
-        smax = max((v.size for v in b.vars), default=1)
         valid = torch.zeros(nblocks, kmax, dtype=torch.bool)
         for i, blk in enumerate(self.searched_blocks):
             valid[i, : len(blk.width_choices)] = True
-        indicator = torch.zeros(nvars, kmax, smax)
+        self.mask_sizes = [v.size for v in b.vars]
+        # mask_select[(block, k), t] = 1 when choice k of its block keeps flat channel t (all vars end to end)
+        select = torch.zeros(max(1, nblocks) * kmax, sum(self.mask_sizes))
         counts = torch.zeros(nvars, kmax, dtype=torch.float64)
+        offset = 0
         for v, ch in enumerate(b.vars):
             ind = ch.indicator()
-            indicator[v, : ind.shape[0], : ind.shape[1]] = ind
+            select[ch.block * kmax + torch.arange(ind.shape[0]), offset: offset + ind.shape[1]] = ind
             counts[v, : ind.shape[0]] = ind.sum(1).double()
+            offset += ind.shape[1]
         terms = {"mac": torch.tensor(b.mac_terms, dtype=torch.float64).view(-1, 3),
                  "param": torch.tensor(b.param_terms, dtype=torch.float64).view(-1, 3)}
-        buffers = {"choice_valid": valid, "var_indicator": indicator, "var_counts": counts,
+        buffers = {"choice_valid": valid, "mask_select": select, "var_counts": counts,
                    "var_block": torch.tensor([v.block for v in b.vars], dtype=torch.long),
                    "mac_coef": terms["mac"][:, 0], "mac_index": terms["mac"][:, 1:].long(),
                    "param_coef": terms["param"][:, 0], "param_index": terms["param"][:, 1:].long()}
@@ -157,9 +160,15 @@ class Network(nn.Module):
             return logits.softmax(-1)[None]
         return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)[None]
 
-    def channel_masks(self, weights: torch.Tensor) -> torch.Tensor:
-        """(N, V, Smax) masks of every searched channel dimension: sum_k g_k 1[c kept by choice k]."""
-        return torch.einsum("nvk,vks->nvs", weights[:, self.var_block], self.var_indicator)
+    def channel_mask_matrix(self, weights: torch.Tensor) -> torch.Tensor:
+        """(N, T) masks of every searched channel dimension, end to end: sum_k g_k 1[c kept by choice k].
+        One matmul of the (N, B·Kmax) choice weights with the 0/1 ``mask_select`` (exact for one-hot)."""
+        return weights.flatten(1) @ self.mask_select
+
+    def channel_masks(self, weights: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The (N, C_v, 1, 1) mask of every channel variable v (views of one tensor: one split forward,
+        one concatenation backward, whatever the number of layers)."""
+        return self.channel_mask_matrix(weights)[:, :, None, None].split(self.mask_sizes, 1)
 
     # ---- cost model -----------------------------------------------------------------------------
     def _expected(self, coef, index, weights) -> torch.Tensor:

@@ -23,7 +23,7 @@ def test_search_blocks_own_their_logits():
 
 
 def _masks(net, batch):
-    return net.channel_masks(net.width_weights(batch))
+    return net.channel_mask_matrix(net.width_weights(batch))
 
 
 def test_sample_mode_masks_are_per_sample_and_on_the_input_device():
@@ -34,7 +34,8 @@ def test_sample_mode_masks_are_per_sample_and_on_the_input_device():
     assert len(distinct) == 16  # continuous Gumbel noise: every sample gets its own mask
     # every mask is sum_k g_k 1[c < f_k]: non-increasing along channels, 1 on the smallest choice
     first = net.blocks[3].cout  # a block with choices 32,28,24,20
-    m = masks[:, first.var, : first.size]
+    m = net.channel_masks(net.width_weights(16))[first.var][:, :, 0, 0]
+    assert m.shape == (16, first.size)
     assert torch.all(m[:, :20] > 1 - 1e-6) and torch.all(m[:, 1:] <= m[:, :-1] + 1e-6)
 
 
@@ -64,9 +65,9 @@ def test_low_temperature_makes_masks_one_hot():
     assert cold.mean() > 0.99 and (cold > 0.999).float().mean() > 0.9
     # where the weights are one-hot, the mask is exactly the indicator of that choice
     w = net.width_weights(64)
-    masks = net.channel_masks(w)
+    masks = net.channel_mask_matrix(w)
     onehot = torch.nn.functional.one_hot(w.argmax(-1), w.shape[-1]).float()
-    exact = net.channel_masks(onehot)
+    exact = net.channel_mask_matrix(onehot)
     sharp = (w.max(-1).values > 1 - 1e-6).all(-1)
     assert sharp.sum() > 10
     assert torch.allclose(masks[sharp], exact[sharp], atol=1e-5)
