@@ -22,7 +22,7 @@ class _ChannelEnergy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         (activation,) = ctx.saved_tensors
-        return activation * (2 * grad).to(activation.dtype)
+        return (2 * grad * activation).to(activation.dtype)  # in fp32 (or fp64), then the input's dtype
 
 
 def channel_energy(activation: torch.Tensor) -> torch.Tensor:

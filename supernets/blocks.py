@@ -50,7 +50,7 @@ class MBConv(nn.Module):
         self.bn_project = b.bn(b.register(cout))
         self.identity = has_identity(cin, cout, stride)
 
-    def forward(self, x: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, masks: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
         y = x
         if self.expand is not None:
             # no mask here: the depthwise conv keeps channels apart, so the mask after it zeroes every
@@ -81,7 +81,7 @@ class BasicBlock(nn.Module):
             self.shortcut = b.conv(cin, cout, 1, stride, self.res_out)
             self.bn_shortcut = b.bn(cout)
 
-    def forward(self, x: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, masks: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
         y = apply_mask(self.act1(self.bn1(self.conv1(x))), self.cout, masks)
         y = self.bn2(self.conv2(y))
         short = match_channels(x, y.shape[1]) if self.identity else self.bn_shortcut(self.shortcut(x))
@@ -118,7 +118,7 @@ class RobustResBlock(nn.Module):
         if not self.identity:
             self.shortcut = b.conv(cin, cout, 1, stride, self.res_out)
 
-    def forward(self, x: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, masks: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
         a = apply_mask(self.act(self.bn_in(x)), self.cin, masks)
         short = match_channels(x, self.cout.size) if self.identity else self.shortcut(a)
         h = apply_mask(self.act(self.bn_reduce(self.conv_reduce(a))), self.mid, masks)

@@ -18,7 +18,7 @@ class Channels:
 
     ``full`` is the spec's maximum for this dimension (used for structural decisions, identical in the
     supernet and every derived net); ``size`` is the physical size of the tensor dimension.
-    ``var`` is the row of this dimension in the supernet's mask tensor (None when fixed).
+    ``var`` is the index of this dimension's mask in the supernet's tuple of masks (None when fixed).
     """
 
     counts: tuple[int, ...]

@@ -101,7 +101,7 @@ class Network(nn.Module):
             valid[i, : len(blk.width_choices)] = True
         self.mask_sizes = [v.size for v in b.vars]
         # mask_select[(block, k), t] = 1 when choice k of its block keeps flat channel t (all vars end to end)
-        select = torch.zeros(max(1, nblocks) * kmax, sum(self.mask_sizes))
+        select = torch.zeros(nblocks * kmax, sum(self.mask_sizes))
         counts = torch.zeros(nvars, kmax, dtype=torch.float64)
         offset = 0
         for v, ch in enumerate(b.vars):

@@ -187,6 +187,7 @@ def test_config_file_and_flag_precedence(setup, tmp_path):
     assert code == 2 and "epoch: unknown key" in err
 
 
+@pytest.mark.timeout(900)  # compiling on a CPU takes about a minute, more on a loaded machine
 def test_compiled_search_checkpoints_load_eagerly(setup, tmp_path):
     """--compile (torch.compile of the supernet, hooks and custom autograd included) trains, and its
     checkpoint keeps the eager parameter names: the run resumes without --compile and derives."""

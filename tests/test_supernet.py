@@ -155,13 +155,19 @@ def test_conv_layers_in_execution_order():
 
 def _weight_grads(net, x, arch_grad: bool):
     """Weight gradients of one sample-mode CE step with fixed Gumbel noise; masks need a gradient only
-    when ``arch_grad`` (they are then applied out of place)."""
+    when ``arch_grad`` (they are then applied out of place). Also: how many hidden activations (the
+    depthwise stage's activation outputs) were changed in place."""
     for p in net.arch_parameters():
         p.requires_grad_(arch_grad)
     net.zero_grad(set_to_none=True)
+    outputs = []
+    hooks = [b.act_dw.register_forward_hook(lambda m, i, o: outputs.append(o)) for b in net.blocks]
     torch.manual_seed(3)
     torch.nn.functional.cross_entropy(net(x), torch.arange(len(x)) % 5).backward()
-    return {n: p.grad.clone() for n, p in net.named_parameters() if "width_logits" not in n}
+    for h in hooks:
+        h.remove()
+    in_place = sum(o._version > 0 for o in outputs)
+    return {n: p.grad.clone() for n, p in net.named_parameters() if "width_logits" not in n}, in_place
 
 
 @pytest.mark.parametrize("act", ["hswish", "relu", "swish"])
@@ -171,7 +177,9 @@ def test_in_place_masking_gives_the_same_gradients(act):
     torch.manual_seed(0)
     net = randomize(Network(tiny_spec({**TINY_BLOCKS["mbconv"], "act": act}))).train()
     x = torch.rand(6, 3, 16, 16)
-    in_place, reference = _weight_grads(net, x, False), _weight_grads(net, x, True)
+    (in_place, changed), (reference, unchanged) = _weight_grads(net, x, False), _weight_grads(net, x, True)
+    searched_hidden = sum(b.hidden.var is not None for b in net.blocks)  # the first follows the fixed stem
+    assert searched_hidden == 3 and unchanged == 0 and changed == (0 if act == "relu" else searched_hidden)
     assert in_place.keys() == reference.keys()
     for name, grad in in_place.items():
         assert torch.allclose(grad, reference[name], atol=1e-6, rtol=1e-5), name

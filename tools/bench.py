@@ -92,6 +92,7 @@ def step_fns(searcher, standalone, x, y):
     sgd = torch.optim.SGD(standalone.parameters(), 0.1, momentum=0.9, weight_decay=2e-4)
 
     def standalone_step():
+        standalone.train()  # training-mode BN, as in every search and retrain step
         sgd.zero_grad(set_to_none=True)
         with searcher.autocast():
             loss = F.cross_entropy(standalone(x).float(), y)
@@ -129,12 +130,12 @@ def step_fns(searcher, standalone, x, y):
     def search_step():
         searcher.train_step(x, y)
 
-    standalone.eval()
-
     def pgd20():
+        standalone.eval()  # attacks run on a model in eval mode
         pgd(standalone, x, y, 8 / 255, 2 / 255, 20)
 
     def plain20():
+        standalone.eval()
         for _ in range(20):
             _input_grad(standalone, x, y, "ce")
 
