@@ -2,6 +2,8 @@
 search of Eq. (1), the logit KL term, and the search (Eq. 2) and train (Eq. 3) losses."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -55,6 +57,17 @@ def attention_maps(energies: list[torch.Tensor], size: int) -> torch.Tensor:
     if order != sorted(order):  # resolutions interleave: restore the layer order
         maps = maps[:, torch.tensor(order, device=maps.device).argsort()]
     return F.normalize(maps.flatten(2), dim=2, eps=1e-12)
+
+
+def teacher_targets(teacher: nn.Module, x: torch.Tensor, taps=None, map_size: int = 8,
+                    context=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Teacher logits q (N, classes, float32) and the attention maps of its ``taps`` (N, n_t, map_size²;
+    None without taps) from one inference-mode forward under ``context`` (e.g. autocast). Both are
+    copied out of inference mode, so autograd can use them."""
+    with torch.inference_mode(), context or contextlib.nullcontext():
+        q = teacher(x)
+        maps = attention_maps(taps.collect(), map_size) if taps is not None else None
+    return q.float().clone(), (maps.clone() if maps is not None else None)
 
 
 def attention_map(activation: torch.Tensor, size: int) -> torch.Tensor:

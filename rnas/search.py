@@ -20,7 +20,7 @@ from supernets import Network
 from .config import flag
 from .data import DATASETS, make_loaders
 from .device import autocast, compile_model, place, resolve_device
-from .distill import CrossLayerAttention, attention_maps, channel_energy, flop_factor, rnas_loss
+from .distill import CrossLayerAttention, attention_maps, channel_energy, flop_factor, rnas_loss, teacher_targets
 from .errors import UserError
 from .loop import clean_accuracy, run_job
 from .rundir import load_checkpoint, rng_state, seed_everything, set_rng_state
@@ -129,15 +129,12 @@ class Searcher:
     def teacher_targets(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher logits q (N, classes) and attention maps (N, n_t, map_size²): one inference-mode forward
         of the whole batch, sliced by the weight and arch steps."""
-        with torch.inference_mode(), self.autocast():
-            q = self.teacher(x)
-            t_maps = attention_maps(self.teacher_taps.collect(), self.cfg.map_size)
-        return q.float().clone(), t_maps.clone()  # leave inference mode: usable by autograd
+        return teacher_targets(self.teacher, x, self.teacher_taps, self.cfg.map_size, self.autocast())
 
-    def objective(self, x: torch.Tensor, y: torch.Tensor, targets=None) -> dict[str, torch.Tensor]:
-        """Eq. (2) on one sub-batch: student with taps, tutor loss, against ``targets`` (from
-        ``teacher_targets``; computed here when not given)."""
-        q, t_maps = targets if targets is not None else self.teacher_targets(x)
+    def objective(self, x: torch.Tensor, y: torch.Tensor, targets) -> dict[str, torch.Tensor]:
+        """Eq. (2) on one sub-batch: student with taps, tutor loss, against ``targets`` = (q, teacher
+        maps) of these samples (a slice of ``teacher_targets``)."""
+        q, t_maps = targets
         with self.autocast():
             p = self.supernet(x).float()
         s_maps = attention_maps(self.student_taps.collect(), self.cfg.map_size)
@@ -161,11 +158,11 @@ class Searcher:
             _set_requires_grad(frozen, True)
         return terms
 
-    def weight_step(self, x, y, targets=None) -> dict[str, torch.Tensor]:
+    def weight_step(self, x, y, targets) -> dict[str, torch.Tensor]:
         """SGD on the supernet weights; width and tutor logits frozen."""
         return self._step(x, y, targets, self.weight_opt, self.arch_params)
 
-    def arch_step(self, x, y, targets=None) -> dict[str, torch.Tensor]:
+    def arch_step(self, x, y, targets) -> dict[str, torch.Tensor]:
         """Adam on the width and tutor logits; weights frozen."""
         return self._step(x, y, targets, self.arch_opt, self.weight_params)
 

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from .adversarial import bn_route, nfgsm_examples, pgd_examples, trades_examples, trades_terms
 from .device import autocast, compile_model
-from .distill import attention_maps, channel_energy, kl_divergence, paired_attention_loss, rnas_loss
+from .distill import attention_maps, channel_energy, kl_divergence, paired_attention_loss, rnas_loss, teacher_targets
 from .loop import clean_accuracy
 from .rundir import rng_state, set_rng_state
 from .taps import Taps
@@ -97,15 +97,12 @@ class Trainer:
         o = self.obj
         if o.distill == "none":
             return {**terms, "total": terms["base"]}
-        with torch.inference_mode(), self._autocast():
-            q = self.teacher(x)
-            t_maps = attention_maps(self.teacher_taps.collect(), o.map_size) if self.teacher_taps else None
-        q = q.float().clone()
+        q, t_maps = teacher_targets(self.teacher, x, self.teacher_taps, o.map_size, self._autocast())
         if o.distill == "kd":
             kl = kl_divergence(logits, q, o.kl, o.kd_temperature)
             return {**terms, "kl": kl, "total": terms["base"] + kl}
         s_maps = attention_maps(self.student_taps.collect(), o.map_size)
-        tutor_maps = t_maps.clone().index_select(1, self.tutor_index)
+        tutor_maps = t_maps.index_select(1, self.tutor_index)
         attention = paired_attention_loss(s_maps, tutor_maps, self.n_teacher)
         return {**terms, **rnas_loss(logits, q, y, attention, o.gamma, o.kl, o.kd_temperature, base=terms["base"])}
 

@@ -191,9 +191,10 @@ def peak_memory(searcher, fns, x, y) -> dict:
             out[key] = torch.cuda.max_memory_allocated() - base
         return out
     n = min(len(y) - 1, max(1, round(len(y) * (1 - searcher.cfg.arch_split))))
+    q, t_maps = searcher.teacher_targets(x)  # inference mode: saves nothing for backward
     return {"a": saved_bytes(fns["a"]),
-            "f": max(saved_bytes(lambda: searcher.weight_step(x[:n], y[:n])),
-                     saved_bytes(lambda: searcher.arch_step(x[n:], y[n:])))}
+            "f": max(saved_bytes(lambda: searcher.weight_step(x[:n], y[:n], (q[:n], t_maps[:n]))),
+                     saved_bytes(lambda: searcher.arch_step(x[n:], y[n:], (q[n:], t_maps[n:]))))}
 
 
 def bench_teacher(args, teacher: str) -> dict:
