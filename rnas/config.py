@@ -20,6 +20,25 @@ def flag(default, help: str, **extra):
     return dataclasses.field(metadata={"help": help, **extra}, **factory)
 
 
+SI_SUFFIXES = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9}
+
+
+def parse_macs(text: str | float) -> float:
+    """A MAC count with an optional SI suffix: '6.64M' -> 6.64e6, '500k' -> 5e5, '1.2G', '6640000'."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        raw = str(text).strip()
+        scale = SI_SUFFIXES.get(raw[-1:], 1.0)
+        try:
+            value = float(raw[:-1] if scale != 1.0 else raw) * scale
+        except ValueError:
+            raise UserError(f"bad MAC count {text!r}: use a number with an optional k/M/G suffix, e.g. 6.64M") from None
+    if not value > 0 or value == float("inf"):
+        raise UserError(f"bad MAC count {text!r}: must be a positive number")
+    return value
+
+
 def _base_type(tp):
     """``int | None`` -> int; other annotations unchanged."""
     args = [a for a in typing.get_args(tp) if a is not type(None)]

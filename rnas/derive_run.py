@@ -5,16 +5,18 @@ import json
 from pathlib import Path
 
 from search_spaces import parse_space
-from supernets import Network, derive
+from supernets import Network, budget_choices, derive
 
 from .distill import CrossLayerAttention
 from .errors import UserError
 from .rundir import load_checkpoint
 
 
-def derive_run(run: str | Path) -> dict:
+def derive_run(run: str | Path, mac_target: float | None = None) -> dict:
     """Arch description of a search run's checkpoint: widths, tutors j* = argmax_j g_ij, both probability
-    tables, params, MACs, teacher, seed, rnas version. Deterministic: same checkpoint, same dict."""
+    tables, params, MACs, teacher, seed, rnas version. Deterministic: same checkpoint, same dict.
+    Widths are the argmax choices, or with ``mac_target`` (default: the search's --mac-target) the
+    most probable net under that budget (``supernets.budget_choices``)."""
     run = Path(run)
     ckpt = load_checkpoint(run / "checkpoint.pt")
     if ckpt.get("format") != "rnas-search-1":
@@ -23,24 +25,27 @@ def derive_run(run: str | Path) -> dict:
     supernet.load_state_dict(ckpt["supernet"])
     tutor = CrossLayerAttention(len(ckpt["student_layers"]), len(ckpt["teacher_layers"]))
     tutor.load_state_dict(ckpt["tutor"])
-    arch = derive(supernet)
+    cfg = ckpt["config"]
+    mac_target = mac_target if mac_target is not None else cfg.get("mac_target")
+    arch = derive(supernet, budget_choices(supernet, mac_target) if mac_target else None)
     probs = tutor.tutor_probs().detach()
     tutors = tutor.tutors()
-    cfg = ckpt["config"]
     arch.update({
         "student_layers": ckpt["student_layers"], "teacher_layers": ckpt["teacher_layers"],
         "tutors": tutors,
         "tutor_probabilities": [[round(v, 6) for v in row] for row in probs.tolist()],
         "teacher": {"name": cfg["teacher"], "checkpoint": cfg["teacher_ckpt"], "model_dir": cfg["model_dir"],
                     "threat": cfg["threat"]},
-        "data": cfg["data"], "seed": cfg["seed"], "search_epochs_done": ckpt["epoch"],
+        "data": cfg["data"], "seed": cfg["seed"], "search_epochs_done": ckpt["epoch"], "mac_target": mac_target,
     })
     return arch
 
 
 def format_arch(arch: dict) -> str:
+    budget = f", budget {arch['mac_target'] / 1e6:.4g}M MACs" if arch.get("mac_target") else ", argmax widths"
     lines = [f"space {arch['space']}: {arch['params'] / 1e6:.3f}M params, {arch['macs'] / 1e6:.2f}M MACs "
-             f"(teacher {arch['teacher']['name']}, seed {arch['seed']})", "", "block  width  choices (probability)"]
+             f"(teacher {arch['teacher']['name']}, seed {arch['seed']}{budget})", "",
+             "block  width  choices (probability)"]
     for i, (w, choices, probs) in enumerate(zip(arch["widths"], arch["width_choices"], arch["probabilities"],
                                                 strict=True)):
         listed = " ".join(f"{c}:{p:.2f}" for c, p in zip(choices, probs, strict=True))
@@ -51,8 +56,14 @@ def format_arch(arch: dict) -> str:
     return "\n".join(lines)
 
 
-def write_arch(run: str | Path) -> tuple[Path, dict]:
-    arch = derive_run(run)
-    path = Path(run) / "arch.json"
+def arch_filename(mac_target: float | None) -> str:
+    """arch.json, or arch-<budget>.json for ``rnas derive --mac-target`` (e.g. arch-6.64M.json)."""
+    return "arch.json" if mac_target is None else f"arch-{mac_target / 1e6:g}M.json"
+
+
+def write_arch(run: str | Path, mac_target: float | None = None) -> tuple[Path, dict]:
+    """Write RUN/arch.json (argmax, or the search's own budget), or RUN/arch-<budget>.json for ``mac_target``."""
+    arch = derive_run(run, mac_target)
+    path = Path(run) / arch_filename(mac_target)
     path.write_text(json.dumps(arch, indent=1) + "\n")
     return path, arch

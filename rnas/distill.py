@@ -157,35 +157,71 @@ def kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, ki
     raise ValueError(f"unknown KL kind {kind!r} (paper, hinton)")
 
 
-def flop_factor(expected_macs: torch.Tensor, reference_macs: float, kind: str = "linear",
-                alpha: float = 0.2, beta: float = 0.5, target_macs: float | None = None) -> torch.Tensor:
-    """n_f of Eq. (2) from the supernet's expected MACs (a differentiable scalar).
+FLOP_KINDS = ("power", "linear", "fbnetv2", "none")
 
-    ``linear`` (default, the paper's plain factor): n_f = E[MACs] / reference_macs (the max-width net),
-    in (0, 1]; with ``target_macs``: n_f = max(E[MACs], target) / target, i.e. no pressure below the
-    target. ``fbnetv2``: alpha · log(E[MACs])^beta (FBNetV2 and the official code: alpha 0.2, beta 0.5)."""
+
+def flop_factor(macs: torch.Tensor, reference_macs: float, kind: str = "power", exponent: float = 0.1,
+                alpha: float = 0.2, beta: float = 0.5, target_macs: float | None = None,
+                target_exponent: float = 1.0) -> torch.Tensor:
+    """n_f of Eq. (2): the batch mean of a cost factor of each sample's network, from ``macs`` ((N,) MACs
+    of the networks the forward sampled, i.e. its Gumbel weights; a scalar also works).
+
+    ``power`` (default): (MACs / reference)^exponent, reference = the max-width net. Multiplying the loss
+    by it makes a 1 % cut in MACs worth ``exponent`` % of the loss, whatever the loss's scale, so the
+    trade-off does not drift as the loss falls. ``linear`` is exponent 1 (the paper's plain factor:
+    a 1 % MAC cut is worth 1 % of the loss, which drove every search to the minimum-width net).
+    ``fbnetv2``: alpha · log(MACs)^beta (FBNetV2 and the official code: alpha 0.2, beta 0.5).
+    With ``target_macs`` T: max(MACs / T, T / MACs)^target_exponent, a pull towards T from both sides.
+    """
+    macs = macs.to(torch.float64)
+    if target_macs is not None:
+        if kind in ("fbnetv2", "none"):
+            raise ValueError(f"a MAC target needs the power or linear factor, not {kind!r}")
+        ratio = macs / target_macs
+        return torch.maximum(ratio, 1 / ratio).pow(target_exponent).mean()
+    if kind == "power":
+        return (macs / reference_macs).pow(exponent).mean()
     if kind == "linear":
-        if target_macs is not None:
-            return torch.clamp(expected_macs, min=target_macs) / target_macs
-        return expected_macs / reference_macs
+        return (macs / reference_macs).mean()
     if kind == "fbnetv2":
-        if target_macs is not None:
-            raise ValueError("a MAC target applies to the linear FLOP factor only")
-        return alpha * torch.log(expected_macs) ** beta
-    raise ValueError(f"unknown FLOP factor kind {kind!r} (linear, fbnetv2)")
+        return (alpha * torch.log(macs) ** beta).mean()
+    raise ValueError(f"unknown FLOP factor kind {kind!r} ({', '.join(FLOP_KINDS[:3])})")
+
+
+def backward_with_share(total: torch.Tensor, part: torch.Tensor | None,
+                        params: list[torch.Tensor]) -> torch.Tensor | None:
+    """``total.backward()``; with ``part`` (a term of ``total``, e.g. gamma·L_attn) also its share of the
+    gradient over ``params``: ||g_part|| / (||g_part|| + ||g_total - g_part||), in [0, 1] (one extra
+    backward of ``part``). 0.5 means the term pulls the weights as hard as everything else together."""
+    if part is None or not part.requires_grad:
+        total.backward()
+        return None
+    params = [p for p in params if p.requires_grad]
+    part_grads = torch.autograd.grad(part, params, retain_graph=True, allow_unused=True)
+    total.backward()
+    own = rest = total.new_zeros((), dtype=torch.float64)
+    for p, g in zip(params, part_grads, strict=True):
+        g_total = p.grad if p.grad is not None else torch.zeros_like(p)
+        g = torch.zeros_like(p) if g is None else g
+        own = own + g.double().square().sum()
+        rest = rest + (g_total - g).double().square().sum()
+    own, rest = own.sqrt(), rest.sqrt()
+    return (own / (own + rest).clamp_min(1e-30)).detach()
 
 
 def rnas_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
               attention: torch.Tensor, gamma: float = 1.0, kl: str = "paper", temperature: float = 4.0,
               n_f: torch.Tensor | None = None, base: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Eq. (2) when ``n_f`` is given: (CE + KL + gamma·L_attn)·n_f; Eq. (3) otherwise: CE + KL + gamma·L_attn.
-    ``base`` replaces the CE term (e.g. the TRADES objective). Returns every term and ``total``."""
+    ``base`` replaces the CE term (e.g. the TRADES objective). Returns every term, ``total`` and
+    ``attn_weighted`` (the attention term as it enters ``total``)."""
     terms = {"ce": F.cross_entropy(student_logits, target) if base is None else base,
              "kl": kl_divergence(student_logits, teacher_logits, kl, temperature),
              "attn": attention}
-    total = terms["ce"] + terms["kl"] + gamma * terms["attn"]
+    weighted = gamma * terms["attn"]
+    total = terms["ce"] + terms["kl"] + weighted
     if n_f is not None:
         terms["n_f"] = n_f.to(total.dtype)
-        total = total * terms["n_f"]
-    terms["total"] = total
+        total, weighted = total * terms["n_f"], weighted * terms["n_f"]
+    terms["total"], terms["attn_weighted"] = total, weighted
     return terms

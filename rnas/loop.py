@@ -58,6 +58,7 @@ def train_epochs(job: Job, run: Path, metrics: Metrics, stop: StopSignal) -> Non
         epoch, start = job.epoch, job.step
         job.begin_epoch(epoch)
         sums: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = {}  # a term measured on some steps only (attn_grad_share) averages over those
         t0, seen = time.perf_counter(), 0
         bar = tqdm(total=steps, initial=start, desc=f"{job.command} {epoch + 1}/{cfg.epochs}", disable=quiet,
                    leave=False)
@@ -65,6 +66,7 @@ def train_epochs(job: Job, run: Path, metrics: Metrics, stop: StopSignal) -> Non
             terms = job.train_step(x, y)
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0) + value.detach()
+                counts[key] = counts.get(key, 0) + 1
             seen += len(y)
             global_step = epoch * steps + step
             if cfg.log_every and global_step % cfg.log_every == 0:
@@ -80,9 +82,8 @@ def train_epochs(job: Job, run: Path, metrics: Metrics, stop: StopSignal) -> Non
                 raise SystemExit(128 + stop.received)
         bar.close()
         job.scheduler.step()
-        done = max(1, job.step - start)
         seconds = time.perf_counter() - t0
-        record = {"epoch": epoch, **{k: round(float(v) / done, 6) for k, v in sums.items()},
+        record = {"epoch": epoch, **{k: round(float(v) / counts[k], 6) for k, v in sums.items()},
                   "lr": job.scheduler.get_last_lr()[0], **job.epoch_record(),
                   "seconds": round(seconds, 3), "images_per_s": round(seen / seconds, 1)}
         metrics.write(record)
@@ -99,6 +100,12 @@ def train_epochs(job: Job, run: Path, metrics: Metrics, stop: StopSignal) -> Non
                   + " ".join(f"{k} {v:.4g}" for k, v in shown.items()) + f" ({record['images_per_s']} img/s)",
                   flush=True)
 
+
+
+def share_step(step: int, cfg) -> bool:
+    """Whether this step also measures the attention term's gradient share (one extra backward): every
+    ``log_every``-th step, or every 50th when step logging is off."""
+    return step % (cfg.log_every or 50) == 0
 
 
 @torch.no_grad()

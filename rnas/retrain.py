@@ -23,6 +23,7 @@ from .teachers import load_teacher
 from .train import CHECKPOINT_FORMAT, Objective, Trainer
 
 BASELINES = ("cl", "ce", "kd", "fixed")
+GAMMA_T = 1000.0  # chosen by measurement: README "Choosing gamma"
 
 
 @dataclass
@@ -49,7 +50,7 @@ class RetrainConfig:
     milestones: list[int] | None = flag(None, "lr x lr-decay at these epochs (default: 75 % and 90 % of --epochs)")
     lr_decay: float = flag(0.1, "lr factor at each milestone")
     cosine: bool | None = flag(None, "cosine schedule (default: on for ImageNet-100)")
-    gamma: float = flag(1.0, "gamma_t, weight of the attention loss")
+    gamma_t: float = flag(GAMMA_T, "gamma_t of Eq. 3, weight of the attention loss (paper's 1/(n_s n_t) form)")
     kl: str = flag("paper", "logit term: paper = KL(p, q); hinton = T^2 KL(q_T || p_T)", choices=("paper", "hinton"))
     kd_temperature: float = flag(4.0, "temperature of the hinton KL")
     map_size: int = flag(8, "side of the common attention-map size")
@@ -93,13 +94,16 @@ def _tutors(cfg: RetrainConfig, arch: dict, teacher, model, example) -> dict | N
     if cfg.baseline in ("ce", "kd"):
         return None
     searched_with = arch.get("teacher", {}).get("name")
+    taps = [n for n, _ in model.tap_layers()]
+    student = arch.get("student_layers") or taps
+    if student != taps:
+        raise UserError(f"{cfg.arch}: student_layers {student[:2]}... are not this network's attention taps "
+                        f"{taps[:2]}... (an arch.json from an older rnas?): run rnas derive on the search again")
     if cfg.baseline == "cl":
         if cfg.teacher != searched_with:
             raise UserError(f"--teacher {cfg.teacher}: the searched tutors are layers of {searched_with}; "
                             f"retrain with that teacher or use --baseline ce|kd|fixed")
-        return {"student_layers": arch["student_layers"], "teacher_layers": arch["teacher_layers"],
-                "mapping": arch["tutors"]}
-    student = arch.get("student_layers") or [n for n, _ in conv_taps(model, example)]
+        return {"student_layers": student, "teacher_layers": arch["teacher_layers"], "mapping": arch["tutors"]}
     teachers = (arch["teacher_layers"] if cfg.teacher == searched_with and "teacher_layers" in arch
                 else [n for n, _ in conv_taps(teacher, example)])
     return {"student_layers": student, "teacher_layers": teachers,
@@ -140,7 +144,7 @@ def build_retrain(cfg: RetrainConfig) -> Trainer:
     example = torch.zeros(1, 3, size, size, device=device)
     objective = Objective(base="trades" if cfg.trades else "ce",
                           distill={"cl": "cl", "fixed": "cl", "kd": "kd", "ce": "none"}[cfg.baseline],
-                          gamma=cfg.gamma, kl=cfg.kl, kd_temperature=cfg.kd_temperature, eps=cfg.eps,
+                          gamma=cfg.gamma_t, kl=cfg.kl, kd_temperature=cfg.kd_temperature, eps=cfg.eps,
                           step=cfg.step, steps=cfg.steps, beta=cfg.beta, map_size=cfg.map_size)
     tutors = _tutors(cfg, arch, teacher, model, example)
     return Trainer("retrain", cfg, model, data, objective, device, teacher, tutors,

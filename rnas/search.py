@@ -17,17 +17,28 @@ import torch
 from search_spaces import load_space, parse_space, spec_to_dict
 from supernets import Network
 
-from .config import flag
+from .config import flag, parse_macs
 from .data import DATASETS, make_loaders
 from .device import autocast, compile_model, place, resolve_device
-from .distill import CrossLayerAttention, attention_maps, channel_energy, flop_factor, rnas_loss, teacher_targets
+from .distill import (
+    FLOP_KINDS,
+    CrossLayerAttention,
+    attention_maps,
+    backward_with_share,
+    channel_energy,
+    flop_factor,
+    rnas_loss,
+    teacher_targets,
+)
 from .errors import UserError
-from .loop import clean_accuracy, run_job
+from .loop import clean_accuracy, run_job, share_step
 from .rundir import load_checkpoint, rng_state, seed_everything, set_rng_state
 from .taps import Taps, conv_taps
 from .teachers import load_teacher
 
 CHECKPOINT_FORMAT = "rnas-search-1"
+GAMMA_S = 1000.0  # chosen by measurement: README "Choosing gamma"
+MAC_EXPONENT = 0.1  # chosen by measurement: README "A search that trades accuracy for MACs"
 
 
 @dataclass
@@ -57,17 +68,20 @@ class SearchConfig:
     tau: float = flag(5.0, "initial Gumbel temperature of the width choices")
     tutor_tau: float = flag(5.0, "initial Gumbel temperature of the tutor choices")
     tau_decay: float = flag(0.045, "both temperatures are multiplied by exp(-tau_decay) every epoch")
-    gamma: float = flag(1.0, "gamma_s, weight of the attention loss")
+    gamma_s: float = flag(GAMMA_S, "gamma_s of Eq. 2, weight of the attention loss (paper's 1/(n_s n_t) form)")
     kl: str = flag("paper", "logit term: paper = KL(p, q) as Eq. 2; hinton = T^2 KL(q_T || p_T)",
                    choices=("paper", "hinton"))
     kd_temperature: float = flag(4.0, "temperature of the hinton KL")
-    flop: str = flag("linear", "n_f: linear = E[MACs]/max MACs, fbnetv2 = alpha log(E[MACs])^beta, none",
-                     choices=("linear", "fbnetv2", "none"))
+    flop: str = flag("power", "n_f of the sampled nets: power = (MACs/max)^mac_exponent, linear = MACs/max, "
+                     "fbnetv2 = alpha log(MACs)^beta, none", choices=FLOP_KINDS)
+    mac_exponent: float = flag(MAC_EXPONENT, "power factor: a 1 % MAC cut is worth this many % of the loss")
     flop_alpha: float = flag(0.2, "alpha of the fbnetv2 factor")
     flop_beta: float = flag(0.5, "beta of the fbnetv2 factor")
-    mac_target: float | None = flag(None, "linear factor becomes max(E[MACs], target)/target")
+    mac_target: float | None = flag(None, "MAC budget, e.g. 6.64M: n_f = max(MACs/T, T/MACs)^mac_target_exponent "
+                                    "and rnas derive picks the net under it", parse=parse_macs)
+    mac_target_exponent: float = flag(1.0, "pull towards --mac-target")
     map_size: int = flag(8, "side of the common attention-map size")
-    shortcut_taps: bool = flag(True, "tap 1x1 shortcut convs too (teacher and student)")
+    shortcut_taps: bool = flag(True, "tap the teacher's 1x1 shortcut convs too")
     seed: int = flag(0, "random seed")
     device: str = flag("cpu", "cpu, cuda, cuda:N or auto")
     workers: int = flag(2, "DataLoader workers (folder datasets)")
@@ -91,6 +105,8 @@ class Searcher:
             raise UserError(f"--arch-split {cfg.arch_split}: must be in (0, 1)")
         if cfg.batch_size < 2:
             raise UserError(f"--batch-size {cfg.batch_size}: needs at least 2 (one weight, one arch sample)")
+        if cfg.mac_target is not None and cfg.flop not in ("power", "linear"):
+            raise UserError(f"--mac-target needs --flop power or linear, not {cfg.flop}")
         self.device = resolve_device(cfg.device)
         spec = spec or load_space(cfg.space)
         if cfg.teacher_ckpt is None and not cfg.random_teacher:
@@ -106,7 +122,7 @@ class Searcher:
         self.supernet = place(Network(spec, self.data.num_classes), self.device)
         example = torch.zeros(1, spec.in_channels, spec.input_size, spec.input_size, device=self.device)
         t_layers = conv_taps(self.teacher, example, cfg.shortcut_taps)
-        s_layers = conv_taps(self.supernet, example, cfg.shortcut_taps)
+        s_layers = self.supernet.tap_layers()  # masked activations: what the sampled network computes
         self.teacher_layers, self.student_layers = [n for n, _ in t_layers], [n for n, _ in s_layers]
         self.teacher_taps = Taps(t_layers, channel_energy)
         self.student_taps = Taps(s_layers, channel_energy)
@@ -133,34 +149,44 @@ class Searcher:
 
     def objective(self, x: torch.Tensor, y: torch.Tensor, targets) -> dict[str, torch.Tensor]:
         """Eq. (2) on one sub-batch: student with taps, tutor loss, against ``targets`` = (q, teacher
-        maps) of these samples (a slice of ``teacher_targets``)."""
+        maps) of these samples (a slice of ``teacher_targets``). n_f costs the very networks the forward
+        sampled (its per-sample Gumbel weights)."""
         q, t_maps = targets
-        with self.autocast():
-            p = self.supernet(x).float()
-        s_maps = attention_maps(self.student_taps.collect(), self.cfg.map_size)
-        attention = self.tutor(s_maps, t_maps)
         cfg = self.cfg
+        weights = self.supernet.width_weights(len(x))
+        with self.autocast():
+            p = self.supernet(x, weights).float()
+        s_maps = attention_maps(self.student_taps.collect(), cfg.map_size)
+        attention = self.tutor(s_maps, t_maps)
         n_f = None
+        macs = self.supernet.expected_macs(weights)
         if cfg.flop != "none":
-            n_f = flop_factor(self.supernet.expected_macs(), self.max_macs, cfg.flop, cfg.flop_alpha,
-                              cfg.flop_beta, cfg.mac_target)
-        return rnas_loss(p, q, y, attention, cfg.gamma, cfg.kl, cfg.kd_temperature, n_f)
+            n_f = flop_factor(macs, self.max_macs, cfg.flop, cfg.mac_exponent, cfg.flop_alpha, cfg.flop_beta,
+                              cfg.mac_target, cfg.mac_target_exponent)
+        terms = rnas_loss(p, q, y, attention, cfg.gamma_s, cfg.kl, cfg.kd_temperature, n_f)
+        terms["sampled_macs"] = macs.detach().mean()
+        return terms
 
-    def _step(self, x, y, targets, optimizer: torch.optim.Optimizer, frozen: list) -> dict[str, torch.Tensor]:
-        """One optimizer step on Eq. (2); ``frozen`` parameters get no gradient (and cost no backward)."""
+    def _step(self, x, y, targets, optimizer: torch.optim.Optimizer, frozen: list,
+              share_of: list | None = None) -> dict[str, torch.Tensor]:
+        """One optimizer step on Eq. (2); ``frozen`` parameters get no gradient (and cost no backward).
+        With ``share_of`` (parameters) the attention term's gradient share over them is measured too."""
         _set_requires_grad(frozen, False)
         try:
             terms = self.objective(x, y, targets)
             optimizer.zero_grad(set_to_none=True)
-            terms["total"].backward()
+            share = backward_with_share(terms["total"], terms["attn_weighted"] if share_of else None, share_of or [])
+            if share is not None:
+                terms["attn_grad_share"] = share
             optimizer.step()
         finally:
             _set_requires_grad(frozen, True)
         return terms
 
-    def weight_step(self, x, y, targets) -> dict[str, torch.Tensor]:
+    def weight_step(self, x, y, targets, measure_share: bool = False) -> dict[str, torch.Tensor]:
         """SGD on the supernet weights; width and tutor logits frozen."""
-        return self._step(x, y, targets, self.weight_opt, self.arch_params)
+        return self._step(x, y, targets, self.weight_opt, self.arch_params,
+                          self.weight_params if measure_share else None)
 
     def arch_step(self, x, y, targets) -> dict[str, torch.Tensor]:
         """Adam on the width and tutor logits; weights frozen."""
@@ -182,7 +208,7 @@ class Searcher:
         """Teacher on the whole batch -> split 80/20 -> weight step on the first part -> arch step on the rest."""
         n = min(len(y) - 1, max(1, round(len(y) * (1 - self.cfg.arch_split))))
         q, t_maps = self.teacher_targets(x)
-        w_terms = self.weight_step(x[:n], y[:n], (q[:n], t_maps[:n]))
+        w_terms = self.weight_step(x[:n], y[:n], (q[:n], t_maps[:n]), measure_share=share_step(self.step, self.cfg))
         a_terms = self.arch_step(x[n:], y[n:], (q[n:], t_maps[n:]))
         return {**{f"weight/{k}": v for k, v in w_terms.items()}, **{f"arch/{k}": v for k, v in a_terms.items()},
                 "expected_macs": self.supernet.expected_macs().detach(),

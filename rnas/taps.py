@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from supernets import trace_conv_layers
+from supernets import trace_layers
 
 SHORTCUT_WORDS = ("shortcut", "downsample")
 
@@ -22,7 +22,7 @@ def conv_taps(model: nn.Module, example: torch.Tensor, include_shortcuts: bool =
     """(name, conv) of the convs to tap, in execution order. Convs whose output is 1×1 (e.g. SE gates)
     carry no spatial attention and are left out; 1×1 shortcut convs are left out on request."""
     taps = []
-    for name, conv, size in trace_conv_layers(model, example):
+    for name, conv, size in trace_layers(model, example):
         if size == (1, 1) or (not include_shortcuts and is_shortcut(name, conv)):
             continue
         taps.append((name, conv))

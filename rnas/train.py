@@ -11,8 +11,16 @@ from torch.nn import functional as F
 
 from .adversarial import bn_route, nfgsm_examples, pgd_examples, trades_examples, trades_terms
 from .device import autocast, compile_model
-from .distill import attention_maps, channel_energy, kl_divergence, paired_attention_loss, rnas_loss, teacher_targets
-from .loop import clean_accuracy
+from .distill import (
+    attention_maps,
+    backward_with_share,
+    channel_energy,
+    kl_divergence,
+    paired_attention_loss,
+    rnas_loss,
+    teacher_targets,
+)
+from .loop import clean_accuracy, share_step
 from .rundir import rng_state, set_rng_state
 from .taps import Taps
 
@@ -109,7 +117,11 @@ class Trainer:
     def train_step(self, x, y) -> dict[str, torch.Tensor]:
         terms = self.objective(x, y)
         self.opt.zero_grad(set_to_none=True)
-        terms["total"].backward()
+        measure = "attn_weighted" in terms and share_step(self.step, self.cfg)
+        share = backward_with_share(terms["total"], terms["attn_weighted"] if measure else None,
+                                    list(self.model.parameters()))
+        if share is not None:
+            terms["attn_grad_share"] = share
         self.opt.step()
         return {k: v.detach() for k, v in terms.items()}
 

@@ -3,6 +3,19 @@
 
 Masks are applied after every searched conv-BN-activation, so a masked channel is exactly zero where the
 next layer reads it; a derived net then drops that channel and reproduces the supernet's argmax output.
+
+Student attention taps. Every block has two ``TapPoint``s, each placed *after* a channel mask, so the
+attention maps are those of the sampled network (in argmax mode, exactly the derived net's maps) and
+the attention loss reaches the width logits through the masks:
+
+- ``tap_hidden``: the block's inner activation (MBConv: after the depthwise conv-BN-act, the first
+  point where its hidden channels are masked; basic: after conv1-BN-act; RobustResBlock: after the
+  1×1 reduce-BN-act).
+- ``tap_out``: the block's output (after the residual add), which the next block reads.
+
+Raw conv outputs are not tapped: before the mask they still carry channels the sampled network does not
+have (MBConv's 1×1 expand output is first masked after the depthwise conv; masking it for a tap alone
+would add an elementwise pass per block).
 """
 from __future__ import annotations
 
@@ -11,7 +24,7 @@ from torch import nn
 
 from search_spaces import BlockSpec
 
-from .builder import Builder, apply_mask, conv_out, match_channels, output_free
+from .builder import Builder, TapPoint, apply_mask, conv_out, match_channels, output_free
 from .channels import Channels
 
 BLOCKS: dict[str, type[nn.Module]] = {}
@@ -49,6 +62,7 @@ class MBConv(nn.Module):
         self.project = b.conv(self.hidden, cout, 1, 1, self.res_out)
         self.bn_project = b.bn(b.register(cout))
         self.identity = has_identity(cin, cout, stride)
+        self.tap_hidden, self.tap_out = TapPoint(), TapPoint()
 
     def forward(self, x: torch.Tensor, masks: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
         y = x
@@ -57,10 +71,10 @@ class MBConv(nn.Module):
             # unused hidden channel exactly (one elementwise pass less per block)
             y = self.act_expand(self.bn_expand(self.expand(y)))
         y = apply_mask(self.act_dw(self.bn_dw(self.dw(y))), self.hidden, masks, inplace=output_free(self.act_dw))
-        y = self.bn_project(self.project(y))
+        y = self.bn_project(self.project(self.tap_hidden(y)))
         if self.identity:
             y = y + match_channels(x, y.shape[1])
-        return apply_mask(y, self.cout, masks, inplace=True)  # a BN output or a fresh sum
+        return self.tap_out(apply_mask(y, self.cout, masks, inplace=True))  # a BN output or a fresh sum
 
 
 @register_block("basic")
@@ -80,12 +94,13 @@ class BasicBlock(nn.Module):
         if not self.identity:
             self.shortcut = b.conv(cin, cout, 1, stride, self.res_out)
             self.bn_shortcut = b.bn(cout)
+        self.tap_hidden, self.tap_out = TapPoint(), TapPoint()
 
     def forward(self, x: torch.Tensor, masks: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
-        y = apply_mask(self.act1(self.bn1(self.conv1(x))), self.cout, masks)
+        y = self.tap_hidden(apply_mask(self.act1(self.bn1(self.conv1(x))), self.cout, masks))
         y = self.bn2(self.conv2(y))
         short = match_channels(x, y.shape[1]) if self.identity else self.bn_shortcut(self.shortcut(x))
-        return apply_mask(self.act2(y + short), self.cout, masks)
+        return self.tap_out(apply_mask(self.act2(y + short), self.cout, masks))
 
 
 @register_block("robust_res")
@@ -117,11 +132,12 @@ class RobustResBlock(nn.Module):
         self.identity = has_identity(cin, cout, stride)
         if not self.identity:
             self.shortcut = b.conv(cin, cout, 1, stride, self.res_out)
+        self.tap_hidden, self.tap_out = TapPoint(), TapPoint()
 
     def forward(self, x: torch.Tensor, masks: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
         a = apply_mask(self.act(self.bn_in(x)), self.cin, masks)
         short = match_channels(x, self.cout.size) if self.identity else self.shortcut(a)
-        h = apply_mask(self.act(self.bn_reduce(self.conv_reduce(a))), self.mid, masks)
+        h = self.tap_hidden(apply_mask(self.act(self.bn_reduce(self.conv_reduce(a))), self.mid, masks))
         parts = h.chunk(len(self.convs) + 1, dim=1)
         outs = [self.pool(parts[0])]
         for i, (conv, bn) in enumerate(zip(self.convs, self.bns, strict=True)):
@@ -130,4 +146,4 @@ class RobustResBlock(nn.Module):
             outs.append(apply_mask(self.act(bn(conv(inp))), self.group, masks))
         y = apply_mask(self.bn_expand(self.conv_expand(torch.cat(outs, 1))), self.cout, masks)
         gate = torch.sigmoid(self.se_expand(self.act(self.se_reduce(y.mean((2, 3), keepdim=True)))))
-        return apply_mask(y + y * gate + short, self.cout, masks)
+        return self.tap_out(apply_mask(y + y * gate + short, self.cout, masks))

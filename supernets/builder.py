@@ -14,6 +14,11 @@ from .channels import Channels
 ACTIVATIONS = {"relu": nn.ReLU, "hswish": nn.Hardswish, "swish": nn.SiLU, "gelu": nn.GELU}
 
 
+class TapPoint(nn.Identity):
+    """Marks a tensor the student's attention maps are read from: a forward hook on this identity module
+    sees exactly what the sampled network computes there (placed after the channel mask)."""
+
+
 def output_free(act: nn.Module) -> bool:
     """True when ``act``'s backward reads its input, not its output, so its output may be changed in
     place (ReLU's backward reads the output)."""

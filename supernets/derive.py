@@ -26,11 +26,55 @@ def _version() -> str:
         return "unknown"
 
 
-def derive(supernet: Network) -> dict:
-    """Arch description of the supernet's argmax choice: space, spec, widths per block, choice
-    probabilities per block, exact params and MACs (conv + linear, at the spec's input size)."""
+def budget_choices(supernet: Network, target_macs: float) -> list[int]:
+    """The choice index per searched block of a net with at most ``target_macs`` MACs, greedy by the width
+    probabilities: from the argmax net, narrow the block whose step loses the least log-probability per
+    MAC saved until the net fits; then widen, by the least log-probability lost per MAC added, while it
+    still fits. Every candidate is costed exactly (one batched cost evaluation per move)."""
+    logp = supernet.width_probs().detach().double().log().cpu()  # -inf on padding
+    valid = supernet.choice_valid.cpu()
+    nblocks, kmax = logp.shape
+    choice = logp.argmax(-1)
+    cost = _batched_macs(supernet, choice[None])[0]
+    floor = _batched_macs(supernet, (valid.sum(-1) - 1)[None])[0]
+    if floor > target_macs:
+        raise ArchError(f"MAC target {target_macs:,.0f} is below the smallest net of {supernet.spec.name} "
+                        f"({floor:,.0f} MACs)")
+    for narrower in (True, False):
+        while not (narrower and cost <= target_macs):  # narrow until it fits; widen until nothing fits
+            block, k = torch.meshgrid(torch.arange(nblocks), torch.arange(kmax), indexing="ij")
+            step = (k > choice[:, None]) if narrower else (k < choice[:, None])  # larger index = narrower
+            step &= valid
+            if not step.any():
+                break
+            cands = choice.repeat(int(step.sum()), 1)
+            cands[torch.arange(len(cands)), block[step]] = k[step]
+            macs = _batched_macs(supernet, cands)
+            lost = logp[block[step], choice[block[step]]] - logp[block[step], k[step]]
+            delta = (cost - macs) if narrower else (macs - cost)
+            score = lost / delta.clamp_min(1e-9)
+            if not narrower:
+                score[macs > target_macs] = float("inf")
+                if torch.isinf(score).all():
+                    break
+            best = int(score.argmin())
+            choice, cost = cands[best], macs[best]
+    return choice.tolist()
+
+
+def _batched_macs(supernet: Network, choices: torch.Tensor) -> torch.Tensor:
+    """(N,) exact MACs of N choice vectors (N, B)."""
+    kmax = supernet.choice_valid.shape[1]
+    weights = torch.nn.functional.one_hot(choices.to(supernet.choice_valid.device), kmax).double()
+    return supernet.expected_macs(weights).cpu()
+
+
+def derive(supernet: Network, choices: list[int] | None = None) -> dict:
+    """Arch description of the supernet's argmax choice (or of ``choices``, a choice index per searched
+    block): space, spec, widths per block, choice probabilities per block, exact params and MACs
+    (conv + linear, at the spec's input size)."""
     probs = supernet.width_probs().detach().cpu()
-    choices = probs.argmax(-1).tolist()
+    choices = probs.argmax(-1).tolist() if choices is None else list(choices)
     widths, probabilities, searched = [], [], 0
     for block in supernet.blocks:
         if hasattr(block, "width_logits"):

@@ -13,9 +13,9 @@ from torch.nn import functional as F
 from search_spaces import SpaceSpec
 
 from .blocks import BLOCKS
-from .builder import Builder, apply_mask, conv_out
+from .builder import Builder, TapPoint, apply_mask, conv_out
 from .channels import Channels
-from .tracing import trace_conv_layers
+from .tracing import trace_layers
 
 MODES = ("sample", "expected", "argmax")
 
@@ -65,6 +65,7 @@ class Network(nn.Module):
         b = Builder()
         self.normalize = Normalize(spec.mean, spec.std) if spec.mean is not None else nn.Identity()
         self.stem, cin, res = _stem(b, spec)
+        self.tap_stem = TapPoint()
         blocks, self.searched_blocks = [], []
         for stage in spec.stages:
             for i in range(stage.depth):
@@ -90,7 +91,7 @@ class Network(nn.Module):
         self.out_channels = cin
         self.fc = b.linear(cin, Channels((self.num_classes,)))
         self._register_search_buffers(b)
-        self._conv_layers: list[tuple[str, nn.Conv2d]] | None = None
+        self._traced: dict[type, list[tuple[str, nn.Module]]] = {}
 
     # ---- search state -------------------------------------------------------------------------
     def _register_search_buffers(self, b: Builder):
@@ -173,13 +174,15 @@ class Network(nn.Module):
     # ---- cost model -----------------------------------------------------------------------------
     def _expected(self, coef, index, weights) -> torch.Tensor:
         weights = self.width_logit_matrix().double().softmax(-1) if weights is None else weights
-        per_var = (weights.to(torch.float64)[self.var_block] * self.var_counts).sum(-1)
-        values = torch.cat([per_var.new_ones(1), per_var])
-        return (coef * values[index[:, 0]] * values[index[:, 1]]).sum()
+        per_var = (weights.to(torch.float64)[..., self.var_block, :] * self.var_counts).sum(-1)  # (..., V)
+        values = torch.cat([per_var.new_ones(*per_var.shape[:-1], 1), per_var], -1)
+        return (coef * values[..., index[:, 0]] * values[..., index[:, 1]]).sum(-1)
 
     def expected_macs(self, weights: torch.Tensor | None = None) -> torch.Tensor:
-        """Differentiable expected MACs (conv + linear) at the spec's input size, float64 scalar.
-        ``weights`` (B, Kmax) defaults to softmax(logits); exact for one-hot weights."""
+        """Differentiable expected MACs (conv + linear) at the spec's input size, float64.
+        ``weights`` (B, Kmax) defaults to softmax(logits) and gives a scalar; per-sample Gumbel weights
+        (N, B, Kmax), as ``width_weights`` draws them, give the (N,) MACs of each sample's network.
+        Exact for one-hot weights."""
         return self._expected(self.mac_coef, self.mac_index, weights)
 
     def expected_params(self, weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -199,24 +202,37 @@ class Network(nn.Module):
         return round(self.expected_params(w).item()), round(self.expected_macs(w).item())
 
     # ---- forward ------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (N, num_classes) for images x in [0, 1]."""
-        x = self.stem(self.normalize(x))
-        masks = self.channel_masks(self.width_weights(x.shape[0])) if self.searched_blocks else None
+    def forward(self, x: torch.Tensor, width_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (N, num_classes) for images x in [0, 1]. ``width_weights`` ((N | 1, B, Kmax), e.g. from
+        ``width_weights``) are used instead of drawing new ones, so a caller can cost the same network."""
+        x = self.tap_stem(self.stem(self.normalize(x)))
+        if width_weights is None and self.searched_blocks:
+            width_weights = self.width_weights(x.shape[0])
+        masks = self.channel_masks(width_weights) if self.searched_blocks else None
         for block in self.blocks:
             x = block(x, masks)
         if self.final_preact:
             x = apply_mask(self.act_final(self.bn_final(x)), self.out_channels, masks)
         return self.fc(x.mean((2, 3)))
 
-    def conv_layers(self) -> list[tuple[str, nn.Conv2d]]:
-        """(name, conv) of every conv layer in execution order (found once by a traced argmax forward)."""
-        if self._conv_layers is None:
+    def _trace(self, kind: type[nn.Module]) -> list[tuple[str, nn.Module]]:
+        """(name, module) of every ``kind`` module in execution order (found once by a traced argmax forward)."""
+        if kind not in self._traced:
             mode, self.mode = self.mode, "argmax"
             try:
                 example = torch.zeros(1, self.spec.in_channels, self.spec.input_size, self.spec.input_size,
                                       device=self.fc.weight.device)
-                self._conv_layers = [(name, conv) for name, conv, _ in trace_conv_layers(self, example)]
+                self._traced[kind] = [(name, m) for name, m, _ in trace_layers(self, example, kind)]
             finally:
                 self.mode = mode
-        return list(self._conv_layers)
+        return list(self._traced[kind])
+
+    def conv_layers(self) -> list[tuple[str, nn.Conv2d]]:
+        """(name, conv) of every conv layer in execution order."""
+        return self._trace(nn.Conv2d)
+
+    def tap_layers(self) -> list[tuple[str, TapPoint]]:
+        """(name, tap point) of the student's attention taps in execution order: the stem output, then each
+        block's masked inner activation and masked output (see supernets/blocks.py). Identical names in
+        the supernet and every derived net, so searched tutors carry over to retraining."""
+        return self._trace(TapPoint)

@@ -1,14 +1,16 @@
-"""Find a model's conv layers in execution order by one traced forward (forward hooks, no rewriting)."""
+"""Find a model's layers of a kind (convs, tap points) in execution order by one traced forward (forward
+hooks, no rewriting)."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 
-def trace_conv_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.Conv2d, tuple[int, int]]]:
-    """(name, conv, output (H, W)) of every conv that runs on ``example``, in execution order.
-    The model is traced in eval mode without grad; its train/eval state is restored."""
-    names = {m: n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+def trace_layers(model: nn.Module, example: torch.Tensor,
+                      kind: type[nn.Module] = nn.Conv2d) -> list[tuple[str, nn.Module, tuple[int, int]]]:
+    """(name, module, output (H, W)) of every module of ``kind`` (default: convs) that runs on ``example``,
+    in execution order. The model is traced in eval mode without grad; its train/eval state is restored."""
+    names = {m: n for n, m in model.named_modules() if isinstance(m, kind)}
     order: list[tuple[str, nn.Conv2d, tuple[int, int]]] = []
     seen: set[int] = set()
 

@@ -147,10 +147,20 @@ def test_search_and_train_loss_assembly():
 
 def test_flop_factor_variants():
     macs = torch.tensor(5e6, dtype=torch.float64)
-    assert flop_factor(macs, 1e7).item() == 0.5
-    assert flop_factor(macs, 1e7, target_macs=6e6).item() == 1.0
-    assert flop_factor(macs * 2, 1e7, target_macs=6e6).item() == pytest.approx(10 / 6)
+    assert flop_factor(macs, 1e7, "linear").item() == 0.5
+    assert flop_factor(macs, 1e7, "power", exponent=0.1).item() == pytest.approx(0.5 ** 0.1, rel=1e-12)
+    assert flop_factor(macs, 1e7).item() == pytest.approx(0.5 ** 0.1, rel=1e-12)  # power is the default
+    # a batch of sampled networks: the mean of their factors
+    both = torch.tensor([5e6, 1e7], dtype=torch.float64)
+    assert flop_factor(both, 1e7, "power", exponent=0.5).item() == pytest.approx((0.5 ** 0.5 + 1) / 2, rel=1e-12)
+    # a target pulls from both sides
+    assert flop_factor(macs, 1e7, target_macs=6e6).item() == pytest.approx(1.2, rel=1e-12)
+    assert flop_factor(macs * 2, 1e7, target_macs=6e6).item() == pytest.approx(10 / 6, rel=1e-12)
+    assert flop_factor(torch.tensor(6e6), 1e7, target_macs=6e6).item() == 1.0
+    assert flop_factor(macs * 2, 1e7, target_macs=6e6, target_exponent=2).item() == pytest.approx((10 / 6) ** 2)
     assert flop_factor(macs, 1e7, "fbnetv2").item() == pytest.approx(0.2 * math.log(5e6) ** 0.5)
+    with pytest.raises(ValueError, match="MAC target needs"):
+        flop_factor(macs, 1e7, "fbnetv2", target_macs=6e6)
 
 
 def test_channel_energy_gradient_is_two_a_g():

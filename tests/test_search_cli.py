@@ -172,14 +172,14 @@ def test_bad_input_is_one_line_exit_2_and_leaves_run_dir_untouched(setup, tmp_pa
 
 def test_config_file_and_flag_precedence(setup, tmp_path):
     config = tmp_path / "search.yaml"
-    config.write_text("epochs: 1\nbatch-size: 20\ngamma: 3.5\ntutor-tau: 3\nweight_decay: 0.001\n")
+    config.write_text("epochs: 1\nbatch-size: 20\ngamma-s: 3.5\ntutor-tau: 3\nweight_decay: 0.001\n")
     run = tmp_path / "run"
-    code, err = main_in_process(*search_args(setup, run, "--config", config, "--gamma", 2.0, "--epochs", 1))
+    code, err = main_in_process(*search_args(setup, run, "--config", config, "--gamma-s", 2.0, "--epochs", 1))
     assert code == 0, err
     import yaml
 
     resolved = yaml.safe_load((run / "config.yaml").read_text())
-    assert resolved["gamma"] == 2.0 and resolved["batch_size"] == 25 and resolved["epochs"] == 1  # flags win
+    assert resolved["gamma_s"] == 2.0 and resolved["batch_size"] == 25 and resolved["epochs"] == 1  # flags win
     assert resolved["tutor_tau"] == 3.0 and resolved["weight_decay"] == 0.001  # from the file
     assert resolved["milestones"] == [75, 90] and resolved["arch_split"] == 0.2  # defaults written out
     config.write_text("epoch: 1\n")
