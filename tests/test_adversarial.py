@@ -32,9 +32,10 @@ def test_trades_and_nfgsm_examples_stay_in_their_budgets():
     eps = 8 / 255
     x_adv = trades_examples(model, x, eps, 2 / 255, 10)
     assert (x_adv - x).abs().max() <= eps + 1e-7 and 0 <= x_adv.min() and x_adv.max() <= 1
+    assert (x_adv - x).abs().max() >= eps - 1e-6  # it moved, to the edge of the ball
     assert model.training and all(p.grad is None for p in model.parameters())
     x_n = nfgsm_examples(model, x, y, eps)
-    assert (x_n - x).abs().max() <= 3 * eps + 1e-6  # noise 2 eps + step eps, not projected (N-FGSM)
+    assert 2 * eps < (x_n - x).abs().max() <= 3 * eps + 1e-6  # noise 2 eps + step eps, not projected (N-FGSM)
 
 
 def manual_bn(x, bn):

@@ -84,7 +84,10 @@ def test_zero_loss_when_every_student_map_equals_its_tutor():
     for mode in ("expected", "sample"):
         module.mode, module.tau = mode, 1.0
         assert module(s, t).item() == 0.0
-    assert CrossLayerAttention(4, 6, mapping=[0, 1, 2, 3])(s, t).item() > 0
+    wrong = [0, 1, 2, 3]  # only layer 3 keeps its tutor: 1/(n_s n_t) sum_i ||s_i - t_wrong(i)||, batch mean
+    by_hand = sum(math.dist(s[b, i].tolist(), t[b, wrong[i]].tolist()) for b in range(4) for i in range(4)) / 4 / 24
+    assert by_hand > 0.01
+    assert CrossLayerAttention(4, 6, mapping=wrong)(s, t).item() == pytest.approx(by_hand, rel=1e-5)
 
 
 def test_planted_mapping_is_recovered_by_the_tutor_search():

@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import pickle
 import signal
 import subprocess
 import time
@@ -12,6 +13,8 @@ import torch
 from helpers import rnas_cmd, run_rnas, write_cifar10, write_space, write_teacher
 
 import rnas
+from search_spaces import parse_space
+from supernets import Network
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,20 @@ def test_search_then_derive_end_to_end(setup, tmp_path):
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [0, 1]
     assert lines[1]["tau"] == pytest.approx(5.0 * 2.718281828459045 ** -0.045)
-    assert 0 <= lines[1]["val_acc"] <= 100 and lines[0]["weight/n_f"] <= 1.0
+    assert lines[1]["tutor_tau"] == pytest.approx(5.0 * 2.718281828459045 ** -0.045)
+    assert lines[0]["weight/n_f"] <= 1.0
+    # val_acc: the argmax net of the final checkpoint on the last 50 training images, recomputed here
+    final = torch.load(run / "checkpoint.pt", weights_only=True)
+    supernet = Network(parse_space(final["spec"], "checkpoint"), final["num_classes"])
+    supernet.load_state_dict(final["supernet"])
+    x, y = last_cifar_images(setup / "data", 50)
+    with torch.no_grad():
+        correct = (supernet.eval()(x).argmax(1) == y).sum().item()
+    assert lines[1]["val_acc"] == 100.0 * correct / 50
+    for record in lines:  # 250 training images per epoch (300 - 50 for validation), timed
+        seconds = record["seconds"]
+        slack = 0.05 + 250 * 5e-4 / (seconds - 5e-4) ** 2  # both numbers are rounded (to 0.1 and to 1 ms)
+        assert record["images_per_s"] == pytest.approx(250 / seconds, abs=slack)
     derived = run_rnas("derive", run)
     assert derived.returncode == 0, derived.stderr
     assert "student layer -> tutor" in derived.stdout
@@ -45,9 +61,18 @@ def test_search_then_derive_end_to_end(setup, tmp_path):
     assert arch["space"] == "T" and arch["seed"] == 3 and arch["teacher"]["name"] == "wrn-10-1"
     assert len(arch["tutors"]) == len(arch["student_layers"]) == len(arch["tutor_probabilities"])
     assert all(0 <= j < len(arch["teacher_layers"]) for j in arch["tutors"])
+    assert arch["tutors"] == final["tutor"]["tutor_logits"].argmax(1).tolist()  # j* = argmax_j of the searched logits
     model = rnas.build_model(run / "arch.json")
     assert sum(p.numel() for p in model.parameters()) == arch["params"]
     assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+
+
+def last_cifar_images(root: Path, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The last ``n`` images of the training split (the validation split), read from the pickle directly."""
+    with open(root / "cifar-10-batches-py" / "data_batch_5", "rb") as fh:
+        batch = pickle.load(fh)
+    x = torch.from_numpy(batch["data"][-n:]).view(n, 3, 32, 32).float() / 255
+    return x, torch.tensor(batch["labels"][-n:])
 
 
 def test_same_seed_same_arch_json(setup, tmp_path):
