@@ -7,6 +7,7 @@ to bottom: teacher -> split -> weight step -> arch step -> log -> checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -96,6 +97,21 @@ def _set_requires_grad(params, flag_: bool) -> None:
         p.requires_grad_(flag_)
 
 
+@contextlib.contextmanager
+def frozen_bn_statistics(model: torch.nn.Module):
+    """BN layers normalise with batch statistics but leave their running statistics alone (the arch step
+    updates logits only; its small sub-batch must not move the statistics validation and derive use)."""
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+              and m.track_running_stats]
+    for m in layers:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.track_running_stats = True
+
+
 class Searcher:
     """Everything a search needs, built and validated before the run directory is touched."""
 
@@ -137,6 +153,7 @@ class Searcher:
                           torch.optim.lr_scheduler.MultiStepLR(self.weight_opt, cfg.milestones, cfg.lr_decay))
         self.max_macs = self.supernet.cost([0] * len(self.supernet.searched_blocks))[1]
         self.epoch, self.step = 0, 0
+        self.begin_epoch(0)
 
     # ---- one objective, two steps ------------------------------------------------------------
     def autocast(self):
@@ -189,8 +206,9 @@ class Searcher:
                           self.weight_params if measure_share else None)
 
     def arch_step(self, x, y, targets) -> dict[str, torch.Tensor]:
-        """Adam on the width and tutor logits; weights frozen."""
-        return self._step(x, y, targets, self.arch_opt, self.weight_params)
+        """Adam on the width and tutor logits; weights and BN running statistics frozen."""
+        with frozen_bn_statistics(self.supernet):
+            return self._step(x, y, targets, self.arch_opt, self.weight_params)
 
     # ---- the loop's job interface (rnas/loop.py) -------------------------------------------------
     command = "search"

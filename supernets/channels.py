@@ -46,7 +46,7 @@ class Channels:
         group_size = self.size // self.groups
         local = torch.arange(self.size) % group_size
         per_group = torch.tensor(self.counts) // self.groups
-        return (local[None, :] < per_group[:, None]).float()
+        return (local[None, :] < per_group[:, None]).to(torch.get_default_dtype())
 
     def kept(self, choice: int) -> torch.Tensor:
         """Indices (long) of the channels kept under ``choice``."""

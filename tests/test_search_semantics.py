@@ -116,8 +116,6 @@ def test_arch_step_changes_every_width_and_tutor_logit_and_no_weight(make_search
     assert_same_state(teacher, s.teacher)
 
 
-@pytest.mark.xfail(strict=True, reason="source bug: the arch step's train-mode supernet forward updates BN running "
-                                       "statistics (rnas/search.py Searcher.arch_step -> _step -> objective)")
 def test_arch_step_leaves_bn_running_statistics_alone(make_searcher):
     s = make_searcher()
     x, y = first_batch(s)
