@@ -160,7 +160,7 @@ def kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, ki
 FLOP_KINDS = ("power", "linear", "fbnetv2", "none")
 
 
-def flop_factor(macs: torch.Tensor, reference_macs: float, kind: str = "power", exponent: float = 0.1,
+def flop_factor(macs: torch.Tensor, reference_macs: float, kind: str = "power", exponent: float = 0.01,
                 alpha: float = 0.2, beta: float = 0.5, target_macs: float | None = None,
                 target_exponent: float = 1.0) -> torch.Tensor:
     """n_f of Eq. (2): the batch mean of a cost factor of each sample's network, from ``macs`` ((N,) MACs
