@@ -1,0 +1,120 @@
+"""The CIFAR-10 study of the README, resumable: S3 search at the defaults -> derive -> gamma_t sweep ->
+the comparison arms -> evaluation. Every step skips when its output is complete and resumes an
+interrupted run directory (`--resume`), so the script can be killed and started again at any point.
+
+    python tools/cifar10_study.py SHARED_DIR OUT_DIR [--lanes 2] [--epochs 15]
+
+SHARED_DIR holds data/cifar10-train/make_batches.py and teachers/cifar10/Linf/wrn-16-2-{nfgsm,standard}.pt.
+Runs go two at a time (one thread each: these small nets are bound by per-op overhead, so two
+single-threaded processes finish about twice as fast as one with two threads).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+SWEEP = (10.0, 100.0, 1000.0, 10000.0)
+EVAL_N = 1000
+
+
+def run(args: list[str], log: Path) -> None:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    with open(log, "a") as fh:
+        fh.write(f"$ rnas {' '.join(args)}\n")
+        fh.flush()
+        subprocess.run([sys.executable, "-m", "rnas", *args], stdout=fh, stderr=subprocess.STDOUT, env=env,
+                       check=True)
+
+
+def epochs_done(run_dir: Path) -> int:
+    path = run_dir / "metrics.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def train(command: list[str], run_dir: Path, epochs: int, log: Path) -> None:
+    """Start, resume or skip one search/retrain run."""
+    if epochs_done(run_dir) >= epochs:
+        return
+    if (run_dir / "checkpoint.pt").exists():
+        run([command[0], "--resume", str(run_dir)], log)
+    else:
+        run([*command, "--out", str(run_dir)], log)
+
+
+def evaluate(run_dir: Path, attacks: str, name: str, log: Path) -> dict:
+    out = run_dir / f"{name}.json"
+    if not out.exists():
+        run(["eval", str(run_dir / "checkpoint.pt"), "--attacks", attacks, "--n", str(EVAL_N), "--json", str(out)],
+            log)
+    return {r["attack"]: r["accuracy"] for r in json.loads(out.read_text())["results"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("shared", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--lanes", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=15, help="retrain epochs on 45,000 images")
+    parser.add_argument("--search-epochs", type=int, default=10)
+    parser.add_argument("--search-images", type=int, default=20000)
+    args = parser.parse_args()
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "study.log"
+    data = out / "data"
+    if not (data / "cifar-10-batches-py" / "data_batch_5").exists():
+        subprocess.run([sys.executable, str(args.shared / "data/cifar10-train/make_batches.py"), str(data)], check=True)
+    models = str((args.shared / "teachers").resolve())
+    robust = ["--teacher", "wrn-16-2", "--teacher-ckpt", "wrn-16-2-nfgsm", "--model-dir", models]
+
+    # 1. search S3 at the defaults, derive
+    search = out / "search-s3"
+    train(["search", "--space", "s3", *robust, "--data-dir", str(data), "--limit", str(args.search_images),
+           "--epochs", str(args.search_epochs)], search, args.search_epochs, log)
+    arch = search / "arch.json"
+    if not arch.exists():
+        run(["derive", str(search)], log)
+
+    def retrain(name: str, *flags: str) -> dict:
+        run_dir = out / name
+        train(["retrain", str(arch), "--data-dir", str(data), "--epochs", str(args.epochs), *flags], run_dir,
+              args.epochs, log)
+        return evaluate(run_dir, "clean,pgd20", "eval", log)
+
+    # 2. gamma_t sweep and the arms that do not depend on it
+    jobs = {f"cl-gamma{g:g}": ("--gamma-t", str(g)) for g in SWEEP}
+    jobs.update({"ce": ("--baseline", "ce"), "kd": ("--baseline", "kd")})
+    with ThreadPoolExecutor(args.lanes) as pool:
+        results = dict(zip(jobs, pool.map(lambda item: retrain(item[0], *item[1]), jobs.items()), strict=True))
+    sweep = {g: results[f"cl-gamma{g:g}"] for g in SWEEP}
+    chosen = max(SWEEP, key=lambda g: (sweep[g]["pgd20"], sweep[g]["clean"]))
+    (out / "sweep.json").write_text(json.dumps({"sweep": {f"{g:g}": r for g, r in sweep.items()},
+                                                "chosen_gamma_t": chosen}, indent=1) + "\n")
+
+    # 3. the arms at the chosen gamma_t
+    control = ["--teacher-ckpt", "wrn-16-2-standard"]
+    arms = {"fixed": ("--baseline", "fixed", "--gamma-t", str(chosen)),
+            "cl-control": ("--gamma-t", str(chosen), *control)}
+    with ThreadPoolExecutor(args.lanes) as pool:
+        list(pool.map(lambda item: retrain(item[0], *item[1]), arms.items()))
+
+    # 4. AutoAttack on the final arms
+    final = {"RNAS-CL (searched tutors)": f"cl-gamma{chosen:g}", "CE only": "ce", "logit KD only": "kd",
+             "fixed uniform mapping": "fixed", "RNAS-CL, non-robust control teacher": "cl-control"}
+    with ThreadPoolExecutor(args.lanes) as pool:
+        robust_acc = list(pool.map(lambda name: evaluate(out / name, "autoattack", "eval-aa", log), final.values()))
+    table = {label: {**evaluate(out / name, "clean,pgd20", "eval", log), **aa}
+             for (label, name), aa in zip(final.items(), robust_acc, strict=True)}
+    (out / "table.json").write_text(json.dumps({"arch": json.loads(arch.read_text())["widths"],
+                                                "macs": json.loads(arch.read_text())["macs"],
+                                                "chosen_gamma_t": chosen, "rows": table}, indent=1) + "\n")
+    print(json.dumps(table, indent=1))
+
+
+if __name__ == "__main__":
+    main()
