@@ -90,9 +90,13 @@ def mifgsm(model, x, y, eps: float, steps: int = 10, mu: float = 1.0) -> torch.T
         return x_adv.detach()
 
 
-def cw_linf(model, x, y, eps: float, steps: int = 30, step: float | None = None) -> torch.Tensor:
+CW_STEPS = 40  # CW-40, as RobustResNets (Huang et al.) evaluate
+
+
+def cw_linf(model, x, y, eps: float, steps: int = CW_STEPS, step: float | None = None,
+            generator: torch.Generator | None = None) -> torch.Tensor:
     """CW-l_inf: PGD on the margin loss (Carlini & Wagner's objective under an l_inf budget)."""
-    return pgd(model, x, y, eps, eps / 4 if step is None else step, steps, loss="margin")
+    return pgd(model, x, y, eps, eps / 4 if step is None else step, steps, loss="margin", generator=generator)
 
 
 def autoattack(model, x, y, eps: float, norm: str = "Linf", version: str = "standard", seed: int = 0) -> torch.Tensor:
@@ -131,25 +135,34 @@ def check_attack(name: str) -> str:
     raise UserError(f"unknown attack {name!r} ({ATTACK_NAMES})")
 
 
-def run_attack(name: str, model, x, y, eps: float) -> torch.Tensor:
-    """Adversarial inputs for one named attack: clean, fgsm, pgdK (e.g. pgd20), mifgsm, cw,
-    autoattack (Linf), autoattack-l2 (eps 0.5), autoattack-l1 (eps 12)."""
+def run_attack(name: str, model, x, y, eps: float, *, cw_steps: int = CW_STEPS, seed: int = 0,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """Adversarial inputs for a named attack (ATTACK_NAMES); random starts from ``generator`` (default: ``seed``)."""
     if name == "clean":
         return x
     if name == "fgsm":
         return fgsm(model, x, y, eps)
+    if generator is None:
+        generator = torch.Generator(x.device).manual_seed(seed)
     if match := re.fullmatch(r"pgd(\d+)", name):
-        return pgd(model, x, y, eps, eps / 4, int(match[1]))  # 2/255 at the standard 8/255
+        return pgd(model, x, y, eps, eps / 4, int(match[1]), generator=generator)  # 2/255 at the standard 8/255
     if name == "mifgsm":
         return mifgsm(model, x, y, eps)
     if name == "cw":
-        return cw_linf(model, x, y, eps)
+        return cw_linf(model, x, y, eps, cw_steps, generator=generator)
     if name == "autoattack":
-        return autoattack(model, x, y, eps)
+        return autoattack(model, x, y, eps, seed=seed)
     if name in DEFAULT_EPS:
-        return autoattack(model, x, y, DEFAULT_EPS[name], "L2" if name.endswith("l2") else "L1")
+        return autoattack(model, x, y, DEFAULT_EPS[name], "L2" if name.endswith("l2") else "L1", seed=seed)
     check_attack(name)
     raise AssertionError(f"attack {name!r} is listed but not dispatched")
+
+
+def attack_steps(name: str, cw_steps: int = CW_STEPS) -> int | None:
+    """Gradient steps of an iterative attack (pgdK: K, mifgsm: 10, cw: ``cw_steps``), else None."""
+    if match := re.fullmatch(r"pgd(\d+)", name):
+        return int(match[1])
+    return {"mifgsm": 10, "cw": cw_steps}.get(name)
 
 
 def attack_eps(name: str, eps: float) -> float:

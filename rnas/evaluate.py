@@ -12,9 +12,9 @@ from torch import nn
 from supernets import build_model
 
 from .adversarial import convert_to_mbn
-from .attacks import attack_eps, check_attack, parse_eps, run_attack
+from .attacks import CW_STEPS, attack_eps, attack_steps, check_attack, parse_eps, run_attack
 from .config import flag
-from .data import DATASETS, DEFAULT_VAL_SIZE, load_tensors, split_train_val
+from .data import CIFAR_DIRS, DATASETS, DEFAULT_VAL_SIZE, load_tensors, split_train_val
 from .device import place, resolve_device
 from .errors import UserError
 from .rundir import load_checkpoint
@@ -48,21 +48,25 @@ def count_macs(model: nn.Module, size: int, device) -> int:
     return counter.get_total_flops() // 2
 
 
-def evaluate(model: nn.Module, batches, attacks: list[str], eps_values: list[float], progress=None) -> list[dict]:
-    """Accuracy (%) under each attack and budget; ``batches()`` yields (x in [0, 1], y) on the model's
-    device. One row per (attack, eps)."""
+def evaluate(model: nn.Module, batches, attacks: list[str], eps_values: list[float], progress=None, *,
+             cw_steps: int = CW_STEPS, seed: int = 0) -> list[dict]:
+    """Accuracy (%) per (attack, eps) row; ``batches()`` yields (x in [0, 1], y) on the model's device."""
     rows = []
     for name in attacks:
         for eps in ([0.0] if name == "clean" else eps_values):
             start, correct, total = time.perf_counter(), 0, 0
             budget = attack_eps(name, eps)
+            generator = None  # one random stream per row: its numbers do not depend on the other rows
             for xb, yb in batches():
-                x_adv = run_attack(name, model, xb, yb, budget)
+                generator = generator or torch.Generator(xb.device).manual_seed(seed)
+                x_adv = run_attack(name, model, xb, yb, budget, cw_steps=cw_steps, seed=seed, generator=generator)
                 with torch.no_grad():
                     correct += (model(x_adv).argmax(1) == yb).sum().item()
                 total += len(yb)
-            rows.append({"attack": name, "eps": budget, "accuracy": round(100.0 * correct / total, 2),
-                         "n": total, "seconds": round(time.perf_counter() - start, 2)})
+            steps = attack_steps(name, cw_steps)
+            rows.append({"attack": name, "eps": budget, **({"steps": steps} if steps else {}),
+                         "accuracy": round(100.0 * correct / total, 2), "n": total,
+                         "seconds": round(time.perf_counter() - start, 2)})
             if progress:
                 progress(rows[-1])
     return rows
@@ -75,7 +79,8 @@ class EvalConfig:
     eps: float = flag(8 / 255, "l_inf budget in pixel units", parse=parse_eps)
     eps_sweep: list[str] | None = flag(None, "several budgets, e.g. 2/255 4/255 8/255 (replaces --eps)")
     n: int | None = flag(None, "evaluate the first N images of the split")
-    split: str = flag("val", "val (carved from train) or test (the official test split)", choices=("val", "test"))
+    split: str = flag("auto", "auto: the official test split when it is on disk, else val; val: the tail of train "
+                      "the run validated on; test: the official test split", choices=("auto", "val", "test"))
     data: str | None = flag(None, "dataset (default: the checkpoint's)", choices=DATASETS)
     data_dir: str | None = flag(None, "dataset root (default: the checkpoint's)")
     val_size: int | None = flag(None, "validation size (default: the checkpoint's)")
@@ -83,7 +88,9 @@ class EvalConfig:
     json: str | None = flag(None, "also write the results to this JSON file")
     teacher_arch: str | None = flag(None, "treat CHECKPOINT as a RobustBench-layout teacher of this architecture")
     device: str = flag("cpu", "cpu, cuda, cuda:N or auto")
-    seed: int = flag(0, "random seed (random starts, AutoAttack)")
+    seed: int = flag(0, "random seed of the PGD / CW random starts and of AutoAttack (recorded in --json)")
+    cw_steps: int = flag(CW_STEPS, f"steps of the cw attack; {CW_STEPS} is the seeds' CW-{CW_STEPS} "
+                         "(RobustResNets evaluate CW-40)")
 
 
 def run_eval(cfg: EvalConfig, out=print) -> dict:
@@ -94,6 +101,8 @@ def run_eval(cfg: EvalConfig, out=print) -> dict:
             check_attack(name)
         except UserError as err:
             raise UserError(f"--attacks: {err}") from None
+    if cfg.cw_steps < 1:
+        raise UserError(f"--cw-steps {cfg.cw_steps}: must be at least 1")
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     saved = {}
@@ -104,27 +113,48 @@ def run_eval(cfg: EvalConfig, out=print) -> dict:
         saved = model.rnas_checkpoint["config"] or {}
     data = cfg.data or saved.get("data") or "cifar10"
     data_dir = cfg.data_dir or saved.get("data_dir")
-    batches, n, size = eval_batches(data, data_dir, cfg.split, cfg.val_size if cfg.val_size is not None
-                                    else saved.get("val_size"), cfg.n, cfg.batch_size, device)
+    val_size = cfg.val_size if cfg.val_size is not None else saved.get("val_size")
+    split, source = resolve_split(data, data_dir, cfg.split, val_size)
+    batches, n, size = eval_batches(data, data_dir, split, val_size, cfg.n, cfg.batch_size, device)
+    if n == 0:
+        raise UserError(f"{data} {split}: no images to evaluate (check --n and --val-size)")
     model = place(model, device).eval()
     arch = (getattr(model, "rnas_checkpoint", None) or {}).get("arch") or {}
     params = sum(p.numel() for p in model.parameters())
     macs = arch.get("macs") or count_macs(model, size, device)
-    out(f"{cfg.checkpoint}: {params / 1e6:.3f}M params, {macs / 1e6:.2f}M MACs; {data} {cfg.split}, n={n}")
+    out(f"{cfg.checkpoint}: {params / 1e6:.3f}M params, {macs / 1e6:.2f}M MACs; {data} {split}: {source}; "
+        f"n={n}, seed {cfg.seed}")
     out(f"{'attack':14s} {'eps':>9s} {'accuracy %':>10s} {'n':>6s} {'seconds':>8s}")
-    rows = evaluate(model, batches, attacks, eps_values,
-                    progress=lambda r: out(f"{r['attack']:14s} {_eps_text(r['eps']):>9s} {r['accuracy']:10.2f} "
+    rows = evaluate(model, batches, attacks, eps_values, cw_steps=cfg.cw_steps, seed=cfg.seed,
+                    progress=lambda r: out(f"{_label(r):14s} {_eps_text(r['eps']):>9s} {r['accuracy']:10.2f} "
                                            f"{r['n']:6d} {r['seconds']:8.1f}"))
-    result = {"checkpoint": str(cfg.checkpoint), "params": params, "macs": macs, "data": data, "split": cfg.split,
-              "n": n, "results": rows}
+    result = {"checkpoint": str(cfg.checkpoint), "params": params, "macs": macs, "data": data, "split": split,
+              "split_source": source, "n": n, "seed": cfg.seed, "results": rows}
     if cfg.json:
         Path(cfg.json).write_text(json.dumps(result, indent=1) + "\n")
     return result
 
 
+def resolve_split(data: str, data_dir, split: str, val_size: int | None) -> tuple[str, str]:
+    """(val or test, why): ``auto`` is the official test split when it is on disk, the validation split otherwise."""
+    if data == "imagenet100":  # one held-out split, the val/ folder, which retrain validates on as well
+        return ("val", "ImageNet-100 val/ folder (--split val)") if split == "val" else \
+            ("test", f"official test split (ImageNet-100 val/ folder{', --split test' if split == 'test' else ''})")
+    folder, _, test_file, _ = CIFAR_DIRS.get(data, (None, None, None, None))
+    if split == "auto":
+        on_disk = test_file is not None and data_dir is not None and (Path(data_dir) / folder / test_file).is_file()
+        split, why = ("test", f"{test_file} found") if on_disk else \
+            ("val", "no official test split on disk" if test_file else f"{data} has no official test split")
+    else:
+        why = f"--split {split}"
+    if split == "test":
+        return "test", f"official test split ({why})"
+    size = DEFAULT_VAL_SIZE[data] if val_size is None else val_size
+    return "val", f"validation split: last {size} training images ({why})"
+
+
 def eval_batches(data: str, data_dir, split: str, val_size: int | None, n: int | None, batch_size: int, device):
-    """(batches() iterator factory, n, image side) for the first ``n`` images of a split. ``val`` is the
-    tail of train (as in search/retrain); ``test`` the dataset's official test split (ImageNet-100: val/)."""
+    """(batches(), n, image side) for the first ``n`` images of ``val`` (tail of train) or ``test`` (official split)."""
     if data == "imagenet100":
         from .data import imagenet100_folder
 
@@ -147,6 +177,10 @@ def eval_batches(data: str, data_dir, split: str, val_size: int | None, n: int |
         for i in range(0, n, batch_size):
             yield x[i:i + batch_size].float().div(255), y[i:i + batch_size]
     return tensor_batches, n, x.shape[-1]
+
+
+def _label(row: dict) -> str:
+    return f"cw{row['steps']}" if row["attack"] == "cw" else row["attack"]
 
 
 def _eps_text(eps: float) -> str:

@@ -54,8 +54,9 @@ class RetrainConfig:
     kl: str = flag("paper", "logit term: paper = KL(p, q); hinton = T^2 KL(q_T || p_T)", choices=("paper", "hinton"))
     kd_temperature: float = flag(4.0, "temperature of the hinton KL")
     map_size: int = flag(8, "side of the common attention-map size")
-    trades: bool = flag(False, "TRADES objective instead of CE in Eq. 3 (use with --init)")
+    trades: bool = flag(False, "TRADES objective instead of CE in Eq. 3 (fine-tunes --init CKPT, or --from-scratch)")
     init: str | None = flag(None, "start from this retrain checkpoint (weights only)")
+    from_scratch: bool = flag(False, "with --trades: train from random weights instead of fine-tuning --init")
     beta: float = flag(6.0, "TRADES beta")
     eps: float = flag(8 / 255, "TRADES l_inf budget (pixel units, e.g. 8/255)", parse=parse_eps)
     step: float = flag(2 / 255, "TRADES inner step size", parse=parse_eps)
@@ -116,6 +117,10 @@ def build_retrain(cfg: RetrainConfig) -> Trainer:
     fill_defaults(cfg, arch)
     if cfg.mbn and not cfg.trades:
         raise UserError("--mbn separates clean and adversarial BN statistics: it needs --trades")
+    if cfg.trades and not cfg.init and not cfg.from_scratch:
+        raise UserError("--trades fine-tunes a trained net: give --init CKPT (a retrain checkpoint), or --from-scratch")
+    if cfg.from_scratch and (not cfg.trades or cfg.init):
+        raise UserError("--from-scratch goes with --trades and without --init (it replaces the --init fine-tuning)")
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     data = make_loaders(cfg.data, cfg.data_dir, cfg.batch_size, device, cfg.seed, cfg.val_size, cfg.limit,

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from rnas.attacks import cw_linf, fgsm, margin_loss, mifgsm, parse_eps, pgd, run_attack
+from rnas.attacks import CW_STEPS, attack_steps, cw_linf, fgsm, margin_loss, mifgsm, parse_eps, pgd, run_attack
 
 EPS = 8 / 255
 
@@ -69,6 +69,51 @@ def test_autoattack_l2_and_l1_respect_their_budgets():
     for name, norm, eps in (("autoattack-l2", 2, 0.5), ("autoattack-l1", 1, 12.0)):
         delta = (run_attack(name, model, x, y, EPS) - x).flatten(1)
         assert delta.norm(p=norm, dim=1).max() <= eps + 1e-4
+
+
+def test_cw_runs_its_step_count_default_40():
+    """One forward pass per CW step (no forward for the random start): 40 by default, --cw-steps otherwise."""
+    model, calls = Probe().eval(), []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    x, y = torch.rand(4, 3, 8, 8), torch.randint(0, 10, (4,))
+    run_attack("cw", model, x, y, EPS)
+    assert len(calls) == CW_STEPS == 40
+    calls.clear()
+    run_attack("cw", model, x, y, EPS, cw_steps=5)
+    assert len(calls) == 5
+    assert attack_steps("cw", 5) == 5 and attack_steps("pgd20") == 20 and attack_steps("fgsm") is None
+
+
+def test_random_starts_follow_the_seed():
+    model = Probe().eval()
+    x, y = torch.rand(4, 3, 8, 8), torch.randint(0, 10, (4,))
+    for name in ("pgd5", "cw"):
+        a = run_attack(name, model, x, y, EPS, cw_steps=2, seed=3)
+        torch.manual_seed(99)  # the global RNG plays no part
+        b = run_attack(name, model, x, y, EPS, cw_steps=2, seed=3)
+        c = run_attack(name, model, x, y, EPS, cw_steps=2, generator=torch.Generator().manual_seed(3))
+        d = run_attack(name, model, x, y, EPS, cw_steps=2, seed=4)
+        assert torch.equal(a, b) and torch.equal(a, c) and not torch.equal(a, d), name
+
+
+def test_seed_reaches_autoattack(monkeypatch):
+    import pyautoattack
+
+    seen = []
+
+    class Recorder:
+        def __init__(self, model, **kwargs):
+            seen.append(kwargs)
+
+        def run_standard_evaluation(self, x, y, batch_size):
+            return x.clone(), None
+
+    monkeypatch.setattr(pyautoattack, "AutoAttack", Recorder)
+    model = Probe().eval()
+    x, y = torch.rand(2, 3, 8, 8), torch.randint(0, 10, (2,))
+    for name in ("autoattack", "autoattack-l2"):
+        run_attack(name, model, x, y, EPS, seed=1234)
+    assert [(k["seed"], k["norm"]) for k in seen] == [(1234, "Linf"), (1234, "L2")]
 
 
 def test_parse_eps():

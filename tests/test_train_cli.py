@@ -67,6 +67,23 @@ def test_trades_fine_tune_with_mixture_bn(searched, tmp_path):
     assert code == 2 and "--mbn" in err and "needs --trades" in err
 
 
+def test_trades_needs_init_or_from_scratch(searched, tmp_path):
+    run = tmp_path / "t"
+    code, err = main_in_process(*retrain_args(searched, run, "--trades"))
+    assert code == 2 and err == ("rnas: error: --trades fine-tunes a trained net: give --init CKPT (a retrain "
+                                 "checkpoint), or --from-scratch\n")
+    assert not run.exists()
+    for extra in (["--from-scratch"], ["--trades", "--from-scratch", "--init", run / "x.pt"]):
+        code, err = main_in_process(*retrain_args(searched, run, *extra))
+        assert code == 2 and err.count("\n") == 1 and "--from-scratch goes with --trades and without --init" in err
+        assert not run.exists()
+    code, err = main_in_process(*retrain_args(searched, run, "--trades", "--from-scratch", "--baseline", "ce",
+                                              "--steps", 1, "--limit", 50))
+    assert code == 0, err
+    record = json.loads((run / "metrics.jsonl").read_text())
+    assert record["base"] == pytest.approx(record["natural"] + 6 * record["robust"], rel=1e-4)
+
+
 def test_retrain_resume_after_sigterm_is_bit_identical(searched, tmp_path):
     args = ["--epochs", 2, "--milestones", 1, "--limit", 120, "--batch-size", 10]
     reference = tmp_path / "reference"
@@ -124,3 +141,61 @@ def test_eval_table_and_json(searched, tmp_path):
     assert code == 2 and "the test split is absent" in err
     code, err = main_in_process("eval", run / "checkpoint.pt", "--attacks", "clean", "--split", "test")
     assert code == 0, err  # the generated data has a test_batch
+
+
+@pytest.fixture(scope="module")
+def retrained(searched):
+    run = searched / "retrain-ce"
+    code, err = main_in_process(*retrain_args(searched, run, "--baseline", "ce", "--limit", 50))
+    assert code == 0, err
+    return run / "checkpoint.pt"
+
+
+def test_eval_split_auto_is_the_test_split_when_on_disk(searched, retrained, tmp_path, capsys):
+    """The checkpoint's data dir has a test_batch (60 images); a copy without one falls back to val (50)."""
+    from rnas.evaluate import resolve_split
+
+    expected = {(): ("test", "official test split (test_batch found)", 60),
+                ("--split", "val"): ("val", "validation split: last 50 training images (--split val)", 50),
+                ("--data-dir", write_cifar10(tmp_path / "notest")):
+                    ("val", "validation split: last 50 training images (no official test split on disk)", 50)}
+    for extra, (split, source, n) in expected.items():
+        capsys.readouterr()
+        code, err = main_in_process("eval", retrained, "--attacks", "clean", "--json", tmp_path / "e.json", *extra)
+        assert code == 0, err
+        result = json.loads((tmp_path / "e.json").read_text())
+        assert (result["split"], result["split_source"], result["n"], result["seed"]) == (split, source, n, 0)
+        assert capsys.readouterr().out.splitlines()[0].endswith(f"; cifar10 {split}: {source}; n={n}, seed 0")
+    assert resolve_split("digits", None, "auto", None) == (
+        "val", "validation split: last 297 training images (digits has no official test split)")
+
+
+def test_eval_cw_steps_and_seed_reach_the_attacks(retrained, tmp_path, monkeypatch):
+    import pyautoattack
+
+    import rnas.attacks
+
+    grads, seeds = [], []
+    input_grad = rnas.attacks._input_grad
+    monkeypatch.setattr(rnas.attacks, "_input_grad", lambda *a: grads.append(1) or input_grad(*a))
+
+    class Recorder:
+        def __init__(self, model, **kwargs):
+            seeds.append(kwargs["seed"])
+
+        def run_standard_evaluation(self, x, y, batch_size):
+            return x.clone(), None
+
+    monkeypatch.setattr(pyautoattack, "AutoAttack", Recorder)
+    results = {}
+    for extra in ([], ["--cw-steps", 5], ["--cw-steps", 5], ["--cw-steps", 5, "--seed", 7]):
+        grads.clear()
+        out = tmp_path / "e.json"
+        code, err = main_in_process("eval", retrained, "--attacks", "cw,autoattack", "--n", 20, "--json", out, *extra)
+        assert code == 0, err
+        result = json.loads(out.read_text())
+        assert len(grads) == (5 if extra else 40) and result["results"][0]["steps"] == len(grads)  # one batch
+        results.setdefault(tuple(map(str, extra)), []).append(result)
+    assert seeds == [0, 0, 0, 7] and results[("--cw-steps", "5", "--seed", "7")][0]["seed"] == 7
+    a, b = results[("--cw-steps", "5")]
+    assert [{**r, "seconds": 0} for r in a["results"]] == [{**r, "seconds": 0} for r in b["results"]]
