@@ -7,10 +7,12 @@ import time
 
 import pytest
 import torch
+import yaml
 from helpers import rnas_cmd, run_rnas, write_cifar10, write_space, write_teacher
 from test_search_cli import _wait_for, main_in_process
 
 import rnas
+import rnas.retrain
 from rnas.adversarial import MixtureBatchNorm2d
 
 
@@ -40,7 +42,13 @@ def test_retrain_each_baseline_and_load_model(searched, tmp_path, baseline):
     assert code == 0, err
     record = json.loads((run / "metrics.jsonl").read_text())
     assert ("attn" in record) == (baseline in ("cl", "fixed")) and ("kl" in record) == (baseline != "ce")
-    assert record["total"] == pytest.approx(record["base"] + record.get("kl", 0) + record.get("attn", 0), rel=1e-4)
+    gamma_t = rnas.retrain.GAMMA_T  # the default, written out in config.yaml
+    assert yaml.safe_load((run / "config.yaml").read_text())["gamma_t"] == gamma_t == 1000.0
+    assert record["total"] == pytest.approx(record["base"] + record.get("kl", 0) + gamma_t * record.get("attn", 0),
+                                            rel=1e-4)
+    if baseline in ("cl", "fixed"):
+        assert record["attn_weighted"] == pytest.approx(gamma_t * record["attn"], rel=1e-4)
+        assert 0 < record["attn_grad_share"] < 1
     model = rnas.load_model(run / "checkpoint.pt")
     arch = json.loads((searched / "search" / "arch.json").read_text())
     assert not model.training and [b.cout.size for b in model.blocks] == arch["widths"]
