@@ -234,8 +234,14 @@ class Searcher:
 
     def epoch_record(self) -> dict:
         """Validation accuracy of the argmax architecture, its MACs, and TensorBoard width/tutor tables."""
+        probs = self.supernet.width_probs().detach().cpu()
+        widths = [b.width_choices[k] for b, k in zip(self.supernet.searched_blocks, probs.argmax(-1).tolist(),
+                                                        strict=True)]
         record = {"tau": self.supernet.tau, "tutor_tau": self.tutor.tau,
                   "expected_macs": self.supernet.expected_macs().item(), "argmax_macs": self.supernet.cost()[1],
+                  "argmax_widths": widths,
+                  "width_probs": [[round(p, 4) for p in row[:len(b.width_choices)]]
+                                  for row, b in zip(probs.tolist(), self.supernet.searched_blocks, strict=True)],
                   "val_acc": clean_accuracy(self.supernet, self.data.val, self.student_taps)}
         return record
 
