@@ -50,11 +50,10 @@ def _cmd_search(args) -> int:
 
 def _cmd_derive(args) -> int:
     from .config import parse_macs
-    from .derive_run import format_arch, write_arch
+    from .derive_run import format_arch, write_archs
 
     targets = [parse_macs(t) for t in args.mac_target.split(",")] if args.mac_target else [None]
-    for target in targets:
-        path, arch = write_arch(args.run, target)
+    for path, arch in write_archs(args.run, targets):
         print(format_arch(arch))
         print(f"\nwrote {path}\n")
     return 0
@@ -124,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     derive.add_argument("run", metavar="RUN", help="search run directory")
     derive.add_argument("--mac-target", metavar="MACS",
                         help="budgets, e.g. 5M,6M,7M: one RUN/arch-<budget>.json each, the most probable net "
-                             "under each budget (greedy by width probabilities)")
+                             "that fills each budget (greedy by width probabilities)")
     derive.set_defaults(func=_cmd_derive)
     _add_training(sub, "retrain", RetrainConfig, _cmd_retrain,
                   "train a derived architecture from scratch with Eq. 3 (or a baseline, TRADES, MBN)",

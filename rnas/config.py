@@ -47,6 +47,17 @@ def _base_type(tp):
     return tp
 
 
+def _argparse_type(parse):
+    """``parse`` for argparse: its one-line UserError becomes argparse's own error message."""
+    def convert(text: str):
+        try:
+            return parse(text)
+        except UserError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    convert.__name__ = parse.__name__
+    return convert
+
+
 def add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
     """One flag per dataclass field; defaults are suppressed so only explicit flags reach the namespace."""
     hints = typing.get_type_hints(cls)
@@ -61,7 +72,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...]
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
         if "parse" in f.metadata:
-            parser.add_argument(name, type=f.metadata["parse"], metavar=f.name.upper(), **kwargs)
+            parser.add_argument(name, type=_argparse_type(f.metadata["parse"]), metavar=f.name.upper(), **kwargs)
         elif tp is bool:
             parser.add_argument(name, action=argparse.BooleanOptionalAction, **kwargs)
         elif typing.get_origin(tp) is list:
@@ -136,7 +147,11 @@ def read_run_config(cls, path: Path) -> dict:
     except OSError:
         raise UserError(f"{path}: missing (is this a run directory?)") from None
     names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in data.items() if k in names}
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise UserError(f"{path}: {unknown[0]}: not a setting of this rnas version (the run was made by an older "
+                        "one); start a new run")
+    return data
 
 
 RESUMABLE = ("epochs", "device", "workers", "data_dir", "model_dir", "checkpoint_every", "log_every", "compile",

@@ -12,27 +12,35 @@ from .errors import UserError
 from .rundir import load_checkpoint
 
 
-def derive_run(run: str | Path, mac_target: float | None = None) -> dict:
-    """Arch description of a search run's checkpoint: widths, tutors j* = argmax_j g_ij, both probability
-    tables, params, MACs, teacher, seed, rnas version. Deterministic: same checkpoint, same dict.
-    Widths are the argmax choices, or with ``mac_target`` (default: the search's --mac-target) the
-    most probable net under that budget (``supernets.budget_choices``)."""
+def load_search(run: str | Path) -> tuple[Network, CrossLayerAttention, dict]:
+    """(supernet, tutor module, checkpoint) of a search run, after checking it is one this rnas can derive."""
     run = Path(run)
     ckpt = load_checkpoint(run / "checkpoint.pt")
     if ckpt.get("format") != "rnas-search-1":
         raise UserError(f"{run}/checkpoint.pt: not an rnas search checkpoint")
     supernet = Network(parse_space(ckpt["spec"], f"{run}/checkpoint.pt:spec"), ckpt["num_classes"])
     supernet.load_state_dict(ckpt["supernet"])
+    if ckpt["student_layers"] != [n for n, _ in supernet.tap_layers()]:
+        raise UserError(f"{run}/checkpoint.pt: searched with the student taps of an older rnas "
+                        f"({ckpt['student_layers'][:2]}...); its tutors do not fit this version: search again")
     tutor = CrossLayerAttention(len(ckpt["student_layers"]), len(ckpt["teacher_layers"]))
     tutor.load_state_dict(ckpt["tutor"])
+    return supernet, tutor, ckpt
+
+
+def derive_run(run: str | Path, mac_target: float | None = None, loaded=None) -> dict:
+    """Arch description of a search run's checkpoint: widths, tutors j* = argmax_j g_ij, both probability
+    tables, params, MACs, teacher, seed, rnas version. Deterministic: same checkpoint, same dict.
+    Widths are the argmax choices, or with ``mac_target`` (default: the search's --mac-target) the
+    most probable net that fills that budget (``supernets.budget_choices``). ``loaded``: ``load_search(run)``."""
+    supernet, tutor, ckpt = loaded or load_search(run)
     cfg = ckpt["config"]
     mac_target = mac_target if mac_target is not None else cfg.get("mac_target")
     arch = derive(supernet, budget_choices(supernet, mac_target) if mac_target else None)
     probs = tutor.tutor_probs().detach()
-    tutors = tutor.tutors()
     arch.update({
         "student_layers": ckpt["student_layers"], "teacher_layers": ckpt["teacher_layers"],
-        "tutors": tutors,
+        "tutors": tutor.tutors(),
         "tutor_probabilities": [[round(v, 6) for v in row] for row in probs.tolist()],
         "teacher": {"name": cfg["teacher"], "checkpoint": cfg["teacher_ckpt"], "model_dir": cfg["model_dir"],
                     "threat": cfg["threat"]},
@@ -57,13 +65,24 @@ def format_arch(arch: dict) -> str:
 
 
 def arch_filename(mac_target: float | None) -> str:
-    """arch.json, or arch-<budget>.json for ``rnas derive --mac-target`` (e.g. arch-6.64M.json)."""
-    return "arch.json" if mac_target is None else f"arch-{mac_target / 1e6:g}M.json"
+    """arch.json, or arch-<budget>.json for ``rnas derive --mac-target`` (arch-6.64M.json; the exact
+    count when the M form would round it, e.g. arch-1234567.json)."""
+    if mac_target is None:
+        return "arch.json"
+    short = f"{mac_target / 1e6:g}"
+    return f"arch-{short}M.json" if float(short) * 1e6 == mac_target else f"arch-{mac_target:.0f}.json"
+
+
+def write_archs(run: str | Path, mac_targets: list[float | None]) -> list[tuple[Path, dict]]:
+    """Write RUN/arch.json (argmax, or the search's own budget) for None, RUN/arch-<budget>.json for each
+    budget; every budget is derived (and checked) before any file is written."""
+    loaded = load_search(run)
+    archs = [(Path(run) / arch_filename(t), derive_run(run, t, loaded)) for t in mac_targets]
+    for path, arch in archs:
+        path.write_text(json.dumps(arch, indent=1) + "\n")
+    return archs
 
 
 def write_arch(run: str | Path, mac_target: float | None = None) -> tuple[Path, dict]:
-    """Write RUN/arch.json (argmax, or the search's own budget), or RUN/arch-<budget>.json for ``mac_target``."""
-    arch = derive_run(run, mac_target)
-    path = Path(run) / arch_filename(mac_target)
-    path.write_text(json.dumps(arch, indent=1) + "\n")
-    return path, arch
+    """One arch file: ``write_archs(run, [mac_target])``."""
+    return write_archs(run, [mac_target])[0]

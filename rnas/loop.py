@@ -102,10 +102,10 @@ def train_epochs(job: Job, run: Path, metrics: Metrics, stop: StopSignal) -> Non
 
 
 
-def share_step(step: int, cfg) -> bool:
-    """Whether this step also measures the attention term's gradient share (one extra backward): every
-    ``log_every``-th step, or every 50th when step logging is off."""
-    return step % (cfg.log_every or 50) == 0
+def share_step(job: Job) -> bool:
+    """Whether this step also measures the attention term's gradient share (one extra backward): the
+    steps TensorBoard logs (every ``log_every``-th global step), or every 50th when step logging is off."""
+    return (job.epoch * len(job.loader) + job.step) % (job.cfg.log_every or 50) == 0
 
 
 @torch.no_grad()

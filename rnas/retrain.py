@@ -95,12 +95,12 @@ def _tutors(cfg: RetrainConfig, arch: dict, teacher, model, example) -> dict | N
     if cfg.baseline in ("ce", "kd"):
         return None
     searched_with = arch.get("teacher", {}).get("name")
-    taps = [n for n, _ in model.tap_layers()]
-    student = arch.get("student_layers") or taps
-    if student != taps:
-        raise UserError(f"{cfg.arch}: student_layers {student[:2]}... are not this network's attention taps "
-                        f"{taps[:2]}... (an arch.json from an older rnas?): run rnas derive on the search again")
+    student = [n for n, _ in model.tap_layers()]
     if cfg.baseline == "cl":
+        if arch.get("student_layers") != student:
+            raise UserError(f"{cfg.arch}: tutors for student layers {arch.get('student_layers', [])[:2]}..., but "
+                            f"this network's attention taps are {student[:2]}... (searched by an older rnas): "
+                            f"search again, or use --baseline ce|kd|fixed")
         if cfg.teacher != searched_with:
             raise UserError(f"--teacher {cfg.teacher}: the searched tutors are layers of {searched_with}; "
                             f"retrain with that teacher or use --baseline ce|kd|fixed")

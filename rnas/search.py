@@ -226,7 +226,7 @@ class Searcher:
         """Teacher on the whole batch -> split 80/20 -> weight step on the first part -> arch step on the rest."""
         n = min(len(y) - 1, max(1, round(len(y) * (1 - self.cfg.arch_split))))
         q, t_maps = self.teacher_targets(x)
-        w_terms = self.weight_step(x[:n], y[:n], (q[:n], t_maps[:n]), measure_share=share_step(self.step, self.cfg))
+        w_terms = self.weight_step(x[:n], y[:n], (q[:n], t_maps[:n]), measure_share=share_step(self))
         a_terms = self.arch_step(x[n:], y[n:], (q[n:], t_maps[n:]))
         return {**{f"weight/{k}": v for k, v in w_terms.items()}, **{f"arch/{k}": v for k, v in a_terms.items()},
                 "expected_macs": self.supernet.expected_macs().detach(),
@@ -284,5 +284,8 @@ def run_search(cfg: SearchConfig, run: Path, resume: bool = False) -> Path:
     spec = parse_space(ckpt["spec"], f"{run}/checkpoint.pt:spec") if ckpt else None
     searcher = Searcher(cfg, spec)  # every user error surfaces here, before anything is written
     if ckpt:
+        if ckpt["student_layers"] != searcher.student_layers:
+            raise UserError(f"{run}/checkpoint.pt: searched with the student taps of an older rnas "
+                            f"({ckpt['student_layers'][:2]}...); it cannot be resumed: start a new search")
         searcher.load_state(ckpt)
     return run_job(searcher, run, resume)

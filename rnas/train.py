@@ -117,7 +117,7 @@ class Trainer:
     def train_step(self, x, y) -> dict[str, torch.Tensor]:
         terms = self.objective(x, y)
         self.opt.zero_grad(set_to_none=True)
-        measure = "attn_weighted" in terms and share_step(self.step, self.cfg)
+        measure = "attn_weighted" in terms and share_step(self)
         share = backward_with_share(terms["total"], terms["attn_weighted"] if measure else None,
                                     list(self.model.parameters()))
         if share is not None:

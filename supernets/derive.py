@@ -3,6 +3,7 @@ from the supernet's weights (sliced to the kept channels)."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -26,40 +27,85 @@ def _version() -> str:
         return "unknown"
 
 
+EXHAUSTIVE_LIMIT = 1 << 16  # spaces with at most this many nets (S3: 32,768) are searched exhaustively
+
+
 def budget_choices(supernet: Network, target_macs: float) -> list[int]:
-    """The choice index per searched block of a net with at most ``target_macs`` MACs, greedy by the width
-    probabilities: from the argmax net, narrow the block whose step loses the least log-probability per
-    MAC saved until the net fits; then widen, by the least log-probability lost per MAC added, while it
-    still fits. Every candidate is costed exactly (one batched cost evaluation per move)."""
-    logp = supernet.width_probs().detach().double().log().cpu()  # -inf on padding
+    """The choice index per searched block of a net that fills a budget of ``target_macs`` MACs. Small
+    spaces (S3) exactly: the most probable net within 5 % below the budget. Larger ones greedy by the
+    width probabilities: from the argmax net, narrow the block whose step loses the least
+    log-probability per MAC saved until the net fits; then fill the budget (a budget above the argmax
+    net's cost is used, not left idle): among the moves that add MACs and still fit — any one block to
+    any choice, or two blocks one step each (one may narrow) — take the least log-probability lost per
+    MAC added, until none is left. Every candidate is costed exactly, in one batched evaluation per move."""
+    logp = supernet.width_logit_matrix().detach().double().log_softmax(-1).cpu()  # -inf on padding only
     valid = supernet.choice_valid.cpu()
-    nblocks, kmax = logp.shape
     choice = logp.argmax(-1)
-    cost = _batched_macs(supernet, choice[None])[0]
     floor = _batched_macs(supernet, (valid.sum(-1) - 1)[None])[0]
     if floor > target_macs:
         raise ArchError(f"MAC target {target_macs:,.0f} is below the smallest net of {supernet.spec.name} "
                         f"({floor:,.0f} MACs)")
-    for narrower in (True, False):
-        while not (narrower and cost <= target_macs):  # narrow until it fits; widen until nothing fits
-            block, k = torch.meshgrid(torch.arange(nblocks), torch.arange(kmax), indexing="ij")
-            step = (k > choice[:, None]) if narrower else (k < choice[:, None])  # larger index = narrower
-            step &= valid
-            if not step.any():
-                break
-            cands = choice.repeat(int(step.sum()), 1)
-            cands[torch.arange(len(cands)), block[step]] = k[step]
-            macs = _batched_macs(supernet, cands)
-            lost = logp[block[step], choice[block[step]]] - logp[block[step], k[step]]
-            delta = (cost - macs) if narrower else (macs - cost)
-            score = lost / delta.clamp_min(1e-9)
-            if not narrower:
-                score[macs > target_macs] = float("inf")
-                if torch.isinf(score).all():
-                    break
-            best = int(score.argmin())
-            choice, cost = cands[best], macs[best]
-    return choice.tolist()
+    counts = valid.sum(-1).tolist()
+    if math.prod(counts) <= EXHAUSTIVE_LIMIT:
+        return _exhaustive_choices(supernet, logp, counts, target_macs)
+    cost = _batched_macs(supernet, choice[None])[0]
+    while cost > target_macs:  # narrow until it fits
+        cands = _moves(choice, valid, narrower_only=True)
+        macs = _batched_macs(supernet, cands)
+        score = _lost(logp, choice, cands) / (cost - macs).clamp_min(1e-9)
+        best = int(score.argmin())
+        choice, cost = cands[best], macs[best]
+    while True:  # fill the budget
+        cands = _moves(choice, valid, narrower_only=False)
+        macs = _batched_macs(supernet, cands)
+        fits = (macs > cost) & (macs <= target_macs)
+        if not fits.any():
+            return choice.tolist()
+        score = _lost(logp, choice, cands) / (macs - cost).clamp_min(1e-9)
+        best = int(torch.where(fits, score, torch.inf).argmin())
+        choice, cost = cands[best], macs[best]
+
+
+def _exhaustive_choices(supernet: Network, logp: torch.Tensor, counts: list[int], target_macs: float) -> list[int]:
+    """Every net of a small space costed at once: the most probable one within 5 % below the budget, or,
+    when no net lies there, the largest that fits."""
+    grid = torch.cartesian_prod(*[torch.arange(k) for k in counts]).view(-1, len(counts))
+    macs = _batched_macs(supernet, grid)
+    score = logp[torch.arange(len(counts)), grid].sum(-1)
+    window = (macs <= target_macs) & (macs >= 0.95 * target_macs)
+    if window.any():
+        best = torch.where(window, score, -torch.inf).argmax()
+    else:
+        best = torch.where(macs <= target_macs, macs, -torch.inf).argmax()
+    return grid[best].tolist()
+
+
+def _moves(choice: torch.Tensor, valid: torch.Tensor, narrower_only: bool) -> torch.Tensor:
+    """Candidate choice vectors (M, B) one move from ``choice``: one block to another valid choice
+    (only narrower ones if ``narrower_only``; a larger index is narrower), and, unless ``narrower_only``,
+    two different blocks one step each."""
+    nblocks, kmax = valid.shape
+    block, k = torch.meshgrid(torch.arange(nblocks), torch.arange(kmax), indexing="ij")
+    single = valid & ((k > choice[:, None]) if narrower_only else (k != choice[:, None]))
+    cands = choice.repeat(int(single.sum()), 1)
+    cands[torch.arange(len(cands)), block[single]] = k[single]
+    if narrower_only:
+        return cands
+    step = single & ((k - choice[:, None]).abs() == 1)
+    sb, sk = block[step], k[step]
+    i, j = torch.triu_indices(len(sb), len(sb), 1)
+    keep = sb[i] != sb[j]
+    i, j = i[keep], j[keep]
+    pairs = choice.repeat(len(i), 1)
+    pairs[torch.arange(len(i)), sb[i]] = sk[i]
+    pairs[torch.arange(len(i)), sb[j]] = sk[j]
+    return torch.cat([cands, pairs])
+
+
+def _lost(logp: torch.Tensor, choice: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
+    """(M,) log-probability of ``choice`` minus that of each candidate (positive = less probable)."""
+    rows = torch.arange(logp.shape[0])
+    return logp[rows, choice].sum() - logp[rows, cands].sum(-1)
 
 
 def _batched_macs(supernet: Network, choices: torch.Tensor) -> torch.Tensor:

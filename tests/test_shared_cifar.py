@@ -36,6 +36,12 @@ def test_one_epoch_s3_search_with_the_robust_wrn16_teacher(cifar_root, tmp_path)
     assert record["images_per_s"] == pytest.approx(seen / record["seconds"], abs=slack)
     import rnas
 
-    assert record["expected_macs"] < rnas.build_supernet("S3").expected_macs().item()  # the FLOP term acts
+    # distillation acts: at gamma = 1 the attention term had ~3 % of the weight gradient
+    assert 0.2 < record["weight/attn_grad_share"] < 0.9
     derived = run_rnas("derive", run)
     assert derived.returncode == 0 and (run / "arch.json").is_file()
+    net = rnas.build_supernet("S3")
+    smallest = net.cost([len(b.width_choices) - 1 for b in net.searched_blocks])[1]
+    largest = net.cost([0] * len(net.searched_blocks))[1]
+    macs = json.loads((run / "arch.json").read_text())["macs"]
+    assert smallest < macs < largest  # the search trades accuracy for MACs: neither the floor nor the ceiling

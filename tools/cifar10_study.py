@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -27,8 +28,16 @@ def run(args: list[str], log: Path) -> None:
     with open(log, "a") as fh:
         fh.write(f"$ rnas {' '.join(args)}\n")
         fh.flush()
-        subprocess.run([sys.executable, "-m", "rnas", *args], stdout=fh, stderr=subprocess.STDOUT, env=env,
-                       check=True)
+        with subprocess.Popen([sys.executable, "-m", "rnas", *args], stdout=fh, stderr=subprocess.STDOUT,
+                              env=env) as child:
+            try:
+                code = child.wait()
+            except BaseException:  # the study is stopped: stop the run too (it checkpoints on SIGTERM)
+                child.terminate()
+                child.wait()
+                raise
+        if code:
+            raise SystemExit(f"rnas {args[0]} failed (exit {code}); see {log}")
 
 
 def epochs_done(run_dir: Path) -> int:
@@ -37,13 +46,15 @@ def epochs_done(run_dir: Path) -> int:
 
 
 def train(command: list[str], run_dir: Path, epochs: int, log: Path) -> None:
-    """Start, resume or skip one search/retrain run."""
+    """Start, resume or skip one search/retrain run (checkpointed every 50 steps)."""
     if epochs_done(run_dir) >= epochs:
         return
     if (run_dir / "checkpoint.pt").exists():
         run([command[0], "--resume", str(run_dir)], log)
-    else:
-        run([*command, "--out", str(run_dir)], log)
+        return
+    if run_dir.exists():  # killed before its first checkpoint: nothing to resume, start it again
+        shutil.rmtree(run_dir)
+    run([*command, "--checkpoint-every", "50", "--out", str(run_dir)], log)
 
 
 def evaluate(run_dir: Path, attacks: str, name: str, log: Path) -> dict:
@@ -92,6 +103,7 @@ def main() -> None:
     with ThreadPoolExecutor(args.lanes) as pool:
         results = dict(zip(jobs, pool.map(lambda item: retrain(item[0], *item[1]), jobs.items()), strict=True))
     sweep = {g: results[f"cl-gamma{g:g}"] for g in SWEEP}
+    # chosen on the same validation images the table reports (there is no other held-out split here)
     chosen = max(SWEEP, key=lambda g: (sweep[g]["pgd20"], sweep[g]["clean"]))
     (out / "sweep.json").write_text(json.dumps({"sweep": {f"{g:g}": r for g, r in sweep.items()},
                                                 "chosen_gamma_t": chosen}, indent=1) + "\n")
