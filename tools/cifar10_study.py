@@ -98,8 +98,11 @@ def main() -> None:
         return evaluate(run_dir, "clean,pgd20", "eval", log)
 
     # 2. gamma_t sweep and the arms that do not depend on it
+    # most likely winners and the baselines first: a study stopped early has the most useful runs done
+    order = ("cl-gamma1000", "cl-gamma10000", "ce", "kd", "cl-gamma100", "cl-gamma10")
     jobs = {f"cl-gamma{g:g}": ("--gamma-t", str(g)) for g in SWEEP}
     jobs.update({"ce": ("--baseline", "ce"), "kd": ("--baseline", "kd")})
+    jobs = {name: jobs[name] for name in order}
     with ThreadPoolExecutor(args.lanes) as pool:
         results = dict(zip(jobs, pool.map(lambda item: retrain(item[0], *item[1]), jobs.items()), strict=True))
     sweep = {g: results[f"cl-gamma{g:g}"] for g in SWEEP}
