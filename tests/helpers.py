@@ -52,6 +52,15 @@ def write_space(path: Path) -> Path:
     return path
 
 
+def write_tiny_setup(root: Path) -> Path:
+    """``root`` with tiny CIFAR-10 data (data/), a tiny RobustBench teacher (models/, ``wrn-10-1`` named
+    ``tiny``) and the tiny search space (tiny.yaml): everything a search or retrain test needs."""
+    write_cifar10(root / "data")
+    write_teacher(root / "models")
+    write_space(root / "tiny.yaml")
+    return root
+
+
 def rnas_cmd(*args) -> list[str]:
     return [sys.executable, "-m", "rnas", *map(str, args)]
 

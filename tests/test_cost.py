@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 from conftest import builtin, randomize
-from helpers import write_cifar10, write_space, write_teacher
+from helpers import write_tiny_setup
 from test_derive import flop_count_macs
 from test_search_cli import main_in_process, search_args
 
@@ -95,11 +95,7 @@ def test_budget_keeps_the_argmax_net_when_it_is_the_only_fit():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("budget")
-    write_cifar10(root / "data")
-    write_teacher(root / "models")
-    write_space(root / "tiny.yaml")
-    return root
+    return write_tiny_setup(tmp_path_factory.mktemp("budget"))
 
 
 def test_search_once_derive_many(tiny, tmp_path):

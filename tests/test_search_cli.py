@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import rnas_cmd, run_rnas, write_cifar10, write_space, write_teacher
+from helpers import rnas_cmd, run_rnas, write_tiny_setup
 
 import rnas
 from search_spaces import parse_space
@@ -19,11 +19,7 @@ from supernets import Network
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("search")
-    write_cifar10(root / "data")
-    write_teacher(root / "models")
-    write_space(root / "tiny.yaml")
-    return root
+    return write_tiny_setup(tmp_path_factory.mktemp("search"))
 
 
 def search_args(setup, out, *extra):

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import write_cifar10, write_space, write_teacher
+from helpers import write_tiny_setup
 from torch import nn
 from torch.nn import functional as F
 
@@ -27,11 +27,7 @@ RETRAIN_FIELDS = {f.name for f in dataclasses.fields(RetrainConfig)}
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("semantics")
-    write_cifar10(root / "data")
-    write_teacher(root / "models")
-    write_space(root / "tiny.yaml")
-    return root
+    return write_tiny_setup(tmp_path_factory.mktemp("semantics"))
 
 
 def search_config(env, **overrides) -> SearchConfig:
