@@ -5,9 +5,14 @@ device as uint8 and is augmented batch-wise on the device (pad-crop + flip). Ima
 ImageFolder restricted to the CMC 100-class list, loaded by a DataLoader with workers.
 Data order depends only on (seed, epoch), and each batch's augmentation only on (seed, epoch, step), so
 a run resumed at any step sees exactly the batches it would have seen.
+CIFAR pickles are read by an unpickler that admits only numpy's array globals (a batch cannot run code),
+and every field is checked: a bad file is one line naming it and the problem.
 """
 from __future__ import annotations
 
+import codecs
+import importlib
+import os
 import pickle
 from dataclasses import dataclass
 from importlib import resources
@@ -39,6 +44,85 @@ class ImageTensors:
         return ImageTensors(self.images[start:stop], self.labels[start:stop])
 
 
+_NUMPY_CORE = "numpy._core" if int(np.__version__.split(".")[0]) >= 2 else "numpy.core"
+# everything a CIFAR batch pickle refers to: ndarrays as numpy writes them (protocol 2 in Python 2 and 3,
+# protocols 3-4, protocol 5's _frombuffer), numpy scalars, and bytes as Python 3 writes them in protocol <= 2
+_CORE_GLOBALS = {("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer")}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickler that builds only dicts, lists, str/bytes, numbers and numpy arrays: no other global."""
+
+    def __init__(self, fh, path: Path):
+        super().__init__(fh, encoding="latin1")  # as torchvision: Python 2 pickles, str keys
+        self.path = path
+
+    def find_class(self, module: str, name: str):
+        core = module.split(".")
+        if module == "numpy" and name in ("ndarray", "dtype"):
+            return getattr(np, name)
+        if len(core) == 3 and core[:2] in (["numpy", "core"], ["numpy", "_core"]) and (core[2], name) in _CORE_GLOBALS:
+            return getattr(importlib.import_module(f"{_NUMPY_CORE}.{core[2]}"), name)
+        if (module, name) == ("_codecs", "encode"):
+            return codecs.encode
+        raise UserError(f"{self.path}: refused: the pickle asks for the forbidden global {module}.{name} "
+                        f"(a CIFAR batch holds only dicts, lists, strings and numpy arrays)")
+
+
+def _unpickle(path: Path):
+    try:
+        with open(path, "rb") as fh:
+            if not os.fstat(fh.fileno()).st_size:
+                raise UserError(f"{path}: empty file (0 bytes)")
+            return _BatchUnpickler(fh, path).load()
+    except UserError:
+        raise
+    except OSError as err:
+        raise UserError(f"{path}: unreadable ({err.strerror or err})") from None
+    except Exception as err:  # noqa: BLE001 - a corrupt pickle can fail in any of a dozen ways
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:100]
+        raise UserError(f"{path}: truncated or not a pickle ({detail})") from None
+
+
+def _integers(value, path: Path, key: str, what: str) -> np.ndarray:
+    """``value`` as an integer ndarray; anything else is a one-line error."""
+    try:
+        arr = np.asarray(value) if isinstance(value, (np.ndarray, list, tuple)) else None
+    except (ValueError, TypeError, OverflowError):
+        arr = None
+    if arr is None or not (arr.dtype.kind in "iu" or (arr.size == 0 and arr.dtype.kind == "f")):
+        kind = f"a {arr.dtype} array" if arr is not None else f"a {type(value).__name__}"
+        raise UserError(f"{path}: '{key}' is {kind}, expected {what}")
+    return arr.astype(np.int64) if arr.size == 0 else arr
+
+
+def read_cifar_batch(path: Path, label_key: str = "labels", classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 images (N, 3, 32, 32), int64 labels (N,)) of one CIFAR pickle, every field checked."""
+    batch = _unpickle(path)
+    if not isinstance(batch, dict):
+        raise UserError(f"{path}: a pickled {type(batch).__name__}, not a CIFAR batch (a dict with "
+                        f"'data' and '{label_key}')")
+    batch = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    for key in ("data", label_key):
+        if key not in batch:
+            raise UserError(f"{path}: no '{key}' entry (keys: {', '.join(map(str, batch)) or 'none'})")
+    data = _integers(batch["data"], path, "data", "a uint8 array of N x 3072 pixels")
+    labels = _integers(batch[label_key], path, label_key, "a list of integers")
+    if data.ndim == 1 and data.size % 3072:
+        raise UserError(f"{path}: 'data' holds {data.size} values, not a multiple of 3072 (3x32x32 per image)")
+    if data.ndim != 1 and (data.ndim < 2 or int(np.prod(data.shape[1:])) != 3072):
+        raise UserError(f"{path}: 'data' has shape {tuple(data.shape)}, expected (N, 3072)")
+    if data.size and (data.min() < 0 or data.max() > 255):
+        raise UserError(f"{path}: 'data' values outside [0, 255]")
+    images = data.astype(np.uint8, copy=False).reshape(-1, 3, 32, 32)
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise UserError(f"{path}: {len(images)} images but {labels.size} {label_key}")
+    bad = np.flatnonzero((labels < 0) | (labels >= classes))
+    if len(bad):
+        raise UserError(f"{path}: {label_key} outside [0, {classes}) (found {labels[bad[0]]} at index {bad[0]})")
+    return images, labels.astype(np.int64)
+
+
 def _read_cifar(root: Path, dataset: str, split: str, download: bool) -> ImageTensors:
     folder, train_files, test_file, label_key = CIFAR_DIRS[dataset]
     base = root / folder
@@ -56,13 +140,10 @@ def _read_cifar(root: Path, dataset: str, split: str, download: bool) -> ImageTe
         what = "the test split" if split == "test" else f"{dataset} training data"
         raise UserError(f"--data-dir {root}: {what} is absent (no {base / missing[0]}); "
                         f"torchvision's layout is expected{'' if download else ', or pass --download'}")
-    images, labels = [], []
-    for name in files:
-        with open(base / name, "rb") as fh:
-            batch = pickle.load(fh, encoding="latin1")  # as torchvision: py2 pickles, str keys
-        images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.extend(batch[label_key])
-    return ImageTensors(torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.long))
+    classes = 100 if dataset == "cifar100" else 10
+    batches = [read_cifar_batch(base / name, label_key, classes) for name in files]
+    return ImageTensors(torch.from_numpy(np.concatenate([b[0] for b in batches])),
+                        torch.from_numpy(np.concatenate([b[1] for b in batches])))
 
 
 def _read_digits() -> ImageTensors:

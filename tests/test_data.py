@@ -1,4 +1,10 @@
 """Data: on-disk CIFAR layout, splits, batched augmentation, ImageNet-100 folders, digits."""
+import io
+import pickle
+import pickletools
+import struct
+
+import numpy as np
 import pytest
 import torch
 from helpers import write_cifar10
@@ -10,6 +16,7 @@ from rnas.data import (
     load_tensors,
     make_loaders,
     random_crop_flip,
+    read_cifar_batch,
     split_train_val,
 )
 from rnas.errors import UserError
@@ -19,8 +26,6 @@ def test_cifar_layout_is_read_exactly(tmp_path):
     write_cifar10(tmp_path, n_per_batch=20)
     data = load_tensors("cifar10", str(tmp_path), "train")
     assert data.images.shape == (100, 3, 32, 32) and data.images.dtype == torch.uint8
-    import pickle
-
     with open(tmp_path / "cifar-10-batches-py" / "data_batch_2", "rb") as fh:
         batch = pickle.load(fh, encoding="latin1")
     assert torch.equal(data.images[20].flatten(), torch.from_numpy(batch["data"][0]))
@@ -109,3 +114,48 @@ def test_imagenet100_folder_reads_images(tmp_path):
     x, y = dataset[1]
     assert x.shape == (3, 224, 224) and 0 <= x.min() and x.max() <= 1
     assert y == classes.index(dataset.samples[1][0].split("/")[-2])  # labels follow the CMC list order
+
+
+class _Py2Pickler(pickle._Pickler):
+    """Writes str and bytes as Python 2 strings (BINSTRING), as the Toronto CIFAR files hold them."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def _save_py2_str(self, obj):
+        raw = obj if isinstance(obj, bytes) else obj.encode("latin1")
+        size = bytes([len(raw)]) if len(raw) < 256 else struct.pack("<i", len(raw))
+        self.write((pickle.SHORT_BINSTRING if len(raw) < 256 else pickle.BINSTRING) + size + raw)
+        self.memoize(obj)
+
+    dispatch[bytes] = dispatch[str] = _save_py2_str
+
+
+def _globals(raw: bytes) -> set[str]:
+    found, strings = set(), []
+    for op, arg, _ in pickletools.genops(raw):
+        if isinstance(arg, str):
+            strings.append(arg)
+        if op.name == "GLOBAL":
+            found.add(arg.replace(" ", "."))
+        elif op.name == "STACK_GLOBAL":
+            found.add(".".join(strings[-2:]))
+    return found
+
+
+def test_python2_protocol5_and_bytes_key_batches_are_read(tmp_path):
+    """The Toronto files (Python 2, protocol 2, numpy.core names), make_batches.py's protocol 5, and a
+    Python 3 re-dump with bytes keys all read back the same pixels and labels."""
+    data = np.random.default_rng(0).integers(0, 256, (4, 3072), dtype=np.uint8)
+    batch = {"batch_label": "training batch 1 of 5", "labels": [3, 0, 9, 1], "data": data, "filenames": ["a.png"] * 4}
+    buf = io.BytesIO()
+    _Py2Pickler(buf, protocol=2).dump(batch)
+    py2 = buf.getvalue().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+    assert _globals(py2) == {"numpy.core.multiarray._reconstruct", "numpy.ndarray", "numpy.dtype"}
+    proto5 = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+    assert _globals(proto5) == {"numpy._core.numeric._frombuffer", "numpy.dtype"}
+    bytes_keys = pickle.dumps({k.encode(): v for k, v in batch.items()}, protocol=2)
+    for i, raw in enumerate((py2, proto5, bytes_keys)):
+        (tmp_path / f"b{i}").write_bytes(raw)
+        images, labels = read_cifar_batch(tmp_path / f"b{i}")
+        assert images.dtype == np.uint8 and images.shape == (4, 3, 32, 32)
+        assert np.array_equal(images.reshape(4, 3072), data) and labels.tolist() == [3, 0, 9, 1]
