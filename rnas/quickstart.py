@@ -26,15 +26,18 @@ def _stage(title: str, start: float) -> None:
 
 
 def run_quickstart(out: str | Path, seed: int = 0) -> dict:
+    """Teacher, search, derive, four retrains and their evaluation under ``out`` (absolute paths in every config)."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise UserError(f"--out {out}: already exists and is not empty; remove it or pass another --out")
+    out = out.resolve()  # every path below goes into a config or arch.json: absolute, usable from anywhere
     start = time.perf_counter()
     common = {"data": "digits", "batch_size": 64, "seed": seed, "log_every": 0}
 
     _stage("1/5 adversarially train a small robust teacher (WRN-16-1, N-FGSM, eps 8/255)", start)
     teacher_ckpt = run_teacher_training(TeacherTrainConfig(arch="wrn-16-1", at="nfgsm", epochs=4,
                                                            out=str(out / "teacher"), **common), out / "teacher")
+    teacher_ckpt = Path(teacher_ckpt).resolve()
     teacher = {"teacher": "wrn-16-1", "teacher_ckpt": str(teacher_ckpt)}
     print(f"teacher: {json.loads(teacher_ckpt.with_suffix('.json').read_text())['val']}")
 
@@ -44,6 +47,7 @@ def run_quickstart(out: str | Path, seed: int = 0) -> dict:
 
     _stage("3/5 derive the architecture and its tutors", start)
     arch_path, arch = write_arch(out / "search")
+    arch_path = Path(arch_path).resolve()
     print(format_arch(arch))
 
     rows = []
