@@ -5,19 +5,80 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import re
 import types
 import typing
 from pathlib import Path
 
 import yaml
 
+from search_spaces.spec import read_yaml, yaml_problem
+
 from .errors import UserError
 
 
-def flag(default, help: str, **extra):
-    """A config field with its CLI help (and optional argparse extras such as ``choices``)."""
+def flag(default, help: str, *, range: str | None = None, **extra):
+    """A config field with its CLI help, optional valid ``range`` (">= 1", "> 0", "[0, 1)", ...) and argparse extras."""
     factory = {"default_factory": lambda: list(default)} if isinstance(default, list) else {"default": default}
+    if range is not None:
+        extra["range"] = parse_range(range)
     return dataclasses.field(metadata={"help": help, **extra}, **factory)
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """A numeric interval; ``str`` is how help texts and errors state it."""
+
+    low: float | None
+    high: float | None
+    low_open: bool
+    high_open: bool
+    text: str
+
+    def __contains__(self, value) -> bool:
+        if not math.isfinite(value):
+            return False
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_range(text: str) -> Range:
+    """'>= 1', '> 0', '<= 5', '[0, 1)', '(0, 1)' -> Range."""
+    t = text.replace(" ", "")
+    if m := re.fullmatch(r"(>=|>|<=|<)(-?[\d.e+-]+)", t):
+        op, v = m[1], float(m[2])
+        low, high = (v, None) if op[0] == ">" else (None, v)
+        return Range(low, high, op == ">", op == "<", f"{op} {m[2]}")
+    if m := re.fullmatch(r"([\[(])(-?[\d.e+-]+),(-?[\d.e+-]+)([\])])", t):
+        return Range(float(m[2]), float(m[3]), m[1] == "(", m[4] == ")", f"in {m[1]}{m[2]}, {m[3]}{m[4]}")
+    raise ValueError(f"bad range {text!r}")
+
+
+def _flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def validate(config) -> None:
+    """Every field with a range (each element of a list field) must lie in it; then the cross-field checks."""
+    for f in dataclasses.fields(config):
+        value, valid = getattr(config, f.name), f.metadata.get("range")
+        if valid is None or value is None:
+            continue
+        for v in value if isinstance(value, list) else [value]:
+            if v not in valid:
+                raise UserError(f"{_flag_name(f.name)} {v:g}: must be {valid}")
+    batch, limit = getattr(config, "batch_size", None), getattr(config, "limit", None)
+    if batch is not None and limit is not None and batch > limit:
+        raise UserError(f"--batch-size {batch} is larger than the training set (--limit {limit} images): "
+                        f"use a batch size <= {limit}")
+    check = getattr(config, "check", None)
+    if check is not None:
+        check()
 
 
 SI_SUFFIXES = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9}
@@ -67,7 +128,8 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...]
         name = "--" + f.name.replace("_", "-")
         tp = _base_type(hints[f.name])
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        text = f"{f.metadata.get('help', '')} (default: {default})".replace("%", "%%")  # argparse formats help
+        valid = f"; range: {f.metadata['range']}" if "range" in f.metadata else ""
+        text = f"{f.metadata.get('help', '')} (default: {default}{valid})".replace("%", "%%")  # argparse formats help
         kwargs = {"default": argparse.SUPPRESS, "help": text}
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
@@ -81,40 +143,56 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...]
             parser.add_argument(name, type=tp, metavar=f.name.upper(), **kwargs)
 
 
+def _scalar(tp, value):
+    """``value`` as ``tp`` without loss: 1.9 is not an int, True is not a number, 5 is not a bool."""
+    if tp is bool or isinstance(value, bool):
+        if tp is not bool or not isinstance(value, bool):
+            raise TypeError
+        return value
+    if tp is int and isinstance(value, float):
+        raise TypeError
+    if tp is int and isinstance(value, str):
+        return int(value.strip())  # "1.9" raises
+    if tp in (int, float) and not isinstance(value, (int, float, str)):
+        raise TypeError
+    if tp is str and not isinstance(value, (str, int, float)):
+        raise TypeError
+    return tp(value)
+
+
 def _coerce(cls, key: str, value, source: str):
     parse = next(f.metadata.get("parse") for f in dataclasses.fields(cls) if f.name == key)
     if parse is not None and value is not None:
+        if isinstance(value, bool):
+            raise UserError(f"{source}: {key}: expected a number, got {value!r}")
         return parse(value)
     hints = typing.get_type_hints(cls)
     tp = _base_type(hints[key])
     if value is None:
         return None
     try:
-        if tp is bool:
-            if not isinstance(value, bool):
-                raise TypeError
-            return value
         if typing.get_origin(tp) is list:
             inner = typing.get_args(tp)[0]
-            return [inner(v) for v in (value if isinstance(value, list) else [value])]
-        if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if tp is int and isinstance(value, bool):
-            raise TypeError
-        return tp(value) if not isinstance(value, tp) else value
+            return [_scalar(inner, v) for v in (value if isinstance(value, list) else [value])]
+        return _scalar(tp, value)
     except (TypeError, ValueError):
-        raise UserError(f"{source}: {key}: expected {getattr(tp, '__name__', tp)}, got {value!r}") from None
+        name = getattr(typing.get_args(tp)[0] if typing.get_origin(tp) is list else tp, "__name__", tp)
+        what = f"a list of {name}" if typing.get_origin(tp) is list else name
+        raise UserError(f"{source}: {key}: expected {what}, got {value!r}") from None
 
 
 def load_config_file(cls, path: str | Path) -> dict:
     """Keys of a YAML config file (flag names with - or _), validated against the dataclass."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_yaml(path.read_text()) or {}
     except OSError as err:
         raise UserError(f"--config {path}: cannot read ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"--config {path}: not a text file (byte {err.object[err.start]:#04x} at offset "
+                        f"{err.start} is not UTF-8)") from None
     except yaml.YAMLError as err:
-        raise UserError(f"--config {path}: bad YAML ({str(err).splitlines()[0]})") from None
+        raise UserError(f"--config {path}: bad YAML at {yaml_problem(err)}") from None
     if not isinstance(data, dict):
         raise UserError(f"--config {path}: expected a mapping of flag names to values")
     names = {f.name for f in dataclasses.fields(cls)}
@@ -134,7 +212,9 @@ def resolve_config(cls, args: argparse.Namespace, base: dict | None = None):
         values.update(load_config_file(cls, args.config))
     names = {f.name for f in dataclasses.fields(cls)}
     values.update({k: v for k, v in vars(args).items() if k in names})
-    return cls(**values)
+    config = cls(**values)
+    validate(config)
+    return config
 
 
 def save_config(config, path: Path) -> None:

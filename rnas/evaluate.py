@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from supernets import build_model
 
 from .adversarial import convert_to_mbn
 from .attacks import CW_STEPS, attack_eps, attack_steps, check_attack, parse_eps, run_attack
-from .config import flag
+from .config import flag, validate
 from .data import CIFAR_DIRS, DATASETS, DEFAULT_VAL_SIZE, load_tensors, split_train_val
 from .device import place, resolve_device
 from .errors import UserError
@@ -76,33 +77,66 @@ def evaluate(model: nn.Module, batches, attacks: list[str], eps_values: list[flo
 class EvalConfig:
     checkpoint: str = flag("", "rnas checkpoint (or a RobustBench file with --teacher-arch)")
     attacks: str = flag("clean,fgsm,pgd20,mifgsm,cw,autoattack", "comma-separated attacks")
-    eps: float = flag(8 / 255, "l_inf budget in pixel units", parse=parse_eps)
+    eps: float = flag(8 / 255, "l_inf budget in pixel units", parse=parse_eps, range=">= 0")
     eps_sweep: list[str] | None = flag(None, "several budgets, e.g. 2/255 4/255 8/255 (replaces --eps)")
-    n: int | None = flag(None, "evaluate the first N images of the split")
+    n: int | None = flag(None, "evaluate the first N images of the split", range=">= 1")
     split: str = flag("auto", "auto: the official test split when it is on disk, else val; val: the tail of train "
                       "the run validated on; test: the official test split", choices=("auto", "val", "test"))
     data: str | None = flag(None, "dataset (default: the checkpoint's)", choices=DATASETS)
     data_dir: str | None = flag(None, "dataset root (default: the checkpoint's)")
-    val_size: int | None = flag(None, "validation size (default: the checkpoint's)")
-    batch_size: int = flag(500, "evaluation batch size")
+    val_size: int | None = flag(None, "validation size (default: the checkpoint's)", range=">= 0")
+    batch_size: int = flag(500, "evaluation batch size", range=">= 1")
     json: str | None = flag(None, "also write the results to this JSON file")
     teacher_arch: str | None = flag(None, "treat CHECKPOINT as a RobustBench-layout teacher of this architecture")
     device: str = flag("cpu", "cpu, cuda, cuda:N or auto")
-    seed: int = flag(0, "random seed of the PGD / CW random starts and of AutoAttack (recorded in --json)")
+    seed: int = flag(0, "random seed of the PGD / CW random starts and of AutoAttack (recorded in --json)",
+                     range=">= 0")
     cw_steps: int = flag(CW_STEPS, f"steps of the cw attack; {CW_STEPS} is the seeds' CW-{CW_STEPS} "
-                         "(RobustResNets evaluate CW-40)")
+                         "(RobustResNets evaluate CW-40)", range=">= 1")
+
+
+    def attack_list(self) -> list[str]:
+        """The attacks of ``--attacks``, each checked (a one-line UserError for a typo or an empty list)."""
+        attacks = [a.strip() for a in self.attacks.split(",") if a.strip()]
+        if not attacks:
+            raise UserError(f"--attacks {self.attacks!r}: empty list (give at least one, e.g. clean,pgd20)")
+        for name in attacks:
+            try:
+                check_attack(name)
+            except UserError as err:
+                raise UserError(f"--attacks: {err}") from None
+        return attacks
+
+    def eps_values(self) -> list[float]:
+        """The budgets of ``--eps-sweep`` (or ``--eps``): > 0 unless the only attack is clean."""
+        values = [parse_eps(e) for e in self.eps_sweep] if self.eps_sweep else [self.eps]
+        if self.eps_sweep is not None and not self.eps_sweep:
+            raise UserError("--eps-sweep: empty list (give budgets such as 2/255 4/255, or drop the flag)")
+        flag_ = "--eps-sweep" if self.eps_sweep else "--eps"
+        for eps in values:
+            if not (0 <= eps <= 1):
+                raise UserError(f"{flag_} {eps:g}: must be in [0, 1] (pixel units, e.g. 8/255)")
+            if eps == 0 and self.attack_list() != ["clean"]:
+                raise UserError(f"{flag_} 0: attacks need a budget > 0 (0 only makes sense for --attacks clean)")
+        return values
+
+    def check(self) -> None:
+        """Cross-field checks and the --json destination, before any model or data is read."""
+        self.attack_list()
+        self.eps_values()
+        if self.json:
+            folder = Path(self.json).resolve().parent
+            if Path(self.json).is_dir():
+                raise UserError(f"--json {self.json}: is a directory (give a file name)")
+            if not folder.is_dir():
+                raise UserError(f"--json {self.json}: directory {folder} does not exist (create it first)")
+            if not os.access(folder, os.W_OK):
+                raise UserError(f"--json {self.json}: directory {folder} is not writable")
 
 
 def run_eval(cfg: EvalConfig, out=print) -> dict:
-    attacks = [a.strip() for a in cfg.attacks.split(",") if a.strip()]
-    eps_values = [parse_eps(e) for e in cfg.eps_sweep] if cfg.eps_sweep else [cfg.eps]
-    for name in attacks:  # fail fast on a typo, before anything is read
-        try:
-            check_attack(name)
-        except UserError as err:
-            raise UserError(f"--attacks: {err}") from None
-    if cfg.cw_steps < 1:
-        raise UserError(f"--cw-steps {cfg.cw_steps}: must be at least 1")
+    validate(cfg)  # fail fast on a typo or a bad number, before anything is read
+    attacks, eps_values = cfg.attack_list(), cfg.eps_values()
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     saved = {}

@@ -39,52 +39,59 @@ class RetrainConfig:
     data: str | None = flag(None, "dataset (default: the search's)", choices=DATASETS)
     data_dir: str | None = flag(None, "dataset root")
     download: bool = flag(False, "download CIFAR into --data-dir if absent")
-    val_size: int | None = flag(None, "validation images carved from the end of train")
-    limit: int | None = flag(None, "use only the first N training images")
+    val_size: int | None = flag(None, "validation images carved from the end of train", range=">= 0")
+    limit: int | None = flag(None, "use only the first N training images", range=">= 1")
     out: str = flag("runs/retrain", "run directory")
-    epochs: int | None = flag(None, "epochs (default: 100 CIFAR/digits, 200 ImageNet-100, 20 with --trades)")
-    batch_size: int | None = flag(None, "batch size (default: 128; 256 on ImageNet-100)")
-    lr: float | None = flag(None, "SGD lr (default: 0.1; 0.05 on ImageNet-100; 0.01 for TRADES fine-tuning)")
-    momentum: float = flag(0.9, "SGD momentum")
-    weight_decay: float | None = flag(None, "weight decay (default: 2e-4; 4e-5 on ImageNet-100)")
-    milestones: list[int] | None = flag(None, "lr x lr-decay at these epochs (default: 75 % and 90 % of --epochs)")
-    lr_decay: float = flag(0.1, "lr factor at each milestone")
+    epochs: int | None = flag(None, "epochs (default: 100 CIFAR/digits, 200 ImageNet-100, 20 with --trades)",
+                              range=">= 1")
+    batch_size: int | None = flag(None, "batch size (default: 128; 256 on ImageNet-100)", range=">= 1")
+    lr: float | None = flag(None, "SGD lr (default: 0.1; 0.05 on ImageNet-100; 0.01 for TRADES fine-tuning)",
+                            range="> 0")
+    momentum: float = flag(0.9, "SGD momentum", range="[0, 1)")
+    weight_decay: float | None = flag(None, "weight decay (default: 2e-4; 4e-5 on ImageNet-100)", range=">= 0")
+    milestones: list[int] | None = flag(None, "lr x lr-decay at these epochs (default: 75 % and 90 % of --epochs)",
+                                        range=">= 0")
+    lr_decay: float = flag(0.1, "lr factor at each milestone", range="(0, 1]")
     cosine: bool | None = flag(None, "cosine schedule (default: on for ImageNet-100)")
-    gamma_t: float = flag(GAMMA_T, "gamma_t of Eq. 3, weight of the attention loss (paper's 1/(n_s n_t) form)")
+    gamma_t: float = flag(GAMMA_T, "gamma_t of Eq. 3, weight of the attention loss (paper's 1/(n_s n_t) form)",
+                          range=">= 0")
     kl: str = flag("paper", "logit term: paper = KL(p, q); hinton = T^2 KL(q_T || p_T)", choices=("paper", "hinton"))
-    kd_temperature: float = flag(4.0, "temperature of the hinton KL")
-    map_size: int = flag(8, "side of the common attention-map size")
+    kd_temperature: float = flag(4.0, "temperature of the hinton KL", range="> 0")
+    map_size: int = flag(8, "side of the common attention-map size", range=">= 1")
     trades: bool = flag(False, "TRADES objective instead of CE in Eq. 3 (fine-tunes --init CKPT, or --from-scratch)")
     init: str | None = flag(None, "start from this retrain checkpoint (weights only)")
     from_scratch: bool = flag(False, "with --trades: train from random weights instead of fine-tuning --init")
-    beta: float = flag(6.0, "TRADES beta")
-    eps: float = flag(8 / 255, "TRADES l_inf budget (pixel units, e.g. 8/255)", parse=parse_eps)
-    step: float = flag(2 / 255, "TRADES inner step size", parse=parse_eps)
-    steps: int = flag(10, "TRADES inner steps")
+    beta: float = flag(6.0, "TRADES beta", range=">= 0")
+    eps: float = flag(8 / 255, "TRADES l_inf budget (pixel units, e.g. 8/255)", parse=parse_eps, range="> 0")
+    step: float = flag(2 / 255, "TRADES inner step size", parse=parse_eps, range="> 0")
+    steps: int = flag(10, "TRADES inner steps", range=">= 1")
     mbn: bool = flag(False, "Mixture BN: separate clean/adversarial BN while training (needs --trades)")
-    seed: int = flag(0, "random seed")
+    seed: int = flag(0, "random seed", range=">= 0")
     device: str = flag("cpu", "cpu, cuda, cuda:N or auto")
-    workers: int = flag(2, "DataLoader workers (folder datasets)")
+    workers: int = flag(2, "DataLoader workers (folder datasets)", range=">= 0")
     amp: bool = flag(False, "bfloat16 autocast for the forward passes")
     compile: bool = flag(False, "torch.compile the student (pays on GPUs; slower on CPUs)")
-    checkpoint_every: int = flag(0, "also checkpoint every N steps")
-    log_every: int = flag(20, "TensorBoard step-logging interval")
+    checkpoint_every: int = flag(0, "also checkpoint every N steps", range=">= 0")
+    log_every: int = flag(20, "TensorBoard step-logging interval", range=">= 0")
 
 
 def fill_defaults(cfg: RetrainConfig, arch: dict) -> RetrainConfig:
     """Resolve every dataset- and mode-dependent default (the resolved values go to config.yaml)."""
+    def default(value, fallback):
+        return fallback if value is None else value
+
     teacher = arch.get("teacher", {})
-    cfg.data = cfg.data or arch.get("data", "cifar10")
+    cfg.data = default(cfg.data, arch.get("data", "cifar10"))
     if cfg.teacher is None:
         cfg.teacher = teacher.get("name", "wrt34")
-        cfg.teacher_ckpt = cfg.teacher_ckpt or teacher.get("checkpoint")
-        cfg.model_dir = cfg.model_dir or teacher.get("model_dir")
+        cfg.teacher_ckpt = default(cfg.teacher_ckpt, teacher.get("checkpoint"))
+        cfg.model_dir = default(cfg.model_dir, teacher.get("model_dir"))
     imagenet = cfg.data == "imagenet100"
-    cfg.epochs = cfg.epochs or (20 if cfg.trades else 200 if imagenet else 100)
-    cfg.batch_size = cfg.batch_size or (256 if imagenet else 128)
-    cfg.lr = cfg.lr or (0.01 if cfg.trades else 0.05 if imagenet else 0.1)
-    cfg.weight_decay = cfg.weight_decay if cfg.weight_decay is not None else (4e-5 if imagenet else 2e-4)
-    cfg.cosine = imagenet if cfg.cosine is None else cfg.cosine
+    cfg.epochs = default(cfg.epochs, 20 if cfg.trades else 200 if imagenet else 100)
+    cfg.batch_size = default(cfg.batch_size, 256 if imagenet else 128)
+    cfg.lr = default(cfg.lr, 0.01 if cfg.trades else 0.05 if imagenet else 0.1)
+    cfg.weight_decay = default(cfg.weight_decay, 4e-5 if imagenet else 2e-4)
+    cfg.cosine = default(cfg.cosine, imagenet)
     if cfg.milestones is None:
         cfg.milestones = [round(0.75 * cfg.epochs), round(0.9 * cfg.epochs)]
     return cfg

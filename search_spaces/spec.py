@@ -20,6 +20,35 @@ BLOCK_PARAMS: dict[str, dict[str, Any]] = {
     "mbconv": {"kernel": 3, "expansion": 6, "act": "hswish"},
     "robust_res": {"kernel": 3, "scales": 4, "mid_ratio": 1.0, "se_reduction": 4, "act": "relu"},
 }
+MAX_DEPTH = 64  # blocks per stage
+MAX_WIDTH = 8192  # channels of any layer
+DATA_CHANNELS = 3  # every dataset rnas reads (CIFAR, ImageNet-100, digits) has RGB images
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that rejects a mapping with the same key twice (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """One line for a YAML error: 'line L, column C: problem'."""
+    mark = getattr(err, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+    problem = getattr(err, "problem", None) or " ".join(str(err).split()) or "invalid YAML"
+    return f"{where}: {problem}"
+
+
+def read_yaml(text: str):
+    """``text`` parsed as YAML with duplicate keys rejected (yaml.YAMLError otherwise)."""
+    return yaml.load(text, Loader=UniqueKeyLoader)
 
 
 class SpecError(ValueError):
@@ -110,11 +139,13 @@ class _Checker:
                 self.fail(f"{path}.{key}" if path else key, "missing required key")
         return value
 
-    def integer(self, value, path: str, minimum: int = 1) -> int:
+    def integer(self, value, path: str, minimum: int = 1, maximum: int | None = None) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             self.fail(path, f"expected an integer, got {type(value).__name__} {value!r}")
         if value < minimum:
             self.fail(path, f"must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            self.fail(path, f"must be <= {maximum}, got {value}")
         return value
 
     def number(self, value, path: str, positive: bool = True) -> float:
@@ -145,7 +176,7 @@ class _Checker:
             self.fail(path, f"expected a list of channel widths, got {type(value).__name__}")
         if not value:
             self.fail(path, "empty width choices")
-        widths = [self.integer(w, f"{path}[{i}]") for i, w in enumerate(value)]
+        widths = [self.integer(w, f"{path}[{i}]", maximum=MAX_WIDTH) for i, w in enumerate(value)]
         seen = set()
         for w in widths:
             if w in seen:
@@ -180,7 +211,7 @@ def _block(c: _Checker, value, path: str) -> BlockSpec:
 
 def _stage(c: _Checker, value, path: str, default_block: BlockSpec | None) -> StageSpec:
     raw = c.mapping(value, path, ("depth", "widths", "stride", "block"), ("depth", "widths"))
-    depth = c.integer(raw["depth"], f"{path}.depth")
+    depth = c.integer(raw["depth"], f"{path}.depth", maximum=MAX_DEPTH)
     stride = c.integer(raw.get("stride", 1), f"{path}.stride")
     if stride not in (1, 2):
         c.fail(f"{path}.stride", f"must be 1 or 2, got {stride}")
@@ -211,11 +242,13 @@ def parse_space(data: Any, source: str = "<dict>") -> SpaceSpec:
             "stem", "block", "stages", "paper")
     raw = c.mapping(data, "", keys, ("name", "input_size", "num_classes", "stem", "stages"))
     name = c.text(raw["name"], "name")
-    in_channels = c.integer(raw.get("in_channels", 3), "in_channels")
+    in_channels = c.integer(raw.get("in_channels", DATA_CHANNELS), "in_channels")
+    if in_channels != DATA_CHANNELS:
+        c.fail("in_channels", f"must be {DATA_CHANNELS} (every dataset rnas reads has RGB images), got {in_channels}")
     stem_raw = c.mapping(raw["stem"], "stem", ("type", "channels", "kernel", "stride", "act"), ("type", "channels"))
     stem = StemSpec(
         type=c.choice(stem_raw["type"], "stem.type", STEM_TYPES),
-        channels=c.integer(stem_raw["channels"], "stem.channels"),
+        channels=c.integer(stem_raw["channels"], "stem.channels", maximum=MAX_WIDTH),
         kernel=c.odd_kernel(stem_raw.get("kernel", 3), "stem.kernel"),
         stride=c.integer(stem_raw.get("stride", 1), "stem.stride"),
         act=c.choice(stem_raw.get("act", "relu"), "stem.act", ACTIVATIONS),
@@ -270,11 +303,11 @@ def read_space_file(path: Path, source: str | None = None) -> SpaceSpec:
         text = path.read_text()
     except OSError as err:
         raise SpecError(source, "", f"cannot read file ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise SpecError(source, "", f"not a text file (byte {err.object[err.start]:#04x} at offset {err.start} "
+                        "is not UTF-8)") from None
     try:
-        data = yaml.safe_load(text)
+        data = read_yaml(text)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
-        problem = getattr(err, "problem", None) or "invalid YAML"
-        raise SpecError(source, "", f"bad YAML at {where}: {problem}") from None
+        raise SpecError(source, "", f"bad YAML at {yaml_problem(err)}") from None
     return parse_space(data, source)

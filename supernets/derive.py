@@ -142,23 +142,48 @@ def derive(supernet: Network, choices: list[int] | None = None) -> dict:
 def read_arch(arch: dict | str | Path) -> tuple[dict, str]:
     """(arch dict, source name) from a dict or an arch.json path; unreadable files are an ArchError."""
     if isinstance(arch, dict):
-        return arch, "<arch>"
+        return _checked(arch, "<arch>"), "<arch>"
     path = Path(arch)
     try:
-        return json.loads(path.read_text()), str(path)
+        data = json.loads(path.read_text())
     except OSError as err:
         raise ArchError(f"{path}: cannot read arch file ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise ArchError(f"{path}: not a text file (byte {err.object[err.start]:#04x} at offset {err.start} "
+                        "is not UTF-8)") from None
     except json.JSONDecodeError as err:
         raise ArchError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+    return _checked(data, str(path)), str(path)
+
+
+ARCH_FIELDS = {"spec": dict, "widths": list, "num_classes": int}  # required, with their JSON types
+
+
+def _checked(arch, source: str) -> dict:
+    """``arch`` if it is a JSON object with the required fields of the right types (else a one-line ArchError)."""
+    if not isinstance(arch, dict):
+        raise ArchError(f"{source}: expected a JSON object (as written by rnas derive), got {type(arch).__name__}")
+    for key, kind in ARCH_FIELDS.items():
+        if key not in arch:
+            raise ArchError(f"{source}: {key}: missing required key (is this an arch.json of rnas derive?)")
+        value = arch[key]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise ArchError(f"{source}: {key}: expected {'an object' if kind is dict else kind.__name__}, "
+                            f"got {value!r}"[:200])
+    if arch["num_classes"] < 1:
+        raise ArchError(f"{source}: num_classes: must be >= 1, got {arch['num_classes']}")
+    for key in ("teacher", "data"):
+        kind = dict if key == "teacher" else str
+        if key in arch and not isinstance(arch[key], kind):
+            raise ArchError(f"{source}: {key}: expected {'an object' if kind is dict else 'a string'}, "
+                            f"got {arch[key]!r}"[:200])
+    return arch
 
 
 def build_model(arch: dict | str | Path, supernet: Network | None = None) -> Network:
     """Standalone net from an arch description (dict or path to arch.json); with ``supernet`` its
     weights are initialised from the supernet's (exactly reproducing its argmax output)."""
     arch, source = read_arch(arch)
-    for key in ("spec", "widths", "num_classes"):
-        if key not in arch:
-            raise ArchError(f"{source}: {key}: missing required key")
     try:
         spec = parse_space(arch["spec"], f"{source}:spec")
     except SpecError as err:

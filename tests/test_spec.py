@@ -65,6 +65,13 @@ CASES = [
     ("not-a-mapping", "- just\n- a list\n", "expected a mapping", "got list"),
     ("too-small-input", mutated(_set(["input_size"], 1)), "input_size", "smaller than the network's total stride"),
     ("unknown-stem", mutated(_set(["stem", "type"], "patch")), "stem.type", "unknown value 'patch'"),
+    ("duplicate-key", mutated(lambda d: None) + "num_classes: 100\n", "line", "duplicate key 'num_classes'"),
+    ("duplicate-nested-key", "stem: {type: conv, type: convstem}\n", "line 1", "duplicate key 'type'"),
+    ("too-deep", mutated(_set(["stages", 0, "depth"], 65)), "stages[0].depth", "must be <= 64, got 65"),
+    ("too-wide", mutated(_set(["stages", 1, "widths"], [32, 10000])), "stages[1].widths[1]", "must be <= 8192"),
+    ("too-wide-stem", mutated(_set(["stem", "channels"], 8193)), "stem.channels", "must be <= 8192"),
+    ("gray-input", mutated(_set(["in_channels"], 1)), "in_channels", "must be 3"),
+    ("nul-byte", "name: x\x00\n", "", "unacceptable character"),
 ]
 
 
@@ -77,6 +84,14 @@ def test_malformed_spec_is_rejected_naming_file_and_field(tmp_path, text, field,
     assert "\n" not in message
     assert message.startswith(f"{path}: ")
     assert field in message and problem in message
+
+
+def test_binary_spec_is_one_line(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(SpecError, match=r"not a text file \(byte 0x89 at offset 0 is not UTF-8\)") as info:
+        load_space(path)
+    assert "\n" not in str(info.value) and str(info.value).startswith(f"{path}: ")
 
 
 def test_good_user_spec_loads_and_round_trips(tmp_path):
