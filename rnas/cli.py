@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import USER_ERRORS, UserError
+from .errors import USER_ERRORS, TrainingDiverged, UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,6 +27,9 @@ def _training_command(args, config_cls, runner, command: str, positional: str | 
     from .rundir import prepare_run_dir
 
     if args.resume:
+        if getattr(args, "out", None) is not None and Path(args.out).resolve() != Path(args.resume).resolve():
+            raise UserError(f"--out {args.out}: a resumed run continues in its own directory {args.resume}; "
+                            "drop --out (or start a new run there without --resume)")
         run = prepare_run_dir(args.resume, resume=True)
         base = read_run_config(config_cls, run / "config.yaml")
         cfg = resolve_config(config_cls, args, base)
@@ -152,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         print(f"rnas: error: {err}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:
+        print(f"rnas: error: {err}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

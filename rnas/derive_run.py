@@ -20,6 +20,10 @@ def load_search(run: str | Path) -> tuple[Network, CrossLayerAttention, dict]:
         raise UserError(f"{run}/checkpoint.pt: not an rnas search checkpoint")
     supernet = Network(parse_space(ckpt["spec"], f"{run}/checkpoint.pt:spec"), ckpt["num_classes"])
     supernet.load_state_dict(ckpt["supernet"])
+    logits = [*supernet.arch_parameters(), ckpt["tutor"]["tutor_logits"]]
+    if not all(bool(t.isfinite().all()) for t in logits):
+        raise UserError(f"{run}/checkpoint.pt: its width or tutor logits are not finite (the search diverged); "
+                        "nothing to derive")
     if ckpt["student_layers"] != [n for n, _ in supernet.tap_layers()]:
         raise UserError(f"{run}/checkpoint.pt: searched with the student taps of an older rnas "
                         f"({ckpt['student_layers'][:2]}...); its tutors do not fit this version: search again")

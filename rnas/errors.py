@@ -7,4 +7,8 @@ class UserError(ValueError):
     """Bad input from the user (flag, path, file); the message is the whole story."""
 
 
+class TrainingDiverged(RuntimeError):
+    """A loss term became non-finite: the run stopped before writing anything from that step on."""
+
+
 USER_ERRORS = (UserError, SpecError, ArchError)

@@ -14,8 +14,8 @@ from tqdm import tqdm
 
 from .attacks import eval_mode
 from .config import save_config
-from .errors import UserError
-from .rundir import Metrics, StopSignal, atomic_save
+from .errors import TrainingDiverged, UserError
+from .rundir import Metrics, RunLock, StopSignal, atomic_save
 
 
 class Job(Protocol):
@@ -23,6 +23,7 @@ class Job(Protocol):
     command: str  # "search", "retrain", ... (for messages)
     epoch: int
     step: int
+    progress: dict | None  # the running epoch's sums, counts, images and seconds (checkpointed)
     scheduler: torch.optim.lr_scheduler.LRScheduler
 
     @property
@@ -35,17 +36,36 @@ class Job(Protocol):
 
 
 def run_job(job: Job, run: Path, resume: bool) -> Path:
-    """Write the resolved config, then train ``job`` into ``run`` until ``cfg.epochs``."""
+    """Write the resolved config and a step-0 checkpoint (so a run killed at any moment can be resumed),
+    then train ``job`` into ``run`` until ``cfg.epochs``, holding the run directory's lock throughout."""
+    if job.epoch > job.cfg.epochs:
+        raise UserError(f"--epochs {job.cfg.epochs}: {run} has already done {job.epoch} epochs; "
+                        "a resumed run can be extended, not shortened")
     run.mkdir(parents=True, exist_ok=True)
-    save_config(job.cfg, run / "config.yaml")
-    metrics = Metrics(run, job.epoch if resume else None)
-    try:
-        with StopSignal() as stop:
-            train_epochs(job, run, metrics, stop)
-    finally:
-        metrics.close()
-        job.close()
+    with RunLock(run):
+        save_config(job.cfg, run / "config.yaml")
+        if not (run / "checkpoint.pt").exists():
+            atomic_save(job.state(), run / "checkpoint.pt")
+        metrics = Metrics(run, job.epoch if resume else None)
+        try:
+            with StopSignal() as stop:
+                train_epochs(job, run, metrics, stop)
+        finally:
+            metrics.close()
+            job.close()
     return run
+
+
+def _check_finite(job: Job, terms: dict[str, torch.Tensor], run: Path, epoch: int, step: int) -> None:
+    """Stop the run (nothing written from this step on) when a loss term is NaN or infinite."""
+    finite = torch.stack([v.detach().float().reshape(()) for v in terms.values()]).isfinite()
+    if bool(finite.all()):  # one device sync per step
+        return
+    bad = [f"{k}={float(v.detach()):g}" for (k, v), ok in zip(terms.items(), finite.tolist(), strict=True) if not ok]
+    raise TrainingDiverged(
+        f"rnas {job.command}: non-finite loss at epoch {epoch + 1}, step {step + 1}: {', '.join(bad[:4])}"
+        f" (a learning rate or temperature out of its useful range?); the last good checkpoint "
+        f"{run / 'checkpoint.pt'} is kept")
 
 
 def train_epochs(job: Job, run: Path, metrics: Metrics, stop: StopSignal) -> None:
@@ -57,17 +77,21 @@ def train_epochs(job: Job, run: Path, metrics: Metrics, stop: StopSignal) -> Non
     while job.epoch < cfg.epochs:
         epoch, start = job.epoch, job.step
         job.begin_epoch(epoch)
-        sums: dict[str, torch.Tensor] = {}
-        counts: dict[str, int] = {}  # a term measured on some steps only (attn_grad_share) averages over those
-        t0, seen = time.perf_counter(), 0
+        # the epoch's running sums so far (restored when resuming mid-epoch, so the record is the same)
+        progress = job.progress if start and job.progress else {"sums": {}, "counts": {}, "seen": 0, "seconds": 0.0}
+        job.progress = progress
+        sums, counts = progress["sums"], progress["counts"]  # a term measured on some steps only averages over those
+        t0 = time.perf_counter() - progress["seconds"]
         bar = tqdm(total=steps, initial=start, desc=f"{job.command} {epoch + 1}/{cfg.epochs}", disable=quiet,
                    leave=False)
         for step, (x, y) in enumerate(loader.epoch(epoch, start), start=start):
             terms = job.train_step(x, y)
+            _check_finite(job, terms, run, epoch, step)
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0) + value.detach()
                 counts[key] = counts.get(key, 0) + 1
-            seen += len(y)
+            progress["seen"] += len(y)
+            progress["seconds"] = time.perf_counter() - t0
             global_step = epoch * steps + step
             if cfg.log_every and global_step % cfg.log_every == 0:
                 metrics.scalars({f"step/{k}": v.item() for k, v in terms.items()}, global_step)
@@ -85,13 +109,13 @@ def train_epochs(job: Job, run: Path, metrics: Metrics, stop: StopSignal) -> Non
         seconds = time.perf_counter() - t0
         record = {"epoch": epoch, **{k: round(float(v) / counts[k], 6) for k, v in sums.items()},
                   "lr": job.scheduler.get_last_lr()[0], **job.epoch_record(),
-                  "seconds": round(seconds, 3), "images_per_s": round(seen / seconds, 1)}
+                  "seconds": round(seconds, 3), "images_per_s": round(progress["seen"] / seconds, 1)}
         metrics.write(record)
         if hasattr(job, "log_tables"):
             job.log_tables(metrics.tb, epoch)
         metrics.scalars({f"epoch/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and k != "epoch"},
                         epoch)
-        job.epoch, job.step = epoch + 1, 0
+        job.epoch, job.step, job.progress = epoch + 1, 0, None
         atomic_save(job.state(), run / "checkpoint.pt")
         if quiet:
             shown = {k: record[k] for k in ("val_acc", "expected_macs", "tau") if record.get(k) is not None}
@@ -99,7 +123,6 @@ def train_epochs(job: Job, run: Path, metrics: Metrics, stop: StopSignal) -> Non
             print(f"{job.command} epoch {epoch + 1}/{cfg.epochs}: loss {loss:.4f} "
                   + " ".join(f"{k} {v:.4g}" for k, v in shown.items()) + f" ({record['images_per_s']} img/s)",
                   flush=True)
-
 
 
 def share_step(job: Job) -> bool:

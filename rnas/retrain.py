@@ -17,7 +17,7 @@ from .device import place, resolve_device
 from .distill import uniform_mapping
 from .errors import UserError
 from .loop import run_job
-from .rundir import load_checkpoint, seed_everything
+from .rundir import load_checkpoint, resume_checkpoint, seed_everything
 from .taps import conv_taps
 from .teachers import load_teacher
 from .train import CHECKPOINT_FORMAT, Objective, Trainer
@@ -164,7 +164,7 @@ def build_retrain(cfg: RetrainConfig) -> Trainer:
 
 
 def run_retrain(cfg: RetrainConfig, run: Path, resume: bool = False) -> Path:
-    ckpt = load_checkpoint(run / "checkpoint.pt") if resume else None
+    ckpt = resume_checkpoint(run, resume)
     trainer = build_retrain(cfg)
     if ckpt:
         trainer.load_state(ckpt)

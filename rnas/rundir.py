@@ -21,6 +21,7 @@ def atomic_save(obj, path: Path) -> None:
         torch.save(obj, fh)
         fh.flush()
         os.fsync(fh.fileno())
+    _fault_point()
     os.replace(tmp, path)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -29,13 +30,85 @@ def atomic_save(obj, path: Path) -> None:
         os.close(dir_fd)
 
 
+_saves = 0
+
+
+def _fault_point() -> None:
+    """Fault injection for the kill/resume tests: with RNAS_KILL_AT_SAVE=N the process SIGKILLs itself in
+    its N-th checkpoint write, after the temp file is written and before it replaces the checkpoint."""
+    global _saves
+    _saves += 1
+    if os.environ.get("RNAS_KILL_AT_SAVE") == str(_saves):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def load_checkpoint(path: Path) -> dict:
+    """A checkpoint written by rnas (weights-only load); anything else is a one-line UserError."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{path}: no such checkpoint file") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, not a checkpoint file") from None
     except Exception as err:  # truncated / foreign file
-        raise UserError(f"{path}: unreadable checkpoint ({str(err).splitlines()[0][:120]})") from None
+        raise UserError(f"{path}: {unreadable_reason(path, err)}") from None
+
+
+ZIP_MAGIC, PICKLE_PROTOCOL_2_PLUS = b"PK\x03\x04", b"\x80"
+
+
+def first_line(err: BaseException, limit: int = 120) -> str:
+    """The first non-empty line of an exception's message (its type name when the message is empty)."""
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return (lines[0].strip() if lines else type(err).__name__)[:limit]
+
+
+def unreadable_reason(path: Path, err: BaseException) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, in words that fit the file: empty, not a torch
+    file at all, refused because unpickling it would run code, or damaged."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as os_err:
+        return f"cannot read it ({os_err.strerror})"
+    if size == 0:
+        return "empty file (0 bytes), not a checkpoint"
+    if not (head.startswith(ZIP_MAGIC) or head.startswith(PICKLE_PROTOCOL_2_PLUS)):
+        return "not a torch checkpoint (no torch.save zip or pickle header)"
+    if "weights_only" in str(err) or "Unsupported global" in str(err):
+        return f"refused: unpickling it would need arbitrary code ({first_line(err)})"
+    return f"damaged or truncated checkpoint ({first_line(err)})"
+
+
+def resume_checkpoint(run: Path, resume: bool) -> dict | None:
+    """The checkpoint to resume from: None for a new run and for a run stopped before its first checkpoint
+    (which then starts again from step 0 with its own config.yaml)."""
+    path = run / "checkpoint.pt"
+    return load_checkpoint(path) if resume and path.exists() else None
+
+
+class RunLock:
+    """An exclusive lock on RUN/.lock for the life of a run: a second process writing the same run directory
+    (a second --resume, or a new run into it) is refused with one line instead of interleaving."""
+
+    def __init__(self, run: Path):
+        self.path = run / ".lock"
+        self.fh = None
+
+    def __enter__(self) -> RunLock:
+        import fcntl
+
+        self.fh = open(self.path, "a+")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.fh.close()
+            raise UserError(f"{self.path.parent}: in use by another rnas process (wait for it or stop it)") from None
+        return self
+
+    def __exit__(self, *exc):
+        self.fh.close()  # closing releases the lock
 
 
 def rng_state() -> dict:
@@ -113,11 +186,12 @@ class StopSignal:
 
 
 def prepare_run_dir(out: str | Path, resume: bool) -> Path:
-    """The run directory: must not already hold a run unless resuming. Nothing is written here."""
+    """The run directory: must not already hold a run unless resuming (a run stopped before its first
+    checkpoint resumes from step 0 with its config.yaml). Nothing is written here."""
     run = Path(out)
     if resume:
-        if not (run / "checkpoint.pt").is_file():
-            raise UserError(f"--resume {run}: no checkpoint.pt there")
+        if not (run / "checkpoint.pt").is_file() and not (run / "config.yaml").is_file():
+            raise UserError(f"--resume {run}: not a run directory (no checkpoint.pt, no config.yaml)")
     elif (run / "checkpoint.pt").exists() or (run / "config.yaml").exists():
         raise UserError(f"--out {run}: already holds a run; resume it with --resume {run} or choose another --out")
     elif run.exists() and not run.is_dir():

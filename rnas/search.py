@@ -33,7 +33,7 @@ from .distill import (
 )
 from .errors import UserError
 from .loop import clean_accuracy, run_job, share_step
-from .rundir import load_checkpoint, rng_state, seed_everything, set_rng_state
+from .rundir import resume_checkpoint, rng_state, seed_everything, set_rng_state
 from .taps import Taps, conv_taps
 from .teachers import load_teacher
 
@@ -155,7 +155,7 @@ class Searcher:
         self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.weight_opt, cfg.epochs) if cfg.cosine else
                           torch.optim.lr_scheduler.MultiStepLR(self.weight_opt, cfg.milestones, cfg.lr_decay))
         self.max_macs = self.supernet.cost([0] * len(self.supernet.searched_blocks))[1]
-        self.epoch, self.step = 0, 0
+        self.epoch, self.step, self.progress = 0, 0, None
         self.begin_epoch(0)
 
     # ---- one objective, two steps ------------------------------------------------------------
@@ -266,7 +266,7 @@ class Searcher:
                 "supernet": self.supernet.state_dict(), "tutor": self.tutor.state_dict(),
                 "weight_opt": self.weight_opt.state_dict(), "arch_opt": self.arch_opt.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "tau": self.supernet.tau, "tutor_tau": self.tutor.tau,
-                "rng": rng_state(), "config": dataclasses.asdict(self.cfg),
+                "rng": rng_state(), "config": dataclasses.asdict(self.cfg), "progress": self.progress,
                 "spec": spec_to_dict(self.supernet.spec), "num_classes": self.supernet.num_classes,
                 "student_layers": self.student_layers, "teacher_layers": self.teacher_layers}
 
@@ -276,14 +276,14 @@ class Searcher:
         self.weight_opt.load_state_dict(ckpt["weight_opt"])
         self.arch_opt.load_state_dict(ckpt["arch_opt"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.epoch, self.step = ckpt["epoch"], ckpt["step"]
+        self.epoch, self.step, self.progress = ckpt["epoch"], ckpt["step"], ckpt.get("progress")
         self.supernet.tau, self.tutor.tau = ckpt["tau"], ckpt["tutor_tau"]
         set_rng_state(ckpt["rng"])
 
 
 def run_search(cfg: SearchConfig, run: Path, resume: bool = False) -> Path:
     """Search into ``run`` (a fresh directory, or an existing run when ``resume``)."""
-    ckpt = load_checkpoint(run / "checkpoint.pt") if resume else None
+    ckpt = resume_checkpoint(run, resume)
     spec = parse_space(ckpt["spec"], f"{run}/checkpoint.pt:spec") if ckpt else None
     searcher = Searcher(cfg, spec)  # every user error surfaces here, before anything is written
     if ckpt:

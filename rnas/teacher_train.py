@@ -4,6 +4,7 @@ clean and PGD accuracy."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from .data import DATASETS, make_loaders
 from .device import place, resolve_device
 from .errors import UserError
 from .loop import run_job
-from .rundir import load_checkpoint, seed_everything
+from .rundir import resume_checkpoint, seed_everything
 from .teachers import DATASET_CLASSES, teacher_arch
 from .train import Objective, Trainer
 
@@ -86,13 +87,20 @@ def robust_accuracy(model, loader, n: int, eps: float) -> dict:
 
 def run_teacher_training(cfg: TeacherTrainConfig, run: Path, resume: bool = False) -> Path:
     """Train, then write the RobustBench-layout checkpoint and its accuracy json; returns the .pt path."""
-    ckpt = load_checkpoint(run / "checkpoint.pt") if resume else None
+    ckpt = resume_checkpoint(run, resume)
+    name = cfg.name or f"{cfg.arch}-{cfg.at}"
+    folder = Path(cfg.model_dir or run / "models") / cfg.data / "Linf"
+    taken = [p for p in (folder / f"{name}.pt", folder / f"{name}.json") if p.exists()]
+    if taken:
+        raise UserError(f"{taken[0]}: a teacher of that name is already there; give another --name or --model-dir "
+                        "(nothing was overwritten)")
+    writable = next((p for p in [folder, *folder.parents] if p.exists()), Path("."))
+    if not os.access(writable, os.W_OK):
+        raise UserError(f"--model-dir {cfg.model_dir}: {writable} is not writable (checked before training)")
     trainer = build_teacher_training(cfg)
     if ckpt:
         trainer.load_state(ckpt)
     run_job(trainer, run, resume)
-    name = cfg.name or f"{cfg.arch}-{cfg.at}"
-    folder = Path(cfg.model_dir or run / "models") / cfg.data / "Linf"
     folder.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": trainer.model.state_dict()}, folder / f"{name}.pt")
     summary = {"arch": cfg.arch, "training": cfg.at, "data": cfg.data, "epochs": cfg.epochs, "eps": cfg.eps}

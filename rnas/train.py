@@ -65,7 +65,7 @@ class Trainer:
         self.opt = torch.optim.SGD(model.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, cfg.epochs) if cfg.cosine else
                           torch.optim.lr_scheduler.MultiStepLR(self.opt, cfg.milestones, cfg.lr_decay))
-        self.epoch, self.step = 0, 0
+        self.epoch, self.step, self.progress = 0, 0, None
 
     @property
     def loader(self):
@@ -131,14 +131,14 @@ class Trainer:
     def state(self) -> dict:
         return {"format": CHECKPOINT_FORMAT, "kind": self.command, "epoch": self.epoch, "step": self.step,
                 "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "rng": rng_state(),
+                "scheduler": self.scheduler.state_dict(), "rng": rng_state(), "progress": self.progress,
                 "config": dataclasses.asdict(self.cfg), **self.extra_state}
 
     def load_state(self, ckpt: dict) -> None:
         self.model.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.epoch, self.step = ckpt["epoch"], ckpt["step"]
+        self.epoch, self.step, self.progress = ckpt["epoch"], ckpt["step"], ckpt.get("progress")
         set_rng_state(ckpt["rng"])
 
     def close(self) -> None:

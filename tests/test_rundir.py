@@ -57,7 +57,7 @@ def test_truncated_checkpoint_is_a_one_line_error(tmp_path):
     path = tmp_path / "checkpoint.pt"
     atomic_save({"x": torch.ones(1000)}, path)
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(UserError, match="unreadable checkpoint"):
+    with pytest.raises(UserError, match="damaged or truncated checkpoint"):
         load_checkpoint(path)
 
 

@@ -183,7 +183,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_run_dir_untouched(setup, tmp_pa
         (("search", "--resume", existing, "--device", "gpu7"), "--device gpu7"),
         (("search", "--resume", existing, "--data-dir", tmp_path / "nowhere"), "no such directory"),
         (("search", "--resume", existing, "--space", "S5"), "--space cannot change when resuming"),
-        (("search", "--resume", tmp_path / "nothing"), "no checkpoint.pt there"),
+        (("search", "--resume", tmp_path / "nothing"), "not a run directory (no checkpoint.pt, no config.yaml)"),
     ]
     for args, message in resume_cases:
         code, err = main_in_process(*args)

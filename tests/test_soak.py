@@ -1,0 +1,118 @@
+"""Kill/resume soak: a tiny search SIGKILLed at many moments (before its first checkpoint, inside checkpoint
+writes, at random times) and restarted the way a user would, ends bit-identical to an uninterrupted run,
+metrics.jsonl included (but for its wall-clock fields)."""
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from helpers import rnas_cmd, write_tiny_setup
+from test_search_cli import main_in_process, search_args
+
+TIMING = ("seconds", "images_per_s")
+
+
+@pytest.fixture(scope="module")
+def soak(tmp_path_factory):
+    root = write_tiny_setup(tmp_path_factory.mktemp("soak"))
+    reference = root / "reference"
+    code, err = main_in_process(*search_args(root, reference, "--checkpoint-every", 1))
+    assert code == 0, err
+    return root, reference
+
+
+def command(root, run):
+    return rnas_cmd(*search_args(root, run, "--checkpoint-every", 1))
+
+
+def start(root, run, env=None):
+    """What a user does after a crash: resume a run directory that holds a run, else start it."""
+    holds_run = (run / "checkpoint.pt").exists() or (run / "config.yaml").exists()
+    args = rnas_cmd("search", "--resume", run) if holds_run else command(root, run)
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONHASHSEED="0", **(env or {})))
+
+
+def finish(root, run) -> None:
+    process = start(root, run)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+
+
+def metrics(run):
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING}
+            for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_identical(run, reference):
+    a, b = (torch.load(r / "checkpoint.pt", weights_only=True) for r in (run, reference))
+    assert a["epoch"] == b["epoch"] == 2 and a["step"] == b["step"] == 0
+    for key in b["supernet"]:
+        assert torch.equal(a["supernet"][key], b["supernet"][key]), key
+    assert torch.equal(a["tutor"]["tutor_logits"], b["tutor"]["tutor_logits"])
+    for opt in ("weight_opt", "arch_opt"):
+        for k, state in b[opt]["state"].items():
+            for name, value in state.items():
+                assert torch.equal(a[opt]["state"][k][name], value), (opt, k, name)
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    assert metrics(run) == metrics(reference)
+    assert not (run / "checkpoint.pt.tmp").exists() or (run / "checkpoint.pt").exists()
+
+
+@pytest.mark.timeout(400)
+def test_killed_inside_checkpoint_writes_and_before_the_first_one(soak, tmp_path):
+    """SIGKILL inside the 1st (step-0), 2nd, 5th and 11th checkpoint writes (temp file written, not yet
+    renamed), and once while the interpreter is still importing: every time the run resumes."""
+    root, reference = soak
+    run = tmp_path / "run"
+    kills = 0
+    process = start(root, run)
+    time.sleep(0.3)  # still importing torch: nothing written yet
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    kills += 1
+    assert not (run / "checkpoint.pt").exists()
+    for save in (1, 2, 5, 11):
+        process = start(root, run, env={"RNAS_KILL_AT_SAVE": str(save)})
+        process.communicate(timeout=120)
+        assert process.returncode == -signal.SIGKILL
+        kills += 1
+        assert (run / "checkpoint.pt.tmp").exists()  # killed mid-write: the temp file is the evidence
+        if save == 1:  # the step-0 checkpoint of a fresh run: only its config.yaml is there
+            assert not (run / "checkpoint.pt").exists() and (run / "config.yaml").exists()
+        else:  # the previous checkpoint is intact
+            assert torch.load(run / "checkpoint.pt", weights_only=True)["format"] == "rnas-search-1"
+    finish(root, run)
+    assert kills == 5
+    assert_identical(run, reference)
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_killed_at_random_moments(soak, tmp_path, seed):
+    """Three SIGKILLs at random moments of a run (per seed), each followed by a restart."""
+    root, reference = soak
+    run = tmp_path / "run"
+    rng = random.Random(seed)
+    for _ in range(3):
+        process = start(root, run)
+        time.sleep(rng.uniform(0.5, 6.0))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    finish(root, run)
+    assert_identical(run, reference)
+
+
+def test_a_run_stopped_before_its_first_checkpoint_restarts_either_way(soak, tmp_path):
+    """A run directory with only config.yaml (killed before any checkpoint): --resume starts it from step 0,
+    and a second process on a live run directory is refused by its lock."""
+    root, reference = soak
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text((reference / "config.yaml").read_text().replace(str(reference), str(run)))
+    finish(root, run)
+    assert_identical(run, reference)
