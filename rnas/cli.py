@@ -31,7 +31,7 @@ def _training_command(args, config_cls, runner, command: str, positional: str | 
             raise UserError(f"--out {args.out}: a resumed run continues in its own directory {args.resume}; "
                             "drop --out (or start a new run there without --resume)")
         run = prepare_run_dir(args.resume, resume=True)
-        base = read_run_config(config_cls, run / "config.yaml")
+        base = read_run_config(config_cls, run / "config.yaml", command)
         cfg = resolve_config(config_cls, args, base)
         cfg.out = str(run)
         check_resume_overrides(base, cfg)

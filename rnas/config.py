@@ -221,16 +221,22 @@ def save_config(config, path: Path) -> None:
     path.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
 
 
-def read_run_config(cls, path: Path) -> dict:
+def read_run_config(cls, path: Path, command: str = "") -> dict:
+    """The settings of an existing run (its config.yaml), checked against ``cls``."""
     try:
         data = yaml.safe_load(path.read_text())
     except OSError:
         raise UserError(f"{path}: missing (is this a run directory?)") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: not readable YAML ({str(err).strip().splitlines()[0] if str(err).strip() else err})"
+                        ) from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = [k for k in data if k not in names]
     if unknown:
-        raise UserError(f"{path}: {unknown[0]}: not a setting of this rnas version (the run was made by an older "
-                        "one); start a new run")
+        raise UserError(f"{path}: {unknown[0]}: not a setting of rnas {command or 'this command'} (a run of another "
+                        "command, or of an older rnas)")
     return data
 
 

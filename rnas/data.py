@@ -294,6 +294,12 @@ class DataBundle:
     input_size: int
 
 
+def _check_batch(batch_size: int, n_train: int) -> None:
+    if batch_size > n_train:
+        raise UserError(f"--batch-size {batch_size}: larger than the {n_train} training images (after --val-size "
+                        "and --limit)")
+
+
 def make_loaders(dataset: str, data_dir: str | None, batch_size: int, device, seed: int, val_size: int | None,
                  limit: int | None, workers: int = 2, download: bool = False, eval_batch_size: int = 500) -> DataBundle:
     """Training and validation loaders for a dataset, after every check a user could trip on."""
@@ -307,10 +313,12 @@ def make_loaders(dataset: str, data_dir: str | None, batch_size: int, device, se
         if limit is not None:
             train_set = torch.utils.data.Subset(train_set, range(min(limit, len(train_set))))
         val_set = imagenet100_folder(data_dir, "val") if (Path(data_dir) / "val").is_dir() else None
+        _check_batch(batch_size, len(train_set))
         return DataBundle(FolderLoader(train_set, batch_size, device, seed, workers),
                           val_set and FolderLoader(val_set, eval_batch_size, device, seed, workers, shuffle=False),
                           100, 224)
     train, val = split_train_val(load_tensors(dataset, data_dir, "train", download), val_size, limit)
+    _check_batch(batch_size, len(train))
     classes = 100 if dataset == "cifar100" else 10
     val_loader = InMemoryLoader(val, eval_batch_size, device, seed, augment=False, shuffle=False) if len(val) else None
     return DataBundle(InMemoryLoader(train, batch_size, device, seed), val_loader, classes, 32)

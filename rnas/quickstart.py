@@ -28,6 +28,8 @@ def _stage(title: str, start: float) -> None:
 def run_quickstart(out: str | Path, seed: int = 0) -> dict:
     """Teacher, search, derive, four retrains and their evaluation under ``out`` (absolute paths in every config)."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a directory")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"--out {out}: already exists and is not empty; remove it or pass another --out")
     out = out.resolve()  # every path below goes into a config or arch.json: absolute, usable from anywhere

@@ -111,7 +111,18 @@ def _tutors(cfg: RetrainConfig, arch: dict, teacher, model, example) -> dict | N
         if cfg.teacher != searched_with:
             raise UserError(f"--teacher {cfg.teacher}: the searched tutors are layers of {searched_with}; "
                             f"retrain with that teacher or use --baseline ce|kd|fixed")
-        return {"student_layers": student, "teacher_layers": arch["teacher_layers"], "mapping": arch["tutors"]}
+        teachers, tutors = arch.get("teacher_layers"), arch.get("tutors")
+        if not isinstance(teachers, list) or not isinstance(tutors, list) or len(tutors) != len(student):
+            raise UserError(f"{cfg.arch}: tutors / teacher_layers: missing, or not one tutor per student layer "
+                            f"({len(student)}); derive it again with rnas derive")
+        bad = next((j for j in tutors if not isinstance(j, int) or not 0 <= j < len(teachers)), None)
+        if bad is not None:
+            raise UserError(f"{cfg.arch}: tutors: {bad!r} is not an index of its {len(teachers)} teacher layers")
+        known = {n for n, _ in conv_taps(teacher, example)}
+        unknown = next((n for n in teachers if n not in known), None)
+        if unknown is not None:
+            raise UserError(f"{cfg.arch}: teacher_layers: {unknown!r} is not a conv layer of teacher {cfg.teacher}")
+        return {"student_layers": student, "teacher_layers": teachers, "mapping": tutors}
     teachers = (arch["teacher_layers"] if cfg.teacher == searched_with and "teacher_layers" in arch
                 else [n for n, _ in conv_taps(teacher, example)])
     return {"student_layers": student, "teacher_layers": teachers,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 from pathlib import Path
 
@@ -77,7 +78,9 @@ def unreadable_reason(path: Path, err: BaseException) -> str:
     if not (head.startswith(ZIP_MAGIC) or head.startswith(PICKLE_PROTOCOL_2_PLUS)):
         return "not a torch checkpoint (no torch.save zip or pickle header)"
     if "weights_only" in str(err) or "Unsupported global" in str(err):
-        return f"refused: unpickling it would need arbitrary code ({first_line(err)})"
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        return ("refused: the file needs arbitrary code to unpickle"
+                + (f" (it pickles {found[1]})" if found else "") + " and is loaded with weights_only=True")
     return f"damaged or truncated checkpoint ({first_line(err)})"
 
 
@@ -196,4 +199,7 @@ def prepare_run_dir(out: str | Path, resume: bool) -> Path:
         raise UserError(f"--out {run}: already holds a run; resume it with --resume {run} or choose another --out")
     elif run.exists() and not run.is_dir():
         raise UserError(f"--out {run}: exists and is not a directory")
+    existing = next(p for p in [run, *run.resolve().parents] if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise UserError(f"--out {run}: {existing} is not a writable directory (checked before anything runs)")
     return run

@@ -108,3 +108,84 @@ def test_unreadable_checkpoints_say_what_they_are(tmp_path, content, reason):
     assert reason in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(UserError, match="is a directory, not a checkpoint file"):
         load_checkpoint(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def derived(root, finished):
+    assert main_in_process("derive", finished)[0] == 0
+    arch = json.loads((finished / "arch.json").read_text())
+    retrain = root / "retrained"
+    code, err = main_in_process("retrain", finished / "arch.json", "--data-dir", root / "data", "--val-size", 50,
+                                "--batch-size", 25, "--epochs", 1, "--out", retrain)
+    assert code == 0, err
+    return arch, retrain
+
+
+def _arch_variant(tmp_path, arch, **changes):
+    path = tmp_path / "arch.json"
+    variant = {k: v for k, v in arch.items() if changes.get(k, 0) is not None}
+    variant.update({k: v for k, v in changes.items() if v is not None})
+    path.write_text(json.dumps(variant))
+    return path
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"tutors": None}, "tutors / teacher_layers: missing, or not one tutor per student layer"),
+    ({"tutors": "tutor999"}, "tutors: 999 is not an index of its"),
+    ({"teacher_layers": "unknown"}, "teacher_layers: 'net.nowhere' is not a conv layer of teacher wrn-10-1"),
+])
+def test_retrain_with_broken_tutors_is_one_line(root, derived, tmp_path, changes, message):
+    arch, _ = derived
+    if changes.get("tutors") == "tutor999":
+        changes = {"tutors": [999] + arch["tutors"][1:]}
+    if changes.get("teacher_layers") == "unknown":
+        changes = {"teacher_layers": ["net.nowhere"] + arch["teacher_layers"][1:]}
+    path = _arch_variant(tmp_path, arch, **changes)
+    out = tmp_path / "run"
+    code, err = main_in_process("retrain", path, "--data-dir", root / "data", "--val-size", 50, "--batch-size", 25,
+                                "--epochs", 1, "--out", out)
+    assert code == 2 and message in one_line(err) and not out.exists()
+
+
+def test_resume_of_the_wrong_kind_of_run_is_one_line(finished, derived):
+    _, retrain = derived
+    code, err = main_in_process("search", "--resume", retrain)
+    assert code == 2 and "not a setting of rnas search (a run of another command" in one_line(err)
+    code, err = main_in_process("retrain", "--resume", finished)
+    assert code == 2 and "not a setting of rnas retrain (a run of another command" in one_line(err)
+
+
+@pytest.mark.parametrize("content,message", [(b"\x00\x01\xff", "not readable YAML"),
+                                             (b"- a\n- b\n", "expected a mapping")])
+def test_resume_with_a_broken_config_is_one_line(root, tmp_path, content, message):
+    run = tmp_path / "run"
+    assert main_in_process(*search_args(root, run, "--epochs", 1))[0] == 0
+    (run / "config.yaml").write_bytes(content)
+    code, err = main_in_process("search", "--resume", run, "--epochs", 2)
+    assert code == 2 and message in one_line(err)
+
+
+def test_unwritable_out_and_quickstart_out_a_file_are_refused_first(root, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("mine")
+    code, err = main_in_process(*search_args(root, blocker / "run"))
+    assert code == 2 and "is not a writable directory (checked before anything runs)" in one_line(err)
+    code, err = main_in_process("quickstart", "--out", blocker)
+    assert code == 2 and "exists and is not a directory" in one_line(err) and blocker.read_text() == "mine"
+
+
+def test_a_batch_larger_than_the_training_set_is_one_line(root, tmp_path):
+    code, err = main_in_process(*search_args(root, tmp_path / "run", "--batch-size", 1000))
+    assert code == 2 and "--batch-size 1000: larger than the 250 training images" in one_line(err)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("content,message", [(b"", "empty file (0 bytes)"),
+                                             (b"teacher weights\n", "not a torch checkpoint")])
+def test_unreadable_teacher_files_say_what_they_are(root, tmp_path, content, message):
+    bad = tmp_path / "teacher.pt"
+    bad.write_bytes(content)
+    out = tmp_path / "run"
+    code, err = main_in_process("search", "--space", root / "tiny.yaml", "--teacher", "wrn-10-1", "--teacher-ckpt", bad,
+                                "--data-dir", root / "data", "--val-size", 50, "--batch-size", 25, "--out", out)
+    assert code == 2 and message in one_line(err) and not out.exists()

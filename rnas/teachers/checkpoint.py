@@ -4,13 +4,13 @@ RobustBench ``{'state_dict': ...}`` (optionally with ``mu``/``sigma``), raw stat
 ``module.model.`` / ``module.attacker.`` prefixes and ``module.normalizer.new_mean/new_std``)."""
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..errors import UserError
+from ..rundir import unreadable_reason
 
 
 def resolve_checkpoint(checkpoint: str | Path, model_dir: str | Path | None, dataset: str, threat: str) -> Path:
@@ -37,12 +37,10 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torc
     """(state_dict ready for the architecture, {'mean', 'std'} found in the file, possibly empty)."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else "unpickling refused"
-        raise UserError(f"{path}: refused: the file needs arbitrary code to unpickle and is loaded with "
-                        f"weights_only=True ({first[:120]}); save the model's state_dict instead") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise UserError(f"{path}: not a readable torch checkpoint ({str(err).splitlines()[0][:120]})") from None
+    except Exception as err:  # empty, foreign, code-executing or damaged file: say which
+        reason = unreadable_reason(Path(path), err)
+        advice = "; save the model's state_dict instead" if reason.startswith("refused") else ""
+        raise UserError(f"{path}: {reason}{advice}") from None
     state = obj
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):
