@@ -21,6 +21,34 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def available_bytes(device: torch.device) -> int | None:
+    """Free memory of ``device`` in bytes (CUDA: the driver's count; CPU: MemAvailable), None if unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_fits(spec, num_classes: int, device: torch.device, what: str) -> None:
+    """Refuse, in one line and before allocating anything, a network whose weights, gradients and two
+    optimizer states (4 x float32 per parameter) exceed the free memory of ``device``: it is built on the
+    meta device first, which costs no memory."""
+    from supernets import Network
+
+    with torch.device("meta"):
+        params = sum(p.numel() for p in Network(spec, num_classes).parameters())
+    need, free = 16 * params, available_bytes(device)
+    if free is not None and need > free:
+        raise UserError(f"{what}: the network has {params:,} parameters, ~{need / 2**30:.1f} GiB with gradients and "
+                        f"optimizer state, more than the {free / 2**30:.1f} GiB free on {device}")
+
+
 def place(model: nn.Module, device: torch.device) -> nn.Module:
     """Move ``model`` to ``device`` with its 4-d weights in channels_last (NHWC) layout.
 

@@ -20,7 +20,7 @@ from supernets import Network
 
 from .config import flag, parse_macs
 from .data import DATASETS, make_loaders
-from .device import autocast, compile_model, place, resolve_device
+from .device import autocast, check_fits, compile_model, place, resolve_device
 from .distill import (
     FLOP_KINDS,
     CrossLayerAttention,
@@ -138,6 +138,7 @@ class Searcher:
                             f"{cfg.data} has {self.data.input_size}x{self.data.input_size} images")
         self.teacher = place(load_teacher(cfg.teacher, cfg.teacher_ckpt, cfg.model_dir, cfg.data, cfg.threat,
                                           self.data.num_classes), self.device)
+        check_fits(spec, self.data.num_classes, self.device, f"--space {cfg.space}")
         self.supernet = place(Network(spec, self.data.num_classes), self.device)
         example = torch.zeros(1, spec.in_channels, spec.input_size, spec.input_size, device=self.device)
         t_layers = conv_taps(self.teacher, example, cfg.shortcut_taps)

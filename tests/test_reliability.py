@@ -189,3 +189,19 @@ def test_unreadable_teacher_files_say_what_they_are(root, tmp_path, content, mes
     code, err = main_in_process("search", "--space", root / "tiny.yaml", "--teacher", "wrn-10-1", "--teacher-ckpt", bad,
                                 "--data-dir", root / "data", "--val-size", 50, "--batch-size", 25, "--out", out)
     assert code == 2 and message in one_line(err) and not out.exists()
+
+
+def test_a_space_too_large_for_memory_is_refused_before_allocating(root, tmp_path):
+    import yaml
+
+    spec = yaml.safe_load((root / "tiny.yaml").read_text())
+    spec["stages"] = [{"depth": 64, "stride": 1, "widths": [8192, 4096]}] * 3  # ~150 billion parameters
+    path = tmp_path / "huge.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "run"
+    code, err = main_in_process("search", "--space", path, "--teacher", "wrn-10-1", "--teacher-ckpt", "tiny",
+                                "--model-dir", root / "models", "--data-dir", root / "data", "--val-size", 50,
+                                "--batch-size", 25, "--out", out)
+    line = one_line(err)
+    assert code == 2 and f"--space {path}: the network has" in line and "GiB free on cpu" in line
+    assert not out.exists()
