@@ -61,6 +61,22 @@ def write_tiny_setup(root: Path) -> Path:
     return root
 
 
+def main_in_process(*args) -> tuple[int, str]:
+    """rnas.cli.main in this process: (exit code, stderr) without paying a fresh interpreter per case."""
+    import contextlib
+    import io
+
+    from rnas.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exit_:
+            code = exit_.code
+    return code, err.getvalue()
+
+
 def rnas_cmd(*args) -> list[str]:
     return [sys.executable, "-m", "rnas", *map(str, args)]
 

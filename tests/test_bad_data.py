@@ -1,16 +1,13 @@
 """Bad CIFAR batches: each is one line naming the file and the problem, before any run directory exists;
 a batch that would run code when unpickled is refused without running it."""
-import contextlib
-import io
 import os
 import pickle
 import shutil
 
 import numpy as np
 import pytest
-from helpers import write_cifar10, write_space
+from helpers import main_in_process, write_cifar10, write_space
 
-from rnas.cli import main
 from rnas.data import load_tensors
 from rnas.errors import UserError
 
@@ -80,16 +77,6 @@ def bad_copy(good, tmp_path, content: bytes):
     shutil.copytree(good / "data", data)
     (data / "cifar-10-batches-py" / "data_batch_3").write_bytes(content)
     return data
-
-
-def main_in_process(*args) -> tuple[int, str]:
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, err.getvalue()
 
 
 def assert_cli_refuses(good, data, out, message: str) -> None:

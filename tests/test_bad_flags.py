@@ -1,11 +1,9 @@
 """Bad flags, config files, specs and arch files: one stderr line, exit 2, nothing written."""
-import contextlib
-import io
 import json
 
 import pytest
 import yaml
-from helpers import TINY_SPACE, write_tiny_setup
+from helpers import TINY_SPACE, main_in_process, write_tiny_setup
 
 from rnas.cli import main
 from search_spaces import parse_space
@@ -112,17 +110,6 @@ CASES = [  # (id, command builder, extra args, expected message fragment)
 ]
 
 
-def run_main(args) -> tuple[int, str]:
-    """rnas.cli.main in this process: (exit code, stderr)."""
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, err.getvalue()
-
-
 @pytest.mark.parametrize("command,extra,message", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_invocation_is_one_line_exit_2_and_writes_nothing(root, tmp_path, command, extra, message):
     extra = [str(e).format(root=root) for e in extra]
@@ -133,7 +120,7 @@ def test_bad_invocation_is_one_line_exit_2_and_writes_nothing(root, tmp_path, co
         args = command(root, *extra)
     if command is not evaluate:
         args += ["--out", out]
-    code, err = run_main(args)
+    code, err = main_in_process(*args)
     assert code == 2, err
     assert err.count("\n") == 1 and err.startswith("rnas: error: "), err
     assert message.format(root=root) in err, err

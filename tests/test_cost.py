@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 from conftest import builtin, randomize
-from helpers import write_tiny_setup
+from helpers import main_in_process, write_tiny_setup
 from test_derive import flop_count_macs
-from test_search_cli import main_in_process, search_args
+from test_search_cli import search_args
 
 from rnas.distill import flop_factor
 from supernets import ArchError, Network, budget_choices, build_model, derive

@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-from helpers import write_tiny_setup
-from test_search_cli import main_in_process, search_args
+from helpers import main_in_process, write_tiny_setup
+from test_search_cli import search_args
 
 from rnas.errors import UserError
 from rnas.rundir import RunLock, load_checkpoint

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import rnas_cmd, run_rnas, write_tiny_setup
+from helpers import main_in_process, rnas_cmd, run_rnas, write_tiny_setup
 
 import rnas
 from search_spaces import parse_space
@@ -81,22 +81,6 @@ def test_same_seed_same_arch_json(setup, tmp_path):
     assert json.loads(texts[2])["seed"] == 2 and texts[2] != texts[0]
     assert main_in_process("derive", tmp_path / "a")[0] == 0  # derive twice: same file
     assert (tmp_path / "a" / "arch.json").read_text() == texts[0]
-
-
-def main_in_process(*args) -> tuple[int, str]:
-    """rnas.cli.main in this process: (exit code, stderr) without paying a fresh interpreter per case."""
-    import contextlib
-    import io
-
-    from rnas.cli import main
-
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, err.getvalue()
 
 
 def final_state(run: Path) -> dict:

@@ -10,8 +10,8 @@ import time
 
 import pytest
 import torch
-from helpers import rnas_cmd, write_tiny_setup
-from test_search_cli import main_in_process, search_args
+from helpers import main_in_process, rnas_cmd, write_tiny_setup
+from test_search_cli import search_args
 
 TIMING = ("seconds", "images_per_s")
 

@@ -8,8 +8,8 @@ import time
 import pytest
 import torch
 import yaml
-from helpers import rnas_cmd, run_rnas, write_cifar10, write_space, write_teacher
-from test_search_cli import _wait_for, main_in_process
+from helpers import main_in_process, rnas_cmd, run_rnas, write_cifar10, write_space, write_teacher
+from test_search_cli import _wait_for
 
 import rnas
 import rnas.retrain
