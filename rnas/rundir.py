@@ -199,7 +199,13 @@ def prepare_run_dir(out: str | Path, resume: bool) -> Path:
         raise UserError(f"--out {run}: already holds a run; resume it with --resume {run} or choose another --out")
     elif run.exists() and not run.is_dir():
         raise UserError(f"--out {run}: exists and is not a directory")
-    existing = next(p for p in [run, *run.resolve().parents] if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK):
-        raise UserError(f"--out {run}: {existing} is not a writable directory (checked before anything runs)")
+    check_can_create(run, f"--out {run}")
     return run
+
+
+def check_can_create(path: Path, what: str) -> None:
+    """One-line UserError unless ``path`` can be created: its nearest existing ancestor (or itself) is a
+    writable directory. Checked before anything runs, so a long job never fails at its first write."""
+    existing = next(p for p in [path, *Path(path).resolve().parents] if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise UserError(f"{what}: {existing} is not a writable directory (checked before anything runs)")

@@ -4,7 +4,6 @@ clean and PGD accuracy."""
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from .data import DATASETS, make_loaders
 from .device import place, resolve_device
 from .errors import UserError
 from .loop import run_job
-from .rundir import resume_checkpoint, seed_everything
+from .rundir import check_can_create, resume_checkpoint, seed_everything
 from .teachers import DATASET_CLASSES, teacher_arch
 from .train import Objective, Trainer
 
@@ -94,9 +93,7 @@ def run_teacher_training(cfg: TeacherTrainConfig, run: Path, resume: bool = Fals
     if taken:
         raise UserError(f"{taken[0]}: a teacher of that name is already there; give another --name or --model-dir "
                         "(nothing was overwritten)")
-    writable = next((p for p in [folder, *folder.parents] if p.exists()), Path("."))
-    if not os.access(writable, os.W_OK):
-        raise UserError(f"--model-dir {cfg.model_dir}: {writable} is not writable (checked before training)")
+    check_can_create(folder, f"--model-dir {cfg.model_dir}")
     trainer = build_teacher_training(cfg)
     if ckpt:
         trainer.load_state(ckpt)
