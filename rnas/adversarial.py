@@ -79,7 +79,7 @@ def nfgsm_examples(model, x, y, eps: float, noise_scale: float = 2.0, generator=
         return (x_noisy + eps * grad.sign()).clamp(0, 1).detach()
 
 
-def pgd_examples(model, x, y, eps: float, step: float, steps: int) -> torch.Tensor:
+def pgd_examples(model, x, y, eps: float, step: float, steps: int, generator=None) -> torch.Tensor:
     """PGD-AT examples (Madry et al.), generated against the adversarial BN branch."""
     with bn_route(model, "adv"):
-        return pgd(model, x, y, eps, step, steps)
+        return pgd(model, x, y, eps, step, steps, generator=generator)

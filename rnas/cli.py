@@ -40,14 +40,62 @@ def _training_command(args, config_cls, runner, command: str, positional: str | 
         if positional and not getattr(cfg, positional):
             raise UserError(f"rnas {command}: give {positional.upper()} (or --resume RUN)")
         run = prepare_run_dir(cfg.out, resume=False)
-    return runner(cfg, run, resume=bool(args.resume)) or run
+    from .distributed import from_environment
+    from .loop import RunStopped
+    from .rundir import StopSignal
+
+    main_rank = from_environment().main
+    with StopSignal() as stop:
+        try:
+            return runner(cfg, run, resume=bool(args.resume), callbacks=[ConsoleProgress()] if main_rank else [],
+                          should_stop=lambda: stop.received or 0) or run
+        except RunStopped as stopped:
+            if main_rank:
+                print(f"rnas: {stopped}", file=sys.stderr)
+            raise SystemExit(128 + stopped.signum) from None
+
+
+class ConsoleProgress:
+    """What the CLI shows of a run: a progress bar per epoch on a terminal, one line per epoch otherwise."""
+
+    def __init__(self):
+        self.quiet = not sys.stderr.isatty()
+        self.bar = None
+
+    def on_step(self, job, terms) -> None:
+        if self.quiet:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=len(job.loader), initial=job.step - 1, leave=False,
+                            desc=f"{job.command} {job.epoch + 1}/{job.cfg.epochs}")
+        self.bar.update(1)
+
+    def on_epoch(self, job, record: dict) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self.quiet:
+            shown = {k: record[k] for k in ("val_acc", "expected_macs", "tau") if record.get(k) is not None}
+            loss = next((record[k] for k in ("weight/total", "total") if k in record), float("nan"))
+            print(f"{job.command} epoch {record['epoch'] + 1}/{job.cfg.epochs}: loss {loss:.4f} "
+                  + " ".join(f"{k} {v:.4g}" for k, v in shown.items()) + f" ({record['images_per_s']} img/s)",
+                  flush=True)
+
+
+def _main_rank() -> bool:
+    from .distributed import from_environment
+
+    return from_environment().main
 
 
 def _cmd_search(args) -> int:
     from .search import SearchConfig, run_search
 
     run = _training_command(args, SearchConfig, run_search, "search")
-    print(f"search finished: {run}  (next: rnas derive {run})")
+    if _main_rank():
+        print(f"search finished: {run}  (next: rnas derive {run})")
     return 0
 
 
@@ -66,7 +114,8 @@ def _cmd_retrain(args) -> int:
     from .retrain import RetrainConfig, run_retrain
 
     run = _training_command(args, RetrainConfig, run_retrain, "retrain", positional="arch")
-    print(f"retrain finished: {run}  (next: rnas eval {Path(run) / 'checkpoint.pt'})")
+    if _main_rank():
+        print(f"retrain finished: {run}  (next: rnas eval {Path(run) / 'checkpoint.pt'})")
     return 0
 
 
@@ -74,7 +123,8 @@ def _cmd_teacher_train(args) -> int:
     from .teacher_train import TeacherTrainConfig, run_teacher_training
 
     path = _training_command(args, TeacherTrainConfig, run_teacher_training, "teacher train")
-    print(f"teacher written: {path}")
+    if _main_rank():
+        print(f"teacher written: {path}")
     return 0
 
 
@@ -149,15 +199,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse, run, and turn the engine's exceptions into one line and an exit code (2: bad input,
+    3: training diverged, 128+N: stopped by signal N). Under torchrun only rank 0 speaks."""
+    import logging
+
+    from .distributed import from_environment, shutdown
+
     args = build_parser().parse_args(argv)
+    main_rank = from_environment().main
+    logging.basicConfig(format="rnas: %(message)s", level=logging.WARNING if main_rank else logging.ERROR)
     try:
         return args.func(args)
     except USER_ERRORS as err:
-        print(f"rnas: error: {err}", file=sys.stderr)
+        if main_rank:
+            print(f"rnas: error: {err}", file=sys.stderr)
         return 2
     except TrainingDiverged as err:
-        print(f"rnas: error: {err}", file=sys.stderr)
+        if main_rank:
+            print(f"rnas: error: {err}", file=sys.stderr)
         return 3
+    finally:
+        shutdown()
 
 
 if __name__ == "__main__":

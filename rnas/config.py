@@ -66,6 +66,9 @@ def _flag_name(field: str) -> str:
 def validate(config) -> None:
     """Every field with a range (each element of a list field) must lie in it; then the cross-field checks."""
     for f in dataclasses.fields(config):
+        choices = f.metadata.get("choices")
+        if choices is not None and getattr(config, f.name) is not None and getattr(config, f.name) not in choices:
+            raise UserError(f"{_flag_name(f.name)} {getattr(config, f.name)}: must be one of {', '.join(choices)}")
         value, valid = getattr(config, f.name), f.metadata.get("range")
         if valid is None or value is None:
             continue
@@ -133,6 +136,8 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...]
         kwargs = {"default": argparse.SUPPRESS, "help": text}
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
+        if "const" in f.metadata:  # --flag alone means const
+            kwargs.update(nargs="?", const=f.metadata["const"])
         if "parse" in f.metadata:
             parser.add_argument(name, type=_argparse_type(f.metadata["parse"]), metavar=f.name.upper(), **kwargs)
         elif tp is bool:
@@ -162,11 +167,11 @@ def _scalar(tp, value):
 
 def _coerce(cls, key: str, value, source: str):
     parse = next(f.metadata.get("parse") for f in dataclasses.fields(cls) if f.name == key)
+    hints = typing.get_type_hints(cls)
     if parse is not None and value is not None:
-        if isinstance(value, bool):
+        if isinstance(value, bool) and _base_type(hints[key]) is not str:
             raise UserError(f"{source}: {key}: expected a number, got {value!r}")
         return parse(value)
-    hints = typing.get_type_hints(cls)
     tp = _base_type(hints[key])
     if value is None:
         return None
@@ -233,6 +238,8 @@ def read_run_config(cls, path: Path, command: str = "") -> dict:
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
+    if isinstance(data.get("amp"), bool):  # written before --amp took a mode
+        data["amp"] = "bf16" if data["amp"] else "none"
     unknown = [k for k in data if k not in names]
     if unknown:
         raise UserError(f"{path}: {unknown[0]}: not a setting of rnas {command or 'this command'} (a run of another "

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .distributed import SINGLE, Dist
 from .errors import UserError
 
 CIFAR_DIRS = {"cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch", "labels"),
@@ -182,27 +183,52 @@ def split_train_val(data: ImageTensors, val_size: int, limit: int | None) -> tup
     return train, val
 
 
-def random_crop_flip(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
-    """Batched pad-crop (zero padding ``pad``) and horizontal flip of uint8 (B, C, H, W) images."""
-    b, _, h, w = images.shape
-    padded = F.pad(images, (pad, pad, pad, pad))
-    dev = images.device
+def random_crop_flip(images: torch.Tensor, pad: int, generator: torch.Generator,
+                     keep: torch.Tensor | None = None) -> torch.Tensor:
+    """Batched pad-crop (zero padding ``pad``) and horizontal flip of uint8 (B, C, H, W) images. With
+    ``keep`` (positions), only those images are augmented and returned, with the offsets and flips they
+    get in the whole batch (a rank's share of a global batch is augmented as in one process)."""
+    b, dev = images.shape[0], images.device
     dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=dev)
     dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=dev)
+    flip = torch.rand(b, generator=generator, device=dev) < 0.5
+    if keep is not None:
+        images, dy, dx, flip = images[keep], dy[keep], dx[keep], flip[keep]
+    b, _, h, w = images.shape
+    padded = F.pad(images, (pad, pad, pad, pad))
     rows = (dy[:, None] + torch.arange(h, device=dev))[:, :, None]
     cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, :]
     crops = padded[torch.arange(b, device=dev)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
-    flip = torch.rand(b, generator=generator, device=dev) < 0.5
     return torch.where(flip[:, None, None, None], crops.flip(3), crops)
 
 
-def _generator(device: torch.device, *key: int) -> torch.Generator:
+def keyed_generator(device: torch.device, *key: int) -> torch.Generator:
+    """A generator whose stream is a function of ``key`` alone (e.g. (seed, epoch, step))."""
     gen = torch.Generator(device=device)
     gen.manual_seed(int(np.random.SeedSequence(list(key)).generate_state(1, dtype=np.uint64)[0] >> 1))
     return gen
 
 
-class InMemoryLoader:
+class Sharded:
+    """A loader's place in a ``torchrun`` job: every rank walks the same global batches (``batch_size`` is
+    the global batch) and keeps ``dist.positions(parts(len(batch)))`` of each, i.e. its share of every part
+    of the batch (one part by default; the search's weight and arch parts)."""
+
+    dist = SINGLE
+    parts = staticmethod(lambda n: [n])
+
+    def shard(self, dist: Dist, parts=None):
+        self.dist = dist
+        if parts is not None:
+            self.parts = parts
+        return self
+
+    def keep(self, n: int) -> torch.Tensor | None:
+        """Positions of this rank's samples in a global batch of ``n`` (None: all of them)."""
+        return self.dist.positions(self.parts(n)) if self.dist.enabled else None
+
+
+class InMemoryLoader(Sharded):
     """Batches of (float images in [0, 1], labels) from uint8 tensors kept on ``device``."""
 
     def __init__(self, data: ImageTensors, batch_size: int, device, seed: int, augment: bool = True,
@@ -219,13 +245,18 @@ class InMemoryLoader:
     def epoch(self, epoch: int, start_step: int = 0):
         """Yield (x, y) for ``epoch`` from ``start_step`` on."""
         n = len(self.labels)
-        order = (torch.randperm(n, generator=_generator(torch.device("cpu"), self.seed, epoch)).to(self.device)
+        order = (torch.randperm(n, generator=keyed_generator(torch.device("cpu"), self.seed, epoch)).to(self.device)
                  if self.shuffle else torch.arange(n, device=self.device))
         for step in range(start_step, len(self)):
             idx = order[step * self.batch_size:(step + 1) * self.batch_size]
-            x = self.images[idx]
+            keep = self.keep(len(idx))
             if self.augment:
-                x = random_crop_flip(x, self.pad, _generator(self.device, self.seed, epoch, step))
+                x = random_crop_flip(self.images[idx], self.pad, keyed_generator(self.device, self.seed, epoch, step),
+                                     None if keep is None else keep.to(self.device))
+            else:
+                x = self.images[idx if keep is None else idx[keep.to(self.device)]]
+            if keep is not None:
+                idx = idx[keep.to(self.device)]
             yield x.float().div_(255), self.labels[idx]
 
 
@@ -263,7 +294,7 @@ def imagenet100_folder(root: str | Path, split: str):
         raise UserError(f"--data-dir {root}: {split}/: {str(err).split('. Supported')[0][:200]}") from None
 
 
-class FolderLoader:
+class FolderLoader(Sharded):
     """DataLoader over a folder dataset with an epoch-seeded order that can start at any step."""
 
     def __init__(self, dataset, batch_size: int, device, seed: int, workers: int, shuffle: bool = True):
@@ -276,22 +307,67 @@ class FolderLoader:
 
     def epoch(self, epoch: int, start_step: int = 0):
         n = len(self.dataset)
-        order = torch.randperm(n, generator=_generator(torch.device("cpu"), self.seed, epoch)) if self.shuffle \
+        order = torch.randperm(n, generator=keyed_generator(torch.device("cpu"), self.seed, epoch)) if self.shuffle \
             else torch.arange(n)
-        indices = order[start_step * self.batch_size: len(self) * self.batch_size].tolist()
-        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(self.dataset, indices), self.batch_size,
-                                             num_workers=self.workers, pin_memory=self.device.type == "cuda",
-                                             generator=_generator(torch.device("cpu"), self.seed, epoch, start_step))
+        batches = [order[s * self.batch_size:(s + 1) * self.batch_size] for s in range(start_step, len(self))]
+        batches = [(b if (keep := self.keep(len(b))) is None else b[keep]).tolist()
+                   for b in batches]
+        worker_seeds = keyed_generator(torch.device("cpu"), self.seed, epoch, start_step)
+        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=batches, num_workers=self.workers,
+                                             pin_memory=self.device.type == "cuda", generator=worker_seeds)
         for x, y in loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+class IterableLoader(Sharded):
+    """Any iterable of (images in [0, 1], labels) batches, e.g. a ``torch.utils.data.DataLoader``, in the
+    engine's loader interface. ``epoch(e, start)`` calls the sampler's ``set_epoch(e)`` when it has one
+    and skips the first ``start`` batches, so a resumed run continues at the right step; the order is the
+    iterable's own, so a resume is exact only when that order is a function of the epoch (a seeded
+    sampler). Under ``torchrun`` every rank reads the global batch and keeps its share."""
+
+    def __init__(self, batches, device="cpu", batch_size: int | None = None):
+        self.batches, self.device = batches, torch.device(device)
+        self.batch_size = batch_size or getattr(batches, "batch_size", None)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def epoch(self, epoch: int, start_step: int = 0):
+        sampler = getattr(self.batches, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        for step, (x, y) in enumerate(self.batches):
+            if step < start_step:
+                continue
+            keep = self.keep(len(y))
+            if keep is not None:
+                x, y = x[keep], y[keep]
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
 
 @dataclass
 class DataBundle:
-    train: InMemoryLoader | FolderLoader
-    val: InMemoryLoader | FolderLoader | None
+    """A run's data: training and validation loaders (``.epoch(e, start)`` yields (x in [0, 1], y) on the
+    device), number of classes and image side."""
+
+    train: InMemoryLoader | FolderLoader | IterableLoader
+    val: InMemoryLoader | FolderLoader | IterableLoader | None
     num_classes: int
     input_size: int
+
+    @classmethod
+    def from_loaders(cls, train, val=None, *, num_classes: int, input_size: int, device="cpu") -> DataBundle:
+        """A bundle of your own DataLoaders (or any iterables of (x, y) batches, images in [0, 1])."""
+        return cls(IterableLoader(train, device), None if val is None else IterableLoader(val, device),
+                   num_classes, input_size)
+
+    def shard(self, dist: Dist, train_parts=None) -> DataBundle:
+        """Each loader keeps this rank's share of every batch (``train_parts``: the parts of a training batch)."""
+        self.train.shard(dist, train_parts)
+        if self.val is not None:
+            self.val.shard(dist)
+        return self
 
 
 def _check_batch(batch_size: int, n_train: int) -> None:

@@ -68,8 +68,8 @@ def compile_model(model: nn.Module, enabled: bool) -> nn.Module:
     return model
 
 
-def autocast(device: torch.device, enabled: bool):
-    """bfloat16 autocast for forward passes when ``enabled`` (``--amp``), else a no-op context."""
-    if not enabled:
+def autocast(device: torch.device, amp: str | bool):
+    """Autocast of the forward passes: ``bf16`` / ``fp16`` (``--amp``), else a no-op context."""
+    if amp in (False, None, "none"):
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
+    return torch.autocast(device.type, dtype=torch.float16 if amp == "fp16" else torch.bfloat16)

@@ -105,10 +105,11 @@ class CrossLayerAttention(nn.Module):
     def tutor_probs(self) -> torch.Tensor:
         return self.tutor_logits.softmax(1)
 
-    def tutor_weights(self, batch: int) -> torch.Tensor:
-        """(batch | 1, n_s, n_t) weights g_ij."""
+    def tutor_weights(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(batch | 1, n_s, n_t) weights g_ij (sample mode: Gumbel noise from ``generator``, default global)."""
         if self.mode == "sample":
-            noise = -torch.empty(batch, *self.tutor_logits.shape, device=self.tutor_logits.device).exponential_().log()
+            noise = -torch.empty(batch, *self.tutor_logits.shape,
+                                 device=self.tutor_logits.device).exponential_(generator=generator).log()
             return ((self.tutor_logits + noise) / self.tau).softmax(-1)
         if self.mode == "expected":
             return self.tutor_probs()[None]
@@ -120,11 +121,13 @@ class CrossLayerAttention(nn.Module):
         """(B, n_s, n_t) Euclidean distances between every student and teacher map, one batched op."""
         return torch.cdist(student_maps, teacher_maps, compute_mode="donot_use_mm_for_euclid_dist")
 
-    def forward(self, student_maps: torch.Tensor, teacher_maps: torch.Tensor) -> torch.Tensor:
-        """``student_maps`` (B, n_s, D), ``teacher_maps`` (B, n_t, D): normalised attention maps."""
+    def forward(self, student_maps: torch.Tensor, teacher_maps: torch.Tensor,
+                weights: torch.Tensor | None = None) -> torch.Tensor:
+        """``student_maps`` (B, n_s, D), ``teacher_maps`` (B, n_t, D): normalised attention maps;
+        ``weights`` (B | 1, n_s, n_t): tutor weights to use instead of drawing them."""
         if self.mode == "fixed":  # one-hot tutors: only the n_s mapped pairs have non-zero weight
             return paired_attention_loss(student_maps, teacher_maps.index_select(1, self.mapping), self.n_teacher)
-        weights = self.tutor_weights(student_maps.shape[0])
+        weights = self.tutor_weights(student_maps.shape[0]) if weights is None else weights
         per_sample = (weights * self.pair_distances(student_maps, teacher_maps)).sum((1, 2))
         return per_sample.mean() / (self.n_student * self.n_teacher)
 

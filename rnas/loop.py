@@ -1,21 +1,25 @@
 """The epoch loop shared by search, retrain and teacher training (nanoGPT-style, one screen):
-for each step: job.train_step -> accumulate -> log -> checkpoint on request or signal;
-at each epoch end: lr schedule -> job.epoch_record (validation, ...) -> metrics -> checkpoint."""
+for each step: job.train_step -> accumulate -> log -> checkpoint on request or stop;
+at each epoch end: lr schedule -> job.epoch_record (validation, ...) -> metrics -> checkpoint.
+
+The loop prints nothing and installs no signal handler: progress goes to ``callbacks`` (objects with
+optional ``on_step(job, terms)`` / ``on_epoch(job, record)``, or plain functions of the epoch record),
+a stop request is the ``should_stop()`` callable, and a stop or a failure is an exception. In a
+``torchrun`` job every rank runs the loop; rank 0 alone writes the run directory."""
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from pathlib import Path
 from typing import Protocol
 
 import torch
-from tqdm import tqdm
 
 from .attacks import eval_mode
 from .config import save_config
+from .distributed import SINGLE
 from .errors import TrainingDiverged, UserError
-from .rundir import Metrics, RunLock, StopSignal, atomic_save
+from .rundir import Metrics, RunLock, atomic_save
 
 
 class Job(Protocol):
@@ -35,45 +39,95 @@ class Job(Protocol):
     def close(self) -> None: ...
 
 
-def run_job(job: Job, run: Path, resume: bool) -> Path:
+class RunStopped(Exception):
+    """The run stopped on request (``should_stop()``) after checkpointing; ``--resume`` continues it."""
+
+    def __init__(self, run: Path, command: str, epoch: int, step: int, signum: int):
+        super().__init__(f"stopped at epoch {epoch}, step {step}; resume with: rnas {command} --resume {run}")
+        self.run, self.command, self.epoch, self.step, self.signum = run, command, epoch, step, signum
+
+
+class _NoMetrics:
+    """What ranks other than 0 write: nothing."""
+
+    tb = None
+
+    def write(self, record: dict) -> None:
+        pass
+
+    def scalars(self, values: dict, step: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _callbacks(callbacks) -> list:
+    """Objects with on_step / on_epoch; a plain function is an on_epoch callback."""
+    out = []
+    for cb in callbacks or ():
+        if callable(cb) and not hasattr(cb, "on_epoch") and not hasattr(cb, "on_step"):
+            cb = type("EpochCallback", (), {"on_epoch": staticmethod(lambda job, record, f=cb: f(record))})()
+        out.append(cb)
+    return out
+
+
+def run_job(job: Job, run: Path | str, resume: bool = False, *, callbacks=(), should_stop=None) -> Path:
     """Write the resolved config and a step-0 checkpoint (so a run killed at any moment can be resumed),
-    then train ``job`` into ``run`` until ``cfg.epochs``, holding the run directory's lock throughout."""
+    then train ``job`` into ``run`` until ``cfg.epochs``, holding the run directory's lock throughout.
+    ``should_stop()`` (e.g. a signal flag; non-zero = stop) is polled after every step: the run then
+    checkpoints and raises ``RunStopped``."""
+    run = Path(run)
+    dist = getattr(job, "dist", SINGLE)
     if job.epoch > job.cfg.epochs:
         raise UserError(f"--epochs {job.cfg.epochs}: {run} has already done {job.epoch} epochs; "
                         "a resumed run can be extended, not shortened")
-    run.mkdir(parents=True, exist_ok=True)
-    with RunLock(run):
-        save_config(job.cfg, run / "config.yaml")
-        if not (run / "checkpoint.pt").exists():
-            atomic_save(job.state(), run / "checkpoint.pt")
-        metrics = Metrics(run, job.epoch if resume else None)
+    if dist.main:
+        run.mkdir(parents=True, exist_ok=True)
+    with RunLock(run) if dist.main else contextlib.nullcontext():
+        if dist.main:
+            save_config(job.cfg, run / "config.yaml")
+            if not (run / "checkpoint.pt").exists():
+                atomic_save(job.state(), run / "checkpoint.pt")
+        metrics = Metrics(run, job.epoch if resume else None) if dist.main else _NoMetrics()
         try:
-            with StopSignal() as stop:
-                train_epochs(job, run, metrics, stop)
+            train_epochs(job, run, metrics, _callbacks(callbacks), should_stop or (lambda: 0))
         finally:
             metrics.close()
             job.close()
     return run
 
 
-def _check_finite(job: Job, terms: dict[str, torch.Tensor], run: Path, epoch: int, step: int) -> None:
-    """Stop the run (nothing written from this step on) when a loss term is NaN or infinite."""
+def _finite_and_stop(job: Job, terms: dict[str, torch.Tensor], should_stop) -> tuple[list[bool], int]:
+    """(finite flag per term, stop request) agreed by all ranks: one device sync per step (plus one tiny
+    all-reduce under torchrun, so every rank stops or fails at the same step)."""
     finite = torch.stack([v.detach().float().reshape(()) for v in terms.values()]).isfinite()
-    if bool(finite.all()):  # one device sync per step
-        return
-    bad = [f"{k}={float(v.detach()):g}" for (k, v), ok in zip(terms.items(), finite.tolist(), strict=True) if not ok]
-    raise TrainingDiverged(
+    dist = getattr(job, "dist", SINGLE)
+    if not dist.enabled:
+        return finite.tolist(), int(should_stop() or 0)
+    flags = torch.cat([(~finite).float(), torch.tensor([float(should_stop() or 0)], device=finite.device)])
+    flags = dist.max(flags).tolist()
+    return [not f for f in flags[:-1]], int(flags[-1])
+
+
+def _diverged(job: Job, terms: dict, finite: list[bool], run: Path, epoch: int, step: int) -> TrainingDiverged:
+    bad = [f"{k}={float(v.detach()):g}" for (k, v), ok in zip(terms.items(), finite, strict=True) if not ok]
+    return TrainingDiverged(
         f"rnas {job.command}: non-finite loss at epoch {epoch + 1}, step {step + 1}: {', '.join(bad[:4])}"
         f" (a learning rate or temperature out of its useful range?); the last good checkpoint "
         f"{run / 'checkpoint.pt'} is kept")
 
 
-def train_epochs(job: Job, run: Path, metrics: Metrics, stop: StopSignal) -> None:
+def _save(job: Job, run: Path) -> None:
+    if getattr(job, "dist", SINGLE).main:
+        atomic_save(job.state(), run / "checkpoint.pt")
+
+
+def train_epochs(job: Job, run: Path, metrics, callbacks: list, should_stop) -> None:
     cfg, loader = job.cfg, job.loader
     steps = len(loader)
     if steps == 0:
         raise UserError(f"--batch-size {cfg.batch_size}: larger than the training set")
-    quiet = not sys.stderr.isatty()
     while job.epoch < cfg.epochs:
         epoch, start = job.epoch, job.step
         job.begin_epoch(epoch)
@@ -82,47 +136,42 @@ def train_epochs(job: Job, run: Path, metrics: Metrics, stop: StopSignal) -> Non
         job.progress = progress
         sums, counts = progress["sums"], progress["counts"]  # a term measured on some steps only averages over those
         t0 = time.perf_counter() - progress["seconds"]
-        bar = tqdm(total=steps, initial=start, desc=f"{job.command} {epoch + 1}/{cfg.epochs}", disable=quiet,
-                   leave=False)
         for step, (x, y) in enumerate(loader.epoch(epoch, start), start=start):
             terms = job.train_step(x, y)
-            _check_finite(job, terms, run, epoch, step)
+            finite, stop = _finite_and_stop(job, terms, should_stop)
+            if not all(finite):
+                raise _diverged(job, terms, finite, run, epoch, step)
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0) + value.detach()
                 counts[key] = counts.get(key, 0) + 1
-            progress["seen"] += len(y)
+            progress["seen"] += loader.batch_size if getattr(job, "dist", SINGLE).enabled else len(y)
             progress["seconds"] = time.perf_counter() - t0
             global_step = epoch * steps + step
             if cfg.log_every and global_step % cfg.log_every == 0:
                 metrics.scalars({f"step/{k}": v.item() for k, v in terms.items()}, global_step)
-            bar.update(1)
             job.step = step + 1
-            if stop.received or (cfg.checkpoint_every and job.step % cfg.checkpoint_every == 0):
-                atomic_save(job.state(), run / "checkpoint.pt")
-            if stop.received:
-                bar.close()
-                print(f"rnas: stopped at epoch {epoch + 1}, step {job.step}; resume with: "
-                      f"rnas {job.command} --resume {run}", file=sys.stderr)
-                raise SystemExit(128 + stop.received)
-        bar.close()
+            for cb in callbacks:
+                if hasattr(cb, "on_step"):
+                    cb.on_step(job, terms)
+            if stop or (cfg.checkpoint_every and job.step % cfg.checkpoint_every == 0):
+                _save(job, run)
+            if stop:
+                raise RunStopped(run, job.command, epoch + 1, job.step, stop)
         job.scheduler.step()
         seconds = time.perf_counter() - t0
         record = {"epoch": epoch, **{k: round(float(v) / counts[k], 6) for k, v in sums.items()},
                   "lr": job.scheduler.get_last_lr()[0], **job.epoch_record(),
                   "seconds": round(seconds, 3), "images_per_s": round(progress["seen"] / seconds, 1)}
         metrics.write(record)
-        if hasattr(job, "log_tables"):
+        if hasattr(job, "log_tables") and metrics.tb is not None:
             job.log_tables(metrics.tb, epoch)
         metrics.scalars({f"epoch/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and k != "epoch"},
                         epoch)
         job.epoch, job.step, job.progress = epoch + 1, 0, None
-        atomic_save(job.state(), run / "checkpoint.pt")
-        if quiet:
-            shown = {k: record[k] for k in ("val_acc", "expected_macs", "tau") if record.get(k) is not None}
-            loss = next((record[k] for k in ("weight/total", "total") if k in record), float("nan"))
-            print(f"{job.command} epoch {epoch + 1}/{cfg.epochs}: loss {loss:.4f} "
-                  + " ".join(f"{k} {v:.4g}" for k, v in shown.items()) + f" ({record['images_per_s']} img/s)",
-                  flush=True)
+        _save(job, run)
+        for cb in callbacks:
+            if hasattr(cb, "on_epoch"):
+                cb.on_epoch(job, record)
 
 
 def share_step(job: Job) -> bool:
@@ -132,13 +181,15 @@ def share_step(job: Job) -> bool:
 
 
 @torch.no_grad()
-def clean_accuracy(model, loader, taps=None) -> float | None:
-    """Top-1 accuracy (%) on ``loader`` in eval mode (restored after); ``taps`` are paused meanwhile."""
+def clean_accuracy(model, loader, taps=None, dist=SINGLE) -> float | None:
+    """Top-1 accuracy (%) on ``loader`` in eval mode (restored after); ``taps`` are paused meanwhile.
+    Under torchrun each rank counts its share of every batch and the counts are summed."""
     if loader is None:
         return None
-    correct = total = 0
+    counts = None
     with eval_mode(model), (taps.paused() if taps is not None else contextlib.nullcontext()):
         for x, y in loader.epoch(0):
-            correct += (model(x).argmax(1) == y).sum()
-            total += len(y)
-    return 100.0 * correct.item() / total
+            batch = torch.stack([(model(x).argmax(1) == y).sum(), torch.tensor(len(y), device=y.device)])
+            counts = batch if counts is None else counts + batch
+    correct, total = dist.sum(counts).tolist()
+    return 100.0 * correct / total

@@ -12,12 +12,13 @@ from supernets import build_model, read_arch
 from .adversarial import convert_to_mbn
 from .attacks import parse_eps
 from .config import flag
-from .data import DATASETS, make_loaders
+from .data import make_loaders
 from .device import place, resolve_device
 from .distill import uniform_mapping
+from .distributed import Dist, convert_sync_bn, init_distributed, on_every_rank, rank_device
 from .errors import UserError
-from .loop import run_job
 from .rundir import load_checkpoint, resume_checkpoint, seed_everything
+from .sections import DataSection, OptimSection, RuntimeSection, TeacherSection, shared
 from .taps import conv_taps
 from .teachers import load_teacher
 from .train import CHECKPOINT_FORMAT, Objective, Trainer
@@ -27,32 +28,28 @@ GAMMA_T = 1000.0  # README "CIFAR-10: the study of the defaults" (sweep in progr
 
 
 @dataclass
-class RetrainConfig:
+class RetrainConfig(RuntimeSection, OptimSection, TeacherSection, DataSection):
     arch: str = flag("", "arch.json written by rnas derive")
-    teacher: str | None = flag(None, "teacher architecture (default: the one the arch was searched with)")
-    teacher_ckpt: str | None = flag(None, "teacher checkpoint (default: the search's)")
-    model_dir: str | None = flag(None, "RobustBench model dir (default: the search's)")
-    threat: str = flag("Linf", "threat-model folder for --model-dir lookups")
-    random_teacher: bool = flag(False, "allow a teacher with random weights (smoke runs only)")
+    teacher: str | None = shared(TeacherSection, "teacher", None, "teacher architecture (default: the one the arch "
+                                 "was searched with)")
+    teacher_ckpt: str | None = shared(TeacherSection, "teacher_ckpt", None,
+                                      "teacher checkpoint (default: the search's)")
+    model_dir: str | None = shared(TeacherSection, "model_dir", None, "RobustBench model dir (default: the search's)")
+    data: str | None = shared(DataSection, "data", None, "dataset (default: the search's)")
+    out: str = shared(RuntimeSection, "out", "runs/retrain")
+    epochs: int | None = shared(OptimSection, "epochs", None, "epochs (default: 100 CIFAR/digits, 200 ImageNet-100, "
+                                "20 with --trades)")
+    batch_size: int | None = shared(OptimSection, "batch_size", None, "global batch size (default: 128; 256 on "
+                                    "ImageNet-100)")
+    lr: float | None = shared(OptimSection, "lr", None, "SGD lr (default: 0.1; 0.05 on ImageNet-100; 0.01 for TRADES "
+                              "fine-tuning)")
+    weight_decay: float | None = shared(OptimSection, "weight_decay", None, "weight decay (default: 2e-4; 4e-5 on "
+                                        "ImageNet-100)")
+    milestones: list[int] | None = shared(OptimSection, "milestones", None, "lr x lr-decay at these epochs (default: "
+                                          "75 %% and 90 %% of --epochs)".replace("%%", "%"))
+    cosine: bool | None = shared(OptimSection, "cosine", None, "cosine schedule (default: on for ImageNet-100)")
     baseline: str = flag("cl", "cl: Eq. 3 with the searched tutors; ce: CE only; kd: CE + KL (logit KD); "
                          "fixed: Eq. 3 with a uniform depth-proportional tutor mapping", choices=BASELINES)
-    data: str | None = flag(None, "dataset (default: the search's)", choices=DATASETS)
-    data_dir: str | None = flag(None, "dataset root")
-    download: bool = flag(False, "download CIFAR into --data-dir if absent")
-    val_size: int | None = flag(None, "validation images carved from the end of train", range=">= 0")
-    limit: int | None = flag(None, "use only the first N training images", range=">= 1")
-    out: str = flag("runs/retrain", "run directory")
-    epochs: int | None = flag(None, "epochs (default: 100 CIFAR/digits, 200 ImageNet-100, 20 with --trades)",
-                              range=">= 1")
-    batch_size: int | None = flag(None, "batch size (default: 128; 256 on ImageNet-100)", range=">= 1")
-    lr: float | None = flag(None, "SGD lr (default: 0.1; 0.05 on ImageNet-100; 0.01 for TRADES fine-tuning)",
-                            range="> 0")
-    momentum: float = flag(0.9, "SGD momentum", range="[0, 1)")
-    weight_decay: float | None = flag(None, "weight decay (default: 2e-4; 4e-5 on ImageNet-100)", range=">= 0")
-    milestones: list[int] | None = flag(None, "lr x lr-decay at these epochs (default: 75 % and 90 % of --epochs)",
-                                        range=">= 0")
-    lr_decay: float = flag(0.1, "lr factor at each milestone", range="(0, 1]")
-    cosine: bool | None = flag(None, "cosine schedule (default: on for ImageNet-100)")
     gamma_t: float = flag(GAMMA_T, "gamma_t of Eq. 3, weight of the attention loss (paper's 1/(n_s n_t) form)",
                           range=">= 0")
     kl: str = flag("paper", "logit term: paper = KL(p, q); hinton = T^2 KL(q_T || p_T)", choices=("paper", "hinton"))
@@ -66,13 +63,6 @@ class RetrainConfig:
     step: float = flag(2 / 255, "TRADES inner step size", parse=parse_eps, range="> 0")
     steps: int = flag(10, "TRADES inner steps", range=">= 1")
     mbn: bool = flag(False, "Mixture BN: separate clean/adversarial BN while training (needs --trades)")
-    seed: int = flag(0, "random seed", range=">= 0")
-    device: str = flag("cpu", "cpu, cuda, cuda:N or auto")
-    workers: int = flag(2, "DataLoader workers (folder datasets)", range=">= 0")
-    amp: bool = flag(False, "bfloat16 autocast for the forward passes")
-    compile: bool = flag(False, "torch.compile the student (pays on GPUs; slower on CPUs)")
-    checkpoint_every: int = flag(0, "also checkpoint every N steps", range=">= 0")
-    log_every: int = flag(20, "TensorBoard step-logging interval", range=">= 0")
 
 
 def fill_defaults(cfg: RetrainConfig, arch: dict) -> RetrainConfig:
@@ -129,8 +119,9 @@ def _tutors(cfg: RetrainConfig, arch: dict, teacher, model, example) -> dict | N
             "mapping": uniform_mapping(len(student), len(teachers))}
 
 
-def build_retrain(cfg: RetrainConfig) -> Trainer:
-    """Every check and every object of a retrain run, before anything is written."""
+def build_retrain(cfg: RetrainConfig, dist: Dist | None = None) -> Trainer:
+    """Every check and every object of a retrain run, before anything is written (``Trainer.from_config``
+    of ``rnas retrain``)."""
     arch, _ = read_arch(cfg.arch)
     fill_defaults(cfg, arch)
     if cfg.mbn and not cfg.trades:
@@ -140,6 +131,8 @@ def build_retrain(cfg: RetrainConfig) -> Trainer:
     if cfg.from_scratch and (not cfg.trades or cfg.init):
         raise UserError("--from-scratch goes with --trades and without --init (it replaces the --init fine-tuning)")
     device = resolve_device(cfg.device)
+    dist = init_distributed(device) if dist is None else dist
+    device = rank_device(device, dist)
     seed_everything(cfg.seed)
     data = make_loaders(cfg.data, cfg.data_dir, cfg.batch_size, device, cfg.seed, cfg.val_size, cfg.limit,
                         cfg.workers, cfg.download)
@@ -156,6 +149,10 @@ def build_retrain(cfg: RetrainConfig) -> Trainer:
         model.load_state_dict(init["model"])
     if cfg.mbn:
         convert_to_mbn(model)
+    if cfg.sync_bn:
+        if cfg.mbn:
+            raise UserError("--sync-bn with --mbn: Mixture BN layers are not synchronised; drop one of them")
+        convert_sync_bn(model, device)
     place(model, device)
     teacher = None
     if cfg.baseline != "ce":
@@ -171,12 +168,18 @@ def build_retrain(cfg: RetrainConfig) -> Trainer:
                           step=cfg.step, steps=cfg.steps, beta=cfg.beta, map_size=cfg.map_size)
     tutors = _tutors(cfg, arch, teacher, model, example)
     return Trainer("retrain", cfg, model, data, objective, device, teacher, tutors,
-                   extra_state={"arch": arch, "mbn": cfg.mbn, "tutors": tutors})
+                   extra_state={"arch": arch, "mbn": cfg.mbn, "tutors": tutors}, dist=dist)
 
 
-def run_retrain(cfg: RetrainConfig, run: Path, resume: bool = False) -> Path:
-    ckpt = resume_checkpoint(run, resume)
-    trainer = build_retrain(cfg)
-    if ckpt:
-        trainer.load_state(ckpt)
-    return run_job(trainer, run, resume)
+def run_retrain(cfg: RetrainConfig, run: Path, resume: bool = False, *, callbacks=(), should_stop=None,
+                dist: Dist | None = None) -> Path:
+    dist = init_distributed(resolve_device(cfg.device)) if dist is None else dist
+
+    def build() -> Trainer:
+        ckpt = resume_checkpoint(run, resume)
+        trainer = build_retrain(cfg, dist)
+        if ckpt:
+            trainer.load_state(ckpt)
+        return trainer
+
+    return on_every_rank(dist, build).fit(run, resume, callbacks=callbacks, should_stop=should_stop)

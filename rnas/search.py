@@ -19,7 +19,7 @@ from search_spaces import load_space, parse_space, spec_to_dict
 from supernets import Network
 
 from .config import flag, parse_macs
-from .data import DATASETS, make_loaders
+from .data import DataBundle, keyed_generator, make_loaders
 from .device import autocast, check_fits, compile_model, place, resolve_device
 from .distill import (
     FLOP_KINDS,
@@ -31,9 +31,20 @@ from .distill import (
     rnas_loss,
     teacher_targets,
 )
+from .distributed import (
+    SINGLE,
+    Dist,
+    convert_sync_bn,
+    init_distributed,
+    note_world_change,
+    on_every_rank,
+    rank_device,
+)
 from .errors import UserError
 from .loop import clean_accuracy, run_job, share_step
+from .optim import make_grad_scaler, make_optimizer, make_scheduler
 from .rundir import resume_checkpoint, rng_state, seed_everything, set_rng_state
+from .sections import DataSection, OptimSection, RuntimeSection, TeacherSection, shared
 from .taps import Taps, conv_taps
 from .teachers import load_teacher
 
@@ -43,28 +54,14 @@ MAC_EXPONENT = 0.01  # chosen by measurement: README "A search that trades accur
 
 
 @dataclass
-class SearchConfig:
+class SearchConfig(RuntimeSection, OptimSection, TeacherSection, DataSection):
     space: str = flag("S5", "search space: built-in name (s3 s5 s7 m l is im i) or a YAML path")
-    teacher: str = flag("wrt34", "teacher architecture: wrt34, wrn-D-K, r18, r50, wrt50")
-    teacher_ckpt: str | None = flag(None, "teacher checkpoint: a file, or a RobustBench model name with --model-dir")
-    model_dir: str | None = flag(None, "RobustBench model dir, read as <model-dir>/<data>/<threat>/<name>.pt")
-    threat: str = flag("Linf", "threat-model folder for --model-dir lookups")
-    random_teacher: bool = flag(False, "allow a teacher with random weights (smoke runs only)")
-    data: str = flag("cifar10", "dataset", choices=DATASETS)
-    data_dir: str | None = flag(None, "dataset root (torchvision layout / ImageFolder root)")
-    download: bool = flag(False, "download CIFAR into --data-dir if absent")
-    val_size: int | None = flag(None, "validation images carved from the end of train (default per dataset)",
-                                range=">= 0")
-    limit: int | None = flag(None, "use only the first N training images (smoke runs)", range=">= 1")
-    out: str = flag("runs/search", "run directory")
-    epochs: int = flag(100, "search epochs", range=">= 1")
-    batch_size: int = flag(128, "batch size (split 80/20 into weight and arch samples)", range=">= 2")
-    lr: float = flag(0.1, "SGD learning rate of the weights", range="> 0")
-    momentum: float = flag(0.9, "SGD momentum", range="[0, 1)")
-    weight_decay: float = flag(2e-4, "SGD weight decay", range=">= 0")
-    milestones: list[int] = flag([75, 90], "epochs at which the weight lr is multiplied by --lr-decay", range=">= 0")
-    lr_decay: float = flag(0.1, "lr factor at each milestone", range="(0, 1]")
-    cosine: bool = flag(False, "cosine lr schedule to zero instead of milestones (ImageNet-100 recipe)")
+    out: str = shared(RuntimeSection, "out", "runs/search")
+    epochs: int = shared(OptimSection, "epochs", 100, "search epochs")
+    batch_size: int = shared(OptimSection, "batch_size", 128, "global batch size, split 80/20 into weight and "
+                             "arch samples (all ranks together under torchrun)", range=">= 2")
+    cosine: bool = shared(OptimSection, "cosine", False, "cosine lr schedule to zero instead of milestones "
+                          "(ImageNet-100 recipe)")
     arch_lr: float = flag(0.01, "Adam learning rate of the width and tutor logits", range="> 0")
     arch_split: float = flag(0.2, "fraction of each batch used for the arch step", range="(0, 1)")
     tau: float = flag(5.0, "initial Gumbel temperature of the width choices", range="> 0")
@@ -86,13 +83,6 @@ class SearchConfig:
     mac_target_exponent: float = flag(1.0, "pull towards --mac-target", range=">= 0")
     map_size: int = flag(8, "side of the common attention-map size", range=">= 1")
     shortcut_taps: bool = flag(True, "tap the teacher's 1x1 shortcut convs too")
-    seed: int = flag(0, "random seed", range=">= 0")
-    device: str = flag("cpu", "cpu, cuda, cuda:N or auto")
-    workers: int = flag(2, "DataLoader workers (folder datasets)", range=">= 0")
-    amp: bool = flag(False, "bfloat16 autocast for the forward passes")
-    compile: bool = flag(False, "torch.compile the student (pays on GPUs; slower on CPUs)")
-    checkpoint_every: int = flag(0, "also checkpoint every N steps (0: at epoch ends only)", range=">= 0")
-    log_every: int = flag(20, "TensorBoard step-logging interval", range=">= 0")
 
 
 def _set_requires_grad(params, flag_: bool) -> None:
@@ -116,30 +106,33 @@ def frozen_bn_statistics(model: torch.nn.Module):
 
 
 class Searcher:
-    """Everything a search needs, built and validated before the run directory is touched."""
+    """A search from objects: a supernet, a teacher (any module on [0, 1] images whose convolutions are
+    tapped), a ``DataBundle`` and a ``SearchConfig`` (its optimisation, temperature and loss fields; the
+    data and teacher fields are for ``from_config``). ``fit(run)`` trains into a run directory. Every check
+    happens here, before the run directory is touched. Under ``torchrun`` pass ``dist`` (``from_config``
+    joins the job itself)."""
 
-    def __init__(self, cfg: SearchConfig, spec=None):
-        self.cfg = cfg
+    def __init__(self, supernet: Network, teacher: torch.nn.Module, data: DataBundle, cfg: SearchConfig, *,
+                 device: torch.device | None = None, dist: Dist = SINGLE):
+        self.cfg, self.dist = cfg, dist
         if not 0 < cfg.arch_split < 1:
             raise UserError(f"--arch-split {cfg.arch_split}: must be in (0, 1)")
         if cfg.batch_size < 2:
             raise UserError(f"--batch-size {cfg.batch_size}: needs at least 2 (one weight, one arch sample)")
         if cfg.mac_target is not None and cfg.flop not in ("power", "linear"):
             raise UserError(f"--mac-target needs --flop power or linear, not {cfg.flop}")
-        self.device = resolve_device(cfg.device)
-        spec = spec or load_space(cfg.space)
-        if cfg.teacher_ckpt is None and not cfg.random_teacher:
-            raise UserError("no teacher checkpoint: give --teacher-ckpt (or --random-teacher for a smoke run)")
-        seed_everything(cfg.seed)
-        self.data = make_loaders(cfg.data, cfg.data_dir, cfg.batch_size, self.device, cfg.seed, cfg.val_size,
-                                 cfg.limit, cfg.workers, cfg.download)
-        if spec.input_size != self.data.input_size:
-            raise UserError(f"--space {cfg.space}: a {spec.input_size}x{spec.input_size} space, but --data "
-                            f"{cfg.data} has {self.data.input_size}x{self.data.input_size} images")
-        self.teacher = place(load_teacher(cfg.teacher, cfg.teacher_ckpt, cfg.model_dir, cfg.data, cfg.threat,
-                                          self.data.num_classes), self.device)
-        check_fits(spec, self.data.num_classes, self.device, f"--space {cfg.space}")
-        self.supernet = place(Network(spec, self.data.num_classes), self.device)
+        self.device = device or next(supernet.parameters()).device
+        spec = supernet.spec
+        if spec.input_size != data.input_size:
+            raise UserError(f"--space {cfg.space}: a {spec.input_size}x{spec.input_size} space, but the data "
+                            f"has {data.input_size}x{data.input_size} images")
+        if data.train.batch_size is not None and data.train.batch_size < dist.world:
+            raise UserError(f"--batch-size {data.train.batch_size}: smaller than the {dist.world} ranks")
+        self.data = data.shard(dist, self.parts)
+        self.teacher = teacher.eval().requires_grad_(False)
+        if cfg.sync_bn:
+            convert_sync_bn(supernet, self.device)
+        self.supernet = supernet
         example = torch.zeros(1, spec.in_channels, spec.input_size, spec.input_size, device=self.device)
         t_layers = conv_taps(self.teacher, example, cfg.shortcut_taps)
         s_layers = self.supernet.tap_layers()  # masked activations: what the sampled network computes
@@ -150,14 +143,43 @@ class Searcher:
         compile_model(self.supernet, cfg.compile)  # after the taps: their hooks are traced with it
         self.arch_params = self.supernet.arch_parameters() + [self.tutor.tutor_logits]
         self.weight_params = self.supernet.weight_parameters()
-        self.weight_opt = torch.optim.SGD(self.weight_params, cfg.lr, momentum=cfg.momentum,
-                                          weight_decay=cfg.weight_decay)
+        self.weight_opt = make_optimizer(self.weight_params, cfg)
         self.arch_opt = torch.optim.Adam(self.arch_params, cfg.arch_lr)
-        self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.weight_opt, cfg.epochs) if cfg.cosine else
-                          torch.optim.lr_scheduler.MultiStepLR(self.weight_opt, cfg.milestones, cfg.lr_decay))
+        self.scheduler = make_scheduler(self.weight_opt, cfg)
+        self.scaler = make_grad_scaler(cfg.amp, self.device)
         self.max_macs = self.supernet.cost([0] * len(self.supernet.searched_blocks))[1]
         self.epoch, self.step, self.progress = 0, 0, None
         self.begin_epoch(0)
+
+    @classmethod
+    def from_config(cls, cfg: SearchConfig, spec=None, dist: Dist | None = None) -> Searcher:
+        """Data, teacher and supernet built from the config's names (what ``rnas search`` runs)."""
+        device = resolve_device(cfg.device)
+        dist = init_distributed(device) if dist is None else dist
+        device = rank_device(device, dist)
+        spec = spec or load_space(cfg.space)
+        if cfg.teacher_ckpt is None and not cfg.random_teacher:
+            raise UserError("no teacher checkpoint: give --teacher-ckpt (or --random-teacher for a smoke run)")
+        seed_everything(cfg.seed)
+        data = make_loaders(cfg.data, cfg.data_dir, cfg.batch_size, device, cfg.seed, cfg.val_size,
+                            cfg.limit, cfg.workers, cfg.download)
+        if spec.input_size != data.input_size:
+            raise UserError(f"--space {cfg.space}: a {spec.input_size}x{spec.input_size} space, but --data "
+                            f"{cfg.data} has {data.input_size}x{data.input_size} images")
+        teacher = place(load_teacher(cfg.teacher, cfg.teacher_ckpt, cfg.model_dir, cfg.data, cfg.threat,
+                                     data.num_classes), device)
+        check_fits(spec, data.num_classes, device, f"--space {cfg.space}")
+        supernet = place(Network(spec, data.num_classes), device)
+        return cls(supernet, teacher, data, cfg, device=device, dist=dist)
+
+    def parts(self, batch: int) -> list[int]:
+        """The weight and arch parts of a global batch: the first ~80 % and the rest."""
+        n = min(batch - 1, max(1, round(batch * (1 - self.cfg.arch_split))))
+        return [n, batch - n]
+
+    def fit(self, run: str | Path, resume: bool = False, *, callbacks=(), should_stop=None) -> Path:
+        """Train into the run directory ``run`` (see ``rnas.loop.run_job``); returns it."""
+        return run_job(self, Path(run), resume, callbacks=callbacks, should_stop=should_stop)
 
     # ---- one objective, two steps ------------------------------------------------------------
     def autocast(self):
@@ -168,51 +190,65 @@ class Searcher:
         of the whole batch, sliced by the weight and arch steps."""
         return teacher_targets(self.teacher, x, self.teacher_taps, self.cfg.map_size, self.autocast())
 
-    def objective(self, x: torch.Tensor, y: torch.Tensor, targets) -> dict[str, torch.Tensor]:
+    def objective(self, x: torch.Tensor, y: torch.Tensor, targets, n_global: int | None = None,
+                  noise: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Eq. (2) on one sub-batch: student with taps, tutor loss, against ``targets`` = (q, teacher
         maps) of these samples (a slice of ``teacher_targets``). n_f costs the very networks the forward
-        sampled (its per-sample Gumbel weights)."""
+        sampled (its per-sample Gumbel weights). Under torchrun ``x`` is this rank's share of a part of
+        ``n_global`` samples: the Gumbel weights are drawn (from ``noise``) for all of them and sliced, and
+        n_f is the mean over the whole part."""
         q, t_maps = targets
-        cfg = self.cfg
-        weights = self.supernet.width_weights(len(x))
+        cfg, dist = self.cfg, self.dist
+        n_global = n_global or len(x)
+        weights = dist.rows(self.supernet.width_weights(n_global, noise))
         with self.autocast():
             p = self.supernet(x, weights).float()
         s_maps = attention_maps(self.student_taps.collect(), cfg.map_size)
-        attention = self.tutor(s_maps, t_maps)
+        attention = self.tutor(s_maps, t_maps, dist.rows(self.tutor.tutor_weights(n_global, noise)))
         n_f = None
         macs = self.supernet.expected_macs(weights)
         if cfg.flop != "none":
             n_f = flop_factor(macs, self.max_macs, cfg.flop, cfg.mac_exponent, cfg.flop_alpha, cfg.flop_beta,
                               cfg.mac_target, cfg.mac_target_exponent)
+            n_f = dist.differentiable_sum(n_f * (len(x) / n_global)) if dist.enabled else n_f
         terms = rnas_loss(p, q, y, attention, cfg.gamma_s, cfg.kl, cfg.kd_temperature, n_f)
         terms["sampled_macs"] = macs.detach().mean()
         return terms
 
-    def _step(self, x, y, targets, optimizer: torch.optim.Optimizer, frozen: list,
-              share_of: list | None = None) -> dict[str, torch.Tensor]:
-        """One optimizer step on Eq. (2); ``frozen`` parameters get no gradient (and cost no backward).
-        With ``share_of`` (parameters) the attention term's gradient share over them is measured too."""
+    def _step(self, x, y, targets, optimizer: torch.optim.Optimizer, params: list, frozen: list, n_global: int,
+              noise: torch.Generator | None, share_of: list | None = None) -> dict[str, torch.Tensor]:
+        """One optimizer step on Eq. (2) over ``params``; ``frozen`` parameters get no gradient (and cost
+        no backward). With ``share_of`` (parameters) the attention term's gradient share over them is
+        measured too. Under torchrun the gradients are averaged over the ranks before the step."""
         _set_requires_grad(frozen, False)
         try:
-            terms = self.objective(x, y, targets)
+            terms = self.objective(x, y, targets, n_global, noise)
             optimizer.zero_grad(set_to_none=True)
-            share = backward_with_share(terms["total"], terms["attn_weighted"] if share_of else None, share_of or [])
+            weight = self.dist.share_weight(n_global)
+            share = backward_with_share(self.scaler.scale(terms["total"] * weight),
+                                        self.scaler.scale(terms["attn_weighted"] * weight) if share_of else None,
+                                        share_of or [])
             if share is not None:
                 terms["attn_grad_share"] = share
-            optimizer.step()
+            self.dist.average_gradients(params)
+            self.scaler.step(optimizer)
+            self.scaler.update()
         finally:
             _set_requires_grad(frozen, True)
         return terms
 
-    def weight_step(self, x, y, targets, measure_share: bool = False) -> dict[str, torch.Tensor]:
+    def weight_step(self, x, y, targets, measure_share: bool = False, n_global: int | None = None,
+                    noise: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """SGD on the supernet weights; width and tutor logits frozen."""
-        return self._step(x, y, targets, self.weight_opt, self.arch_params,
-                          self.weight_params if measure_share else None)
+        return self._step(x, y, targets, self.weight_opt, self.weight_params, self.arch_params,
+                          n_global or len(x), noise, self.weight_params if measure_share else None)
 
-    def arch_step(self, x, y, targets) -> dict[str, torch.Tensor]:
+    def arch_step(self, x, y, targets, n_global: int | None = None,
+                  noise: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Adam on the width and tutor logits; weights and BN running statistics frozen."""
         with frozen_bn_statistics(self.supernet):
-            return self._step(x, y, targets, self.arch_opt, self.weight_params)
+            return self._step(x, y, targets, self.arch_opt, self.arch_params, self.weight_params,
+                              n_global or len(x), noise)
 
     # ---- the loop's job interface (rnas/loop.py) -------------------------------------------------
     command = "search"
@@ -227,11 +263,18 @@ class Searcher:
         self.supernet.tau, self.tutor.tau = self.cfg.tau * decay, self.cfg.tutor_tau * decay
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Teacher on the whole batch -> split 80/20 -> weight step on the first part -> arch step on the rest."""
-        n = min(len(y) - 1, max(1, round(len(y) * (1 - self.cfg.arch_split))))
+        """Teacher on the whole batch -> split 80/20 -> weight step on the first part -> arch step on the rest.
+        Under torchrun ``x`` is this rank's share of the weight part followed by its share of the arch part."""
+        dist = self.dist
+        n_w, n_a = self.parts(self.data.train.batch_size if dist.enabled else len(y))
+        n = dist.share(n_w)[1] - dist.share(n_w)[0]
+        noise = keyed_generator(self.device, self.cfg.seed, self.epoch, self.step, 1)  # Gumbel draws of this step
         q, t_maps = self.teacher_targets(x)
-        w_terms = self.weight_step(x[:n], y[:n], (q[:n], t_maps[:n]), measure_share=share_step(self))
-        a_terms = self.arch_step(x[n:], y[n:], (q[n:], t_maps[n:]))
+        w_terms = self.weight_step(x[:n], y[:n], (q[:n], t_maps[:n]), share_step(self), n_w, noise)
+        a_terms = self.arch_step(x[n:], y[n:], (q[n:], t_maps[n:]), n_a, noise)
+        if dist.enabled:  # the global batch's means: each rank's mean weighted by its share
+            w_terms = _global_means(w_terms, n / n_w, dist)
+            a_terms = _global_means(a_terms, (len(y) - n) / n_a, dist)
         return {**{f"weight/{k}": v for k, v in w_terms.items()}, **{f"arch/{k}": v for k, v in a_terms.items()},
                 "expected_macs": self.supernet.expected_macs().detach(),
                 "tau": torch.tensor(self.supernet.tau), "tutor_tau": torch.tensor(self.tutor.tau)}
@@ -246,7 +289,7 @@ class Searcher:
                   "argmax_widths": widths,
                   "width_probs": [[round(p, 4) for p in row[:len(b.width_choices)]]
                                   for row, b in zip(probs.tolist(), self.supernet.searched_blocks, strict=True)],
-                  "val_acc": clean_accuracy(self.supernet, self.data.val, self.student_taps)}
+                  "val_acc": clean_accuracy(self.supernet, self.data.val, self.student_taps, self.dist)}
         return record
 
     def log_tables(self, tb, epoch: int) -> None:
@@ -268,6 +311,7 @@ class Searcher:
                 "weight_opt": self.weight_opt.state_dict(), "arch_opt": self.arch_opt.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "tau": self.supernet.tau, "tutor_tau": self.tutor.tau,
                 "rng": rng_state(), "config": dataclasses.asdict(self.cfg), "progress": self.progress,
+                "world_size": self.dist.world, "scaler": self.scaler.state_dict(),
                 "spec": spec_to_dict(self.supernet.spec), "num_classes": self.supernet.num_classes,
                 "student_layers": self.student_layers, "teacher_layers": self.teacher_layers}
 
@@ -279,17 +323,33 @@ class Searcher:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.epoch, self.step, self.progress = ckpt["epoch"], ckpt["step"], ckpt.get("progress")
         self.supernet.tau, self.tutor.tau = ckpt["tau"], ckpt["tutor_tau"]
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
+        note_world_change(ckpt.get("world_size", 1), self.dist)
 
 
-def run_search(cfg: SearchConfig, run: Path, resume: bool = False) -> Path:
+def _global_means(terms: dict[str, torch.Tensor], fraction: float, dist: Dist) -> dict[str, torch.Tensor]:
+    """Per-sample means of this rank's share (``fraction`` of the part) -> the part's means: one all-reduce."""
+    keys = list(terms)
+    values = dist.sum(torch.stack([terms[k].detach().float().reshape(()) for k in keys]) * fraction)
+    return dict(zip(keys, values.unbind(), strict=True))
+
+
+def run_search(cfg: SearchConfig, run: Path, resume: bool = False, *, callbacks=(), should_stop=None,
+               dist: Dist | None = None) -> Path:
     """Search into ``run`` (a fresh directory, or an existing run when ``resume``)."""
-    ckpt = resume_checkpoint(run, resume)
-    spec = parse_space(ckpt["spec"], f"{run}/checkpoint.pt:spec") if ckpt else None
-    searcher = Searcher(cfg, spec)  # every user error surfaces here, before anything is written
-    if ckpt:
-        if ckpt["student_layers"] != searcher.student_layers:
-            raise UserError(f"{run}/checkpoint.pt: searched with the student taps of an older rnas "
-                            f"({ckpt['student_layers'][:2]}...); it cannot be resumed: start a new search")
-        searcher.load_state(ckpt)
-    return run_job(searcher, run, resume)
+    dist = init_distributed(resolve_device(cfg.device)) if dist is None else dist
+
+    def build() -> Searcher:  # every user error surfaces here, on every rank, before anything is written
+        ckpt = resume_checkpoint(run, resume)
+        spec = parse_space(ckpt["spec"], f"{run}/checkpoint.pt:spec") if ckpt else None
+        searcher = Searcher.from_config(cfg, spec, dist)
+        if ckpt:
+            if ckpt["student_layers"] != searcher.student_layers:
+                raise UserError(f"{run}/checkpoint.pt: searched with the student taps of an older rnas "
+                                f"({ckpt['student_layers'][:2]}...); it cannot be resumed: start a new search")
+            searcher.load_state(ckpt)
+        return searcher
+
+    return on_every_rank(dist, build).fit(run, resume, callbacks=callbacks, should_stop=should_stop)

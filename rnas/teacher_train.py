@@ -11,60 +11,51 @@ import torch
 
 from .attacks import parse_eps, pgd
 from .config import flag
-from .data import DATASETS, make_loaders
+from .data import make_loaders
 from .device import place, resolve_device
+from .distributed import Dist, convert_sync_bn, init_distributed, on_every_rank, rank_device
 from .errors import UserError
-from .loop import run_job
 from .rundir import check_can_create, resume_checkpoint, seed_everything
+from .sections import DataSection, OptimSection, RuntimeSection, shared
 from .teachers import DATASET_CLASSES, teacher_arch
 from .train import Objective, Trainer
 
 
 @dataclass
-class TeacherTrainConfig:
+class TeacherTrainConfig(RuntimeSection, OptimSection, DataSection):
     arch: str = flag("wrn-16-2", "teacher architecture (wrn-D-K, r18, r50, ...)")
     at: str = flag("pgd", "adversarial training: pgd (Madry), trades, nfgsm", choices=("pgd", "trades", "nfgsm"))
     name: str | None = flag(None, "checkpoint name (default: <arch>-<at>)")
     model_dir: str | None = flag(None, "where the RobustBench-layout checkpoint goes (default: <out>/models)")
-    data: str = flag("cifar10", "dataset", choices=DATASETS)
-    data_dir: str | None = flag(None, "dataset root")
-    download: bool = flag(False, "download CIFAR into --data-dir if absent")
-    val_size: int | None = flag(None, "validation images carved from the end of train", range=">= 0")
-    limit: int | None = flag(None, "use only the first N training images", range=">= 1")
-    out: str = flag("runs/teacher", "run directory (checkpoint, metrics, TensorBoard)")
-    epochs: int = flag(30, "epochs", range=">= 1")
-    batch_size: int = flag(128, "batch size", range=">= 1")
-    lr: float = flag(0.1, "peak SGD lr (cosine schedule)", range="> 0")
-    momentum: float = flag(0.9, "SGD momentum", range="[0, 1)")
-    weight_decay: float = flag(5e-4, "weight decay", range=">= 0")
-    milestones: list[int] = flag([], "unused with the default cosine schedule", range=">= 0")
-    lr_decay: float = flag(0.1, "lr factor at each milestone (without --cosine)", range="(0, 1]")
-    cosine: bool = flag(True, "cosine lr schedule")
+    out: str = shared(RuntimeSection, "out", "runs/teacher", "run directory (checkpoint, metrics, TensorBoard)")
+    epochs: int = shared(OptimSection, "epochs", 30)
+    lr: float = shared(OptimSection, "lr", 0.1, "peak SGD lr (cosine schedule)")
+    weight_decay: float = shared(OptimSection, "weight_decay", 5e-4)
+    milestones: list[int] = shared(OptimSection, "milestones", [], "unused with the default cosine schedule")
+    cosine: bool = shared(OptimSection, "cosine", True, "cosine lr schedule")
+    compile: bool = shared(RuntimeSection, "compile", False, "torch.compile the model (pays on GPUs; slower on CPUs)")
     eps: float = flag(8 / 255, "l_inf budget (pixel units)", parse=parse_eps, range="> 0")
     step: float = flag(2 / 255, "PGD / TRADES step size", parse=parse_eps, range="> 0")
     steps: int = flag(10, "PGD / TRADES steps", range=">= 1")
     beta: float = flag(6.0, "TRADES beta", range=">= 0")
     eval_n: int = flag(1000, "validation images for the final clean / PGD-10 accuracy", range=">= 1")
-    seed: int = flag(0, "random seed", range=">= 0")
-    device: str = flag("cpu", "cpu, cuda, cuda:N or auto")
-    workers: int = flag(2, "DataLoader workers (folder datasets)", range=">= 0")
-    compile: bool = flag(False, "torch.compile the model (pays on GPUs; slower on CPUs)")
-    checkpoint_every: int = flag(0, "also checkpoint every N steps", range=">= 0")
-    log_every: int = flag(20, "TensorBoard step-logging interval", range=">= 0")
 
 
-def build_teacher_training(cfg: TeacherTrainConfig) -> Trainer:
+def build_teacher_training(cfg: TeacherTrainConfig, dist: Dist | None = None) -> Trainer:
     device = resolve_device(cfg.device)
+    dist = init_distributed(device) if dist is None else dist
+    device = rank_device(device, dist)
     seed_everything(cfg.seed)
     data = make_loaders(cfg.data, cfg.data_dir, cfg.batch_size, device, cfg.seed, cfg.val_size, cfg.limit,
                         cfg.workers, cfg.download)
     arch = teacher_arch(cfg.arch, cfg.data)
     if arch.mean is not None:
         raise UserError(f"--arch {cfg.arch}: its checkpoints expect outside normalisation; train a wrn-D-K or r18")
-    model = place(arch.build(DATASET_CLASSES[cfg.data]), device)
+    model = arch.build(DATASET_CLASSES[cfg.data])
+    model = place(convert_sync_bn(model, device) if cfg.sync_bn else model, device)
     objective = Objective(base=cfg.at, distill="none", eps=cfg.eps, step=cfg.step, steps=cfg.steps, beta=cfg.beta)
     return Trainer("teacher train", cfg, model, data, objective, device,
-                   extra_state={"teacher_arch": cfg.arch, "data": cfg.data})
+                   extra_state={"teacher_arch": cfg.arch, "data": cfg.data}, dist=dist)
 
 
 def robust_accuracy(model, loader, n: int, eps: float) -> dict:
@@ -84,7 +75,8 @@ def robust_accuracy(model, loader, n: int, eps: float) -> dict:
     return {k: 100.0 * v / max(1, seen) for k, v in correct.items()} | {"n": seen}
 
 
-def run_teacher_training(cfg: TeacherTrainConfig, run: Path, resume: bool = False) -> Path:
+def run_teacher_training(cfg: TeacherTrainConfig, run: Path, resume: bool = False, *, callbacks=(),
+                         should_stop=None, dist: Dist | None = None) -> Path:
     """Train, then write the RobustBench-layout checkpoint and its accuracy json; returns the .pt path."""
     ckpt = resume_checkpoint(run, resume)
     name = cfg.name or f"{cfg.arch}-{cfg.at}"
@@ -94,10 +86,18 @@ def run_teacher_training(cfg: TeacherTrainConfig, run: Path, resume: bool = Fals
         raise UserError(f"{taken[0]}: a teacher of that name is already there; give another --name or --model-dir "
                         "(nothing was overwritten)")
     check_can_create(folder, f"--model-dir {cfg.model_dir}")
-    trainer = build_teacher_training(cfg)
-    if ckpt:
-        trainer.load_state(ckpt)
-    run_job(trainer, run, resume)
+    dist = init_distributed(resolve_device(cfg.device)) if dist is None else dist
+
+    def build() -> Trainer:
+        trainer = build_teacher_training(cfg, dist)
+        if ckpt:
+            trainer.load_state(ckpt)
+        return trainer
+
+    trainer = on_every_rank(dist, build)
+    trainer.fit(run, resume, callbacks=callbacks, should_stop=should_stop)
+    if not trainer.dist.main:
+        return folder / f"{name}.pt"
     folder.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": trainer.model.state_dict()}, folder / f"{name}.pt")
     summary = {"arch": cfg.arch, "training": cfg.at, "data": cfg.data, "epochs": cfg.epochs, "eps": cfg.eps}

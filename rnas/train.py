@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .adversarial import bn_route, nfgsm_examples, pgd_examples, trades_examples, trades_terms
+from .data import keyed_generator
 from .device import autocast, compile_model
 from .distill import (
     attention_maps,
@@ -20,7 +21,10 @@ from .distill import (
     rnas_loss,
     teacher_targets,
 )
-from .loop import clean_accuracy, share_step
+from .distributed import SINGLE, Dist, note_world_change
+from .errors import UserError
+from .loop import clean_accuracy, run_job, share_step
+from .optim import make_grad_scaler, make_optimizer, make_scheduler
 from .rundir import rng_state, set_rng_state
 from .taps import Taps
 
@@ -45,12 +49,18 @@ class Objective:
 
 
 class Trainer:
-    """A model, an optional frozen teacher with tutor taps, SGD + schedule, and the loop's job interface."""
+    """A model, an optional frozen teacher with tutor taps, SGD + schedule, and the loop's job interface.
+    Built from objects (your model, teacher and ``DataBundle``), or by ``from_config`` from a
+    RetrainConfig / TeacherTrainConfig as ``rnas retrain`` / ``rnas teacher train`` do; ``fit(run)`` trains."""
 
     def __init__(self, command: str, cfg, model: nn.Module, data, objective: Objective, device: torch.device,
-                 teacher: nn.Module | None = None, tutors: dict | None = None, extra_state: dict | None = None):
-        self.command, self.cfg, self.model, self.data, self.obj = command, cfg, model, data, objective
-        self.device, self.teacher, self.extra_state = device, teacher, extra_state or {}
+                 teacher: nn.Module | None = None, tutors: dict | None = None, extra_state: dict | None = None,
+                 dist: Dist = SINGLE):
+        self.command, self.cfg, self.model, self.obj = command, cfg, model, objective
+        self.device, self.teacher, self.extra_state, self.dist = device, teacher, extra_state or {}, dist
+        if data.train.batch_size is not None and data.train.batch_size < dist.world:
+            raise UserError(f"--batch-size {data.train.batch_size}: smaller than the {dist.world} ranks")
+        self.data = data.shard(dist)
         self.student_taps = self.teacher_taps = None
         if objective.distill == "cl":
             student = dict(model.named_modules())
@@ -62,10 +72,31 @@ class Trainer:
             self.teacher_taps = Taps([(tutors["teacher_layers"][j], teacher_modules[tutors["teacher_layers"][j]])
                                       for j in used], channel_energy)
         compile_model(model, getattr(cfg, "compile", False))
-        self.opt = torch.optim.SGD(model.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, cfg.epochs) if cfg.cosine else
-                          torch.optim.lr_scheduler.MultiStepLR(self.opt, cfg.milestones, cfg.lr_decay))
+        self.opt = make_optimizer(model.parameters(), cfg)
+        self.scheduler = make_scheduler(self.opt, cfg)
+        self.scaler = make_grad_scaler(getattr(cfg, "amp", "none"), device)
         self.epoch, self.step, self.progress = 0, 0, None
+
+    @classmethod
+    def from_config(cls, cfg, dist: Dist | None = None) -> Trainer:
+        """The trainer of ``rnas retrain`` (a RetrainConfig) or ``rnas teacher train`` (a TeacherTrainConfig)."""
+        from .retrain import RetrainConfig, build_retrain
+        from .teacher_train import build_teacher_training
+
+        return build_retrain(cfg, dist) if isinstance(cfg, RetrainConfig) else build_teacher_training(cfg, dist)
+
+    def fit(self, run, resume: bool = False, *, callbacks=(), should_stop=None):
+        """Train into the run directory ``run`` (see ``rnas.loop.run_job``); returns it."""
+        from pathlib import Path
+
+        return run_job(self, Path(run), resume, callbacks=callbacks, should_stop=should_stop)
+
+    def _noise(self) -> torch.Generator | None:
+        """Random starts of adversarial examples: the global stream in one process; under torchrun a stream
+        of (seed, epoch, step, rank), so ranks draw different noise for their different samples."""
+        if not self.dist.enabled:
+            return None
+        return keyed_generator(self.device, getattr(self.cfg, "seed", 0), self.epoch, self.step, 2, self.dist.rank)
 
     @property
     def loader(self):
@@ -75,7 +106,7 @@ class Trainer:
         self.model.train()
 
     def _autocast(self):
-        return autocast(self.device, getattr(self.cfg, "amp", False))
+        return autocast(self.device, getattr(self.cfg, "amp", "none"))
 
     def _forward(self, x, route: str, tap: bool = True) -> torch.Tensor:
         taps = self.student_taps.paused() if (self.student_taps and not tap) else contextlib.nullcontext()
@@ -86,14 +117,14 @@ class Trainer:
         """(terms, clean logits) of the base objective; student taps hold the clean forward's maps."""
         o = self.obj
         if o.base == "trades":
-            x_adv = trades_examples(self.model, x, o.eps, o.step, o.steps)
+            x_adv = trades_examples(self.model, x, o.eps, o.step, o.steps, self._noise())
             logits_adv = self._forward(x_adv, "adv", tap=False)
             logits = self._forward(x, "clean")
             terms = trades_terms(logits, logits_adv, y, o.beta)
             return {**terms, "base": terms["trades"]}, logits
         if o.base in ("pgd", "nfgsm"):
-            x_adv = (pgd_examples(self.model, x, y, o.eps, o.step, o.steps) if o.base == "pgd"
-                     else nfgsm_examples(self.model, x, y, o.eps))
+            x_adv = (pgd_examples(self.model, x, y, o.eps, o.step, o.steps, self._noise()) if o.base == "pgd"
+                     else nfgsm_examples(self.model, x, y, o.eps, generator=self._noise()))
             logits = self._forward(x_adv, "adv")
             return {"base": F.cross_entropy(logits, y)}, logits
         logits = self._forward(x, "adv")
@@ -115,23 +146,35 @@ class Trainer:
         return {**terms, **rnas_loss(logits, q, y, attention, o.gamma, o.kl, o.kd_temperature, base=terms["base"])}
 
     def train_step(self, x, y) -> dict[str, torch.Tensor]:
+        """One SGD step; under torchrun on this rank's share of the global batch, gradients averaged."""
         terms = self.objective(x, y)
         self.opt.zero_grad(set_to_none=True)
         measure = "attn_weighted" in terms and share_step(self)
-        share = backward_with_share(terms["total"], terms["attn_weighted"] if measure else None,
+        n_global = self.data.train.batch_size if self.dist.enabled else len(y)
+        weight = self.dist.share_weight(n_global)
+        share = backward_with_share(self.scaler.scale(terms["total"] * weight),
+                                    self.scaler.scale(terms["attn_weighted"] * weight) if measure else None,
                                     list(self.model.parameters()))
         if share is not None:
             terms["attn_grad_share"] = share
-        self.opt.step()
-        return {k: v.detach() for k, v in terms.items()}
+        self.dist.average_gradients(list(self.model.parameters()))
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        terms = {k: v.detach() for k, v in terms.items()}
+        if self.dist.enabled:  # the global batch's means: each rank's mean weighted by its share
+            keys = list(terms)
+            values = self.dist.sum(torch.stack([terms[k].float().reshape(()) for k in keys]) * (len(y) / n_global))
+            terms = dict(zip(keys, values.unbind(), strict=True))
+        return terms
 
     def epoch_record(self) -> dict:
-        return {"val_acc": clean_accuracy(self.model, self.data.val, self.student_taps)}
+        return {"val_acc": clean_accuracy(self.model, self.data.val, self.student_taps, self.dist)}
 
     def state(self) -> dict:
         return {"format": CHECKPOINT_FORMAT, "kind": self.command, "epoch": self.epoch, "step": self.step,
                 "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "rng": rng_state(), "progress": self.progress,
+                "world_size": self.dist.world, "scaler": self.scaler.state_dict(),
                 "config": dataclasses.asdict(self.cfg), **self.extra_state}
 
     def load_state(self, ckpt: dict) -> None:
@@ -139,7 +182,10 @@ class Trainer:
         self.opt.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.epoch, self.step, self.progress = ckpt["epoch"], ckpt["step"], ckpt.get("progress")
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
+        note_world_change(ckpt.get("world_size", 1), self.dist)
 
     def close(self) -> None:
         for taps in (self.student_taps, self.teacher_taps):

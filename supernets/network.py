@@ -147,15 +147,16 @@ class Network(nn.Module):
             return self.mode
         return "sample" if self.training else "argmax"
 
-    def width_weights(self, batch: int) -> torch.Tensor:
+    def width_weights(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Gumbel-softmax weights per sample (batch, B, Kmax) in sample mode, else (1, B, Kmax).
 
         Gumbel noise is -log(-log U), U ~ Uniform(0, 1) (the paper's "N(0,1)" is a typo), drawn as
-        -log(E) with E ~ Exp(1), which has the same law and never takes log(0)."""
+        -log(E) with E ~ Exp(1), which has the same law and never takes log(0). ``generator``: the noise's
+        stream (default: the global one)."""
         logits = self.width_logit_matrix()
         mode = self.current_mode
         if mode == "sample":
-            noise = -torch.empty((batch, *logits.shape), device=logits.device).exponential_().log()
+            noise = -torch.empty((batch, *logits.shape), device=logits.device).exponential_(generator=generator).log()
             return ((logits + noise) / self.tau).softmax(-1)
         if mode == "expected":
             return logits.softmax(-1)[None]

@@ -43,7 +43,7 @@ def make_searcher(env):
     made = []
 
     def make(**overrides) -> Searcher:
-        searcher = Searcher(search_config(env, **overrides))
+        searcher = Searcher.from_config(search_config(env, **overrides))
         made.append(searcher)
         return searcher
 
@@ -168,7 +168,7 @@ def searched(env, tmp_path_factory):
     """A one-epoch search run in this process (the same calls as run_search), derived to arch.json, with
     the teacher's state before and after."""
     run = tmp_path_factory.mktemp("searched") / "run"
-    searcher = Searcher(search_config(env, limit=30, out=str(run), arch_lr=0.05))
+    searcher = Searcher.from_config(search_config(env, limit=30, out=str(run), arch_lr=0.05))
     before = state_copy(searcher.teacher)
     run_job(searcher, run, resume=False)
     path, arch = write_arch(run)

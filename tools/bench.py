@@ -71,8 +71,8 @@ def setup(space: str, teacher: str, batch: int, device: str, amp: bool, compile_
     from supernets import Network
 
     cfg = SearchConfig(space=space, teacher=teacher, random_teacher=True, data="digits", batch_size=batch,
-                       device=device, amp=amp, compile=compile_, val_size=0)
-    searcher = Searcher(cfg)
+                       device=device, amp="bf16" if amp else "none", compile=compile_, val_size=0)
+    searcher = Searcher.from_config(cfg)
     # time the ordinary step: the bench repeats one step index, and step 0 is one of the 1-in-log_every steps
     # that also measure the attention term's gradient share (one extra backward of that term)
     searcher.step = 1
