@@ -53,6 +53,15 @@ def _training_command(args, config_cls, runner, command: str, positional: str | 
             if main_rank:
                 print(f"rnas: {stopped}", file=sys.stderr)
             raise SystemExit(128 + stopped.signum) from None
+        except RuntimeError as err:  # a collective failed: another rank died or the network broke
+            if from_environment().world == 1 or isinstance(err, TrainingDiverged):
+                raise
+            from .rundir import first_line
+
+            print(f"rnas: error: rank {from_environment().rank}: lost the other ranks ({first_line(err, 100)}); "
+                  f"the last checkpoint {run / 'checkpoint.pt'} is intact: rnas {command} --resume {run}",
+                  file=sys.stderr)
+            raise SystemExit(1) from None
 
 
 class ConsoleProgress:

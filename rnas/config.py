@@ -138,14 +138,15 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...]
             kwargs["choices"] = f.metadata["choices"]
         if "const" in f.metadata:  # --flag alone means const
             kwargs.update(nargs="?", const=f.metadata["const"])
+        names = [name, *f.metadata.get("aliases", ())]
         if "parse" in f.metadata:
-            parser.add_argument(name, type=_argparse_type(f.metadata["parse"]), metavar=f.name.upper(), **kwargs)
+            parser.add_argument(*names, type=_argparse_type(f.metadata["parse"]), metavar=f.name.upper(), **kwargs)
         elif tp is bool:
-            parser.add_argument(name, action=argparse.BooleanOptionalAction, **kwargs)
+            parser.add_argument(*names, action=argparse.BooleanOptionalAction, **kwargs)
         elif typing.get_origin(tp) is list:
-            parser.add_argument(name, type=typing.get_args(tp)[0], nargs="*", **kwargs)
+            parser.add_argument(*names, type=typing.get_args(tp)[0], nargs="*", **kwargs)
         else:
-            parser.add_argument(name, type=tp, metavar=f.name.upper(), **kwargs)
+            parser.add_argument(*names, type=tp, metavar=f.name.upper(), dest=f.name, **kwargs)
 
 
 def _scalar(tp, value):

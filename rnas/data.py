@@ -257,7 +257,7 @@ class InMemoryLoader(Sharded):
                 x = self.images[idx if keep is None else idx[keep.to(self.device)]]
             if keep is not None:
                 idx = idx[keep.to(self.device)]
-            yield x.float().div_(255), self.labels[idx]
+            yield x.to(torch.get_default_dtype()).div_(255), self.labels[idx]
 
 
 def imagenet100_classes() -> list[str]:

@@ -73,3 +73,8 @@ def autocast(device: torch.device, amp: str | bool):
     if amp in (False, None, "none"):
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
+
+
+def full_precision(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in at least float32 (autocast outputs of bf16/fp16 are upcast; float64 stays float64)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t

@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .device import full_precision
+
 
 class _ChannelEnergy(torch.autograd.Function):
     """sum_c A^2 over dim 1 (at least float32): one pass forward (a norm, squared) and one pass backward
@@ -67,7 +69,7 @@ def teacher_targets(teacher: nn.Module, x: torch.Tensor, taps=None, map_size: in
     with torch.inference_mode(), context or contextlib.nullcontext():
         q = teacher(x)
         maps = attention_maps(taps.collect(), map_size) if taps is not None else None
-    return q.float().clone(), (maps.clone() if maps is not None else None)
+    return full_precision(q).clone(), (maps.clone() if maps is not None else None)
 
 
 def attention_map(activation: torch.Tensor, size: int) -> torch.Tensor:

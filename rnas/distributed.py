@@ -105,9 +105,7 @@ class Dist:
         """Sum over ranks that gradients flow back through (the backward all-reduces the gradient too)."""
         if not self.enabled:
             return t
-        from torch.distributed.nn.functional import all_reduce
-
-        return all_reduce(t)
+        return _DifferentiableSum.apply(t)
 
     def first_error(self, message: str | None) -> str | None:
         """Every rank's check result gathered: the first rank's error message (``rank k: ...``), or None when
@@ -125,6 +123,23 @@ class Dist:
 
 
 SINGLE = Dist()
+
+
+class _DifferentiableSum(torch.autograd.Function):
+    """All-reduce (sum) whose backward all-reduces the incoming gradient: d(sum_r t_r)/d t_r = 1 on every
+    rank for every rank's loss, so each rank receives the sum of the ranks' upstream gradients."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        t = t.clone(memory_format=torch.contiguous_format)
+        torch.distributed.all_reduce(t)
+        return t
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        torch.distributed.all_reduce(grad)
+        return grad
 
 
 def from_environment() -> Dist:
@@ -161,8 +176,31 @@ def rank_device(device: torch.device, dist: Dist) -> torch.device:
 
 
 def shutdown() -> None:
+    """Leave the job: wait for the other ranks, then destroy the process group (errors of a job that
+    already lost a rank are ignored here; they have been reported)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
+        try:
+            torch.distributed.barrier()
+        except RuntimeError:
+            pass
         torch.distributed.destroy_process_group()
+
+
+def check_batch(batch_size: int | None, dist: Dist) -> None:
+    """Each rank takes an equal share of the global batch: the world size must divide it."""
+    if dist.enabled and batch_size is not None and batch_size % dist.world:
+        raise UserError(f"--batch-size {batch_size}: not divisible by the {dist.world} ranks of this torchrun job "
+                        f"(each rank takes an equal share of the global batch); use a multiple of {dist.world}")
+
+
+def kill_point(dist: Dist, step: int) -> None:
+    """Fault injection for the kill tests: with RNAS_KILL_RANK_AT_STEP=R:N rank R SIGKILLs itself when it
+    reaches global step N."""
+    spec = os.environ.get("RNAS_KILL_RANK_AT_STEP")
+    if spec and spec == f"{dist.rank}:{step}":
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class SyncBatchNorm2d(nn.BatchNorm2d):
@@ -174,12 +212,10 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         c = x.shape[1]
-        xf = x.float()
+        xf = x if x.dtype == torch.float64 else x.float()
         stats = torch.cat([xf.sum((0, 2, 3)), xf.square().sum((0, 2, 3)), xf.new_full((1,), x.numel() // c)])
-        stats = all_reduce(stats)
+        stats = _DifferentiableSum.apply(stats)
         count = stats[-1]
         mean = stats[:c] / count
         var = (stats[c:2 * c] / count - mean.square()).clamp_min(0)
@@ -201,14 +237,9 @@ def convert_sync_bn(model: nn.Module, device: torch.device) -> nn.Module:
     SyncBatchNorm on CUDA, ``SyncBatchNorm2d`` elsewhere. Parameters, buffers and state_dict keys are kept."""
     if device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    for name, child in model.named_children():
-        if type(child) is nn.BatchNorm2d:
-            sync = SyncBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
-                                   child.track_running_stats, device=child.weight.device if child.affine else None)
-            sync.load_state_dict(child.state_dict())
-            setattr(model, name, sync)
-        else:
-            convert_sync_bn(child, device)
+    for module in model.modules():
+        if type(module) is nn.BatchNorm2d:
+            module.__class__ = SyncBatchNorm2d  # same state, hooks and attributes; only forward changes
     return model
 
 

@@ -15,8 +15,9 @@ from supernets import build_model
 from .adversarial import convert_to_mbn
 from .attacks import CW_STEPS, attack_eps, attack_steps, check_attack, parse_eps, run_attack
 from .config import flag, validate
-from .data import CIFAR_DIRS, DATASETS, DEFAULT_VAL_SIZE, load_tensors, split_train_val
+from .data import CIFAR_DIRS, DATASETS, DEFAULT_VAL_SIZE, keyed_generator, load_tensors, split_train_val
 from .device import place, resolve_device
+from .distributed import SINGLE, Dist, init_distributed, rank_device
 from .errors import UserError
 from .rundir import load_checkpoint
 from .teachers import DATASET_CLASSES, load_teacher, teacher_arch
@@ -49,25 +50,37 @@ def count_macs(model: nn.Module, size: int, device) -> int:
     return counter.get_total_flops() // 2
 
 
+def batch_generator(device, seed: int, index: int) -> torch.Generator:
+    """Random starts of batch ``index``: a stream of (seed, index) alone, so a batch's numbers do not depend
+    on which rank evaluates it or on the batches before it (batch 0 uses ``seed`` itself)."""
+    if index == 0:
+        return torch.Generator(device).manual_seed(seed)
+    return keyed_generator(torch.device(device), seed, index)
+
+
 def evaluate(model: nn.Module, batches, attacks: list[str], eps_values: list[float], progress=None, *,
-             cw_steps: int = CW_STEPS, seed: int = 0) -> list[dict]:
-    """Accuracy (%) per (attack, eps) row; ``batches()`` yields (x in [0, 1], y) on the model's device."""
+             cw_steps: int = CW_STEPS, seed: int = 0, dist: Dist = SINGLE) -> list[dict]:
+    """Accuracy (%) per (attack, eps) row; ``batches()`` yields (x in [0, 1], y) on the model's device.
+    Under torchrun rank r attacks batches r, r + W, ... and the counts are summed over the ranks."""
     rows = []
     for name in attacks:
         for eps in ([0.0] if name == "clean" else eps_values):
-            start, correct, total = time.perf_counter(), 0, 0
+            start = time.perf_counter()
+            counts = torch.zeros(2, dtype=torch.long)
             budget = attack_eps(name, eps)
-            generator = None  # one random stream per row: its numbers do not depend on the other rows
-            for xb, yb in batches():
-                generator = generator or torch.Generator(xb.device).manual_seed(seed)
+            for index, (xb, yb) in enumerate(batches()):
+                if index % dist.world != dist.rank:
+                    continue
+                generator = batch_generator(xb.device, seed, index)
                 x_adv = run_attack(name, model, xb, yb, budget, cw_steps=cw_steps, seed=seed, generator=generator)
                 with torch.no_grad():
-                    correct += (model(x_adv).argmax(1) == yb).sum().item()
-                total += len(yb)
+                    counts += torch.tensor([(model(x_adv).argmax(1) == yb).sum().item(), len(yb)])
+            correct, total = dist.sum(counts).tolist()
+            seconds = dist.max(torch.tensor([time.perf_counter() - start])).item()
             steps = attack_steps(name, cw_steps)
             rows.append({"attack": name, "eps": budget, **({"steps": steps} if steps else {}),
                          "accuracy": round(100.0 * correct / total, 2), "n": total,
-                         "seconds": round(time.perf_counter() - start, 2)})
+                         "seconds": round(seconds, 2)})
             if progress:
                 progress(rows[-1])
     return rows
@@ -79,7 +92,8 @@ class EvalConfig:
     attacks: str = flag("clean,fgsm,pgd20,mifgsm,cw,autoattack", "comma-separated attacks")
     eps: float = flag(8 / 255, "l_inf budget in pixel units", parse=parse_eps, range=">= 0")
     eps_sweep: list[str] | None = flag(None, "several budgets, e.g. 2/255 4/255 8/255 (replaces --eps)")
-    n: int | None = flag(None, "evaluate the first N images of the split", range=">= 1")
+    n: int | None = flag(None, "evaluate the first N images of the split (--num-images under torchrun, whose own "
+                         "flags make --n ambiguous)", range=">= 1", aliases=("--num-images",))
     split: str = flag("auto", "auto: the official test split when it is on disk, else val; val: the tail of train "
                       "the run validated on; test: the official test split", choices=("auto", "val", "test"))
     data: str | None = flag(None, "dataset (default: the checkpoint's)", choices=DATASETS)
@@ -138,6 +152,10 @@ def run_eval(cfg: EvalConfig, out=print) -> dict:
     validate(cfg)  # fail fast on a typo or a bad number, before anything is read
     attacks, eps_values = cfg.attack_list(), cfg.eps_values()
     device = resolve_device(cfg.device)
+    dist = init_distributed(device)
+    device = rank_device(device, dist)
+    if not dist.main:
+        out = _silent
     torch.manual_seed(cfg.seed)
     saved = {}
     if cfg.teacher_arch:
@@ -159,14 +177,18 @@ def run_eval(cfg: EvalConfig, out=print) -> dict:
     out(f"{cfg.checkpoint}: {params / 1e6:.3f}M params, {macs / 1e6:.2f}M MACs; {data} {split}: {source}; "
         f"n={n}, seed {cfg.seed}")
     out(f"{'attack':14s} {'eps':>9s} {'accuracy %':>10s} {'n':>6s} {'seconds':>8s}")
-    rows = evaluate(model, batches, attacks, eps_values, cw_steps=cfg.cw_steps, seed=cfg.seed,
+    rows = evaluate(model, batches, attacks, eps_values, cw_steps=cfg.cw_steps, seed=cfg.seed, dist=dist,
                     progress=lambda r: out(f"{_label(r):14s} {_eps_text(r['eps']):>9s} {r['accuracy']:10.2f} "
                                            f"{r['n']:6d} {r['seconds']:8.1f}"))
     result = {"checkpoint": str(cfg.checkpoint), "params": params, "macs": macs, "data": data, "split": split,
               "split_source": source, "n": n, "seed": cfg.seed, "results": rows}
-    if cfg.json:
+    if cfg.json and dist.main:
         Path(cfg.json).write_text(json.dumps(result, indent=1) + "\n")
     return result
+
+
+def _silent(*args) -> None:
+    """Output of ranks other than 0."""
 
 
 def resolve_split(data: str, data_dir, split: str, val_size: int | None) -> tuple[str, str]:
@@ -209,7 +231,7 @@ def eval_batches(data: str, data_dir, split: str, val_size: int | None, n: int |
 
     def tensor_batches():
         for i in range(0, n, batch_size):
-            yield x[i:i + batch_size].float().div(255), y[i:i + batch_size]
+            yield x[i:i + batch_size].to(torch.get_default_dtype()).div(255), y[i:i + batch_size]
     return tensor_batches, n, x.shape[-1]
 
 

@@ -17,7 +17,7 @@ import torch
 
 from .attacks import eval_mode
 from .config import save_config
-from .distributed import SINGLE
+from .distributed import SINGLE, kill_point
 from .errors import TrainingDiverged, UserError
 from .rundir import Metrics, RunLock, atomic_save
 
@@ -137,6 +137,7 @@ def train_epochs(job: Job, run: Path, metrics, callbacks: list, should_stop) -> 
         sums, counts = progress["sums"], progress["counts"]  # a term measured on some steps only averages over those
         t0 = time.perf_counter() - progress["seconds"]
         for step, (x, y) in enumerate(loader.epoch(epoch, start), start=start):
+            kill_point(getattr(job, "dist", SINGLE), epoch * steps + step)
             terms = job.train_step(x, y)
             finite, stop = _finite_and_stop(job, terms, should_stop)
             if not all(finite):

@@ -20,7 +20,7 @@ from supernets import Network
 
 from .config import flag, parse_macs
 from .data import DataBundle, keyed_generator, make_loaders
-from .device import autocast, check_fits, compile_model, place, resolve_device
+from .device import autocast, check_fits, compile_model, full_precision, place, resolve_device
 from .distill import (
     FLOP_KINDS,
     CrossLayerAttention,
@@ -34,6 +34,7 @@ from .distill import (
 from .distributed import (
     SINGLE,
     Dist,
+    check_batch,
     convert_sync_bn,
     init_distributed,
     note_world_change,
@@ -126,8 +127,7 @@ class Searcher:
         if spec.input_size != data.input_size:
             raise UserError(f"--space {cfg.space}: a {spec.input_size}x{spec.input_size} space, but the data "
                             f"has {data.input_size}x{data.input_size} images")
-        if data.train.batch_size is not None and data.train.batch_size < dist.world:
-            raise UserError(f"--batch-size {data.train.batch_size}: smaller than the {dist.world} ranks")
+        check_batch(data.train.batch_size, dist)
         self.data = data.shard(dist, self.parts)
         self.teacher = teacher.eval().requires_grad_(False)
         if cfg.sync_bn:
@@ -202,7 +202,7 @@ class Searcher:
         n_global = n_global or len(x)
         weights = dist.rows(self.supernet.width_weights(n_global, noise))
         with self.autocast():
-            p = self.supernet(x, weights).float()
+            p = full_precision(self.supernet(x, weights))
         s_maps = attention_maps(self.student_taps.collect(), cfg.map_size)
         attention = self.tutor(s_maps, t_maps, dist.rows(self.tutor.tutor_weights(n_global, noise)))
         n_f = None

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from .adversarial import bn_route, nfgsm_examples, pgd_examples, trades_examples, trades_terms
 from .data import keyed_generator
-from .device import autocast, compile_model
+from .device import autocast, compile_model, full_precision
 from .distill import (
     attention_maps,
     backward_with_share,
@@ -21,8 +21,7 @@ from .distill import (
     rnas_loss,
     teacher_targets,
 )
-from .distributed import SINGLE, Dist, note_world_change
-from .errors import UserError
+from .distributed import SINGLE, Dist, check_batch, note_world_change
 from .loop import clean_accuracy, run_job, share_step
 from .optim import make_grad_scaler, make_optimizer, make_scheduler
 from .rundir import rng_state, set_rng_state
@@ -58,8 +57,7 @@ class Trainer:
                  dist: Dist = SINGLE):
         self.command, self.cfg, self.model, self.obj = command, cfg, model, objective
         self.device, self.teacher, self.extra_state, self.dist = device, teacher, extra_state or {}, dist
-        if data.train.batch_size is not None and data.train.batch_size < dist.world:
-            raise UserError(f"--batch-size {data.train.batch_size}: smaller than the {dist.world} ranks")
+        check_batch(data.train.batch_size, dist)
         self.data = data.shard(dist)
         self.student_taps = self.teacher_taps = None
         if objective.distill == "cl":
@@ -111,7 +109,7 @@ class Trainer:
     def _forward(self, x, route: str, tap: bool = True) -> torch.Tensor:
         taps = self.student_taps.paused() if (self.student_taps and not tap) else contextlib.nullcontext()
         with bn_route(self.model, route), taps, self._autocast():
-            return self.model(x).float()
+            return full_precision(self.model(x))
 
     def base_terms(self, x, y) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """(terms, clean logits) of the base objective; student taps hold the clean forward's maps."""
