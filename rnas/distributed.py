@@ -107,6 +107,13 @@ class Dist:
             return t
         return _DifferentiableSum.apply(t)
 
+    def broadcast_buffers(self, module: nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm running statistics) on every rank: without --sync-bn each rank's
+        statistics follow its own shard, and rank 0's are the ones checkpointed, so validation uses them."""
+        if self.enabled:
+            for buffer in module.buffers():
+                torch.distributed.broadcast(buffer, 0)
+
     def first_error(self, message: str | None) -> str | None:
         """Every rank's check result gathered: the first rank's error message (``rank k: ...``), or None when
         all ranks passed. Called before rank 0 writes anything, so one rank's bad data or missing teacher

@@ -188,6 +188,7 @@ def clean_accuracy(model, loader, taps=None, dist=SINGLE) -> float | None:
     if loader is None:
         return None
     counts = None
+    dist.broadcast_buffers(model)
     with eval_mode(model), (taps.paused() if taps is not None else contextlib.nullcontext()):
         for x, y in loader.epoch(0):
             batch = torch.stack([(model(x).argmax(1) == y).sum(), torch.tensor(len(y), device=y.device)])

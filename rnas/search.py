@@ -332,7 +332,7 @@ class Searcher:
 def _global_means(terms: dict[str, torch.Tensor], fraction: float, dist: Dist) -> dict[str, torch.Tensor]:
     """Per-sample means of this rank's share (``fraction`` of the part) -> the part's means: one all-reduce."""
     keys = list(terms)
-    values = dist.sum(torch.stack([terms[k].detach().float().reshape(()) for k in keys]) * fraction)
+    values = dist.sum(torch.stack([terms[k].detach().double().reshape(()) for k in keys]) * fraction)
     return dict(zip(keys, values.unbind(), strict=True))
 
 

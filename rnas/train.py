@@ -161,7 +161,7 @@ class Trainer:
         terms = {k: v.detach() for k, v in terms.items()}
         if self.dist.enabled:  # the global batch's means: each rank's mean weighted by its share
             keys = list(terms)
-            values = self.dist.sum(torch.stack([terms[k].float().reshape(()) for k in keys]) * (len(y) / n_global))
+            values = self.dist.sum(torch.stack([terms[k].double().reshape(()) for k in keys]) * (len(y) / n_global))
             terms = dict(zip(keys, values.unbind(), strict=True))
         return terms
 
