@@ -2,6 +2,10 @@
 
     python tools/bench.py [--space S5] [--batch-size 128] [--threads 2] [--device cpu|cuda]
                           [--teachers wrn-16-2,wrt34] [--repeats 21] [--compile] [--amp] [--json]
+    python tools/bench.py --ddp [--space S5] [--teachers wrn-16-2] [--repeats 3] [--ddp-steps 12]
+
+--ddp: the search's images/s on 2 gloo ranks with 1 thread each (torchrun) against 1 process with 2 threads,
+same global batch (communication overhead = 1 - ratio).
 
 Times, on the same batch and in one process (median and spread over --repeats rounds after a warm-up;
 each round runs every operation once, in a fresh random order):
@@ -255,8 +259,74 @@ def print_table(rows: list[dict]) -> None:
         print(f"{label:22s} {target:>8s} " + " ".join(cells))
 
 
+def ddp_worker(args) -> None:
+    """Search steps of one process (alone, or one rank of a torchrun job) on a synthetic in-memory set;
+    rank 0 prints {"images_per_s": ...} over the steps after --warmup."""
+    import os
+
+    from rnas.data import DataBundle, ImageTensors, InMemoryLoader
+    from rnas.distributed import init_distributed, shutdown
+    from rnas.search import SearchConfig, Searcher
+    from rnas.teachers import teacher_arch
+    from search_spaces import load_space
+    from supernets import Network
+
+    torch.set_num_threads(args.threads)
+    dist = init_distributed(torch.device("cpu"))
+    torch.manual_seed(0)
+    steps = args.ddp_steps + args.warmup
+    images = torch.randint(0, 256, (args.batch_size * steps, 3, 32, 32), dtype=torch.uint8)
+    data = DataBundle(InMemoryLoader(ImageTensors(images, torch.randint(0, 10, (len(images),))), args.batch_size,
+                                     "cpu", 0), None, 10, 32)
+    cfg = SearchConfig(space=args.space, batch_size=args.batch_size, epochs=1, log_every=0)
+    teacher = teacher_arch(args.teachers.split(",")[0], "cifar10").build(10)
+    searcher = Searcher(Network(load_space(args.space), 10), teacher, data, cfg, device=torch.device("cpu"),
+                        dist=dist)
+    for step, (x, y) in enumerate(searcher.loader.epoch(0)):
+        if step == args.warmup:
+            dist.barrier()
+            start = time.perf_counter()
+        searcher.step = step
+        searcher.train_step(x, y)
+    dist.barrier()
+    seconds = time.perf_counter() - start
+    if dist.main:
+        print(json.dumps({"images_per_s": args.batch_size * args.ddp_steps / seconds,
+                          "world": dist.world, "threads": args.threads, "pid": os.getpid()}))
+    searcher.close()
+    shutdown()
+
+
+def bench_ddp(args) -> dict:
+    """2 gloo ranks x 1 thread against 1 process x 2 threads, same global batch: search images/s, the
+    runs alternating (--repeats rounds), and the median of the per-round ratios."""
+    import subprocess
+    import sys
+
+    me = [__file__, "--ddp-worker", "--space", args.space, "--batch-size", str(args.batch_size), "--teachers",
+          args.teachers, "--warmup", str(args.warmup), "--ddp-steps", str(args.ddp_steps)]
+
+    def images_per_s(launcher: list[str], threads: int) -> float:
+        out = subprocess.run([*launcher, *me, "--threads", str(threads)], capture_output=True, text=True, check=True,
+                             env={**__import__("os").environ, "OMP_NUM_THREADS": str(threads)})
+        return json.loads(out.stdout.strip().splitlines()[-1])["images_per_s"]
+
+    rounds = []
+    for _ in range(args.repeats):
+        single = images_per_s([sys.executable], 2)
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+        ranks = images_per_s(torchrun, 1)
+        rounds.append({"single_2_threads": single, "two_ranks_1_thread": ranks, "ratio": ranks / single})
+    ratios = sorted(r["ratio"] for r in rounds)
+    return {"space": args.space, "teacher": args.teachers.split(",")[0], "batch_size": args.batch_size,
+            "steps": args.ddp_steps, "median_ratio": statistics.median(ratios), "rounds": rounds}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ddp", action="store_true", help="2-rank gloo search step vs 1 process with 2 threads")
+    parser.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--ddp-steps", type=int, default=12, help="timed search steps per --ddp run")
     parser.add_argument("--space", default="S5")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
@@ -268,6 +338,15 @@ def main():
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast for the forwards")
     parser.add_argument("--json", action="store_true", help="print the ratios as one JSON object")
     args = parser.parse_args()
+    if args.ddp_worker:
+        return ddp_worker(args)
+    if args.ddp:
+        result = bench_ddp(args)
+        print(json.dumps(result, indent=1) if args.json else
+              f"search step, {result['space']}, teacher {result['teacher']}, global batch {result['batch_size']}: "
+              f"2 gloo ranks x 1 thread / 1 process x 2 threads = {result['median_ratio']:.3f} (median of "
+              f"{len(result['rounds'])} rounds: " + ", ".join(f"{r['ratio']:.3f}" for r in result["rounds"]) + ")")
+        return None
     torch.set_num_threads(args.threads)
     rows = [bench_teacher(args, t) for t in args.teachers.split(",")]
     if args.json:
