@@ -1,0 +1,27 @@
+"""The README's search driven from Python (a user-made teacher and DataLoader) runs as printed."""
+import contextlib
+import io
+import json
+import os
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_readme_python_search_runs_as_printed(tmp_path, monkeypatch):
+    text = README.read_text()
+    section = text[text.index("## The engine from Python"):text.index("## Many processes: torchrun")]
+    code = re.search(r"```python\n(.*?)```", section, re.S)[1]
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    namespace = {}
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
+    printed = out.getvalue().split("\n")
+    assert [line.split()[0] for line in printed if line] == ["0", "1"]  # the callback saw both epochs
+    records = [json.loads(line) for line in (tmp_path / "runs/my-search/metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1] and all(r["weight/total"] > 0 for r in records)
+    arch = namespace["arch"]
+    assert arch["macs"] == namespace["searcher"].supernet.cost()[1]  # the derived net is the supernet's argmax
+    assert os.path.isfile(tmp_path / "runs/my-search/checkpoint.pt")
