@@ -250,13 +250,13 @@ class InMemoryLoader(Sharded):
         for step in range(start_step, len(self)):
             idx = order[step * self.batch_size:(step + 1) * self.batch_size]
             keep = self.keep(len(idx))
-            if self.augment:
+            keep = None if keep is None else keep.to(self.device)
+            if self.augment:  # augmentation is drawn for the whole global batch, then this rank's share kept
                 x = random_crop_flip(self.images[idx], self.pad, keyed_generator(self.device, self.seed, epoch, step),
-                                     None if keep is None else keep.to(self.device))
-            else:
-                x = self.images[idx if keep is None else idx[keep.to(self.device)]]
-            if keep is not None:
-                idx = idx[keep.to(self.device)]
+                                     keep)
+            idx = idx if keep is None else idx[keep]
+            if not self.augment:
+                x = self.images[idx]
             yield x.to(torch.get_default_dtype()).div_(255), self.labels[idx]
 
 

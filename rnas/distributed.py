@@ -63,10 +63,23 @@ class Dist:
         start, stop = self.share(t.shape[0])
         return t[start:stop]
 
+    def share_size(self, n: int) -> int:
+        """How many of ``n`` items are this rank's."""
+        start, stop = self.share(n)
+        return stop - start
+
     def share_weight(self, n_global: int) -> float:
         """Factor on this rank's mean loss so that averaging the ranks' gradients gives the global mean."""
-        start, stop = self.share(n_global)
-        return (stop - start) * self.world / n_global
+        return self.share_size(n_global) * self.world / n_global
+
+    def global_means(self, terms: dict[str, torch.Tensor], fraction: float) -> dict[str, torch.Tensor]:
+        """Per-sample means over this rank's samples (``fraction`` of the global batch or part) -> the
+        global means, in one all-reduce (float64, so float64 runs keep their precision)."""
+        if not self.enabled:
+            return terms
+        keys = list(terms)
+        values = self.sum(torch.stack([terms[k].detach().double().reshape(()) for k in keys]) * fraction)
+        return dict(zip(keys, values.unbind(), strict=True))
 
     # ---- collectives (no-ops in a world of one) ------------------------------------------------
     def average_gradients(self, params: list[torch.Tensor]) -> None:
@@ -171,6 +184,16 @@ def init_distributed(device: torch.device, timeout_minutes: float = 30.0) -> Dis
         torch.cuda.set_device(dist.local_rank)
     torch.distributed.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes))
     return dist
+
+
+def join_job(device_name: str, dist: Dist | None = None) -> tuple[torch.device, Dist]:
+    """This rank's device and place in the job: ``--device`` resolved, the torchrun job joined (unless
+    ``dist`` is given), ``cuda`` made ``cuda:<LOCAL_RANK>``."""
+    from .device import resolve_device
+
+    device = resolve_device(device_name)
+    dist = init_distributed(device) if dist is None else dist
+    return rank_device(device, dist), dist
 
 
 def rank_device(device: torch.device, dist: Dist) -> torch.device:

@@ -16,8 +16,8 @@ from .adversarial import convert_to_mbn
 from .attacks import CW_STEPS, attack_eps, attack_steps, check_attack, parse_eps, run_attack
 from .config import flag, validate
 from .data import CIFAR_DIRS, DATASETS, DEFAULT_VAL_SIZE, keyed_generator, load_tensors, split_train_val
-from .device import place, resolve_device
-from .distributed import SINGLE, Dist, init_distributed, rank_device
+from .device import place
+from .distributed import SINGLE, Dist, join_job
 from .errors import UserError
 from .rundir import load_checkpoint
 from .teachers import DATASET_CLASSES, load_teacher, teacher_arch
@@ -151,9 +151,7 @@ class EvalConfig:
 def run_eval(cfg: EvalConfig, out=print) -> dict:
     validate(cfg)  # fail fast on a typo or a bad number, before anything is read
     attacks, eps_values = cfg.attack_list(), cfg.eps_values()
-    device = resolve_device(cfg.device)
-    dist = init_distributed(device)
-    device = rank_device(device, dist)
+    device, dist = join_job(cfg.device)
     if not dist.main:
         out = _silent
     torch.manual_seed(cfg.seed)

@@ -62,14 +62,14 @@ class _NoMetrics:
         pass
 
 
-def _callbacks(callbacks) -> list:
-    """Objects with on_step / on_epoch; a plain function is an on_epoch callback."""
-    out = []
-    for cb in callbacks or ():
-        if callable(cb) and not hasattr(cb, "on_epoch") and not hasattr(cb, "on_step"):
-            cb = type("EpochCallback", (), {"on_epoch": staticmethod(lambda job, record, f=cb: f(record))})()
-        out.append(cb)
-    return out
+def _hooks(callbacks) -> tuple[list, list]:
+    """(on_step, on_epoch) functions of ``callbacks``: objects with on_step / on_epoch methods, or plain
+    functions of the epoch record."""
+    callbacks = list(callbacks or ())
+    on_step = [cb.on_step for cb in callbacks if hasattr(cb, "on_step")]
+    on_epoch = [cb.on_epoch if hasattr(cb, "on_epoch") else (lambda job, record, f=cb: f(record))
+                for cb in callbacks if hasattr(cb, "on_epoch") or not hasattr(cb, "on_step")]
+    return on_step, on_epoch
 
 
 def run_job(job: Job, run: Path | str, resume: bool = False, *, callbacks=(), should_stop=None) -> Path:
@@ -91,7 +91,7 @@ def run_job(job: Job, run: Path | str, resume: bool = False, *, callbacks=(), sh
                 atomic_save(job.state(), run / "checkpoint.pt")
         metrics = Metrics(run, job.epoch if resume else None) if dist.main else _NoMetrics()
         try:
-            train_epochs(job, run, metrics, _callbacks(callbacks), should_stop or (lambda: 0))
+            train_epochs(job, run, metrics, *_hooks(callbacks), should_stop or (lambda: 0))
         finally:
             metrics.close()
             job.close()
@@ -123,7 +123,7 @@ def _save(job: Job, run: Path) -> None:
         atomic_save(job.state(), run / "checkpoint.pt")
 
 
-def train_epochs(job: Job, run: Path, metrics, callbacks: list, should_stop) -> None:
+def train_epochs(job: Job, run: Path, metrics, on_step: list, on_epoch: list, should_stop) -> None:
     cfg, loader = job.cfg, job.loader
     steps = len(loader)
     if steps == 0:
@@ -151,9 +151,8 @@ def train_epochs(job: Job, run: Path, metrics, callbacks: list, should_stop) -> 
             if cfg.log_every and global_step % cfg.log_every == 0:
                 metrics.scalars({f"step/{k}": v.item() for k, v in terms.items()}, global_step)
             job.step = step + 1
-            for cb in callbacks:
-                if hasattr(cb, "on_step"):
-                    cb.on_step(job, terms)
+            for hook in on_step:
+                hook(job, terms)
             if stop or (cfg.checkpoint_every and job.step % cfg.checkpoint_every == 0):
                 _save(job, run)
             if stop:
@@ -170,9 +169,8 @@ def train_epochs(job: Job, run: Path, metrics, callbacks: list, should_stop) -> 
                         epoch)
         job.epoch, job.step, job.progress = epoch + 1, 0, None
         _save(job, run)
-        for cb in callbacks:
-            if hasattr(cb, "on_epoch"):
-                cb.on_epoch(job, record)
+        for hook in on_epoch:
+            hook(job, record)
 
 
 def share_step(job: Job) -> bool:

@@ -13,9 +13,9 @@ from .adversarial import convert_to_mbn
 from .attacks import parse_eps
 from .config import flag
 from .data import make_loaders
-from .device import place, resolve_device
+from .device import place
 from .distill import uniform_mapping
-from .distributed import Dist, convert_sync_bn, init_distributed, on_every_rank, rank_device
+from .distributed import Dist, convert_sync_bn, join_job, on_every_rank
 from .errors import UserError
 from .rundir import load_checkpoint, resume_checkpoint, seed_everything
 from .sections import DataSection, OptimSection, RuntimeSection, TeacherSection, shared
@@ -130,9 +130,7 @@ def build_retrain(cfg: RetrainConfig, dist: Dist | None = None) -> Trainer:
         raise UserError("--trades fine-tunes a trained net: give --init CKPT (a retrain checkpoint), or --from-scratch")
     if cfg.from_scratch and (not cfg.trades or cfg.init):
         raise UserError("--from-scratch goes with --trades and without --init (it replaces the --init fine-tuning)")
-    device = resolve_device(cfg.device)
-    dist = init_distributed(device) if dist is None else dist
-    device = rank_device(device, dist)
+    device, dist = join_job(cfg.device, dist)
     seed_everything(cfg.seed)
     data = make_loaders(cfg.data, cfg.data_dir, cfg.batch_size, device, cfg.seed, cfg.val_size, cfg.limit,
                         cfg.workers, cfg.download)
@@ -173,7 +171,7 @@ def build_retrain(cfg: RetrainConfig, dist: Dist | None = None) -> Trainer:
 
 def run_retrain(cfg: RetrainConfig, run: Path, resume: bool = False, *, callbacks=(), should_stop=None,
                 dist: Dist | None = None) -> Path:
-    dist = init_distributed(resolve_device(cfg.device)) if dist is None else dist
+    dist = join_job(cfg.device, dist)[1]
 
     def build() -> Trainer:
         ckpt = resume_checkpoint(run, resume)

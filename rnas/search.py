@@ -20,7 +20,7 @@ from supernets import Network
 
 from .config import flag, parse_macs
 from .data import DataBundle, keyed_generator, make_loaders
-from .device import autocast, check_fits, compile_model, full_precision, place, resolve_device
+from .device import autocast, check_fits, compile_model, full_precision, place
 from .distill import (
     FLOP_KINDS,
     CrossLayerAttention,
@@ -36,10 +36,9 @@ from .distributed import (
     Dist,
     check_batch,
     convert_sync_bn,
-    init_distributed,
+    join_job,
     note_world_change,
     on_every_rank,
-    rank_device,
 )
 from .errors import UserError
 from .loop import clean_accuracy, run_job, share_step
@@ -106,6 +105,13 @@ def frozen_bn_statistics(model: torch.nn.Module):
             m.track_running_stats = True
 
 
+def check_input_size(spec, data: DataBundle, space: str, what: str) -> None:
+    """The space's image side must be the data's."""
+    if spec.input_size != data.input_size:
+        raise UserError(f"--space {space}: a {spec.input_size}x{spec.input_size} space, but {what} has "
+                        f"{data.input_size}x{data.input_size} images")
+
+
 class Searcher:
     """A search from objects: a supernet, a teacher (any module on [0, 1] images whose convolutions are
     tapped), a ``DataBundle`` and a ``SearchConfig`` (its optimisation, temperature and loss fields; the
@@ -124,9 +130,7 @@ class Searcher:
             raise UserError(f"--mac-target needs --flop power or linear, not {cfg.flop}")
         self.device = device or next(supernet.parameters()).device
         spec = supernet.spec
-        if spec.input_size != data.input_size:
-            raise UserError(f"--space {cfg.space}: a {spec.input_size}x{spec.input_size} space, but the data "
-                            f"has {data.input_size}x{data.input_size} images")
+        check_input_size(spec, data, cfg.space, "the data")
         check_batch(data.train.batch_size, dist)
         self.data = data.shard(dist, self.parts)
         self.teacher = teacher.eval().requires_grad_(False)
@@ -154,18 +158,14 @@ class Searcher:
     @classmethod
     def from_config(cls, cfg: SearchConfig, spec=None, dist: Dist | None = None) -> Searcher:
         """Data, teacher and supernet built from the config's names (what ``rnas search`` runs)."""
-        device = resolve_device(cfg.device)
-        dist = init_distributed(device) if dist is None else dist
-        device = rank_device(device, dist)
+        device, dist = join_job(cfg.device, dist)
         spec = spec or load_space(cfg.space)
         if cfg.teacher_ckpt is None and not cfg.random_teacher:
             raise UserError("no teacher checkpoint: give --teacher-ckpt (or --random-teacher for a smoke run)")
         seed_everything(cfg.seed)
         data = make_loaders(cfg.data, cfg.data_dir, cfg.batch_size, device, cfg.seed, cfg.val_size,
                             cfg.limit, cfg.workers, cfg.download)
-        if spec.input_size != data.input_size:
-            raise UserError(f"--space {cfg.space}: a {spec.input_size}x{spec.input_size} space, but --data "
-                            f"{cfg.data} has {data.input_size}x{data.input_size} images")
+        check_input_size(spec, data, cfg.space, f"--data {cfg.data}")  # before the teacher is loaded
         teacher = place(load_teacher(cfg.teacher, cfg.teacher_ckpt, cfg.model_dir, cfg.data, cfg.threat,
                                      data.num_classes), device)
         check_fits(spec, data.num_classes, device, f"--space {cfg.space}")
@@ -267,14 +267,13 @@ class Searcher:
         Under torchrun ``x`` is this rank's share of the weight part followed by its share of the arch part."""
         dist = self.dist
         n_w, n_a = self.parts(self.data.train.batch_size if dist.enabled else len(y))
-        n = dist.share(n_w)[1] - dist.share(n_w)[0]
+        n = dist.share_size(n_w)
         noise = keyed_generator(self.device, self.cfg.seed, self.epoch, self.step, 1)  # Gumbel draws of this step
         q, t_maps = self.teacher_targets(x)
         w_terms = self.weight_step(x[:n], y[:n], (q[:n], t_maps[:n]), share_step(self), n_w, noise)
         a_terms = self.arch_step(x[n:], y[n:], (q[n:], t_maps[n:]), n_a, noise)
-        if dist.enabled:  # the global batch's means: each rank's mean weighted by its share
-            w_terms = _global_means(w_terms, n / n_w, dist)
-            a_terms = _global_means(a_terms, (len(y) - n) / n_a, dist)
+        w_terms = dist.global_means(w_terms, n / n_w)  # each part's means over all ranks
+        a_terms = dist.global_means(a_terms, (len(y) - n) / n_a)
         return {**{f"weight/{k}": v for k, v in w_terms.items()}, **{f"arch/{k}": v for k, v in a_terms.items()},
                 "expected_macs": self.supernet.expected_macs().detach(),
                 "tau": torch.tensor(self.supernet.tau), "tutor_tau": torch.tensor(self.tutor.tau)}
@@ -329,17 +328,10 @@ class Searcher:
         note_world_change(ckpt.get("world_size", 1), self.dist)
 
 
-def _global_means(terms: dict[str, torch.Tensor], fraction: float, dist: Dist) -> dict[str, torch.Tensor]:
-    """Per-sample means of this rank's share (``fraction`` of the part) -> the part's means: one all-reduce."""
-    keys = list(terms)
-    values = dist.sum(torch.stack([terms[k].detach().double().reshape(()) for k in keys]) * fraction)
-    return dict(zip(keys, values.unbind(), strict=True))
-
-
 def run_search(cfg: SearchConfig, run: Path, resume: bool = False, *, callbacks=(), should_stop=None,
                dist: Dist | None = None) -> Path:
     """Search into ``run`` (a fresh directory, or an existing run when ``resume``)."""
-    dist = init_distributed(resolve_device(cfg.device)) if dist is None else dist
+    dist = join_job(cfg.device, dist)[1]
 
     def build() -> Searcher:  # every user error surfaces here, on every rank, before anything is written
         ckpt = resume_checkpoint(run, resume)

@@ -12,8 +12,8 @@ import torch
 from .attacks import parse_eps, pgd
 from .config import flag
 from .data import make_loaders
-from .device import place, resolve_device
-from .distributed import Dist, convert_sync_bn, init_distributed, on_every_rank, rank_device
+from .device import place
+from .distributed import Dist, convert_sync_bn, join_job, on_every_rank
 from .errors import UserError
 from .rundir import check_can_create, resume_checkpoint, seed_everything
 from .sections import DataSection, OptimSection, RuntimeSection, shared
@@ -42,9 +42,7 @@ class TeacherTrainConfig(RuntimeSection, OptimSection, DataSection):
 
 
 def build_teacher_training(cfg: TeacherTrainConfig, dist: Dist | None = None) -> Trainer:
-    device = resolve_device(cfg.device)
-    dist = init_distributed(device) if dist is None else dist
-    device = rank_device(device, dist)
+    device, dist = join_job(cfg.device, dist)
     seed_everything(cfg.seed)
     data = make_loaders(cfg.data, cfg.data_dir, cfg.batch_size, device, cfg.seed, cfg.val_size, cfg.limit,
                         cfg.workers, cfg.download)
@@ -86,7 +84,7 @@ def run_teacher_training(cfg: TeacherTrainConfig, run: Path, resume: bool = Fals
         raise UserError(f"{taken[0]}: a teacher of that name is already there; give another --name or --model-dir "
                         "(nothing was overwritten)")
     check_can_create(folder, f"--model-dir {cfg.model_dir}")
-    dist = init_distributed(resolve_device(cfg.device)) if dist is None else dist
+    dist = join_job(cfg.device, dist)[1]
 
     def build() -> Trainer:
         trainer = build_teacher_training(cfg, dist)

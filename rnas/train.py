@@ -158,12 +158,7 @@ class Trainer:
         self.dist.average_gradients(list(self.model.parameters()))
         self.scaler.step(self.opt)
         self.scaler.update()
-        terms = {k: v.detach() for k, v in terms.items()}
-        if self.dist.enabled:  # the global batch's means: each rank's mean weighted by its share
-            keys = list(terms)
-            values = self.dist.sum(torch.stack([terms[k].double().reshape(()) for k in keys]) * (len(y) / n_global))
-            terms = dict(zip(keys, values.unbind(), strict=True))
-        return terms
+        return self.dist.global_means({k: v.detach() for k, v in terms.items()}, len(y) / n_global)
 
     def epoch_record(self) -> dict:
         return {"val_acc": clean_accuracy(self.model, self.data.val, self.student_taps, self.dist)}
