@@ -110,6 +110,13 @@ def _finite_and_stop(job: Job, terms: dict[str, torch.Tensor], should_stop) -> t
     return [not f for f in flags[:-1]], int(flags[-1])
 
 
+def _is_measurement(key: str) -> bool:
+    """Terms that measure the step rather than make up the loss (the attention term's gradient share);
+    non-finite when the scaled fp16 gradients overflowed, which the gradient scaler handles by skipping
+    the step."""
+    return key.endswith("attn_grad_share")
+
+
 def _diverged(job: Job, terms: dict, finite: list[bool], run: Path, epoch: int, step: int) -> TrainingDiverged:
     bad = [f"{k}={float(v.detach()):g}" for (k, v), ok in zip(terms.items(), finite, strict=True) if not ok]
     return TrainingDiverged(
@@ -140,8 +147,10 @@ def train_epochs(job: Job, run: Path, metrics, on_step: list, on_epoch: list, sh
             kill_point(getattr(job, "dist", SINGLE), epoch * steps + step)
             terms = job.train_step(x, y)
             finite, stop = _finite_and_stop(job, terms, should_stop)
-            if not all(finite):
+            if not all(ok or _is_measurement(k) for k, ok in zip(terms, finite, strict=True)):
                 raise _diverged(job, terms, finite, run, epoch, step)
+            # a measurement that overflowed is an fp16 step the gradient scaler skipped: not recorded
+            terms = {k: v for (k, v), ok in zip(terms.items(), finite, strict=True) if ok}
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0) + value.detach()
                 counts[key] = counts.get(key, 0) + 1

@@ -43,6 +43,18 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(root
     assert main_in_process("derive", run)[0] == 0  # the kept checkpoint is a sane (untrained) one
 
 
+def test_fp16_steps_the_scaler_skips_are_not_a_divergence(root, tmp_path):
+    """Under --amp fp16 the first steps overflow at the scaler's initial 2**16 (the gradient share of the
+    attention term is then NaN): the scaler skips them and backs off; the search goes on and checkpoints it."""
+    run = tmp_path / "fp16"
+    code, err = main_in_process(*search_args(root, run, "--epochs", 1, "--amp", "fp16"))
+    assert code == 0, err
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ckpt["scaler"]["scale"] < 2.0 ** 16
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert all(v == v for v in record.values() if isinstance(v, float))  # no NaN reached the record
+
+
 def test_derive_refuses_non_finite_logits(finished, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()

@@ -92,8 +92,11 @@ def test_trades_needs_init_or_from_scratch(searched, tmp_path):
     assert record["base"] == pytest.approx(record["natural"] + 6 * record["robust"], rel=1e-4)
 
 
-def test_retrain_resume_after_sigterm_is_bit_identical(searched, tmp_path):
-    args = ["--epochs", 2, "--milestones", 1, "--limit", 120, "--batch-size", 10]
+@pytest.mark.parametrize("amp", ["none", "fp16"])
+def test_retrain_resume_after_sigterm_is_bit_identical(searched, tmp_path, amp):
+    """fp16 included: its gradient scaler backs off from 2**16 through skipped (overflowed) steps, and only a
+    resume that restores the scaler's scale and growth tracker repeats the uninterrupted run."""
+    args = ["--epochs", 2, "--milestones", 1, "--limit", 120, "--batch-size", 10, "--amp", amp]
     reference = tmp_path / "reference"
     assert main_in_process(*retrain_args(searched, reference, *args))[0] == 0
     run = tmp_path / "stopped"
@@ -112,6 +115,9 @@ def test_retrain_resume_after_sigterm_is_bit_identical(searched, tmp_path):
     a = torch.load(reference / "checkpoint.pt", weights_only=True)
     b = torch.load(run / "checkpoint.pt", weights_only=True)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["scaler"] == b["scaler"]
+    if amp == "fp16":
+        assert a["scaler"]["scale"] < 2.0 ** 16  # overflowed steps were skipped and the run went on
 
 
 def test_teacher_train_writes_robustbench_layout(searched, tmp_path):
