@@ -1,8 +1,10 @@
 """Adversarial attacks on models that take images in [0, 1] (normalisation inside the model).
 
-``eps`` and step sizes are in pixel units. Every attack runs with the model in eval mode (restored
-after), returns x_adv with ||x_adv - x||_inf <= eps and 0 <= x_adv <= 1 (the l2/l1 AutoAttack variants
-bound their own norm), and never accumulates parameter gradients.
+``eps`` and step sizes are in pixel units: a float, or for the l_inf attacks implemented here (fgsm, pgdK,
+mifgsm, cw) also a per-channel tensor [1, C, 1, 1] that broadcasts over the batch (``rnas eval --eps-space
+normalized``). Every attack runs with the model in eval mode (restored after), returns x_adv with
+|x_adv - x| <= eps (per channel) and 0 <= x_adv <= 1 (the l2/l1 AutoAttack variants bound their own norm),
+and never accumulates parameter gradients.
 """
 from __future__ import annotations
 
@@ -38,8 +40,11 @@ def eval_mode(model: nn.Module):
         model.train(was_training)
 
 
-def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
-    """Closest point of the eps-ball around x intersected with [0, 1]."""
+Budget = float | torch.Tensor  # pixel units; a tensor is per channel, [1, C, 1, 1]
+
+
+def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: Budget) -> torch.Tensor:
+    """Closest point of the eps-ball (a box when eps is per channel) around x intersected with [0, 1]."""
     return torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp_(0, 1)
 
 
@@ -60,13 +65,13 @@ def _input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str) -
     return grad
 
 
-def fgsm(model, x, y, eps: float) -> torch.Tensor:
+def fgsm(model, x, y, eps: Budget) -> torch.Tensor:
     """One signed-gradient step of size eps on the cross-entropy (Goodfellow et al.)."""
     with eval_mode(model):
         return project_linf(x + eps * _input_grad(model, x, y, "ce").sign(), x, eps).detach()
 
 
-def pgd(model, x, y, eps: float, step: float = 2 / 255, steps: int = 20, random_start: bool = True,
+def pgd(model, x, y, eps: Budget, step: Budget = 2 / 255, steps: int = 20, random_start: bool = True,
         loss: str = "ce", generator: torch.Generator | None = None) -> torch.Tensor:
     """Projected gradient ascent (Madry et al.) on ``ce`` or the CW ``margin`` loss, uniform random start."""
     with eval_mode(model):
@@ -79,7 +84,7 @@ def pgd(model, x, y, eps: float, step: float = 2 / 255, steps: int = 20, random_
         return x_adv.detach()
 
 
-def mifgsm(model, x, y, eps: float, steps: int = 10, mu: float = 1.0) -> torch.Tensor:
+def mifgsm(model, x, y, eps: Budget, steps: int = 10, mu: float = 1.0) -> torch.Tensor:
     """Momentum iterative FGSM (Dong et al.): g <- mu g + grad / ||grad||_1, step eps/steps."""
     with eval_mode(model):
         x_adv, momentum, step = x.clone(), torch.zeros_like(x), eps / steps
@@ -93,14 +98,17 @@ def mifgsm(model, x, y, eps: float, steps: int = 10, mu: float = 1.0) -> torch.T
 CW_STEPS = 40  # CW-40, as RobustResNets (Huang et al.) evaluate
 
 
-def cw_linf(model, x, y, eps: float, steps: int = CW_STEPS, step: float | None = None,
+def cw_linf(model, x, y, eps: Budget, steps: int = CW_STEPS, step: Budget | None = None,
             generator: torch.Generator | None = None) -> torch.Tensor:
     """CW-l_inf: PGD on the margin loss (Carlini & Wagner's objective under an l_inf budget)."""
     return pgd(model, x, y, eps, eps / 4 if step is None else step, steps, loss="margin", generator=generator)
 
 
 def autoattack(model, x, y, eps: float, norm: str = "Linf", version: str = "standard", seed: int = 0) -> torch.Tensor:
-    """AutoAttack (Croce & Hein) through the optional ``pyautoattack`` package."""
+    """AutoAttack (Croce & Hein) through the optional ``pyautoattack`` package; ``eps`` is one float."""
+    if isinstance(eps, torch.Tensor):  # pyautoattack's projections and step sizes assume a scalar budget
+        raise UserError("autoattack: pyautoattack takes one scalar budget, not a per-channel eps "
+                        "(--eps-space normalized); use fgsm, pgdK, mifgsm or cw there")
     try:
         from pyautoattack import AutoAttack
     except ImportError:
@@ -123,6 +131,7 @@ def autoattack(model, x, y, eps: float, norm: str = "Linf", version: str = "stan
 
 
 DEFAULT_EPS = {"autoattack-l2": 0.5, "autoattack-l1": 12.0}
+SCALAR_BUDGET = ("autoattack", *DEFAULT_EPS)  # pyautoattack: one float budget, never a per-channel tensor
 
 
 ATTACK_NAMES = "clean, fgsm, pgdK e.g. pgd20, mifgsm, cw, autoattack, autoattack-l2, autoattack-l1"
@@ -130,12 +139,12 @@ ATTACK_NAMES = "clean, fgsm, pgdK e.g. pgd20, mifgsm, cw, autoattack, autoattack
 
 def check_attack(name: str) -> str:
     """``name`` if it is a known attack, else a one-line UserError listing the known ones."""
-    if name in ("clean", "fgsm", "mifgsm", "cw", "autoattack", *DEFAULT_EPS) or re.fullmatch(r"pgd\d+", name):
+    if name in ("clean", "fgsm", "mifgsm", "cw", *SCALAR_BUDGET) or re.fullmatch(r"pgd\d+", name):
         return name
     raise UserError(f"unknown attack {name!r} ({ATTACK_NAMES})")
 
 
-def run_attack(name: str, model, x, y, eps: float, *, cw_steps: int = CW_STEPS, seed: int = 0,
+def run_attack(name: str, model, x, y, eps: Budget, *, cw_steps: int = CW_STEPS, seed: int = 0,
                generator: torch.Generator | None = None) -> torch.Tensor:
     """Adversarial inputs for a named attack (ATTACK_NAMES); random starts from ``generator`` (default: ``seed``)."""
     if name == "clean":
@@ -163,6 +172,12 @@ def attack_steps(name: str, cw_steps: int = CW_STEPS) -> int | None:
     if match := re.fullmatch(r"pgd(\d+)", name):
         return int(match[1])
     return {"mifgsm": 10, "cw": cw_steps}.get(name)
+
+
+def takes_channel_budget(name: str) -> bool:
+    """True for the l_inf attacks implemented here (fgsm, pgdK, mifgsm, cw), which accept a per-channel eps
+    tensor; False for clean (no budget) and the AutoAttack variants (SCALAR_BUDGET)."""
+    return name != "clean" and name not in SCALAR_BUDGET
 
 
 def attack_eps(name: str, eps: float) -> float:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,10 +11,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from supernets import build_model
+from supernets import Normalize, build_model
 
 from .adversarial import convert_to_mbn
-from .attacks import CW_STEPS, attack_eps, attack_steps, check_attack, parse_eps, run_attack
+from .attacks import CW_STEPS, attack_eps, attack_steps, check_attack, parse_eps, run_attack, takes_channel_budget
 from .config import flag, validate
 from .data import CIFAR_DIRS, DATASETS, DEFAULT_VAL_SIZE, keyed_generator, load_tensors, split_train_val
 from .device import place
@@ -58,9 +59,22 @@ def batch_generator(device, seed: int, index: int) -> torch.Generator:
     return keyed_generator(torch.device(device), seed, index)
 
 
+def input_std(model: nn.Module, what: str = "the model") -> torch.Tensor:
+    """Per-channel std [1, C, 1, 1] of the model's input normalisation (its first supernets.Normalize: rnas
+    networks and rnas.teachers wrappers both keep one), on the model's device and dtype."""
+    norm = next((m for m in model.modules() if isinstance(m, Normalize)), None)
+    if norm is None:
+        raise UserError(f"--eps-space normalized: {what} has no input normalisation (no mean/std inside the "
+                        "model), so normalised and pixel units are the same; use --eps-space pixel")
+    return norm.std.detach().clone(memory_format=torch.contiguous_format)
+
+
 def evaluate(model: nn.Module, batches, attacks: list[str], eps_values: list[float], progress=None, *,
-             cw_steps: int = CW_STEPS, seed: int = 0, dist: Dist = SINGLE) -> list[dict]:
+             cw_steps: int = CW_STEPS, seed: int = 0, dist: Dist = SINGLE,
+             eps_scale: torch.Tensor | None = None) -> list[dict]:
     """Accuracy (%) per (attack, eps) row; ``batches()`` yields (x in [0, 1], y) on the model's device.
+    ``eps_scale`` [1, C, 1, 1] (the input std, for --eps-space normalized): l_inf attacks run at the
+    per-channel pixel budget eps·eps_scale, recorded as the row's ``pixel_eps``; ``eps`` stays nominal.
     Under torchrun rank r attacks batches r, r + W, ... and the counts are summed over the ranks."""
     rows = []
     for name in attacks:
@@ -68,17 +82,22 @@ def evaluate(model: nn.Module, batches, attacks: list[str], eps_values: list[flo
             start = time.perf_counter()
             counts = torch.zeros(2, dtype=torch.long)
             budget = attack_eps(name, eps)
+            per_channel = eps_scale is not None and takes_channel_budget(name)
+            pixel_budget = budget * eps_scale if per_channel else budget
             for index, (xb, yb) in enumerate(batches()):
                 if index % dist.world != dist.rank:
                     continue
                 generator = batch_generator(xb.device, seed, index)
-                x_adv = run_attack(name, model, xb, yb, budget, cw_steps=cw_steps, seed=seed, generator=generator)
+                x_adv = run_attack(name, model, xb, yb, pixel_budget, cw_steps=cw_steps, seed=seed,
+                                   generator=generator)
                 with torch.no_grad():
                     counts += torch.tensor([(model(x_adv).argmax(1) == yb).sum().item(), len(yb)])
             correct, total = dist.sum(counts).tolist()
             seconds = dist.max(torch.tensor([time.perf_counter() - start])).item()
             steps = attack_steps(name, cw_steps)
-            rows.append({"attack": name, "eps": budget, **({"steps": steps} if steps else {}),
+            rows.append({"attack": name, "eps": budget,
+                         **({"pixel_eps": pixel_budget.flatten().tolist()} if per_channel else {}),
+                         **({"steps": steps} if steps else {}),
                          "accuracy": round(100.0 * correct / total, 2), "n": total,
                          "seconds": round(seconds, 2)})
             if progress:
@@ -90,7 +109,10 @@ def evaluate(model: nn.Module, batches, attacks: list[str], eps_values: list[flo
 class EvalConfig:
     checkpoint: str = flag("", "rnas checkpoint (or a RobustBench file with --teacher-arch)")
     attacks: str = flag("clean,fgsm,pgd20,mifgsm,cw,autoattack", "comma-separated attacks")
-    eps: float = flag(8 / 255, "l_inf budget in pixel units", parse=parse_eps, range=">= 0")
+    eps: float = flag(8 / 255, "l_inf budget in pixel units (see --eps-space)", parse=parse_eps, range=">= 0")
+    eps_space: str = flag("pixel", "units of --eps / --eps-sweep for the l_inf attacks: pixel (the standard threat "
+                          "model, [0, 1] images) or normalized (the official RNAS-CL protocol: eps on the normalised "
+                          "input, a per-channel pixel budget eps·std; no AutoAttack)", choices=("pixel", "normalized"))
     eps_sweep: list[str] | None = flag(None, "several budgets, e.g. 2/255 4/255 8/255 (replaces --eps)")
     n: int | None = flag(None, "evaluate the first N images of the split (--num-images under torchrun, whose own "
                          "flags make --n ambiguous)", range=">= 1", aliases=("--num-images",))
@@ -138,6 +160,11 @@ class EvalConfig:
         """Cross-field checks and the --json destination, before any model or data is read."""
         self.attack_list()
         self.eps_values()
+        if self.eps_space == "normalized":
+            for name in self.attack_list():
+                if name != "clean" and not takes_channel_budget(name):
+                    raise UserError(f"--attacks {name}: not offered with --eps-space normalized (pyautoattack takes "
+                                    "one scalar pixel budget, not a per-channel one); drop it or use --eps-space pixel")
         if self.json:
             folder = Path(self.json).resolve().parent
             if Path(self.json).is_dir():
@@ -169,6 +196,9 @@ def run_eval(cfg: EvalConfig, out=print) -> dict:
     if n == 0:
         raise UserError(f"{data} {split}: no images to evaluate (check --n and --val-size)")
     model = place(model, device).eval()
+    eps_scale = input_std(model, cfg.checkpoint) if cfg.eps_space == "normalized" else None
+    if eps_scale is not None and dist.main:
+        print(f"rnas: warning: {normalized_warning(eps_values, eps_scale)}", file=sys.stderr)
     arch = (getattr(model, "rnas_checkpoint", None) or {}).get("arch") or {}
     params = sum(p.numel() for p in model.parameters())
     macs = arch.get("macs") or count_macs(model, size, device)
@@ -176,13 +206,24 @@ def run_eval(cfg: EvalConfig, out=print) -> dict:
         f"n={n}, seed {cfg.seed}")
     out(f"{'attack':14s} {'eps':>9s} {'accuracy %':>10s} {'n':>6s} {'seconds':>8s}")
     rows = evaluate(model, batches, attacks, eps_values, cw_steps=cfg.cw_steps, seed=cfg.seed, dist=dist,
-                    progress=lambda r: out(f"{_label(r):14s} {_eps_text(r['eps']):>9s} {r['accuracy']:10.2f} "
-                                           f"{r['n']:6d} {r['seconds']:8.1f}"))
+                    eps_scale=eps_scale,
+                    progress=lambda r: out(f"{_label(r):14s} {_eps_text(r['eps'], 'pixel_eps' in r):>9s} "
+                                           f"{r['accuracy']:10.2f} {r['n']:6d} {r['seconds']:8.1f}"))
     result = {"checkpoint": str(cfg.checkpoint), "params": params, "macs": macs, "data": data, "split": split,
-              "split_source": source, "n": n, "seed": cfg.seed, "results": rows}
+              "split_source": source, "n": n, "seed": cfg.seed, "eps_space": cfg.eps_space, "results": rows}
     if cfg.json and dist.main:
         Path(cfg.json).write_text(json.dumps(result, indent=1) + "\n")
     return result
+
+
+def normalized_warning(eps_values: list[float], std: torch.Tensor) -> str:
+    """Why --eps-space normalized is not the standard threat model, with the pixel budgets it implies."""
+    budgets = [", ".join(f"{eps * s * 255:.1f}/255" for s in std.flatten().tolist()) for eps in eps_values]
+    nominal = ", ".join(_eps_text(eps) for eps in eps_values)
+    implies = f"is a pixel budget of {budgets[0]}" if len(budgets) == 1 else \
+        "are pixel budgets of " + " and ".join(f"({b})" for b in budgets)
+    return (f"--eps-space normalized is the official RNAS-CL protocol, not the standard threat model: eps {nominal} "
+            f"on normalised inputs {implies} per channel (table rows marked 'n')")
 
 
 def _silent(*args) -> None:
@@ -237,8 +278,10 @@ def _label(row: dict) -> str:
     return f"cw{row['steps']}" if row["attack"] == "cw" else row["attack"]
 
 
-def _eps_text(eps: float) -> str:
+def _eps_text(eps: float, normalized: bool = False) -> str:
+    """'8/255', or '8/255 n' for a budget on normalised inputs; '-' for none."""
     if eps == 0:
         return "-"
     scaled = eps * 255
-    return f"{round(scaled)}/255" if abs(scaled - round(scaled)) < 1e-6 else f"{eps:g}"
+    text = f"{round(scaled)}/255" if abs(scaled - round(scaled)) < 1e-6 else f"{eps:g}"
+    return f"{text} n" if normalized else text
