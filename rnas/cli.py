@@ -113,9 +113,9 @@ def _cmd_derive(args) -> int:
     from .derive_run import format_arch, write_archs
 
     targets = [parse_macs(t) for t in args.mac_target.split(",")] if args.mac_target else [None]
-    for path, arch in write_archs(args.run, targets):
+    for path, arch in write_archs(args.run, targets, graph=args.graph):
         print(format_arch(arch))
-        print(f"\nwrote {path}\n")
+        print(f"\nwrote {path}" + (f"\nwrote {path.with_suffix('.graphml')}" if args.graph else "") + "\n")
     return 0
 
 
@@ -186,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     derive.add_argument("--mac-target", metavar="MACS",
                         help="budgets, e.g. 5M,6M,7M: one RUN/arch-<budget>.json each, the most probable net "
                              "that fills each budget (greedy by width probabilities)")
+    derive.add_argument("--graph", action="store_true",
+                        help="also write each arch file's net and tutors as GraphML beside it (RUN/arch.graphml)")
     derive.set_defaults(func=_cmd_derive)
     _add_training(sub, "retrain", RetrainConfig, _cmd_retrain,
                   "train a derived architecture from scratch with Eq. 3 (or a baseline, TRADES, MBN)",

@@ -77,13 +77,23 @@ def arch_filename(mac_target: float | None) -> str:
     return f"arch-{short}M.json" if float(short) * 1e6 == mac_target else f"arch-{mac_target:.0f}.json"
 
 
-def write_archs(run: str | Path, mac_targets: list[float | None]) -> list[tuple[Path, dict]]:
+def write_archs(run: str | Path, mac_targets: list[float | None], graph: bool = False) -> list[tuple[Path, dict]]:
     """Write RUN/arch.json (argmax, or the search's own budget) for None, RUN/arch-<budget>.json for each
-    budget; every budget is derived (and checked) before any file is written."""
+    budget; with ``graph`` also its ``rnas.graph.arch_graph`` beside it as GraphML (arch.graphml,
+    arch-<budget>.graphml). Every budget is derived (and checked) before any file is written."""
     loaded = load_search(run)
     archs = [(Path(run) / arch_filename(t), derive_run(run, t, loaded)) for t in mac_targets]
+    graphs = []
+    if graph:
+        import networkx
+
+        from .graph import arch_graph
+
+        graphs = [(path.with_suffix(".graphml"), arch_graph(arch)) for path, arch in archs]
     for path, arch in archs:
         path.write_text(json.dumps(arch, indent=1) + "\n")
+    for path, arch_net in graphs:
+        networkx.write_graphml(arch_net, path)
     return archs
 
 
