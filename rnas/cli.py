@@ -145,6 +145,13 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _cmd_report(args) -> int:
+    from .report import write_report
+
+    print(f"wrote {write_report(args.inputs, args.out)}")
+    return 0
+
+
 def _cmd_quickstart(args) -> int:
     from .quickstart import run_quickstart
 
@@ -202,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("checkpoint", metavar="CKPT", help="checkpoint of rnas retrain / teacher train")
     add_config_flags(evaluate, EvalConfig, skip=("checkpoint",))
     evaluate.set_defaults(func=_cmd_eval)
+
+    report = sub.add_parser("report", help="an HTML page with figures (+ CSV/JSON) of search, retrain and study dirs")
+    report.add_argument("inputs", nargs="+", metavar="RUN_OR_STUDY_DIR", help="search / retrain run dirs, study dirs")
+    report.add_argument("-o", "--out", required=True, metavar="DIR",
+                        help="new or empty directory, or an earlier report's (replaced): index.html, PNGs, CSV, JSON")
+    report.set_defaults(func=_cmd_report)
 
     quick = sub.add_parser("quickstart", help="the whole pipeline on the embedded digits data, in minutes")
     quick.add_argument("--out", default="rnas-quickstart", help="directory for the run dirs (must not exist)")

@@ -1,0 +1,239 @@
+"""`rnas report` on a tiny study (real search, retrain and eval runs) and on run dirs given directly."""
+import base64
+import csv
+import json
+import re
+import sys
+from html.parser import HTMLParser
+
+import pytest
+from helpers import main_in_process, write_cifar10, write_space, write_teacher
+
+from rnas.report import MANIFEST, pareto_front
+
+EPS = 8 / 255
+
+
+class _Page(HTMLParser):
+    """index.html: linked PNG names, embedded data: URIs and the text of each cell of table#models."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.links, self.images, self.rows, self._in_models, self._cell = [], [], [], False, None
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "a" and attrs.get("href", "").endswith(".png"):
+            self.links.append(attrs["href"])
+        if tag == "img":
+            self.images.append(attrs["src"])
+        if tag == "table":
+            self._in_models = attrs.get("id") == "models"
+        if self._in_models and tag == "tr":
+            self.rows.append([])
+        if self._in_models and tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self._in_models = False
+        if self._in_models and tag in ("td", "th"):
+            self.rows[-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _eval(run, name, *extra):
+    code, err = main_in_process("eval", run / "checkpoint.pt", "--json", run / name, *extra)
+    assert code == 0, err
+    return json.loads((run / name).read_text())
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """study/: search-t (2 epochs, derived), t/rnas-cl and t/ce retrained, pixel / normalized / sweep evals of
+    rnas-cl, a pixel eval of ce; study.json lists ce's sweep (never written) and a failed TRADES step."""
+    root = tmp_path_factory.mktemp("report")
+    write_cifar10(root / "data", test=True)
+    write_teacher(root / "models")
+    write_space(root / "tiny.yaml")
+    study = root / "study"
+    common = ["--data-dir", root / "data", "--val-size", 50, "--batch-size", 25, "--limit", 100]
+    code, err = main_in_process("search", "--space", root / "tiny.yaml", "--teacher", "wrn-10-1", "--teacher-ckpt",
+                                "tiny", "--model-dir", root / "models", *common, "--epochs", 2,
+                                "--out", study / "search-t")
+    assert code == 0, err
+    assert main_in_process("derive", study / "search-t")[0] == 0
+    for arm in ("cl", "ce"):
+        code, err = main_in_process("retrain", study / "search-t" / "arch.json", *common, "--epochs", 2,
+                                    "--baseline", arm, "--out", study / "t" / ("rnas-cl" if arm == "cl" else arm))
+        assert code == 0, err
+    cl, ce = study / "t" / "rnas-cl", study / "t" / "ce"
+    evals = {"cl-pixel": _eval(cl, "eval-pixel.json", "--attacks", "clean,fgsm,pgd20", "--n", 10),
+             "cl-normalized": _eval(cl, "eval-normalized.json", "--attacks", "clean,fgsm", "--n", 10,
+                                    "--eps-space", "normalized"),
+             "cl-sweep": _eval(cl, "eval-sweep.json", "--attacks", "clean,fgsm", "--n", 10, "--eps-sweep", "2/255",
+                               "8/255"),
+             "ce-pixel": _eval(ce, "eval-pixel.json", "--attacks", "clean,pgd20", "--n", 6)}
+    steps = [{"name": "search/t", "kind": "search", "dir": "search-t", "deps": [], "state": "done", "error": None,
+              "seconds": 4.2},
+             {"name": "derive/t", "kind": "derive", "dir": "search-t", "deps": ["search/t"], "state": "done",
+              "error": None, "seconds": 0.1},
+             *[{"name": f"retrain/t/{a}", "kind": "retrain", "dir": f"t/{a}", "deps": ["derive/t"], "state": "done",
+                "error": None, "seconds": 3.0} for a in ("rnas-cl", "ce")],
+             {"name": "finetune/t/trades", "kind": "finetune", "dir": "t/trades", "deps": ["retrain/t/rnas-cl"],
+              "state": "failed", "error": "training diverged at epoch 1 step 3 (loss nan)", "seconds": 1.5},
+             {"name": "eval/t/trades/pixel", "kind": "eval", "dir": "t/trades", "deps": ["finetune/t/trades"],
+              "state": "blocked", "error": None, "seconds": None}]
+
+    def model(arm, finetune=None, run=None):
+        run = run or f"t/{arm}"
+        return {"name": run, "arm": arm, "finetune": finetune, "space": "T", "budget": None, "teacher": "tiny",
+                "run": run, "search": "search-t", "arch": "search-t/arch.json",
+                "evals": {p: f"{run}/eval-{p}.json" for p in ("pixel", "normalized", "sweep")}}
+
+    models = [model("rnas-cl"), model("ce"), model("rnas-cl", "trades", "t/trades")]
+    models[1]["evals"] = {p: f"t/ce/eval-{p}.json" for p in ("pixel", "sweep")}
+    (study / "study.json").write_text(json.dumps({"format": "rnas-study-1", "name": "tiny-study", "steps": steps,
+                                                  "models": models}))
+    return root, evals
+
+
+@pytest.fixture(scope="module")
+def report(study, tmp_path_factory):
+    root, _ = study
+    out = tmp_path_factory.mktemp("out") / "report"
+    code, err = main_in_process("report", root / "study", "-o", out)
+    assert code == 0, err
+    return out
+
+
+def _row(result: dict, attack: str) -> dict:
+    return next(r for r in result["results"] if r["attack"] == attack and (attack == "clean" or
+                                                                         abs(r["eps"] - EPS) < 1e-9))
+
+
+def test_study_report_figures_are_pngs_linked_and_embedded(report):
+    import matplotlib.pyplot as plt
+
+    page = _Page((report / "index.html").read_text())
+    expected = {"pareto.png", "eps_sweep.png", "search-t-losses.png", "search-t-schedule.png", "search-t-widths.png",
+                "search-t-tutors.png", "search-t-arch.png", "retrain-t-rnas-cl-curves.png", "retrain-t-ce-curves.png"}
+    assert expected <= set(page.links) and len(page.links) == len(set(page.links)) == len(page.images)
+    for name, src in zip(page.links, page.images, strict=True):
+        data = (report / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        assert plt.imread(report / name).ndim == 3
+        assert base64.b64decode(src.removeprefix("data:image/png;base64,")) == data  # the page alone suffices
+    assert {p.name for p in report.iterdir()} == {*page.links, "index.html", "models.csv", "models.json",
+                                                  "searches.json", MANIFEST}
+
+
+def test_study_report_numbers_equal_the_eval_files(study, report):
+    root, evals = study
+    table = json.loads((report / "models.json").read_text())
+    with open(report / "models.csv") as fh:
+        rows = {r["name"]: r for r in csv.DictReader(fh)}
+    html_rows = _Page((report / "index.html").read_text()).rows
+    header, cells = html_rows[0], {r[0]: r for r in html_rows[1:]}
+    assert [m["name"] for m in table["models"]] == list(rows) == list(cells) == ["t/rnas-cl", "t/ce", "t/trades"]
+    assert table["main_eps"] == pytest.approx(EPS)
+    assert [c["key"] for c in table["columns"]] == ["clean", "fgsm", "pgd20", "mifgsm", "cw", "autoattack",
+                                                    "clean_norm", "fgsm_norm"]
+    expect = {("t/rnas-cl", "clean"): _row(evals["cl-pixel"], "clean"),
+              ("t/rnas-cl", "fgsm"): _row(evals["cl-pixel"], "fgsm"),
+              ("t/rnas-cl", "pgd20"): _row(evals["cl-pixel"], "pgd20"),
+              ("t/rnas-cl", "clean_norm"): _row(evals["cl-normalized"], "clean"),
+              ("t/rnas-cl", "fgsm_norm"): _row(evals["cl-normalized"], "fgsm"),
+              ("t/ce", "clean"): _row(evals["ce-pixel"], "clean"), ("t/ce", "pgd20"): _row(evals["ce-pixel"], "pgd20")}
+    arch = json.loads((root / "study" / "search-t" / "arch.json").read_text())
+    for m in table["models"]:
+        name, row, cell = m["name"], rows[m["name"]], cells[m["name"]]
+        # t/trades has no eval yet: its params and MACs are its arch.json's
+        source = {"t/rnas-cl": evals["cl-pixel"], "t/ce": evals["ce-pixel"], "t/trades": arch}[name]
+        assert (m["params"], m["macs"]) == (source["params"], source["macs"])
+        assert (row["params"], row["macs"]) == (str(source["params"]), str(source["macs"]))
+        assert (cell[3], cell[4]) == (f"{source['params']:,}", f"{source['macs']:,}")
+        for i, col in enumerate(table["columns"]):
+            want = expect.get((name, col["key"]))
+            got = m["accuracy"].get(col["key"])
+            assert (got and got["accuracy"], got and got["n"]) == ((want["accuracy"], want["n"]) if want else
+                                                                   (None, None))
+            assert row[col["key"]] == (str(want["accuracy"]) if want else "")
+            assert row[col["key"] + "_n"] == (str(want["n"]) if want else "")
+            shown = cell[5 + i].split()
+            assert shown[0] == (f"{want['accuracy']:.2f}" if want else "–")
+            if want and col["key"] in ("clean", "pgd20"):  # n 10 and 6: n per cell
+                assert shown[1] == f"n={want['n']}"
+    assert header[5:9] == ["clean", "FGSM n=10", "PGD-20", "MI-FGSM"]
+    assert header[5 + 6:] == ["clean (norm.) n=10", "FGSM (norm.) n=10"]
+    assert table["models"][1]["missing_evals"] == ["t/ce/eval-sweep.json"]
+    assert len(table["models"][2]["missing_evals"]) == 3
+    page = (report / "index.html").read_text()
+    assert "training diverged at epoch 1 step 3 (loss nan)" in page and 'class="state-failed"' in page
+    assert "t/ce/eval-sweep.json" in page
+
+
+def test_report_replaces_its_own_directory(study, report):
+    root, _ = study
+    before = (report / "models.json").read_text()
+    (report / "pareto.png").unlink()
+    code, err = main_in_process("report", root / "study", "-o", report)
+    assert code == 0, err
+    assert (report / "pareto.png").is_file() and (report / "models.json").read_text() == before
+    assert not [p for p in report.parent.iterdir() if p.name.startswith(".")]  # no staging dir left
+
+
+def test_run_dirs_given_directly(study, tmp_path):
+    root, evals = study
+    search, run = root / "study" / "search-t", root / "study" / "t" / "rnas-cl"
+    out = tmp_path / "direct"
+    code, err = main_in_process("report", search, run, "-o", out)
+    assert code == 0, err
+    (model,) = json.loads((out / "models.json").read_text())["models"]
+    assert (model["name"], model["arm"], model["finetune"]) == ("rnas-cl", "rnas-cl", None)
+    assert model["accuracy"]["pgd20"]["accuracy"] == _row(evals["cl-pixel"], "pgd20")["accuracy"]
+    assert model["accuracy"]["fgsm_norm"]["accuracy"] == _row(evals["cl-normalized"], "fgsm")["accuracy"]
+    (summary,) = json.loads((out / "searches.json").read_text())
+    arch = json.loads((search / "arch.json").read_text())
+    assert summary["epochs_done"] == 2 and summary["final"]["val_acc"] == json.loads(
+        (search / "metrics.jsonl").read_text().splitlines()[-1])["val_acc"]
+    derived = summary["archs"]["arch.json"]
+    assert (derived["widths"], derived["params"], derived["macs"]) == (arch["widths"], arch["params"], arch["macs"])
+    assert [t["teacher"] for t in derived["tutors"]] == [arch["teacher_layers"][j] for j in arch["tutors"]]
+    page = _Page((out / "index.html").read_text())
+    assert {"search-t-widths.png", "retrain-rnas-cl-curves.png", "eps_sweep.png"} <= set(page.links)
+    for name in page.links:
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_pareto_front():
+    points = [(5.0, 80.0), (6.0, 85.0), (6.0, 82.0), (7.0, 84.0), (4.0, 70.0), (4.0, 70.0)]
+    assert pareto_front(points) == [0, 1, 4, 5]
+
+
+def test_missing_matplotlib_bad_paths_and_foreign_out(study, tmp_path, monkeypatch):
+    root, _ = study
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    code, err = main_in_process("report", root / "study", "-o", out)
+    assert code == 2 and err.count("\n") == 1 and "notes.txt" in err and str(out) in err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
+    for bad in (tmp_path / "nowhere", root / "data"):
+        code, err = main_in_process("report", bad, "-o", tmp_path / "new")
+        assert code == 2 and err.count("\n") == 1 and str(bad) in err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "study.json").write_text('{"format": "rnas-study-1", "steps": [')
+    code, err = main_in_process("report", broken, "-o", tmp_path / "new")
+    assert code == 2 and err.count("\n") == 1 and re.search(rf"{re.escape(str(broken))}/study.json: unreadable", err)
+    assert not (tmp_path / "new").exists()
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    code, err = main_in_process("report", root / "study", "-o", tmp_path / "new")
+    assert code == 2 and err.count("\n") == 1 and ".[report]" in err
+    assert not (tmp_path / "new").exists()
