@@ -145,6 +145,37 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _cmd_study(args) -> int:
+    from .study import plan_study
+    from .study_runner import StudyStopped, is_complete, run_study, summary
+
+    source = Path(args.study)
+    if not source.is_file():
+        raise UserError(f"{source}: no such study file")
+    from .study import read_study
+
+    name = read_study(source).get("name") or source.stem
+    out = Path(args.out or Path("runs") / str(name))
+    study = plan_study(source, out, {"data_dir": args.data_dir, "model_dir": args.model_dir})
+    if args.dry_run:
+        for i, step in enumerate(study.steps(), 1):
+            state = "done" if is_complete(step, study.out) else "to run"
+            print(f"{i:3d}. {step.kind:8s} {step.path:40s} {state}")
+        return 0
+    from .rundir import StopSignal, check_can_create
+
+    check_can_create(study.out, f"--out {study.out}")
+    with StopSignal() as stop:
+        try:
+            states = run_study(study, args.jobs, args.threads, should_stop=lambda: stop.received or 0)
+        except StudyStopped as stopped:
+            print(f"rnas: {stopped}", file=sys.stderr)
+            raise SystemExit(128 + stopped.signum) from None
+    text, code = summary(study, states)
+    print(text)
+    return code
+
+
 def _cmd_report(args) -> int:
     from .report import write_report
 
@@ -170,6 +201,16 @@ def _add_training(sub, name: str, config_cls, func, help: str, positional: tuple
     parser.add_argument("--resume", metavar="RUN", help="resume the run in RUN exactly where it stopped")
     parser.set_defaults(func=func)
     return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number >= 1")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,15 +251,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(evaluate, EvalConfig, skip=("checkpoint",))
     evaluate.set_defaults(func=_cmd_eval)
 
+    study = sub.add_parser("study", help="a declarative study (searches, arms, fine-tuning, evaluation), resumable")
+    study.add_argument("study", metavar="STUDY.yaml", help="the study file (see studies/)")
+    study.add_argument("--out", help="study directory (default: runs/<study name>); rerun to continue")
+    study.add_argument("--jobs", type=_positive, help="steps run at once (default: the file's jobs, else 1)")
+    study.add_argument("--threads", type=_positive, help="torch threads per step (default: cores / jobs)")
+    study.add_argument("--data-dir", help="replaces the file's data.data_dir")
+    study.add_argument("--model-dir", help="replaces the model_dir of the file's teachers")
+    study.add_argument("--dry-run", action="store_true", help="list the steps and which are done; run nothing")
+    study.set_defaults(func=_cmd_study)
+
+    quick = sub.add_parser("quickstart", help="the whole pipeline on the embedded digits data, in minutes")
+    quick.add_argument("--out", default="rnas-quickstart", help="directory for the run dirs (must not exist)")
+    quick.set_defaults(func=_cmd_quickstart)
+
     report = sub.add_parser("report", help="an HTML page with figures (+ CSV/JSON) of search, retrain and study dirs")
     report.add_argument("inputs", nargs="+", metavar="RUN_OR_STUDY_DIR", help="search / retrain run dirs, study dirs")
     report.add_argument("-o", "--out", required=True, metavar="DIR",
                         help="new or empty directory, or an earlier report's (replaced): index.html, PNGs, CSV, JSON")
     report.set_defaults(func=_cmd_report)
-
-    quick = sub.add_parser("quickstart", help="the whole pipeline on the embedded digits data, in minutes")
-    quick.add_argument("--out", default="rnas-quickstart", help="directory for the run dirs (must not exist)")
-    quick.set_defaults(func=_cmd_quickstart)
     return parser
 
 

@@ -166,7 +166,8 @@ def _scalar(tp, value):
     return tp(value)
 
 
-def _coerce(cls, key: str, value, source: str):
+def coerce_field(cls, key: str, value, source: str):
+    """``value`` (from a YAML file) as field ``key`` of ``cls`` wants it; one-line UserError naming ``source``."""
     parse = next(f.metadata.get("parse") for f in dataclasses.fields(cls) if f.name == key)
     hints = typing.get_type_hints(cls)
     if parse is not None and value is not None:
@@ -207,7 +208,7 @@ def load_config_file(cls, path: str | Path) -> dict:
         field = str(key).replace("-", "_")
         if field not in names:
             raise UserError(f"--config {path}: {key}: unknown key (not a flag of this command)")
-        out[field] = _coerce(cls, field, value, f"--config {path}")
+        out[field] = coerce_field(cls, field, value, f"--config {path}")
     return out
 
 

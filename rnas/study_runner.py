@@ -1,0 +1,353 @@
+"""Running a study's graph: every step whose output is complete is skipped, an interrupted run directory
+is resumed, up to ``jobs`` independent steps run at once (each in its own process, driving the engine's
+Python API), a failed step blocks only the steps that need its output, and ``study.json`` records the
+state after every change so ``rnas report`` and a later ``rnas study`` see where things stand."""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import queue
+import signal
+import sys
+import time
+from pathlib import Path
+
+import networkx as nx
+import torch
+
+from .errors import USER_ERRORS, TrainingDiverged, UserError
+from .rundir import RunLock, StopSignal, first_line
+from .study import Step, Study
+
+STATE_FILE = "study.json"
+FORMAT = "rnas-study-1"
+
+
+# ---- what is complete ------------------------------------------------------------------------------
+def _epochs_done(run: Path) -> int:
+    path = run / "checkpoint.pt"
+    if not path.is_file():
+        return 0
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+    except Exception:  # noqa: BLE001 - an unreadable checkpoint is resumed (and reported) by the step itself
+        return 0
+
+
+def check_settings(step: Step, out: Path) -> None:
+    """A run directory made with other settings than the study file's now is a one-line UserError (the
+    study never silently reuses, nor overwrites, a run it did not ask for); more epochs are fine."""
+    import dataclasses
+
+    from .config import RESUMABLE, read_run_config
+
+    if step.kind not in ("search", "retrain", "finetune") or not (out / step.path / "config.yaml").is_file():
+        return
+    base = read_run_config(type(step.config), out / step.path / "config.yaml", step.kind)
+    for key, value in dataclasses.asdict(step.config).items():
+        # None: a default the run resolves itself (e.g. the dataset's learning rate), written out resolved
+        if value is not None and key in base and base[key] != value and key not in RESUMABLE:
+            raise UserError(f"{out / step.path} was run with {key} {base[key]!r}, the study now asks for "
+                            f"{value!r}; move the run away to run it again, or restore the study file")
+
+
+def is_complete(step: Step, out: Path) -> bool:
+    if step.kind == "eval":
+        return (out / step.path).is_file()
+    if step.kind == "derive":
+        from .derive_run import arch_filename
+
+        files = [out / step.path / arch_filename(b) for b in step.extra["budgets"]]
+        return all(f.is_file() and json.loads(f.read_text()).get("search_epochs_done") == step.extra["epochs"]
+                   for f in files)
+    return _epochs_done(out / step.path) >= step.config.epochs
+
+
+# ---- one step, in its own process ------------------------------------------------------------------
+class _Events:
+    """The step's progress as messages to the study process: fraction done (at most twice a second),
+    epoch lines and eval rows."""
+
+    def __init__(self, channel, name: str):
+        self.channel, self.name, self.last = channel, name, 0.0
+
+    def send(self, kind: str, *values) -> None:
+        self.channel.put((self.name, kind, *values))
+
+    def on_step(self, job, terms) -> None:
+        now = time.monotonic()
+        if now - self.last > 0.5:
+            self.last = now
+            self.send("progress", (job.epoch + job.step / len(job.loader)) / job.cfg.epochs)
+
+    def on_epoch(self, job, record: dict) -> None:
+        shown = " ".join(f"{k} {record[k]:.4g}" for k in ("val_acc", "expected_macs") if record.get(k) is not None)
+        self.send("epoch", (record["epoch"] + 1) / job.cfg.epochs,
+                  f"epoch {record['epoch'] + 1}/{job.cfg.epochs} {shown}".strip())
+
+
+def _run_step(step: Step, out: Path, threads: int, channel) -> None:
+    """Entry point of a step's process: run it through the Python API, report how it ended."""
+    torch.set_num_threads(threads)
+    events = _Events(channel, step.name)
+    from .loop import RunStopped
+
+    try:
+        with StopSignal() as stop:
+            _dispatch(step, out, events, lambda: stop.received or 0)
+        events.send("done")
+    except RunStopped as stopped:
+        events.send("stopped", stopped.signum)
+    except (*USER_ERRORS, TrainingDiverged) as err:
+        events.send("failed", str(err).splitlines()[0] if str(err) else type(err).__name__)
+    except Exception as err:  # noqa: BLE001 - any crash of a step is reported, and the independent steps go on
+        events.send("failed", f"{type(err).__name__}: {first_line(err, 300)}")
+
+
+def _dispatch(step: Step, out: Path, events: _Events, should_stop) -> None:
+    run = out / step.path
+    if step.kind == "search":
+        from .search import run_search
+
+        run_search(step.config, run, resume=(run / "config.yaml").is_file(), callbacks=[events],
+                   should_stop=should_stop)
+    elif step.kind in ("retrain", "finetune"):
+        from .retrain import run_retrain
+
+        run_retrain(step.config, run, resume=(run / "config.yaml").is_file(), callbacks=[events],
+                    should_stop=should_stop)
+    elif step.kind == "derive":
+        from .derive_run import write_archs
+
+        write_archs(run, step.extra["budgets"])
+    elif step.kind == "eval":
+        import dataclasses
+
+        from .evaluate import run_eval
+
+        partial = run.with_name(run.name + ".partial")
+        rows = len(step.config.attack_list()) * len(step.config.eps_values())
+        done = []
+
+        def row(line: str) -> None:
+            if line.split() and line.split()[0] in step.config.attack_list() + ["cw" + str(step.config.cw_steps)]:
+                done.append(line)
+                events.send("epoch", min(1.0, len(done) / rows), " ".join(line.split()[:4]))
+        run_eval(dataclasses.replace(step.config, json=str(partial)), out=row)
+        os.replace(partial, run)
+    else:
+        raise AssertionError(step.kind)
+
+
+# ---- the study process -----------------------------------------------------------------------------
+class StudyStopped(Exception):
+    def __init__(self, signum: int, out: Path, source: Path):
+        super().__init__(f"study stopped (signal {signum}); every run checkpointed: rnas study {source} "
+                         f"--out {out} continues it")
+        self.signum = signum
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 90:
+        return f"{seconds} s"
+    if seconds < 5400:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+class StudyConsole:
+    """What the terminal shows: a tqdm bar per running step (name, ETA) on a terminal, otherwise one line
+    per step start, epoch (or eval row) and end, each with the step's ETA."""
+
+    def __init__(self, total: int, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.total, self.bars, self.start, self.first = total, {}, {}, {}
+
+    def line(self, text: str) -> None:
+        if self.tty:
+            from tqdm import tqdm
+
+            tqdm.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def begin(self, number: int, step: Step, fraction: float) -> None:
+        self.start[step.name], self.first[step.name] = time.monotonic(), fraction
+        where = f" (resuming at {fraction:.0%})" if fraction > 0 else ""
+        self.line(f"[{number}/{self.total}] {step.kind} {step.path}: started{where}")
+        if self.tty:
+            from tqdm import tqdm
+
+            self.bars[step.name] = tqdm(total=1000, initial=int(fraction * 1000), desc=f"{step.kind} {step.path}",
+                                        file=self.stream, leave=False, bar_format="{desc} {percentage:3.0f}%|{bar}| "
+                                        "ETA {remaining}", position=len(self.bars))
+
+    def eta(self, name: str, fraction: float) -> str:
+        gained = fraction - self.first[name]
+        if gained <= 0:
+            return "ETA unknown"
+        return f"ETA {_duration((time.monotonic() - self.start[name]) / gained * (1 - fraction))}"
+
+    def progress(self, number: int, step: Step, fraction: float, text: str | None) -> None:
+        if step.name in self.bars:
+            bar = self.bars[step.name]
+            bar.update(max(0, int(fraction * 1000) - bar.n))
+        if text is not None and not self.tty:
+            self.line(f"[{number}/{self.total}] {step.kind} {step.path}: {text}, {self.eta(step.name, fraction)}")
+
+    def end(self, number: int, step: Step, state: str, error: str | None) -> None:
+        bar = self.bars.pop(step.name, None)
+        if bar is not None:
+            bar.close()
+        took = _duration(time.monotonic() - self.start.get(step.name, time.monotonic()))
+        tail = f": {error}" if error else ""
+        self.line(f"[{number}/{self.total}] {step.kind} {step.path}: {state} after {took}{tail}")
+
+
+def write_state(study: Study, records: dict) -> None:
+    """study.json, replaced atomically."""
+    steps = []
+    for step in study.steps():
+        record = records[step.name]
+        steps.append({"name": step.name, "kind": step.kind, "dir": step.path,
+                      "deps": sorted(study.graph.predecessors(step.name)), "state": record["state"],
+                      "error": record.get("error"), "seconds": round(record.get("seconds", 0.0), 1)})
+    state = {"format": FORMAT, "name": study.name, "spec": "study.yaml", "steps": steps, "models": study.models}
+    tmp = study.out / (STATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(state, indent=1) + "\n")
+    os.replace(tmp, study.out / STATE_FILE)
+
+
+def _previous_seconds(out: Path) -> dict:
+    try:
+        return {s["name"]: s.get("seconds", 0.0) for s in json.loads((out / STATE_FILE).read_text())["steps"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def run_study(study: Study, jobs: int | None = None, threads: int | None = None, console=None,
+              should_stop=None) -> dict:
+    """Run every step not yet complete; returns {step name: state}. ``should_stop()`` (a signal number
+    or 0) stops the running steps (they checkpoint) and raises ``StudyStopped``."""
+    jobs = jobs or study.jobs
+    threads = threads or study.threads or max(1, (os.cpu_count() or 1) // jobs)
+    out = study.out
+    out.mkdir(parents=True, exist_ok=True)
+    steps = study.steps()
+    number = {s.name: i + 1 for i, s in enumerate(steps)}
+    console = console or StudyConsole(len(steps))
+    should_stop = should_stop or (lambda: 0)
+    seconds = _previous_seconds(out)
+    with RunLock(out):
+        (out / "study.yaml").write_text(study.source.read_text())
+        records = {}
+        for step in steps:
+            try:
+                check_settings(step, out)
+                records[step.name] = {"state": "done" if is_complete(step, out) else "pending",
+                                      "seconds": seconds.get(step.name, 0.0)}
+            except UserError as err:
+                records[step.name] = {"state": "failed", "error": str(err)}
+        for step in steps:  # what a failure before the start blocks
+            if records[step.name]["state"] == "failed":
+                _block(study, records, step.name)
+        write_state(study, records)
+        _loop(study, steps, records, number, jobs, threads, console, should_stop)
+    return {name: r["state"] for name, r in records.items()}
+
+
+def _block(study: Study, records: dict, name: str) -> None:
+    for later in nx.descendants(study.graph, name):
+        if records[later]["state"] == "pending":
+            records[later] = {"state": "blocked", "error": f"needs {name}"}
+
+
+def _loop(study, steps, records, number, jobs, threads, console, should_stop) -> None:
+    context = multiprocessing.get_context("spawn")
+    channel = context.Queue()
+    running: dict[str, tuple] = {}  # name -> (process, start time)
+    by_name = {s.name: s for s in steps}
+    stopping, dead = 0, set()
+    while True:
+        if not stopping:
+            stopping = int(should_stop() or 0)
+            if stopping:
+                for process, _ in running.values():
+                    if process.is_alive():
+                        os.kill(process.pid, signal.SIGTERM)
+        if not stopping:
+            for step in steps:
+                if len(running) >= jobs:
+                    break
+                if records[step.name]["state"] != "pending" or not all(
+                        records[p]["state"] == "done" for p in study.graph.predecessors(step.name)):
+                    continue
+                process = context.Process(target=_run_step, args=(step, study.out, threads, channel), daemon=False)
+                process.start()
+                running[step.name] = (process, time.monotonic())
+                records[step.name]["state"] = "running"
+                fraction = min(1.0, _epochs_done(study.out / step.path) / step.config.epochs) \
+                    if step.kind in ("search", "retrain", "finetune") else 0.0
+                console.begin(number[step.name], step, fraction)
+                write_state(study, records)
+        if not running:
+            break
+        try:
+            message = channel.get(timeout=1.0)
+        except queue.Empty:
+            message = _silent_death(running, dead, stopping)
+        if message is None:
+            continue
+        name, kind, *values = message
+        step = by_name[name]
+        if kind == "progress":
+            console.progress(number[name], step, values[0], None)
+            continue
+        if kind == "epoch":
+            console.progress(number[name], step, values[0], values[1])
+            continue
+        process, started = running.pop(name)
+        process.join()
+        dead.discard(name)
+        record = records[name]
+        record["seconds"] = record.get("seconds", 0.0) + time.monotonic() - started
+        if kind == "done" and is_complete(step, study.out):
+            record.update(state="done", error=None)
+        elif kind == "stopped":
+            record.update(state="pending", error=None)
+        else:
+            error = values[0] if kind == "failed" else "finished without completing its output"
+            record.update(state="failed", error=error)
+            _block(study, records, name)
+        console.end(number[name], step, "stopped" if kind == "stopped" else record["state"], record.get("error"))
+        write_state(study, records)
+    if stopping:
+        raise StudyStopped(stopping, study.out, study.source)
+
+
+def _silent_death(running: dict, dead: set, stopping: int) -> tuple | None:
+    """A step whose process ended without a last message (killed, out of memory): seen dead on two
+    consecutive polls, so a last message still in the pipe is read first. While stopping it counts as
+    stopped (a signal can reach a process before it installs its handler)."""
+    for name, (process, _) in running.items():
+        if process.exitcode is None:
+            continue
+        if name not in dead:
+            dead.add(name)
+            continue
+        if stopping:
+            return name, "stopped", stopping
+        return name, "failed", f"its process exited with code {process.exitcode}"
+    return None
+
+
+def summary(study: Study, states: dict) -> tuple[str, int]:
+    """(last lines, exit code): 0 when every step is done, 1 when some failed or are blocked."""
+    counts = {s: sum(1 for v in states.values() if v == s) for s in ("done", "failed", "blocked", "pending")}
+    text = (f"study {study.name}: {counts['done']}/{len(states)} steps done"
+            + "".join(f", {counts[s]} {s}" for s in ("failed", "blocked", "pending") if counts[s])
+            + f"; {study.out / STATE_FILE} (next: rnas report {study.out} -o {study.out / 'report'})")
+    return text, 0 if counts["done"] == len(states) else 1

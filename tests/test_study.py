@@ -1,0 +1,215 @@
+"""`rnas study`: bad study files are one line before anything runs; a study runs its graph, isolates a
+failed step, stops on SIGTERM with every run checkpointed, and a restart finishes it without redoing
+finished steps."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+import yaml
+from helpers import main_in_process, rnas_cmd, write_teacher, write_tiny_setup
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = write_tiny_setup(tmp_path_factory.mktemp("study"))
+    write_teacher(root / "models", name="control")
+    # a control teacher that is not a wrn-10-1: its arm fails when it loads it, the others go on
+    write_teacher(root / "models", name="not-a-wrn-10-1", depth=16)
+    return root
+
+
+def study_dict(root, **changes) -> dict:
+    study = {
+        "name": "tiny",
+        "data": {"data": "cifar10", "data_dir": str(root / "data"), "val_size": 50},
+        "teacher": {"teacher": "wrn-10-1", "teacher_ckpt": "tiny", "model_dir": str(root / "models")},
+        "control_teacher": {"teacher": "wrn-10-1", "teacher_ckpt": "control", "model_dir": str(root / "models")},
+        "searches": [{"space": str(root / "tiny.yaml")}],
+        "search": {"epochs": 1, "batch_size": 25, "arch_lr": 0.05},
+        "retrain": {"epochs": 1, "batch_size": 25},
+        "arms": [{"arm": "rnas-cl", "finetune": ["trades"]}, "ce"],
+        "finetune": {"epochs": 1, "steps": 2},
+        "eval": {"attacks": ["clean", "fgsm"], "n": 20, "sweep": {"attacks": ["fgsm"], "eps": ["2/255", "8/255"]}},
+        "jobs": 2, "threads": 1,
+    }
+    study.update(changes)
+    return study
+
+
+def write_study(path, study: dict):
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+BAD = [
+    ({"arms": ["rnas-cl", "typo"]}, "arms[1]: 'typo': not an arm"),
+    ({"arms": [{"arm": "ce", "finetune": ["trade"]}]}, "arms[0].finetune: 'trade': one of trades, trades+mbn"),
+    ({"retrain": {"epochs": "x"}}, "retrain: epochs: expected int, got 'x'"),
+    ({"retrain": {"epochs": 0}}, "retrain (rnas-cl): --epochs 0: must be >= 1"),
+    ({"search": {"space": "s5"}}, "search.space: unknown key (set by the study itself)"),
+    ({"search": {"data_dir": "x"}}, "search.data_dir: belongs in the data section"),
+    ({"eval": {"attacks": ["pgd"]}}, "eval.attacks: unknown attack 'pgd'"),
+    ({"eval": {"sweep": {"eps": ["8/0"]}}}, "eval.sweep.eps: bad eps '8/0'"),
+    ({"arm": ["ce"]}, "arm: unknown key"),
+    ({"jobs": 0}, "jobs: 0: a whole number >= 1"),
+    ({"control_teacher": None, "arms": ["control-teacher"]}, "control-teacher needs a control_teacher section"),
+    ({"searches": []}, "searches: expected a non-empty list"),
+    ({"searches": [{"space": "s3", "budget": 5}]}, "searches[0].budget: unknown key"),
+    ({"searches": [{"space": "s3", "budgets": ["6Q"]}]}, "searches[0].budgets: bad MAC count '6Q'"),
+]
+
+
+@pytest.mark.parametrize("changes,message", BAD, ids=[m.split(":")[0] for _, m in BAD])
+def test_a_bad_study_file_is_one_line_naming_the_field_and_nothing_runs(root, tmp_path, changes, message):
+    study = write_study(tmp_path / "bad.yaml", study_dict(root, **changes))
+    code, err = main_in_process("study", study, "--out", tmp_path / "out")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert f"bad.yaml: {message}" in lines[0] or message in lines[0], lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda s: s["teacher"].update(teacher_ckpt="absent"),
+     "teacher.teacher_ckpt: teacher checkpoint 'absent' not found"),
+    (lambda s: s["data"].update(data_dir="/nonexistent/cifar"), "data.data_dir: /nonexistent/cifar: no such directory"),
+])
+def test_missing_teacher_or_data_is_caught_before_anything_runs(root, tmp_path, edit, message):
+    study = study_dict(root)
+    edit(study)
+    code, err = main_in_process("study", write_study(tmp_path / "s.yaml", study), "--out", tmp_path / "out")
+    assert code == 2 and message in err.strip() and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_yaml_and_missing_file(root, tmp_path):
+    (tmp_path / "broken.yaml").write_text("arms: [ce\n")
+    code, err = main_in_process("study", tmp_path / "broken.yaml")
+    assert code == 2 and "broken.yaml: bad YAML at line" in err
+    code, err = main_in_process("study", tmp_path / "absent.yaml")
+    assert code == 2 and "absent.yaml: no such study file" in err
+
+
+def test_plan_is_a_graph_in_file_order(root, tmp_path, capsys):
+    study = write_study(tmp_path / "s.yaml", study_dict(root))
+    code, _ = main_in_process("study", study, "--out", tmp_path / "out", "--dry-run")
+    listed = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert code == 0 and not (tmp_path / "out").exists()
+    assert [(kind, path) for _, kind, path, *_ in listed] == [
+        ("search", "search-tiny"), ("derive", "search-tiny"),
+        ("retrain", "tiny/rnas-cl"), ("finetune", "tiny/rnas-cl-trades"),
+        ("eval", "tiny/rnas-cl/eval-pixel.json"), ("eval", "tiny/rnas-cl/eval-sweep.json"),
+        ("eval", "tiny/rnas-cl-trades/eval-pixel.json"), ("eval", "tiny/rnas-cl-trades/eval-sweep.json"),
+        ("retrain", "tiny/ce"), ("eval", "tiny/ce/eval-pixel.json"), ("eval", "tiny/ce/eval-sweep.json")]
+    assert all(line[-2:] == ["to", "run"] for line in listed)
+
+
+def _start(study, out):
+    return subprocess.Popen(rnas_cmd("study", study, "--out", out), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ, PYTHONHASHSEED="0"))
+
+
+def _states(out) -> dict:
+    return {s["name"]: s for s in json.loads((out / "study.json").read_text())["steps"]}
+
+
+def test_study_stops_restarts_isolates_a_failure_and_skips_what_is_done(root, tmp_path):
+    spec = study_dict(root, retrain={"epochs": 5, "batch_size": 25},
+                      control_teacher={"teacher": "wrn-10-1", "teacher_ckpt": "not-a-wrn-10-1",
+                                       "model_dir": str(root / "models")})
+    spec["arms"].append("control-teacher")
+    study, out = write_study(tmp_path / "tiny.yaml", spec), tmp_path / "out"
+
+    # 1. SIGTERM while the first retrain runs: every running step checkpoints, the study says how to go on
+    proc = _start(study, out)
+    try:
+        deadline = time.time() + 300
+        metrics = out / "tiny" / "rnas-cl" / "metrics.jsonl"
+        while not (metrics.exists() and metrics.read_text().strip()) and time.time() < deadline:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)  # after its first epoch (of 5)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert f"rnas study {study} --out {out} continues it" in err
+    states = _states(out)
+    assert states["search/tiny"]["state"] == "done"
+    assert states["retrain/tiny/rnas-cl"]["state"] == "pending"
+    assert not any(s["state"] in ("failed", "running") for name, s in states.items() if "control" not in name)
+    search_ckpt = out / "search-tiny" / "checkpoint.pt"
+    search_mtime = search_ckpt.stat().st_mtime_ns
+
+    # 2. restart: finishes everything except the broken arm, which blocks only its own evaluations
+    proc = _start(study, out)
+    printed, err = proc.communicate(timeout=900)
+    assert proc.returncode == 1, err
+    states = _states(out)
+    failed = states["retrain/tiny/control-teacher"]
+    assert failed["state"] == "failed" and "\n" not in failed["error"] and "not-a-wrn-10-1" in failed["error"]
+    assert {states[f"eval/tiny/control-teacher/{p}"]["state"] for p in ("pixel", "sweep")} == {"blocked"}
+    done = [name for name, s in states.items() if "control-teacher" not in name]
+    assert all(states[name]["state"] == "done" for name in done)
+    assert search_ckpt.stat().st_mtime_ns == search_mtime  # the finished search was not run again
+    assert len((out / "tiny" / "rnas-cl" / "metrics.jsonl").read_text().splitlines()) == 5
+    assert torch.load(out / "tiny" / "rnas-cl" / "checkpoint.pt", weights_only=True)["epoch"] == 5
+    assert "[3/14] retrain tiny/rnas-cl: started (resuming at" in err and "ETA" in err
+    assert printed.strip().splitlines()[-1].startswith("study tiny: 11/14 steps done, 1 failed, 2 blocked;")
+
+    # the models and their evaluations, as the report reads them
+    models = {m["name"]: m for m in json.loads((out / "study.json").read_text())["models"]}
+    assert set(models) == {"tiny/rnas-cl", "tiny/rnas-cl-trades", "tiny/ce", "tiny/control-teacher"}
+    assert models["tiny/rnas-cl-trades"]["finetune"] == "trades"
+    for name in ("tiny/rnas-cl", "tiny/rnas-cl-trades", "tiny/ce"):
+        sweep = json.loads((out / models[name]["evals"]["sweep"]).read_text())["results"]
+        assert [(r["attack"], round(r["eps"] * 255)) for r in sweep] == [("fgsm", 2), ("fgsm", 8)]
+        pixel = json.loads((out / models[name]["evals"]["pixel"]).read_text())
+        assert [r["attack"] for r in pixel["results"]] == ["clean", "fgsm"] and pixel["n"] == 20
+    assert not list(out.rglob("*.partial"))
+
+    # 3. a third run redoes nothing that is done (only the broken arm is tried again)
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and "control-teacher" not in str(p)
+              and p.name not in ("study.json", "study.yaml")}
+    proc = _start(study, out)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1 and err.count(": started") == 1 and "retrain tiny/control-teacher: started" in err
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+
+
+def test_a_changed_setting_of_a_finished_run_is_refused_not_reused(root, tmp_path):
+    study = write_study(tmp_path / "s.yaml", study_dict(root, arms=["ce"], eval={"attacks": ["clean"], "n": 10}))
+    out = tmp_path / "out"
+    code, err = main_in_process("study", study, "--out", out)
+    assert code == 0, err
+    write_study(study, study_dict(root, arms=["ce"], eval={"attacks": ["clean"], "n": 10},
+                                  retrain={"epochs": 1, "batch_size": 25, "weight_decay": 0.01}))
+    code, err = main_in_process("study", study, "--out", out)
+    states = _states(out)
+    assert code == 1
+    assert "was run with weight_decay 0.0002, the study now asks for 0.01" in states["retrain/tiny/ce"]["error"]
+    assert states["eval/tiny/ce/pixel"]["state"] == "done"  # its output is there; the run was not touched
+
+
+@pytest.mark.parametrize("name,steps", [("cifar10-s3-cpu", 30), ("cifar10-paper", 138)])
+def test_shipped_studies_plan(tmp_path, name, steps):
+    """The studies/ files stay valid: they plan (with their teachers' files present) into the expected graph."""
+    from pathlib import Path
+
+    from rnas.study import plan_study
+
+    spec = yaml.safe_load((Path(__file__).parents[1] / "studies" / f"{name}.yaml").read_text())
+    teachers = tmp_path / "teachers" / "cifar10" / "Linf"
+    teachers.mkdir(parents=True)
+    for section in ("teacher", "control_teacher"):
+        (teachers / f"{spec[section]['teacher_ckpt']}.pt").touch()
+    (tmp_path / "data").mkdir()
+    study = plan_study(Path(__file__).parents[1] / "studies" / f"{name}.yaml", tmp_path / "out",
+                       {"data_dir": str(tmp_path / "data"), "model_dir": str(tmp_path / "teachers")})
+    assert len(study.steps()) == steps
+    kinds = [s.kind for s in study.steps()]
+    assert kinds[:2] == ["search", "derive"] and kinds.count("search") == len(spec["searches"])
+    assert {m["arm"] for m in study.models} == {a if isinstance(a, str) else a["arm"] for a in spec["arms"]}
