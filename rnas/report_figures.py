@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
-from .report import TABLE_ATTACKS, attack_label, pareto_front  # noqa: E402
+from .report_tables import TABLE_ATTACKS, attack_label, pareto_front  # noqa: E402
 
 plt.rcParams.update({"font.size": 10, "axes.titlesize": 10, "legend.fontsize": 8, "figure.dpi": 100,
                      "axes.grid": True, "grid.alpha": 0.3})

@@ -9,7 +9,8 @@ from html.parser import HTMLParser
 import pytest
 from helpers import main_in_process, write_cifar10, write_space, write_teacher
 
-from rnas.report import MANIFEST, pareto_front
+from rnas.report import MANIFEST
+from rnas.report_tables import pareto_front
 
 EPS = 8 / 255
 
