@@ -165,9 +165,16 @@ def _cmd_study(args) -> int:
     from .rundir import StopSignal, check_can_create
 
     check_can_create(study.out, f"--out {study.out}")
+    study.again = " ".join(["rnas study", str(source), "--out", str(study.out)]
+                           + [f"--{k.replace('_', '-')} {v}" for k, v in (("data_dir", args.data_dir),
+                                                                      ("model_dir", args.model_dir)) if v])
     with StopSignal() as stop:
+        def signals() -> int:  # each signal once: a second one kills the steps instead of stopping them
+            received, stop.received = stop.received, None
+            return received or 0
+
         try:
-            states = run_study(study, args.jobs, args.threads, should_stop=lambda: stop.received or 0)
+            states = run_study(study, args.jobs, args.threads, should_stop=signals)
         except StudyStopped as stopped:
             print(f"rnas: {stopped}", file=sys.stderr)
             raise SystemExit(128 + stopped.signum) from None

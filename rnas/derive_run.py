@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from search_spaces import parse_space
@@ -90,8 +91,10 @@ def write_archs(run: str | Path, mac_targets: list[float | None], graph: bool = 
         from .graph import arch_graph
 
         graphs = [(path.with_suffix(".graphml"), arch_graph(arch)) for path, arch in archs]
-    for path, arch in archs:
-        path.write_text(json.dumps(arch, indent=1) + "\n")
+    for path, arch in archs:  # atomically: a derive killed mid-write leaves the old file or none
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(arch, indent=1) + "\n")
+        os.replace(partial, path)
     for path, arch_net in graphs:
         networkx.write_graphml(arch_net, path)
     return archs

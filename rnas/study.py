@@ -36,7 +36,9 @@ TOP_KEYS = ("name", "data", "teacher", "control_teacher", "searches", "search", 
             "eval", "jobs", "threads")
 EVAL_KEYS = ("attacks", "eps", "n", "batch_size", "seed", "normalized", "sweep")
 # keys a section may not set: the study decides them (where runs go, which net, which teacher / arm)
-OWNED = {"out", "arch", "baseline", "trades", "init", "mbn", "space", "teacher", "teacher_ckpt"}
+OWNED = {"out", "arch", "baseline", "trades", "init", "mbn", "from_scratch", "space", "teacher", "teacher_ckpt",
+         "model_dir", "threat", "data", "data_dir", "val_size"}
+DATA_KEYS = ("data", "data_dir", "val_size", "device", "workers")  # the `data` section: shared by every step
 
 
 @dataclass
@@ -61,6 +63,7 @@ class Study:
     models: list[dict]
     jobs: int
     threads: int | None
+    again: str = ""  # the command that continues the study (said when it is stopped)
 
     def steps(self) -> list[Step]:
         """Steps in a dependency order that keeps the file's order (searches first, then each arm ...)."""
@@ -100,6 +103,8 @@ def _build(cls, values: dict, where: str):
         validate(config)
     except UserError as err:
         raise _fail(where, str(err)) from None
+    except TypeError as err:
+        raise _fail(where, f"not a setting of this step ({err})") from None
     return config
 
 
@@ -148,16 +153,16 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
         raise _fail(f"{where}: name", f"{name!r}: letters, digits, - _ . only")
     overrides = overrides or {}
 
-    common = _flags(SearchConfig, data.get("data"), f"{where}: data")
+    common = _flags(SearchConfig, data.get("data"), f"{where}: data", owned=set())
+    for key in common:
+        if key not in DATA_KEYS:
+            raise _fail(f"{where}: data.{key}", f"not a data setting ({', '.join(DATA_KEYS)}); "
+                                                 "put it in search / retrain / finetune")
     common.update({k: v for k, v in overrides.items() if k == "data_dir" and v})
     teacher = _teacher(data.get("teacher"), f"{where}: teacher", overrides, True, cwd)
     control = _teacher(data.get("control_teacher"), f"{where}: control_teacher", overrides, False, cwd)
     search_flags = _flags(SearchConfig, data.get("search"), f"{where}: search")
     retrain_flags = _flags(RetrainConfig, data.get("retrain"), f"{where}: retrain")
-    for key in ("data", "data_dir", "val_size"):
-        for section, flags in (("search", search_flags), ("retrain", retrain_flags)):
-            if key in flags:
-                raise _fail(f"{where}: {section}.{key}", "belongs in the data section (one dataset per study)")
     common = _resolve_paths(common, cwd)
     dataset = common.get("data") or SearchConfig.data
     if dataset != "digits" and not common.get("data_dir"):
@@ -180,7 +185,7 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
     arms = _arms(data.get("arms"), f"{where}: arms", control is not None)
     finetune = dict(_mapping(data.get("finetune"), f"{where}: finetune"))
     finetune_flags = _flags(RetrainConfig, finetune, f"{where}: finetune")
-    evals = _evals(data.get("eval"), f"{where}: eval", common.get("device"))
+    evals = _evals(data.get("eval"), f"{where}: eval", common)
 
     for i, entry in enumerate(searches):
         here = f"{where}: searches[{i}]"
@@ -251,7 +256,7 @@ def _teacher(values, where: str, overrides: dict, required: bool, cwd: Path) -> 
     if not out.get("teacher"):
         raise _fail(f"{where}.teacher", "missing (a teacher architecture, e.g. wrn-16-2)")
     if overrides.get("model_dir"):
-        out["model_dir"] = overrides["model_dir"]
+        out["model_dir"] = str((cwd / overrides["model_dir"]).resolve())
     return out
 
 
@@ -280,12 +285,12 @@ def _arms(value, where: str, have_control: bool) -> list[tuple[str, list[str]]]:
                 if entry.get("finetune") else []
         else:
             arm, tunes = entry, []
-        if arm not in ARMS:
+        if not isinstance(arm, str) or arm not in ARMS:
             raise _fail(here, f"{arm!r}: not an arm (one of {', '.join(ARMS)})")
         if arm == "control-teacher" and not have_control:
             raise _fail(here, "control-teacher needs a control_teacher section")
         for tune in tunes:
-            if tune not in FINETUNES:
+            if not isinstance(tune, str) or tune not in FINETUNES:
                 raise _fail(f"{here}.finetune", f"{tune!r}: one of {', '.join(FINETUNES)}")
         if arm in (a for a, _ in arms):
             raise _fail(here, f"{arm} is listed twice")
@@ -293,14 +298,14 @@ def _arms(value, where: str, have_control: bool) -> list[tuple[str, list[str]]]:
     return arms
 
 
-def _evals(value, where: str, device: str | None) -> dict[str, EvalConfig]:
+def _evals(value, where: str, shared: dict) -> dict[str, EvalConfig]:
     """The study's evaluations: ``pixel`` (the table), optionally ``normalized`` (the official protocol's
     attacks) and ``sweep`` (accuracy vs eps)."""
     value = _mapping(value, where)
     for key in value:
         if key not in EVAL_KEYS:
             raise _fail(f"{where}.{key}", f"unknown key (one of {', '.join(EVAL_KEYS)})")
-    base = {"device": device} if device else {}
+    base = {k: v for k, v in shared.items() if k in ("data", "data_dir", "val_size", "device") and v is not None}
     for key in ("n", "batch_size", "seed"):
         if key in value:
             base[key] = coerce_field(EvalConfig, key, value[key], where)

@@ -52,16 +52,67 @@ def check_settings(step: Step, out: Path) -> None:
                             f"{value!r}; move the run away to run it again, or restore the study file")
 
 
+def target_epochs(step: Step, out: Path) -> int | None:
+    """The epochs a training step runs to: the study's, or when it leaves them to the recipe (None), what
+    the run resolved (its config.yaml); None before such a run has started."""
+    if step.config.epochs is not None:
+        return step.config.epochs
+    try:
+        import yaml
+
+        return int(yaml.safe_load((out / step.path / "config.yaml").read_text())["epochs"])
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def eval_request(config) -> dict:
+    """What an evaluation was asked for, stored in its JSON: a later study asking for something else redoes it."""
+    return {"attacks": config.attack_list(), "eps": [round(e, 10) for e in config.eps_values()], "n": config.n,
+            "seed": config.seed, "eps_space": config.eps_space, "cw_steps": config.cw_steps}
+
+
 def is_complete(step: Step, out: Path) -> bool:
+    """Whether the step's output is there and was made from its inputs as they are now: an evaluation
+    newer than its checkpoint and with the study's attacks / n / seed / eps protocol, arch files from the
+    search's last epoch, a run trained to its epochs."""
     if step.kind == "eval":
-        return (out / step.path).is_file()
+        result, checkpoint = _read_json(out / step.path), Path(step.config.checkpoint)
+        return (result is not None and checkpoint.is_file() and result.get("requested") == eval_request(step.config)
+                and (out / step.path).stat().st_mtime_ns >= checkpoint.stat().st_mtime_ns)
     if step.kind == "derive":
         from .derive_run import arch_filename
 
-        files = [out / step.path / arch_filename(b) for b in step.extra["budgets"]]
-        return all(f.is_file() and json.loads(f.read_text()).get("search_epochs_done") == step.extra["epochs"]
-                   for f in files)
-    return _epochs_done(out / step.path) >= step.config.epochs
+        searched = _epochs_done(out / step.path)
+        arch = [_read_json(out / step.path / arch_filename(b)) for b in step.extra["budgets"]]
+        return searched > 0 and all(a is not None and a.get("search_epochs_done") == searched for a in arch)
+    target = target_epochs(step, out)
+    return target is not None and _epochs_done(out / step.path) >= target
+
+
+def check_inputs(step: Step, out: Path) -> None:
+    """A finished retrain or fine-tune made from inputs that have changed since (a longer search derived
+    another net; the fine-tuned arm was extended) is refused for that step, never silently kept."""
+    if step.kind not in ("retrain", "finetune") or not (out / step.path / "checkpoint.pt").is_file():
+        return
+    run = out / step.path
+    arch = _read_json(Path(step.config.arch))
+    saved = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True, mmap=True).get("arch") or {}
+    if arch is not None and saved and (saved.get("widths"), saved.get("tutors")) != (arch.get("widths"),
+                                                                                      arch.get("tutors")):
+        raise UserError(f"{run} was trained on another net than {step.config.arch} describes now (the search was "
+                        "extended?); move the run away to train the new one")
+    if step.kind == "finetune" and Path(step.config.init).is_file() and \
+            Path(step.config.init).stat().st_mtime_ns > (run / "checkpoint.pt").stat().st_mtime_ns and \
+            is_complete(step, out):
+        raise UserError(f"{run} fine-tuned an older {step.config.init} (the arm was trained further since); "
+                        "move the run away to fine-tune the new one")
 
 
 # ---- one step, in its own process ------------------------------------------------------------------
@@ -89,13 +140,17 @@ class _Events:
 
 def _run_step(step: Step, out: Path, threads: int, channel) -> None:
     """Entry point of a step's process: run it through the Python API, report how it ended."""
+    os.setpgrp()  # a terminal's Ctrl-C reaches the study alone, which stops its steps with SIGTERM
     torch.set_num_threads(threads)
     events = _Events(channel, step.name)
     from .loop import RunStopped
 
     try:
-        with StopSignal() as stop:
-            _dispatch(step, out, events, lambda: stop.received or 0)
+        if step.kind in ("search", "retrain", "finetune"):  # they checkpoint and stop; derive and eval just end
+            with StopSignal() as stop:
+                _dispatch(step, out, events, lambda: stop.received or 0)
+        else:
+            _dispatch(step, out, events, lambda: 0)
         events.send("done")
     except RunStopped as stopped:
         events.send("stopped", stopped.signum)
@@ -105,17 +160,34 @@ def _run_step(step: Step, out: Path, threads: int, channel) -> None:
         events.send("failed", f"{type(err).__name__}: {first_line(err, 300)}")
 
 
+def _started(run: Path) -> bool:
+    return (run / "config.yaml").is_file() or (run / "checkpoint.pt").is_file()
+
+
+def _resumed_config(config, run: Path):
+    """As ``rnas ... --resume`` does: the run's own resolved settings, with the study's explicit values on top
+    (a default the run resolved, e.g. milestones from the epochs, stays what it was)."""
+    import dataclasses
+
+    from .config import read_run_config
+
+    if not (run / "config.yaml").is_file():
+        return config
+    base = read_run_config(type(config), run / "config.yaml")
+    return type(config)(**{**base, **{k: v for k, v in dataclasses.asdict(config).items() if v is not None}})
+
+
 def _dispatch(step: Step, out: Path, events: _Events, should_stop) -> None:
     run = out / step.path
     if step.kind == "search":
         from .search import run_search
 
-        run_search(step.config, run, resume=(run / "config.yaml").is_file(), callbacks=[events],
+        run_search(_resumed_config(step.config, run), run, resume=_started(run), callbacks=[events],
                    should_stop=should_stop)
     elif step.kind in ("retrain", "finetune"):
         from .retrain import run_retrain
 
-        run_retrain(step.config, run, resume=(run / "config.yaml").is_file(), callbacks=[events],
+        run_retrain(_resumed_config(step.config, run), run, resume=_started(run), callbacks=[events],
                     should_stop=should_stop)
     elif step.kind == "derive":
         from .derive_run import write_archs
@@ -135,6 +207,8 @@ def _dispatch(step: Step, out: Path, events: _Events, should_stop) -> None:
                 done.append(line)
                 events.send("epoch", min(1.0, len(done) / rows), " ".join(line.split()[:4]))
         run_eval(dataclasses.replace(step.config, json=str(partial)), out=row)
+        result = json.loads(partial.read_text())
+        partial.write_text(json.dumps({**result, "requested": eval_request(step.config)}, indent=1) + "\n")
         os.replace(partial, run)
     else:
         raise AssertionError(step.kind)
@@ -142,9 +216,8 @@ def _dispatch(step: Step, out: Path, events: _Events, should_stop) -> None:
 
 # ---- the study process -----------------------------------------------------------------------------
 class StudyStopped(Exception):
-    def __init__(self, signum: int, out: Path, source: Path):
-        super().__init__(f"study stopped (signal {signum}); every run checkpointed: rnas study {source} "
-                         f"--out {out} continues it")
+    def __init__(self, signum: int, again: str):
+        super().__init__(f"study stopped (signal {signum}); every run checkpointed: {again} continues it")
         self.signum = signum
 
 
@@ -183,7 +256,11 @@ class StudyConsole:
 
             self.bars[step.name] = tqdm(total=1000, initial=int(fraction * 1000), desc=f"{step.kind} {step.path}",
                                         file=self.stream, leave=False, bar_format="{desc} {percentage:3.0f}%|{bar}| "
-                                        "ETA {remaining}", position=len(self.bars))
+                                        "ETA {remaining}", position=self._free_row())
+
+    def _free_row(self) -> int:
+        taken = {bar.pos for bar in self.bars.values()}
+        return next(i for i in range(len(self.bars) + 1) if i not in taken and -i not in taken)
 
     def eta(self, name: str, fraction: float) -> str:
         gained = fraction - self.first[name]
@@ -247,7 +324,9 @@ def run_study(study: Study, jobs: int | None = None, threads: int | None = None,
         for step in steps:
             try:
                 check_settings(step, out)
-                records[step.name] = {"state": "done" if is_complete(step, out) else "pending",
+                check_inputs(step, out)
+                inputs_done = all(records[p]["state"] == "done" for p in study.graph.predecessors(step.name))
+                records[step.name] = {"state": "done" if inputs_done and is_complete(step, out) else "pending",
                                       "seconds": seconds.get(step.name, 0.0)}
             except UserError as err:
                 records[step.name] = {"state": "failed", "error": str(err)}
@@ -262,7 +341,7 @@ def run_study(study: Study, jobs: int | None = None, threads: int | None = None,
 def _block(study: Study, records: dict, name: str) -> None:
     for later in nx.descendants(study.graph, name):
         if records[later]["state"] == "pending":
-            records[later] = {"state": "blocked", "error": f"needs {name}"}
+            records[later].update(state="blocked", error=f"needs {name}")
 
 
 def _loop(study, steps, records, number, jobs, threads, console, should_stop) -> None:
@@ -270,48 +349,12 @@ def _loop(study, steps, records, number, jobs, threads, console, should_stop) ->
     channel = context.Queue()
     running: dict[str, tuple] = {}  # name -> (process, start time)
     by_name = {s.name: s for s in steps}
-    stopping, dead = 0, set()
-    while True:
-        if not stopping:
-            stopping = int(should_stop() or 0)
-            if stopping:
-                for process, _ in running.values():
-                    if process.is_alive():
-                        os.kill(process.pid, signal.SIGTERM)
-        if not stopping:
-            for step in steps:
-                if len(running) >= jobs:
-                    break
-                if records[step.name]["state"] != "pending" or not all(
-                        records[p]["state"] == "done" for p in study.graph.predecessors(step.name)):
-                    continue
-                process = context.Process(target=_run_step, args=(step, study.out, threads, channel), daemon=False)
-                process.start()
-                running[step.name] = (process, time.monotonic())
-                records[step.name]["state"] = "running"
-                fraction = min(1.0, _epochs_done(study.out / step.path) / step.config.epochs) \
-                    if step.kind in ("search", "retrain", "finetune") else 0.0
-                console.begin(number[step.name], step, fraction)
-                write_state(study, records)
-        if not running:
-            break
-        try:
-            message = channel.get(timeout=1.0)
-        except queue.Empty:
-            message = _silent_death(running, dead, stopping)
-        if message is None:
-            continue
-        name, kind, *values = message
+    stopping = 0
+
+    def finish(name: str, kind: str, value=None) -> None:
         step = by_name[name]
-        if kind == "progress":
-            console.progress(number[name], step, values[0], None)
-            continue
-        if kind == "epoch":
-            console.progress(number[name], step, values[0], values[1])
-            continue
         process, started = running.pop(name)
-        process.join()
-        dead.discard(name)
+        process.join(timeout=30)
         record = records[name]
         record["seconds"] = record.get("seconds", 0.0) + time.monotonic() - started
         if kind == "done" and is_complete(step, study.out):
@@ -319,29 +362,76 @@ def _loop(study, steps, records, number, jobs, threads, console, should_stop) ->
         elif kind == "stopped":
             record.update(state="pending", error=None)
         else:
-            error = values[0] if kind == "failed" else "finished without completing its output"
-            record.update(state="failed", error=error)
+            record.update(state="failed", error=value if kind == "failed" else "finished without completing its output")
             _block(study, records, name)
         console.end(number[name], step, "stopped" if kind == "stopped" else record["state"], record.get("error"))
         write_state(study, records)
+
+    def handle(message: tuple) -> None:
+        name, kind, *values = message
+        if name not in running:
+            return
+        if kind in ("progress", "epoch"):
+            console.progress(number[name], by_name[name], values[0], values[1] if kind == "epoch" else None)
+        else:
+            finish(name, kind, values[0] if values else None)
+
+    try:
+        while True:
+            signum = int(should_stop() or 0)
+            if signum:  # first signal: the steps checkpoint and stop; a second one kills them
+                for process, _ in running.values():
+                    if process.is_alive():
+                        os.kill(process.pid, signal.SIGKILL if stopping else signal.SIGTERM)
+                stopping = stopping or signum
+            if not stopping:
+                _start_ready(study, steps, records, number, jobs, threads, console, running, context, channel)
+            if not running:
+                break
+            try:
+                handle(channel.get(timeout=1.0))
+            except queue.Empty:
+                pass
+            for name, (process, _) in list(running.items()):
+                if process.exitcode is not None:  # ended: read what it said last, else it died silently
+                    _drain(channel, handle)
+                    if name in running:
+                        finish(name, "stopped" if stopping else "failed",
+                               f"its process exited with code {process.exitcode}")
+    finally:
+        for process, _ in running.values():  # the study itself failed: leave no step running behind it
+            process.kill()
+            process.join(timeout=10)
     if stopping:
-        raise StudyStopped(stopping, study.out, study.source)
+        raise StudyStopped(stopping, study.again)
 
 
-def _silent_death(running: dict, dead: set, stopping: int) -> tuple | None:
-    """A step whose process ended without a last message (killed, out of memory): seen dead on two
-    consecutive polls, so a last message still in the pipe is read first. While stopping it counts as
-    stopped (a signal can reach a process before it installs its handler)."""
-    for name, (process, _) in running.items():
-        if process.exitcode is None:
+def _drain(channel, handle) -> None:
+    """Handle every message already sent (a process's last one is in the pipe before it exits)."""
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        try:
+            handle(channel.get(timeout=0.2))
+        except queue.Empty:
+            return
+
+
+def _start_ready(study, steps, records, number, jobs, threads, console, running, context, channel) -> None:
+    """Start pending steps whose inputs are done, up to ``jobs`` at once, in the plan's order."""
+    for step in steps:
+        if len(running) >= jobs:
+            return
+        if records[step.name]["state"] != "pending" or not all(
+                records[p]["state"] == "done" for p in study.graph.predecessors(step.name)):
             continue
-        if name not in dead:
-            dead.add(name)
-            continue
-        if stopping:
-            return name, "stopped", stopping
-        return name, "failed", f"its process exited with code {process.exitcode}"
-    return None
+        process = context.Process(target=_run_step, args=(step, study.out, threads, channel), daemon=False)
+        process.start()
+        running[step.name] = (process, time.monotonic())
+        records[step.name]["state"] = "running"
+        target = target_epochs(step, study.out) if step.kind in ("search", "retrain", "finetune") else None
+        fraction = min(1.0, _epochs_done(study.out / step.path) / target) if target else 0.0
+        console.begin(number[step.name], step, fraction)
+        write_state(study, records)
 
 
 def summary(study: Study, states: dict) -> tuple[str, int]:

@@ -51,7 +51,10 @@ BAD = [
     ({"retrain": {"epochs": "x"}}, "retrain: epochs: expected int, got 'x'"),
     ({"retrain": {"epochs": 0}}, "retrain (rnas-cl): --epochs 0: must be >= 1"),
     ({"search": {"space": "s5"}}, "search.space: unknown key (set by the study itself)"),
-    ({"search": {"data_dir": "x"}}, "search.data_dir: belongs in the data section"),
+    ({"search": {"data_dir": "x"}}, "search.data_dir: unknown key (set by the study itself)"),
+    ({"data": {"data": "cifar10", "arch_lr": 0.1}}, "data.arch_lr: not a data setting"),
+    ({"arms": [["ce"]]}, "arms[0]: ['ce']: not an arm"),
+    ({"finetune": {"from_scratch": True}}, "finetune.from_scratch: unknown key (set by the study itself)"),
     ({"eval": {"attacks": ["pgd"]}}, "eval.attacks: unknown attack 'pgd'"),
     ({"eval": {"sweep": {"eps": ["8/0"]}}}, "eval.sweep.eps: bad eps '8/0'"),
     ({"arm": ["ce"]}, "arm: unknown key"),
@@ -180,36 +183,32 @@ def test_study_stops_restarts_isolates_a_failure_and_skips_what_is_done(root, tm
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
 
 
-def test_a_changed_setting_of_a_finished_run_is_refused_not_reused(root, tmp_path):
-    study = write_study(tmp_path / "s.yaml", study_dict(root, arms=["ce"], eval={"attacks": ["clean"], "n": 10}))
-    out = tmp_path / "out"
-    code, err = main_in_process("study", study, "--out", out)
+def test_more_epochs_extend_a_run_and_redo_its_evaluation_other_changes_are_refused(root, tmp_path):
+    spec = study_dict(root, arms=["ce"], eval={"attacks": ["clean"], "n": 10}, retrain={"batch_size": 25})
+    study, out = write_study(tmp_path / "s.yaml", spec), tmp_path / "out"
+    code, _ = main_in_process("study", study, "--out", out, "--dry-run")
+    assert code == 0  # epochs left to the recipe: planned without a number
+    spec["retrain"]["epochs"] = 1
+    code, err = main_in_process("study", write_study(study, spec), "--out", out)
     assert code == 0, err
-    write_study(study, study_dict(root, arms=["ce"], eval={"attacks": ["clean"], "n": 10},
-                                  retrain={"epochs": 1, "batch_size": 25, "weight_decay": 0.01}))
-    code, err = main_in_process("study", study, "--out", out)
+    evaluation = out / "tiny" / "ce" / "eval-pixel.json"
+    first = evaluation.stat().st_mtime_ns
+    assert json.loads(evaluation.read_text())["requested"]["n"] == 10
+
+    spec["retrain"]["epochs"] = 2  # the run is extended, and its evaluation (of the 1-epoch model) redone
+    code, err = main_in_process("study", write_study(study, spec), "--out", out)
+    assert code == 0, err
+    assert len((out / "tiny" / "ce" / "metrics.jsonl").read_text().splitlines()) == 2
+    assert evaluation.stat().st_mtime_ns > first
+
+    spec["eval"]["n"] = 12  # another evaluation is asked for: redone
+    code, err = main_in_process("study", write_study(study, spec), "--out", out)
+    assert code == 0 and json.loads(evaluation.read_text())["n"] == 12
+
+    spec["retrain"]["weight_decay"] = 0.01
+    code, err = main_in_process("study", write_study(study, spec), "--out", out)
     states = _states(out)
     assert code == 1
     assert "was run with weight_decay 0.0002, the study now asks for 0.01" in states["retrain/tiny/ce"]["error"]
-    assert states["eval/tiny/ce/pixel"]["state"] == "done"  # its output is there; the run was not touched
-
-
-@pytest.mark.parametrize("name,steps", [("cifar10-s3-cpu", 30), ("cifar10-paper", 138)])
-def test_shipped_studies_plan(tmp_path, name, steps):
-    """The studies/ files stay valid: they plan (with their teachers' files present) into the expected graph."""
-    from pathlib import Path
-
-    from rnas.study import plan_study
-
-    spec = yaml.safe_load((Path(__file__).parents[1] / "studies" / f"{name}.yaml").read_text())
-    teachers = tmp_path / "teachers" / "cifar10" / "Linf"
-    teachers.mkdir(parents=True)
-    for section in ("teacher", "control_teacher"):
-        (teachers / f"{spec[section]['teacher_ckpt']}.pt").touch()
-    (tmp_path / "data").mkdir()
-    study = plan_study(Path(__file__).parents[1] / "studies" / f"{name}.yaml", tmp_path / "out",
-                       {"data_dir": str(tmp_path / "data"), "model_dir": str(tmp_path / "teachers")})
-    assert len(study.steps()) == steps
-    kinds = [s.kind for s in study.steps()]
-    assert kinds[:2] == ["search", "derive"] and kinds.count("search") == len(spec["searches"])
-    assert {m["arm"] for m in study.models} == {a if isinstance(a, str) else a["arm"] for a in spec["arms"]}
+    assert states["eval/tiny/ce/pixel"]["state"] == "blocked"  # waits for its run; its file is kept
+    assert json.loads(evaluation.read_text())["n"] == 12
