@@ -6,6 +6,7 @@ whose one-line message names the file, the field path and the problem.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,35 @@ import yaml
 
 ACTIVATIONS = ("relu", "hswish", "swish", "gelu")
 STEM_TYPES = ("conv", "convstem")
-BLOCK_PARAMS: dict[str, dict[str, Any]] = {
-    # block type -> its parameters and their defaults
-    "basic": {"kernel": 3, "act": "relu"},
-    "mbconv": {"kernel": 3, "expansion": 6, "act": "hswish"},
-    "robust_res": {"kernel": 3, "scales": 4, "mid_ratio": 1.0, "se_reduction": 4, "act": "relu"},
-}
+PARAM_KINDS = ("odd_kernel", "int", "number", "act")  # how a block parameter is checked
+
+
+@dataclass(frozen=True)
+class BlockType:
+    """What a spec may say about one block type: its parameters as name -> (default, kind) and an optional
+    ``check_widths(block, widths) -> problem or None`` for a stage's width choices. Declared by
+    ``supernets.register_block`` next to the block's class, the one place a block type is written down."""
+
+    params: dict[str, tuple[Any, str]]
+    check_widths: Callable[[BlockSpec, tuple[int, ...]], str | None] | None = None
+
+
+BLOCK_TYPES: dict[str, BlockType] = {}
+
+
+def declare_block(name: str, params: dict[str, tuple[Any, str]], check_widths=None) -> None:
+    """Make block type ``name`` valid in specs (called by ``supernets.register_block``)."""
+    for key, (_, kind) in params.items():
+        if kind not in PARAM_KINDS:
+            raise ValueError(f"block {name!r}: parameter {key!r} has kind {kind!r}, not one of {PARAM_KINDS}")
+    BLOCK_TYPES[name] = BlockType(dict(params), check_widths)
+
+
+def block_types() -> dict[str, BlockType]:
+    """The registered block types (the built-in ones are registered by importing ``supernets``)."""
+    import supernets  # noqa: F401 - registers the built-in blocks; spec parsing needs them
+
+    return BLOCK_TYPES
 MAX_DEPTH = 64  # blocks per stage
 MAX_WIDTH = 8192  # channels of any layer
 DATA_CHANNELS = 3  # every dataset rnas reads (CIFAR, ImageNet-100, digits) has RGB images
@@ -61,15 +85,21 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class BlockSpec:
-    """One block type with its parameters (kernel size, expansion, ...)."""
+    """One block type with its parameters (kernel size, expansion, ...), every declared parameter present
+    (defaults filled in); read them as attributes (``spec.kernel``)."""
 
     type: str
-    kernel: int = 3
-    expansion: int = 6
-    act: str = "relu"
-    scales: int = 4
-    mid_ratio: float = 1.0
-    se_reduction: int = 4
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def __getattr__(self, name: str):
+        if name != "params":
+            for key, value in self.params:
+                if key == name:
+                    return value
+        raise AttributeError(f"block {self.type!r} has no parameter {name!r}")
+
+    def as_dict(self) -> dict:
+        return {"type": self.type, **dict(self.params)}
 
 
 @dataclass(frozen=True)
@@ -191,22 +221,18 @@ class _Checker:
 
 
 def _block(c: _Checker, value, path: str) -> BlockSpec:
-    raw = c.mapping(value, path, ("type",) + tuple({k for p in BLOCK_PARAMS.values() for k in p}), ("type",))
-    btype = c.choice(raw["type"], f"{path}.type", tuple(BLOCK_PARAMS))
-    params = dict(BLOCK_PARAMS[btype])
+    types = block_types()
+    raw = c.mapping(value, path, ("type",) + tuple(sorted({k for t in types.values() for k in t.params})), ("type",))
+    btype = c.choice(raw["type"], f"{path}.type", tuple(types))
+    declared = types[btype].params
     for key in raw:
-        if key != "type" and key not in params:
-            c.fail(f"{path}.{key}", f"not a parameter of block type {btype!r} (its parameters: {', '.join(params)})")
-    params.update({k: v for k, v in raw.items() if k != "type"})
-    return BlockSpec(
-        type=btype,
-        kernel=c.odd_kernel(params["kernel"], f"{path}.kernel"),
-        expansion=c.integer(params.get("expansion", 6), f"{path}.expansion"),
-        act=c.choice(params["act"], f"{path}.act", ACTIVATIONS),
-        scales=c.integer(params.get("scales", 4), f"{path}.scales"),
-        mid_ratio=c.number(params.get("mid_ratio", 1.0), f"{path}.mid_ratio"),
-        se_reduction=c.integer(params.get("se_reduction", 4), f"{path}.se_reduction"),
-    )
+        if key != "type" and key not in declared:
+            c.fail(f"{path}.{key}", f"not a parameter of block type {btype!r} (its parameters: {', '.join(declared)})")
+    check = {"odd_kernel": c.odd_kernel, "int": c.integer, "number": c.number,
+             "act": lambda v, where: c.choice(v, where, ACTIVATIONS)}
+    params = tuple((key, check[kind](raw.get(key, default), f"{path}.{key}"))
+                   for key, (default, kind) in declared.items())
+    return BlockSpec(type=btype, params=params)
 
 
 def _stage(c: _Checker, value, path: str, default_block: BlockSpec | None) -> StageSpec:
@@ -225,13 +251,11 @@ def _stage(c: _Checker, value, path: str, default_block: BlockSpec | None) -> St
         per_block = tuple(c.widths(w, f"{path}.widths[{i}]") for i, w in enumerate(widths))
     else:
         per_block = (c.widths(widths, f"{path}.widths"),) * depth
-    if block.type == "robust_res":
-        for choices in per_block:
-            for w in choices:
-                mid = w * block.mid_ratio
-                if mid != int(mid) or int(mid) % block.scales:
-                    c.fail(f"{path}.widths", f"robust_res needs width*mid_ratio divisible by scales={block.scales}; "
-                           f"width {w} gives {mid:g}")
+    check_widths = block_types()[block.type].check_widths
+    for choices in per_block if check_widths else ():
+        problem = check_widths(block, choices)
+        if problem:
+            c.fail(f"{path}.widths", problem)
     return StageSpec(depth=depth, widths=per_block, stride=stride, block=block)
 
 
@@ -282,7 +306,7 @@ def parse_space(data: Any, source: str = "<dict>") -> SpaceSpec:
 def spec_to_dict(spec: SpaceSpec) -> dict:
     """The plain (YAML/JSON-serialisable) form of a spec; ``parse_space`` of it gives the same spec."""
     def block(b: BlockSpec) -> dict:
-        return {"type": b.type, **{k: getattr(b, k) for k in BLOCK_PARAMS[b.type]}}
+        return b.as_dict()
 
     out = {"name": spec.name, "description": spec.description, "input_size": spec.input_size,
            "in_channels": spec.in_channels, "num_classes": spec.num_classes,

@@ -85,7 +85,7 @@ class Network(nn.Module):
                 blocks.append(block)
                 cin, res = cout, block.res_out
         self.blocks = nn.ModuleList(blocks)
-        self.final_preact = spec.stages[-1].block.type == "robust_res"
+        self.final_preact = getattr(BLOCKS[spec.stages[-1].block.type], "preact", False)
         if self.final_preact:
             self.bn_final, self.act_final = b.bn(cin), b.act(spec.stages[-1].block.act)
         self.out_channels = cin
