@@ -91,12 +91,11 @@ class BlockSpec:
     type: str
     params: tuple[tuple[str, Any], ...] = ()
 
-    def __getattr__(self, name: str):
-        if name != "params":
-            for key, value in self.params:
-                if key == name:
-                    return value
-        raise AttributeError(f"block {self.type!r} has no parameter {name!r}")
+    def __getattr__(self, name: str):  # only reached when ``name`` is not a field
+        for key, value in self.__dict__.get("params", ()):  # (empty while copy / pickle build the object)
+            if key == name:
+                return value
+        raise AttributeError(f"block {self.__dict__.get('type')!r} has no parameter {name!r}")
 
     def as_dict(self) -> dict:
         return {"type": self.type, **dict(self.params)}

@@ -89,3 +89,16 @@ def test_an_unregistered_type_is_refused_and_preact_is_a_class_property():
     with pytest.raises(SpecError, match="block.type: unknown value 'plain_test'"):
         parse_space(plain_space(), "plain")
     assert BLOCKS["robust_res"].preact and not getattr(BLOCKS["mbconv"], "preact", False)
+
+
+def test_specs_and_networks_copy_and_pickle():
+    import copy
+    import pickle
+
+    from search_spaces import load_space
+    from supernets import Network
+
+    block = load_space("s3").stages[0].block
+    assert copy.deepcopy(block) == block == pickle.loads(pickle.dumps(block)) and copy.deepcopy(block).kernel == 3
+    net = Network(load_space("s3"))
+    assert copy.deepcopy(net).spec == net.spec
