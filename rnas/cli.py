@@ -141,6 +141,13 @@ def _cmd_eval(args) -> int:
     from .config import resolve_config
     from .evaluate import EvalConfig, run_eval
 
+    if args.list_attacks:
+        from .attacks import format_attack_table
+
+        print(format_attack_table())
+        return 0
+    if not getattr(args, "checkpoint", None):
+        raise UserError("rnas eval: give CKPT, the checkpoint to evaluate (or --list-attacks to list the attacks)")
     run_eval(resolve_config(EvalConfig, args))
     return 0
 
@@ -183,6 +190,18 @@ def _cmd_study(args) -> int:
     return code
 
 
+def _cmd_teachers(args) -> int:
+    from .teachers import format_teacher_table, teacher_table
+
+    if args.json:
+        import json
+
+        print(json.dumps(teacher_table(), indent=1))
+    else:
+        print(format_teacher_table())
+    return 0
+
+
 def _cmd_report(args) -> int:
     from .report import write_report
 
@@ -194,6 +213,18 @@ def _cmd_quickstart(args) -> int:
     from .quickstart import run_quickstart
 
     run_quickstart(args.out)
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .export import ExportMismatch, export, format_result
+
+    try:
+        result = export(args.checkpoint, args.format, args.out, input_size=args.input_size, batch=args.batch)
+    except ExportMismatch as err:  # the exporter changed the numbers: not bad input, so exit 1, not 2
+        print(f"rnas: error: {err}", file=sys.stderr)
+        return 1
+    print(format_result(result))
     return 0
 
 
@@ -254,9 +285,16 @@ def build_parser() -> argparse.ArgumentParser:
                   "adversarially train a robust teacher (RobustBench layout + accuracy json)")
 
     evaluate = sub.add_parser("eval", help="accuracy under attacks (table + optional JSON)")
-    evaluate.add_argument("checkpoint", metavar="CKPT", help="checkpoint of rnas retrain / teacher train")
+    evaluate.add_argument("checkpoint", metavar="CKPT", nargs="?", default=argparse.SUPPRESS,
+                          help="checkpoint of rnas retrain / teacher train (not needed with --list-attacks)")
+    evaluate.add_argument("--list-attacks", action="store_true",
+                          help="print the registered attacks (name, threat model, default eps, steps) and exit")
     add_config_flags(evaluate, EvalConfig, skip=("checkpoint",))
     evaluate.set_defaults(func=_cmd_eval)
+
+    teachers = sub.add_parser("teachers", help="list the teacher zoo (name, input size, classes, mean/std)")
+    teachers.add_argument("--json", action="store_true", help="print JSON (a list of objects) instead of a table")
+    teachers.set_defaults(func=_cmd_teachers)
 
     study = sub.add_parser("study", help="a declarative study (searches, arms, fine-tuning, evaluation), resumable")
     study.add_argument("study", metavar="STUDY.yaml", help="the study file (see studies/)")
@@ -277,6 +315,19 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("-o", "--out", required=True, metavar="DIR",
                         help="new or empty directory, or an earlier report's (replaced): index.html, PNGs, CSV, JSON")
     report.set_defaults(func=_cmd_report)
+
+    from .export import FORMATS
+
+    export = sub.add_parser("export", help="the retrained net as one ONNX / TorchScript / .pt2 file, verified")
+    export.add_argument("checkpoint", metavar="CKPT", help="RUN/checkpoint.pt of rnas retrain")
+    export.add_argument("--format", required=True, choices=tuple(FORMATS),
+                        help="; ".join(f"{name}: {f.use}" for name, f in FORMATS.items()))
+    export.add_argument("-o", "--out", required=True, metavar="FILE", help="file to write (must not exist)")
+    export.add_argument("--input-size", type=_positive, metavar="N",
+                        help="image side in pixels (default: the architecture's input size)")
+    export.add_argument("--batch", type=_positive, metavar="N",
+                        help="fix the batch size to N (default: a dynamic batch dimension)")
+    export.set_defaults(func=_cmd_export)
     return parser
 
 

@@ -1,10 +1,7 @@
-"""The teacher zoo: names -> architectures (a registry), checkpoint loading, and the frozen wrapper
-that takes images in [0, 1] with normalisation inside."""
+"""The teacher zoo: the registry (names -> architectures, in registry.py, filled by each architecture
+file), checkpoint loading, and the frozen wrapper that takes images in [0, 1] with normalisation inside."""
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -13,60 +10,30 @@ from torch import nn
 from supernets import Normalize
 
 from ..errors import UserError
+from . import imagenet, resnet, wideresnet  # noqa: F401  (each registers its architectures)
 from .checkpoint import load_into, read_checkpoint, resolve_checkpoint
-from .resnet import CifarResNet50, PreActResNet18
-from .wideresnet import WideResNet
+from .registry import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    DATASET_CLASSES,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SMALL_IMAGE_DATASETS,
+    TEACHERS,
+    TeacherArch,
+    TeacherInfo,
+    format_teacher_table,
+    register_teacher,
+    teacher_arch,
+    teacher_names,
+    teacher_table,
+    unregister_teacher,
+)
 
-CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-DATASET_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet100": 100, "imagenet": 1000, "digits": 10}
-SMALL_IMAGE_DATASETS = ("cifar10", "cifar100", "digits")
-
-
-@dataclass(frozen=True)
-class TeacherArch:
-    """An architecture for one input regime, and the normalisation its checkpoints expect by default."""
-
-    description: str
-    build: Callable[[int], nn.Module]
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-
-
-def _torchvision(name: str) -> Callable[[int], nn.Module]:
-    def build(num_classes: int) -> nn.Module:
-        import torchvision
-
-        return getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
-    return build
-
-
-def teacher_arch(name: str, dataset: str) -> TeacherArch:
-    """Resolve a teacher name for a dataset: wrt34, wrn-D-K, r18, r50, wrt50."""
-    small = dataset in SMALL_IMAGE_DATASETS
-    wrn = re.fullmatch(r"wrn-(\d+)-(\d+)", name)
-    if name == "wrt34":  # Rice et al. train with CIFAR-10 normalisation outside the model: put it inside
-        return TeacherArch("WideResNet-34-10 (Rice et al.)", lambda n: WideResNet(34, 10, n), CIFAR10_MEAN, CIFAR10_STD)
-    if wrn:
-        depth, widen = int(wrn[1]), int(wrn[2])
-        if (depth - 4) % 6:
-            raise UserError(f"teacher {name!r}: WideResNet depth must be 6n+4 (e.g. 16, 28, 34), got {depth}")
-        return TeacherArch(f"WideResNet-{depth}-{widen} (RobustBench layout)", lambda n: WideResNet(depth, widen, n))
-    if name == "r18":
-        if small:
-            return TeacherArch("PreActResNet-18 (32x32)", PreActResNet18)
-        return TeacherArch("ResNet-18 (torchvision)", _torchvision("resnet18"), IMAGENET_MEAN, IMAGENET_STD)
-    if name == "r50":
-        if small:
-            return TeacherArch("ResNet-50 (robustness library, 32x32)", CifarResNet50,
-                               CIFAR10_MEAN, (0.2023, 0.1994, 0.2010))
-        return TeacherArch("ResNet-50 (torchvision)", _torchvision("resnet50"), IMAGENET_MEAN, IMAGENET_STD)
-    if name == "wrt50":
-        if small:
-            raise UserError("teacher 'wrt50' (WideResNet-50-2) is an ImageNet architecture; use --dataset imagenet100")
-        return TeacherArch("WideResNet-50-2 (torchvision)", _torchvision("wide_resnet50_2"),
-                           IMAGENET_MEAN, IMAGENET_STD)
-    raise UserError(f"unknown teacher {name!r} (known: wrt34, wrn-D-K e.g. wrn-16-2, r18, r50, wrt50)")
+__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "DATASET_CLASSES", "IMAGENET_MEAN", "IMAGENET_STD",
+           "SMALL_IMAGE_DATASETS", "TEACHERS", "Teacher", "TeacherArch", "TeacherInfo", "format_teacher_table",
+           "load_teacher", "register_teacher", "teacher_arch", "teacher_names", "teacher_table",
+           "unregister_teacher"]
 
 
 class Teacher(nn.Module):

@@ -7,6 +7,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .registry import CIFAR10_MEAN, register_teacher
+
 
 class PreActBlock(nn.Module):
     expansion = 1
@@ -27,6 +29,7 @@ class PreActBlock(nn.Module):
         return out + shortcut
 
 
+@register_teacher("r18", description="PreActResNet-18 (32x32)", input_size=32)
 class PreActResNet18(nn.Module):
     def __init__(self, num_classes: int = 10):
         super().__init__()
@@ -75,6 +78,8 @@ class Bottleneck(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
+@register_teacher("r50", description="ResNet-50 (robustness library, 32x32)", input_size=32, num_classes=10,
+                  mean=CIFAR10_MEAN, std=(0.2023, 0.1994, 0.2010))
 class CifarResNet50(nn.Module):
     def __init__(self, num_classes: int = 10):
         super().__init__()

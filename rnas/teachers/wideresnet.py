@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .registry import CIFAR10_MEAN, CIFAR10_STD, register_teacher
+
 
 class BasicBlock(nn.Module):
     """Pre-activation WRN block; a 1×1 ``convShortcut`` when the width changes."""
@@ -65,3 +67,22 @@ class WideResNet(nn.Module):
         out = self.block3(self.block2(self.block1(self.conv1(x))))
         out = self.relu(self.bn1(out))
         return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+def _depth_problem(depth: int, widen: int) -> str | None:
+    return f"WideResNet depth must be 6n+4 (e.g. 16, 28, 34), got {depth}" if (depth - 4) % 6 else None
+
+
+# Rice et al. train with CIFAR-10 normalisation outside the model: the zoo puts it inside
+@register_teacher("wrt34", description="WideResNet-34-10 (Rice et al.)", input_size=32, num_classes=10,
+                  mean=CIFAR10_MEAN, std=CIFAR10_STD, any_size=True)
+def wrt34(num_classes: int) -> WideResNet:
+    """The paper's teacher: WideResNet-34-10."""
+    return WideResNet(34, 10, num_classes)
+
+
+@register_teacher("wrn-<depth>-<widen>", description="WideResNet-<depth>-<widen> (RobustBench layout)", input_size=32,
+                  any_size=True, example="wrn-16-2", check=_depth_problem)
+def wrn(num_classes: int, depth: int, widen: int) -> WideResNet:
+    """Any WideResNet-depth-widen; RobustBench checkpoints take raw [0, 1] inputs (no normalisation)."""
+    return WideResNet(depth, widen, num_classes)
