@@ -8,6 +8,7 @@ from pathlib import Path
 from search_spaces import parse_space
 from supernets import Network, budget_choices, derive
 
+from . import __version__
 from .distill import CrossLayerAttention
 from .errors import UserError
 from .rundir import load_checkpoint
@@ -44,7 +45,7 @@ def derive_run(run: str | Path, mac_target: float | None = None, loaded=None) ->
     arch = derive(supernet, budget_choices(supernet, mac_target) if mac_target else None)
     probs = tutor.tutor_probs().detach()
     arch.update({
-        "student_layers": ckpt["student_layers"], "teacher_layers": ckpt["teacher_layers"],
+        "rnas_version": __version__, "student_layers": ckpt["student_layers"], "teacher_layers": ckpt["teacher_layers"],
         "tutors": tutor.tutors(),
         "tutor_probabilities": [[round(v, 6) for v in row] for row in probs.tolist()],
         "teacher": {"name": cfg["teacher"], "checkpoint": cfg["teacher_ckpt"], "model_dir": cfg["model_dir"],

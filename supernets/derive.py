@@ -18,15 +18,6 @@ class ArchError(ValueError):
     """A malformed arch description; one line naming the file/field and the problem."""
 
 
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("rnas")
-    except Exception:  # not installed (running from a source tree)
-        return "unknown"
-
-
 EXHAUSTIVE_LIMIT = 1 << 16  # spaces with at most this many nets (S3: 32,768) are searched exhaustively
 
 
@@ -136,7 +127,7 @@ def derive(supernet: Network, choices: list[int] | None = None) -> dict:
     return {"space": spec.name, "num_classes": supernet.num_classes, "input_size": spec.input_size,
             "widths": widths, "width_choices": [list(b.width_choices) for b in supernet.blocks],
             "probabilities": probabilities, "params": params, "macs": macs,
-            "rnas_version": _version(), "spec": spec_to_dict(spec)}
+            "spec": spec_to_dict(spec)}
 
 
 def read_arch(arch: dict | str | Path) -> tuple[dict, str]:

@@ -46,7 +46,7 @@ class Probe(nn.Module):
         return self.net(x)
 
 
-@pytest.mark.parametrize("name", ["fgsm", "pgd20", "mifgsm", "cw", "autoattack"])
+@pytest.mark.parametrize("name", ["fgsm", "pgd20", "mifgsm", "cw", pytest.param("autoattack", marks=pytest.mark.slow)])
 def test_budget_box_eval_mode_and_no_parameter_grads(name):
     torch.manual_seed(0)
     model = Probe().train()
@@ -120,6 +120,7 @@ def test_parse_eps():
     assert parse_eps("8/255") == 8 / 255 and parse_eps("0.5") == 0.5 and parse_eps(0.1) == 0.1
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)  # AutoAttack standard on a CPU: ~15 s alone, much more on a loaded machine
 def test_attack_strength_is_monotone_on_a_trained_model():
     """Train a small CNN on digits, then clean >= FGSM >= PGD-20 >= AutoAttack in accuracy (at 32/255,

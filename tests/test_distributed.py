@@ -16,6 +16,9 @@ from helpers import write_tiny_setup
 
 FLOAT64_MAIN = ("import sys, torch\ntorch.set_default_dtype(torch.float64)\n"
                 "from rnas.cli import main\nsys.exit(main())\n")
+pytestmark = pytest.mark.slow  # end-to-end runs: deselect with -m "not slow"
+
+
 NOT_COMPARED = {"seconds", "images_per_s", "attn_grad_share"}  # timings; the share is measured per rank
 
 

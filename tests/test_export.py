@@ -16,6 +16,9 @@ from search_spaces import parse_space
 from supernets import Network
 from supernets.builder import TapPoint
 
+pytestmark = pytest.mark.slow  # end-to-end runs: deselect with -m "not slow"
+
+
 SEARCH_STATE = ("tau", "mode", "mask", "choice_valid", "var_counts", "var_block", "mac_", "param_coef",
                 "param_index", "width_logits", "searched_blocks", "spec", "rnas_checkpoint")
 

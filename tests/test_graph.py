@@ -11,6 +11,9 @@ from helpers import main_in_process, write_tiny_setup
 from rnas.errors import UserError
 from rnas.graph import arch_graph, draw_arch_graph, tap_block
 
+pytestmark = pytest.mark.slow  # end-to-end runs: deselect with -m "not slow"
+
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

@@ -6,6 +6,11 @@ import os
 import re
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # end-to-end runs: deselect with -m "not slow"
+
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 

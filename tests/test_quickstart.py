@@ -4,6 +4,8 @@ import pytest
 from rnas.errors import UserError
 from rnas.quickstart import format_table, run_quickstart
 
+pytestmark = pytest.mark.slow  # end-to-end runs: deselect with -m "not slow"
+
 
 def test_quickstart_refuses_a_non_empty_out_dir(tmp_path):
     (tmp_path / "keep.txt").write_text("mine")

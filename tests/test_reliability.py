@@ -10,6 +10,8 @@ from test_search_cli import search_args
 from rnas.errors import UserError
 from rnas.rundir import RunLock, load_checkpoint
 
+pytestmark = pytest.mark.slow  # end-to-end runs: deselect with -m "not slow"
+
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):

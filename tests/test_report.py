@@ -12,6 +12,9 @@ from helpers import main_in_process, write_cifar10, write_space, write_teacher
 from rnas.report import MANIFEST
 from rnas.report_tables import pareto_front
 
+pytestmark = pytest.mark.slow  # end-to-end runs: deselect with -m "not slow"
+
+
 EPS = 8 / 255
 
 

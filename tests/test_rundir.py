@@ -29,6 +29,7 @@ def test_failure_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch
     assert load_checkpoint(path)["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_sigkill_during_saves_never_leaves_a_broken_checkpoint(tmp_path):
     """A child rewrites a ~40 MB checkpoint in a loop; after its first save we SIGKILL it at several
     moments (mid-write with high probability) and the file left behind always loads whole."""

@@ -16,6 +16,8 @@ import rnas
 from search_spaces import parse_space
 from supernets import Network
 
+pytestmark = pytest.mark.slow  # end-to-end runs: deselect with -m "not slow"
+
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):

@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 from helpers import run_rnas
 
+pytestmark = pytest.mark.slow  # end-to-end runs: deselect with -m "not slow"
+
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 needs_shared = pytest.mark.skipif(not (SHARED / "data" / "cifar10-train").is_dir(),
                                   reason="the shared CIFAR-10 split and teachers are not beside this checkout")

@@ -13,6 +13,9 @@ import torch
 from helpers import main_in_process, rnas_cmd, write_tiny_setup
 from test_search_cli import search_args
 
+pytestmark = pytest.mark.slow  # end-to-end runs: deselect with -m "not slow"
+
+
 TIMING = ("seconds", "images_per_s")
 
 

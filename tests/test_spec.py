@@ -130,6 +130,7 @@ def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "rnas", *args], capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_spaces_table_and_json():
     result = run_cli("spaces", "s3", "--json")
     assert result.returncode == 0
@@ -141,6 +142,7 @@ def test_cli_spaces_table_and_json():
     assert table.returncode == 0 and "S3" in table.stdout and "+2.8% above" in table.stdout
 
 
+@pytest.mark.slow
 def test_cli_bad_spec_is_one_line_exit_2(tmp_path):
     path = write(tmp_path, mutated(_set(["stages", 1, "widths"], [32, 32])))
     result = run_cli("spaces", str(path))

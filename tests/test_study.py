@@ -12,6 +12,8 @@ import torch
 import yaml
 from helpers import main_in_process, rnas_cmd, write_teacher, write_tiny_setup
 
+pytestmark = pytest.mark.slow  # end-to-end runs: deselect with -m "not slow"
+
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):

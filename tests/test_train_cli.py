@@ -15,6 +15,8 @@ import rnas
 import rnas.retrain
 from rnas.adversarial import MixtureBatchNorm2d
 
+pytestmark = pytest.mark.slow  # end-to-end runs: deselect with -m "not slow"
+
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
