@@ -389,7 +389,7 @@ def _loop(study, steps, records, number, jobs, threads, console, should_stop) ->
             if not running:
                 break
             try:
-                handle(channel.get(timeout=1.0))
+                handle(channel.get(timeout=0.2))  # a signal is acted on within 0.2 s
             except queue.Empty:
                 pass
             for name, (process, _) in list(running.items()):

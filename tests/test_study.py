@@ -123,7 +123,7 @@ def _states(out) -> dict:
 
 
 def test_study_stops_restarts_isolates_a_failure_and_skips_what_is_done(root, tmp_path):
-    spec = study_dict(root, retrain={"epochs": 5, "batch_size": 25},
+    spec = study_dict(root, retrain={"epochs": 12, "batch_size": 25},
                       control_teacher={"teacher": "wrn-10-1", "teacher_ckpt": "not-a-wrn-10-1",
                                        "model_dir": str(root / "models")})
     spec["arms"].append("control-teacher")
@@ -136,7 +136,7 @@ def test_study_stops_restarts_isolates_a_failure_and_skips_what_is_done(root, tm
         metrics = out / "tiny" / "rnas-cl" / "metrics.jsonl"
         while not (metrics.exists() and metrics.read_text().strip()) and time.time() < deadline:
             time.sleep(0.1)
-        proc.send_signal(signal.SIGTERM)  # after its first epoch (of 5)
+        proc.send_signal(signal.SIGTERM)  # after its first epoch (of 12)
         _, err = proc.communicate(timeout=300)
     finally:
         proc.kill()
@@ -160,8 +160,8 @@ def test_study_stops_restarts_isolates_a_failure_and_skips_what_is_done(root, tm
     done = [name for name, s in states.items() if "control-teacher" not in name]
     assert all(states[name]["state"] == "done" for name in done)
     assert search_ckpt.stat().st_mtime_ns == search_mtime  # the finished search was not run again
-    assert len((out / "tiny" / "rnas-cl" / "metrics.jsonl").read_text().splitlines()) == 5
-    assert torch.load(out / "tiny" / "rnas-cl" / "checkpoint.pt", weights_only=True)["epoch"] == 5
+    assert len((out / "tiny" / "rnas-cl" / "metrics.jsonl").read_text().splitlines()) == 12
+    assert torch.load(out / "tiny" / "rnas-cl" / "checkpoint.pt", weights_only=True)["epoch"] == 12
     assert "[3/14] retrain tiny/rnas-cl: started (resuming at" in err and "ETA" in err
     assert printed.strip().splitlines()[-1].startswith("study tiny: 11/14 steps done, 1 failed, 2 blocked;")
 
