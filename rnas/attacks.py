@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -25,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .errors import UserError
+from .names import match_name
 
 
 def parse_eps(text: str | float) -> float:
@@ -112,14 +112,6 @@ def unregister_attack(name: str) -> AttackInfo:
     return ATTACKS.pop(name)
 
 
-def _match(pattern: str, name: str) -> dict[str, int] | None:
-    """The <placeholder> values if ``name`` fits ``pattern`` ({} for an exact name), else None."""
-    parts = re.split(r"<(\w+)>", pattern)
-    regex = "".join(f"(?P<{p}>\\d+)" if i % 2 else re.escape(p) for i, p in enumerate(parts))
-    found = re.fullmatch(regex, name)
-    return None if found is None else {k: int(v) for k, v in found.groupdict().items()}
-
-
 def attack_names() -> str:
     """The registry's names for messages: 'clean, fgsm, pgd<steps> e.g. pgd20, ...'."""
     return ", ".join(a.name + (f" e.g. {a.example}" if a.example else "") for a in ATTACKS.values())
@@ -128,7 +120,7 @@ def attack_names() -> str:
 def lookup_attack(name: str) -> tuple[AttackInfo, dict[str, int]]:
     """(registry entry, placeholder values) of an attack name, or a one-line UserError listing the known ones."""
     for info in ATTACKS.values():
-        if (values := _match(info.name, name)) is not None:
+        if (values := match_name(info.name, name)) is not None:
             return info, values
     raise UserError(f"unknown attack {name!r} ({attack_names()})")
 

@@ -253,9 +253,20 @@ RESUMABLE = ("epochs", "device", "workers", "data_dir", "model_dir", "checkpoint
              "out")
 
 
+def changed_setting(base: dict, config, unset_ok: bool = False) -> tuple[str, object, object] | None:
+    """The first setting (key, was, now) a resumed run may not change but ``config`` does: anything but
+    where things are and how long it runs. ``unset_ok``: a None in ``config`` leaves the run's value."""
+    for key, value in dataclasses.asdict(config).items():
+        if unset_ok and value is None:
+            continue
+        if key in base and base[key] != value and key not in RESUMABLE:
+            return key, base[key], value
+    return None
+
+
 def check_resume_overrides(base: dict, config) -> None:
     """A resumed run may only change where things are and how long it runs, not what it computes."""
-    for key, value in dataclasses.asdict(config).items():
-        if key in base and base[key] != value and key not in RESUMABLE:
-            raise UserError(f"--{key.replace('_', '-')} cannot change when resuming (the run used {base[key]!r}); "
-                            f"only {', '.join('--' + k.replace('_', '-') for k in RESUMABLE[:-1])} can")
+    if changed := changed_setting(base, config):
+        key = changed[0]
+        raise UserError(f"--{key.replace('_', '-')} cannot change when resuming (the run used {base[key]!r}); "
+                        f"only {', '.join('--' + k.replace('_', '-') for k in RESUMABLE[:-1])} can")

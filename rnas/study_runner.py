@@ -38,30 +38,28 @@ def _epochs_done(run: Path) -> int:
 def check_settings(step: Step, out: Path) -> None:
     """A run directory made with other settings than the study file's now is a one-line UserError (the
     study never silently reuses, nor overwrites, a run it did not ask for); more epochs are fine."""
-    import dataclasses
-
-    from .config import RESUMABLE, read_run_config
+    from .config import changed_setting, read_run_config
 
     if step.kind not in ("search", "retrain", "finetune") or not (out / step.path / "config.yaml").is_file():
         return
     base = read_run_config(type(step.config), out / step.path / "config.yaml", step.kind)
-    for key, value in dataclasses.asdict(step.config).items():
-        # None: a default the run resolves itself (e.g. the dataset's learning rate), written out resolved
-        if value is not None and key in base and base[key] != value and key not in RESUMABLE:
-            raise UserError(f"{out / step.path} was run with {key} {base[key]!r}, the study now asks for "
-                            f"{value!r}; move the run away to run it again, or restore the study file")
+    # None: a default the run resolves itself (e.g. the dataset's learning rate), written out resolved
+    if changed := changed_setting(base, step.config, unset_ok=True):
+        key, was, now = changed
+        raise UserError(f"{out / step.path} was run with {key} {was!r}, the study now asks for "
+                        f"{now!r}; move the run away to run it again, or restore the study file")
 
 
 def target_epochs(step: Step, out: Path) -> int | None:
     """The epochs a training step runs to: the study's, or when it leaves them to the recipe (None), what
     the run resolved (its config.yaml); None before such a run has started."""
+    from .config import read_run_config
+
     if step.config.epochs is not None:
         return step.config.epochs
     try:
-        import yaml
-
-        return int(yaml.safe_load((out / step.path / "config.yaml").read_text())["epochs"])
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return int(read_run_config(type(step.config), out / step.path / "config.yaml")["epochs"])
+    except (UserError, TypeError, KeyError, ValueError):
         return None
 
 

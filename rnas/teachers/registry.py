@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..errors import UserError
+from ..names import match_name
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -70,14 +71,6 @@ def unregister_teacher(name: str) -> list[TeacherInfo]:
     return removed
 
 
-def _match(pattern: str, name: str) -> dict[str, int] | None:
-    """The <placeholder> values if ``name`` fits ``pattern`` ({} for an exact name), else None."""
-    parts = re.split(r"<(\w+)>", pattern)
-    regex = "".join(f"(?P<{p}>\\d+)" if i % 2 else re.escape(p) for i, p in enumerate(parts))
-    found = re.fullmatch(regex, name)
-    return None if found is None else {k: int(v) for k, v in found.groupdict().items()}
-
-
 def _by_size() -> list[TeacherInfo]:
     """The entries, small-image architectures first (registration order within a size)."""
     return sorted(TEACHERS, key=lambda t: t.input_size)
@@ -92,7 +85,7 @@ def teacher_names() -> str:
 def teacher_arch(name: str, dataset: str) -> TeacherArch:
     """Resolve a registered teacher name for a dataset: the entry of the dataset's image size, else one that
     runs on any size; a one-line UserError for an unknown name, a bad pattern value or a size mismatch."""
-    found = [(t, values) for t in TEACHERS if (values := _match(t.name, name)) is not None]
+    found = [(t, values) for t in TEACHERS if (values := match_name(t.name, name)) is not None]
     if not found:
         raise UserError(f"unknown teacher {name!r} (known: {teacher_names()})")
     size = dataset_image_size(dataset)
