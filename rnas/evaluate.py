@@ -175,7 +175,9 @@ class EvalConfig:
                 raise UserError(f"--json {self.json}: directory {folder} is not writable")
 
 
-def run_eval(cfg: EvalConfig, out=print) -> dict:
+def run_eval(cfg: EvalConfig, out=print, progress=None) -> dict:
+    """Evaluate ``cfg.checkpoint``: the table through ``out`` (a line per attack and eps), each result row
+    also to ``progress(row)`` when given; the result dict (written to ``cfg.json`` when set)."""
     validate(cfg)  # fail fast on a typo or a bad number, before anything is read
     attacks, eps_values = cfg.attack_list(), cfg.eps_values()
     device, dist = join_job(cfg.device)
@@ -205,10 +207,15 @@ def run_eval(cfg: EvalConfig, out=print) -> dict:
     out(f"{cfg.checkpoint}: {params / 1e6:.3f}M params, {macs / 1e6:.2f}M MACs; {data} {split}: {source}; "
         f"n={n}, seed {cfg.seed}")
     out(f"{'attack':14s} {'eps':>9s} {'accuracy %':>10s} {'n':>6s} {'seconds':>8s}")
+    def report(r: dict) -> None:
+        out(f"{_label(r):14s} {_eps_text(r['eps'], 'pixel_eps' in r):>9s} {r['accuracy']:10.2f} {r['n']:6d} "
+            f"{r['seconds']:8.1f}")
+        if progress is not None:
+            progress(r)
+
     rows = evaluate(model, batches, attacks, eps_values, cw_steps=cfg.cw_steps, seed=cfg.seed, dist=dist,
                     eps_scale=eps_scale,
-                    progress=lambda r: out(f"{_label(r):14s} {_eps_text(r['eps'], 'pixel_eps' in r):>9s} "
-                                           f"{r['accuracy']:10.2f} {r['n']:6d} {r['seconds']:8.1f}"))
+                    progress=report)
     result = {"checkpoint": str(cfg.checkpoint), "params": params, "macs": macs, "data": data, "split": split,
               "split_source": source, "n": n, "seed": cfg.seed, "eps_space": cfg.eps_space, "results": rows}
     if cfg.json and dist.main:

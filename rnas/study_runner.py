@@ -196,16 +196,16 @@ def _dispatch(step: Step, out: Path, events: _Events, should_stop) -> None:
 
         from .evaluate import run_eval
 
-        partial = run.with_name(run.name + ".partial")
-        rows = len(step.config.attack_list()) * len(step.config.eps_values())
+        eps = step.config.eps_values()
+        rows = sum(1 if a == "clean" else len(eps) for a in step.config.attack_list())
         done = []
 
-        def row(line: str) -> None:
-            if line.split() and line.split()[0] in step.config.attack_list() + ["cw" + str(step.config.cw_steps)]:
-                done.append(line)
-                events.send("epoch", min(1.0, len(done) / rows), " ".join(line.split()[:4]))
-        run_eval(dataclasses.replace(step.config, json=str(partial)), out=row)
-        result = json.loads(partial.read_text())
+        def row(result: dict) -> None:
+            done.append(result)
+            events.send("epoch", len(done) / rows, f"{result['attack']} eps {result['eps']:.4g}: "
+                                                   f"{result['accuracy']:.2f} %")
+        result = run_eval(dataclasses.replace(step.config, json=None), out=lambda line: None, progress=row)
+        partial = run.with_name(run.name + ".partial")  # the JSON appears whole, or not at all
         partial.write_text(json.dumps({**result, "requested": eval_request(step.config)}, indent=1) + "\n")
         os.replace(partial, run)
     else:
