@@ -208,12 +208,18 @@ def autoattack(model, x, y, eps: float, norm: str = "Linf", version: str = "stan
                 p.requires_grad_(False)
             adversary = AutoAttack(model, norm=norm, eps=eps, version=version, device=x.device, seed=seed)
             adversary.verbose = False
+            with torch.no_grad():
+                classes = model(x[:1]).shape[1]
+            if classes < 4:  # the targeted DLR loss reads the 4th-largest logit
+                raise UserError(f"autoattack: needs at least 4 classes (the model has {classes})")
+            # the targeted attacks aim at the 9 (l1: 5) classes after the top one: at most as many as exist
+            for attack in (adversary.apgd_targeted, adversary.fab):
+                attack.n_target_classes = min(attack.n_target_classes, classes - 1)
             x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=max(1, len(x)))
         finally:
             for p in params:
                 p.requires_grad_(True)
         return x_adv.detach()
-
 
 
 def check_attack(name: str) -> str:

@@ -2,15 +2,20 @@
 
 In-memory data (CIFAR-10/100 from torchvision's on-disk layout, scikit-learn's digits) lives on the
 device as uint8 and is augmented batch-wise on the device (pad-crop + flip). ImageNet-100 is an
-ImageFolder restricted to the CMC 100-class list, loaded by a DataLoader with workers.
+ImageFolder restricted to the CMC 100-class list, loaded by a DataLoader with workers. Each is one entry
+of the dataset registry (rnas.datasets), registered at the end of this file.
 Data order depends only on (seed, epoch), and each batch's augmentation only on (seed, epoch, step), so
 a run resumed at any step sees exactly the batches it would have seen.
-CIFAR pickles are read by an unpickler that admits only numpy's array globals (a batch cannot run code),
-and every field is checked: a bad file is one line naming it and the problem.
+CIFAR pickles are read here rather than by torchvision.datasets.CIFAR10/100, which unpickles with the
+plain pickle module (a batch file could run code), refuses a training split whose test batch is absent
+or whose bytes differ from the published ones (its md5 check), and reports every problem as "Dataset not
+found or corrupted". This unpickler admits only numpy's array globals and checks every field, so a bad
+file is one line naming it and the problem; torchvision's class is used to download.
 """
 from __future__ import annotations
 
 import codecs
+import functools
 import importlib
 import os
 import pickle
@@ -22,13 +27,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .datasets import DatasetInfo, Recipe, dataset_info, register_dataset
 from .distributed import SINGLE, Dist
 from .errors import UserError
 
 CIFAR_DIRS = {"cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch", "labels"),
               "cifar100": ("cifar-100-python", ["train"], "test", "fine_labels")}
-DATASETS = ("cifar10", "cifar100", "imagenet100", "digits")
-DEFAULT_VAL_SIZE = {"cifar10": 5000, "cifar100": 5000, "digits": 297, "imagenet100": 0}
 
 
 @dataclass
@@ -124,7 +128,8 @@ def read_cifar_batch(path: Path, label_key: str = "labels", classes: int = 10) -
     return images, labels.astype(np.int64)
 
 
-def _read_cifar(root: Path, dataset: str, split: str, download: bool) -> ImageTensors:
+def _read_cifar(dataset: str, data_dir, split: str, download: bool) -> ImageTensors:
+    root = dataset_info(dataset).need_dir(data_dir)
     folder, train_files, test_file, label_key = CIFAR_DIRS[dataset]
     base = root / folder
     if download and not base.is_dir():
@@ -141,14 +146,15 @@ def _read_cifar(root: Path, dataset: str, split: str, download: bool) -> ImageTe
         what = "the test split" if split == "test" else f"{dataset} training data"
         raise UserError(f"--data-dir {root}: {what} is absent (no {base / missing[0]}); "
                         f"torchvision's layout is expected{'' if download else ', or pass --download'}")
-    classes = 100 if dataset == "cifar100" else 10
-    batches = [read_cifar_batch(base / name, label_key, classes) for name in files]
+    batches = [read_cifar_batch(base / name, label_key, dataset_info(dataset).num_classes) for name in files]
     return ImageTensors(torch.from_numpy(np.concatenate([b[0] for b in batches])),
                         torch.from_numpy(np.concatenate([b[1] for b in batches])))
 
 
-def _read_digits() -> ImageTensors:
+def _read_digits(data_dir, split: str, download: bool) -> ImageTensors:
     """scikit-learn's bundled 8×8 digits (1,797 images), bilinearly upsampled to 32×32, 3 channels."""
+    if split == "test":
+        raise UserError("--data digits has no test split; evaluate on --split val")
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -162,13 +168,10 @@ def _read_digits() -> ImageTensors:
 
 def load_tensors(dataset: str, data_dir: str | None, split: str, download: bool = False) -> ImageTensors:
     """All images of ``split`` ('train' or 'test') of an in-memory dataset."""
-    if dataset == "digits":
-        if split == "test":
-            raise UserError("--data digits has no test split; evaluate on --split val")
-        return _read_digits()
-    if data_dir is None:
-        raise UserError(f"--data {dataset} needs --data-dir (torchvision's on-disk layout)")
-    return _read_cifar(Path(data_dir), dataset, split, download)
+    images = dataset_info(dataset, trainable=True).read(data_dir, split, download)
+    if not isinstance(images, ImageTensors):
+        raise UserError(f"--data {dataset}: a folder dataset, not held in memory")
+    return images
 
 
 def split_train_val(data: ImageTensors, val_size: int, limit: int | None) -> tuple[ImageTensors, ImageTensors]:
@@ -378,23 +381,44 @@ def _check_batch(batch_size: int, n_train: int) -> None:
 
 def make_loaders(dataset: str, data_dir: str | None, batch_size: int, device, seed: int, val_size: int | None,
                  limit: int | None, workers: int = 2, download: bool = False, eval_batch_size: int = 500) -> DataBundle:
-    """Training and validation loaders for a dataset, after every check a user could trip on."""
-    if dataset not in DATASETS:
-        raise UserError(f"--data {dataset}: unknown dataset (known: {', '.join(DATASETS)})")
-    val_size = DEFAULT_VAL_SIZE[dataset] if val_size is None else val_size
-    if dataset == "imagenet100":
-        if data_dir is None:
-            raise UserError("--data imagenet100 needs --data-dir (an ImageFolder root with train/ and val/)")
-        train_set = imagenet100_folder(data_dir, "train")
-        if limit is not None:
-            train_set = torch.utils.data.Subset(train_set, range(min(limit, len(train_set))))
-        val_set = imagenet100_folder(data_dir, "val") if (Path(data_dir) / "val").is_dir() else None
-        _check_batch(batch_size, len(train_set))
-        return DataBundle(FolderLoader(train_set, batch_size, device, seed, workers),
-                          val_set and FolderLoader(val_set, eval_batch_size, device, seed, workers, shuffle=False),
-                          100, 224)
-    train, val = split_train_val(load_tensors(dataset, data_dir, "train", download), val_size, limit)
+    """Training and validation loaders for a registered dataset, after every check a user could trip on."""
+    info = dataset_info(dataset, trainable=True)
+    train = info.read(data_dir, "train", download)
+    if isinstance(train, ImageTensors):
+        train, val = split_train_val(train, info.val_size if val_size is None else val_size, limit)
+        _check_batch(batch_size, len(train))
+        val_loader = InMemoryLoader(val, eval_batch_size, device, seed, augment=False, shuffle=False) \
+            if len(val) else None
+        return DataBundle(InMemoryLoader(train, batch_size, device, seed), val_loader, info.num_classes,
+                          info.input_size)
+    if limit is not None:
+        train = torch.utils.data.Subset(train, range(min(limit, len(train))))
+    val = info.read(data_dir, "test", False) if info.has_test(data_dir) else None
     _check_batch(batch_size, len(train))
-    classes = 100 if dataset == "cifar100" else 10
-    val_loader = InMemoryLoader(val, eval_batch_size, device, seed, augment=False, shuffle=False) if len(val) else None
-    return DataBundle(InMemoryLoader(train, batch_size, device, seed), val_loader, classes, 32)
+    return DataBundle(FolderLoader(train, batch_size, device, seed, workers),
+                      val and FolderLoader(val, eval_batch_size, device, seed, workers, shuffle=False),
+                      info.num_classes, info.input_size)
+
+
+def _read_imagenet100(data_dir, split: str, download: bool):
+    """The train/ folder, or val/ (ImageNet-100's held-out split) for 'test'."""
+    return imagenet100_folder(dataset_info("imagenet100").need_dir(data_dir), "val" if split == "test" else split)
+
+
+def _cifar(name: str, title: str, classes: int) -> DatasetInfo:
+    folder, _, test_file, _ = CIFAR_DIRS[name]
+    return DatasetInfo(name, classes, 32, title, functools.partial(_read_cifar, name), val_size=5000,
+                       test_name=test_file, test_path=lambda root: root / folder / test_file)
+
+
+register_dataset(_cifar("cifar10", "CIFAR-10", 10))
+register_dataset(_cifar("cifar100", "CIFAR-100", 100))
+register_dataset(DatasetInfo("imagenet100", 100, 224, "ImageNet-100", _read_imagenet100,
+                             val_size=0, test_name="val/ folder", test_path=lambda root: root / "val",
+                             held_out_val=True, data_dir="an ImageFolder root with train/ and val/",
+                             recipe=Recipe(epochs=200, batch_size=256, lr=0.05, weight_decay=4e-5, cosine=True)))
+# the 1000 classes of the robust ImageNet teachers' checkpoints (the `robustness` library's): no reader here
+register_dataset(DatasetInfo("imagenet", 1000, 224, "ImageNet-1k", val_size=0, data_dir="an ImageFolder root",
+                             recipe=Recipe(epochs=200, batch_size=256, lr=0.05, weight_decay=4e-5, cosine=True)))
+register_dataset(DatasetInfo("digits", 10, 32, "scikit-learn's digits", _read_digits,
+                             val_size=297, data_dir=None))

@@ -16,12 +16,13 @@ from supernets import Normalize, build_model
 from .adversarial import convert_to_mbn
 from .attacks import CW_STEPS, attack_eps, attack_steps, check_attack, parse_eps, run_attack, takes_channel_budget
 from .config import flag, validate
-from .data import CIFAR_DIRS, DATASETS, DEFAULT_VAL_SIZE, keyed_generator, load_tensors, split_train_val
+from .data import ImageTensors, keyed_generator, split_train_val
+from .datasets import TRAINABLE, dataset_info
 from .device import place
 from .distributed import SINGLE, Dist, join_job
 from .errors import UserError
 from .rundir import load_checkpoint
-from .teachers import DATASET_CLASSES, load_teacher, teacher_arch
+from .teachers import load_teacher, teacher_arch
 
 
 def load_model(path: str | Path) -> nn.Module:
@@ -36,7 +37,7 @@ def load_model(path: str | Path) -> nn.Module:
         if ckpt.get("mbn"):
             convert_to_mbn(model)
     else:
-        model = teacher_arch(ckpt["teacher_arch"], ckpt["data"]).build(DATASET_CLASSES[ckpt["data"]])
+        model = teacher_arch(ckpt["teacher_arch"], ckpt["data"]).build(dataset_info(ckpt["data"]).num_classes)
     model.load_state_dict(ckpt["model"])
     model.rnas_checkpoint = {k: ckpt.get(k) for k in ("kind", "config", "arch")}
     return model.eval()
@@ -118,7 +119,7 @@ class EvalConfig:
                          "flags make --n ambiguous)", range=">= 1", aliases=("--num-images",))
     split: str = flag("auto", "auto: the official test split when it is on disk, else val; val: the tail of train "
                       "the run validated on; test: the official test split", choices=("auto", "val", "test"))
-    data: str | None = flag(None, "dataset (default: the checkpoint's)", choices=DATASETS)
+    data: str | None = flag(None, "dataset (default: the checkpoint's)", choices=TRAINABLE)
     data_dir: str | None = flag(None, "dataset root (default: the checkpoint's)")
     val_size: int | None = flag(None, "validation size (default: the checkpoint's)", range=">= 0")
     batch_size: int = flag(500, "evaluation batch size", range=">= 1")
@@ -239,41 +240,38 @@ def _silent(*args) -> None:
 
 def resolve_split(data: str, data_dir, split: str, val_size: int | None) -> tuple[str, str]:
     """(val or test, why): ``auto`` is the official test split when it is on disk, the validation split otherwise."""
-    if data == "imagenet100":  # one held-out split, the val/ folder, which retrain validates on as well
-        return ("val", "ImageNet-100 val/ folder (--split val)") if split == "val" else \
-            ("test", f"official test split (ImageNet-100 val/ folder{', --split test' if split == 'test' else ''})")
-    folder, _, test_file, _ = CIFAR_DIRS.get(data, (None, None, None, None))
+    info = dataset_info(data)
+    if info.held_out_val:  # one held-out split (e.g. an ImageFolder's val/), which retrain validates on as well
+        where = f"{info.description} {info.test_name}"
+        return ("val", f"{where} (--split val)") if split == "val" else \
+            ("test", f"official test split ({where}{', --split test' if split == 'test' else ''})")
     if split == "auto":
-        on_disk = test_file is not None and data_dir is not None and (Path(data_dir) / folder / test_file).is_file()
-        split, why = ("test", f"{test_file} found") if on_disk else \
-            ("val", "no official test split on disk" if test_file else f"{data} has no official test split")
+        split, why = ("test", f"{info.test_name} found") if info.has_test(data_dir) else \
+            ("val", "no official test split on disk" if info.test_name else f"{data} has no official test split")
     else:
         why = f"--split {split}"
     if split == "test":
         return "test", f"official test split ({why})"
-    size = DEFAULT_VAL_SIZE[data] if val_size is None else val_size
+    size = info.val_size if val_size is None else val_size
     return "val", f"validation split: last {size} training images ({why})"
 
 
 def eval_batches(data: str, data_dir, split: str, val_size: int | None, n: int | None, batch_size: int, device):
-    """(batches(), n, image side) for the first ``n`` images of ``val`` (tail of train) or ``test`` (official split)."""
-    if data == "imagenet100":
-        from .data import imagenet100_folder
-
-        if data_dir is None:
-            raise UserError("--data imagenet100 needs --data-dir")
-        folder = imagenet100_folder(data_dir, "val")  # ImageNet-100's held-out split is the val folder
-        subset = torch.utils.data.Subset(folder, range(len(folder) if n is None else min(n, len(folder))))
+    """(batches(), n, image side) for the first ``n`` images of ``val`` (tail of train, or the held-out split
+    of a dataset validated on it) or ``test`` (the official held-out split)."""
+    info = dataset_info(data, trainable=True)
+    images = info.read(data_dir, "test" if split == "test" or info.held_out_val else "train", False)
+    if not isinstance(images, ImageTensors):  # a folder dataset, read by DataLoader workers
+        subset = torch.utils.data.Subset(images, range(len(images) if n is None else min(n, len(images))))
 
         def folder_batches():
             for xb, yb in torch.utils.data.DataLoader(subset, batch_size, num_workers=2):
                 yield xb.to(device), yb.to(device)
-        return folder_batches, len(subset), 224
-    tensors = load_tensors(data, data_dir, "test" if split == "test" else "train")
+        return folder_batches, len(subset), info.input_size
     if split == "val":
-        _, tensors = split_train_val(tensors, DEFAULT_VAL_SIZE[data] if val_size is None else val_size, None)
-    n = len(tensors) if n is None else min(n, len(tensors))
-    x, y = tensors.images[:n].to(device), tensors.labels[:n].to(device)
+        _, images = split_train_val(images, info.val_size if val_size is None else val_size, None)
+    n = len(images) if n is None else min(n, len(images))
+    x, y = images.images[:n].to(device), images.labels[:n].to(device)
 
     def tensor_batches():
         for i in range(0, n, batch_size):

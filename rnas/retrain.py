@@ -13,6 +13,7 @@ from .adversarial import convert_to_mbn
 from .attacks import parse_eps
 from .config import flag
 from .data import make_loaders
+from .datasets import dataset_info
 from .device import place
 from .distill import uniform_mapping
 from .distributed import Dist, convert_sync_bn, join_job, on_every_rank
@@ -76,12 +77,12 @@ def fill_defaults(cfg: RetrainConfig, arch: dict) -> RetrainConfig:
         cfg.teacher = teacher.get("name", "wrt34")
         cfg.teacher_ckpt = default(cfg.teacher_ckpt, teacher.get("checkpoint"))
         cfg.model_dir = default(cfg.model_dir, teacher.get("model_dir"))
-    imagenet = cfg.data == "imagenet100"
-    cfg.epochs = default(cfg.epochs, 20 if cfg.trades else 200 if imagenet else 100)
-    cfg.batch_size = default(cfg.batch_size, 256 if imagenet else 128)
-    cfg.lr = default(cfg.lr, 0.01 if cfg.trades else 0.05 if imagenet else 0.1)
-    cfg.weight_decay = default(cfg.weight_decay, 4e-5 if imagenet else 2e-4)
-    cfg.cosine = default(cfg.cosine, imagenet)
+    recipe = dataset_info(cfg.data, trainable=True).recipe
+    cfg.epochs = default(cfg.epochs, 20 if cfg.trades else recipe.epochs)  # TRADES: a short fine-tune
+    cfg.batch_size = default(cfg.batch_size, recipe.batch_size)
+    cfg.lr = default(cfg.lr, 0.01 if cfg.trades else recipe.lr)
+    cfg.weight_decay = default(cfg.weight_decay, recipe.weight_decay)
+    cfg.cosine = default(cfg.cosine, recipe.cosine)
     if cfg.milestones is None:
         cfg.milestones = [round(0.75 * cfg.epochs), round(0.9 * cfg.epochs)]
     return cfg

@@ -8,7 +8,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from .config import flag, parse_range
-from .data import DATASETS
+from .datasets import TRAINABLE
 
 AMP_MODES = ("none", "bf16", "fp16")
 
@@ -32,7 +32,7 @@ def parse_amp(text) -> str:
 
 @dataclass
 class DataSection:
-    data: str = flag("cifar10", "dataset", choices=DATASETS)
+    data: str = flag("cifar10", "dataset", choices=TRAINABLE)
     data_dir: str | None = flag(None, "dataset root (torchvision layout / ImageFolder root)")
     download: bool = flag(False, "download CIFAR into --data-dir if absent")
     val_size: int | None = flag(None, "validation images carved from the end of train (default per dataset)",

@@ -24,6 +24,7 @@ from search_spaces.spec import read_yaml, yaml_problem
 
 from .attacks import check_attack, parse_eps
 from .config import coerce_field, parse_macs, validate
+from .datasets import TRAINABLE, dataset_info
 from .errors import UserError
 from .evaluate import EvalConfig
 from .retrain import RetrainConfig
@@ -165,9 +166,10 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
     retrain_flags = _flags(RetrainConfig, data.get("retrain"), f"{where}: retrain")
     common = _resolve_paths(common, cwd)
     dataset = common.get("data") or SearchConfig.data
-    if dataset != "digits" and not common.get("data_dir"):
+    needs_dir = dataset in TRAINABLE and dataset_info(dataset).data_dir is not None
+    if needs_dir and not common.get("data_dir"):
         raise _fail(f"{where}: data.data_dir", f"missing (where the {dataset} data is; or --data-dir)")
-    if dataset != "digits" and not Path(common["data_dir"]).is_dir():
+    if needs_dir and not Path(common["data_dir"]).is_dir():
         raise _fail(f"{where}: data.data_dir", f"{common['data_dir']}: no such directory")
     for section, values in (("teacher", teacher), ("control_teacher", control)):
         _check_teacher(values, dataset, f"{where}: {section}")

@@ -12,12 +12,13 @@ import torch
 from .attacks import parse_eps, pgd
 from .config import flag
 from .data import make_loaders
+from .datasets import dataset_info
 from .device import place
 from .distributed import Dist, convert_sync_bn, join_job, on_every_rank
 from .errors import UserError
 from .rundir import check_can_create, resume_checkpoint, seed_everything
 from .sections import DataSection, OptimSection, RuntimeSection, shared
-from .teachers import DATASET_CLASSES, teacher_arch
+from .teachers import teacher_arch
 from .train import Objective, Trainer
 
 
@@ -49,7 +50,7 @@ def build_teacher_training(cfg: TeacherTrainConfig, dist: Dist | None = None) ->
     arch = teacher_arch(cfg.arch, cfg.data)
     if arch.mean is not None:
         raise UserError(f"--arch {cfg.arch}: its checkpoints expect outside normalisation; train a wrn-D-K or r18")
-    model = arch.build(DATASET_CLASSES[cfg.data])
+    model = arch.build(dataset_info(cfg.data).num_classes)
     model = place(convert_sync_bn(model, device) if cfg.sync_bn else model, device)
     objective = Objective(base=cfg.at, distill="none", eps=cfg.eps, step=cfg.step, steps=cfg.steps, beta=cfg.beta)
     return Trainer("teacher train", cfg, model, data, objective, device,

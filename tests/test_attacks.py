@@ -1,4 +1,6 @@
 """Attacks: analytic worst case on a linear model, budgets and box, eval mode, monotone strength."""
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
@@ -104,6 +106,7 @@ def test_seed_reaches_autoattack(monkeypatch):
     class Recorder:
         def __init__(self, model, **kwargs):
             seen.append(kwargs)
+            self.apgd_targeted, self.fab = SimpleNamespace(n_target_classes=9), SimpleNamespace(n_target_classes=9)
 
         def run_standard_evaluation(self, x, y, batch_size):
             return x.clone(), None

@@ -9,16 +9,15 @@ from torch import nn
 
 from supernets import Normalize
 
+from ..datasets import dataset_info
 from ..errors import UserError
 from . import imagenet, resnet, wideresnet  # noqa: F401  (each registers its architectures)
 from .checkpoint import load_into, read_checkpoint, resolve_checkpoint
 from .registry import (
     CIFAR10_MEAN,
     CIFAR10_STD,
-    DATASET_CLASSES,
     IMAGENET_MEAN,
     IMAGENET_STD,
-    SMALL_IMAGE_DATASETS,
     TEACHERS,
     TeacherArch,
     TeacherInfo,
@@ -30,8 +29,8 @@ from .registry import (
     unregister_teacher,
 )
 
-__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "DATASET_CLASSES", "IMAGENET_MEAN", "IMAGENET_STD",
-           "SMALL_IMAGE_DATASETS", "TEACHERS", "Teacher", "TeacherArch", "TeacherInfo", "format_teacher_table",
+__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "IMAGENET_MEAN", "IMAGENET_STD", "TEACHERS", "Teacher", "TeacherArch",
+           "TeacherInfo", "format_teacher_table",
            "load_teacher", "register_teacher", "teacher_arch", "teacher_names", "teacher_table",
            "unregister_teacher"]
 
@@ -61,10 +60,9 @@ def load_teacher(name: str, checkpoint: str | Path | None = None, model_dir: str
     """The wrapped teacher (an nn.Module on [0, 1] images). ``checkpoint``: a file, or a RobustBench
     model name looked up as ``<model_dir>/<dataset>/<threat>/<name>.pt``; None gives random weights.
     Normalisation: ``mean``/``std`` if given, else the checkpoint's own buffers, else the architecture's."""
-    if dataset not in DATASET_CLASSES:
-        raise UserError(f"unknown dataset {dataset!r} (known: {', '.join(DATASET_CLASSES)})")
+    classes = dataset_info(dataset).num_classes  # an unknown dataset is a one-line error
     arch = teacher_arch(name, dataset)
-    net = arch.build(num_classes or DATASET_CLASSES[dataset])
+    net = arch.build(num_classes or classes)
     found: dict = {}
     if checkpoint is not None:
         path = resolve_checkpoint(checkpoint, model_dir, dataset, threat)

@@ -10,18 +10,12 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ..datasets import DATASETS, dataset_info
 from ..errors import UserError
 from ..names import match_name
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-DATASET_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet100": 100, "imagenet": 1000, "digits": 10}
-SMALL_IMAGE_DATASETS = ("cifar10", "cifar100", "digits")
-
-
-def dataset_image_size(dataset: str) -> int:
-    """Side in pixels of the images a teacher sees on ``dataset``: 32 (CIFAR-like) or 224 (ImageNet-like)."""
-    return 32 if dataset in SMALL_IMAGE_DATASETS else 224
 
 
 @dataclass(frozen=True)
@@ -88,12 +82,12 @@ def teacher_arch(name: str, dataset: str) -> TeacherArch:
     found = [(t, values) for t in TEACHERS if (values := match_name(t.name, name)) is not None]
     if not found:
         raise UserError(f"unknown teacher {name!r} (known: {teacher_names()})")
-    size = dataset_image_size(dataset)
+    size = dataset_info(dataset).input_size
     info, values = next((f for f in found if f[0].input_size == size), None) or \
         next((f for f in found if f[0].any_size), None) or found[0]
     description = re.sub(r"<(\w+)>", lambda m: str(values[m[1]]), info.description)
     if info.input_size != size and not info.any_size:
-        examples = " or ".join(d for d in DATASET_CLASSES if dataset_image_size(d) == info.input_size)
+        examples = " or ".join(d for d, i in DATASETS.items() if i.input_size == info.input_size)
         raise UserError(f"teacher {name!r} ({description}) is an architecture for {info.input_size}x"
                         f"{info.input_size} images, not {dataset}; use --dataset {examples}")
     if info.check and (reason := info.check(**values)):
