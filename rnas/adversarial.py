@@ -8,7 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .attacks import eval_mode, pgd, project_linf
+from .attacks import pgd, project_linf
+from .device import eval_mode
 
 
 class MixtureBatchNorm2d(nn.Module):

@@ -13,7 +13,6 @@ Adding an attack is one decorated function.
 """
 from __future__ import annotations
 
-import contextlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .device import eval_mode
 from .errors import UserError
 from .names import match_name
 
@@ -35,17 +35,6 @@ def parse_eps(text: str | float) -> float:
         return float(Fraction(text.strip()))
     except (ValueError, ZeroDivisionError):
         raise UserError(f"bad eps {text!r}: use a number or a fraction such as 8/255") from None
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module):
-    """Run in eval mode, restore the previous train/eval state afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 Budget = float | torch.Tensor  # pixel units; a tensor is per channel, [1, C, 1, 1]

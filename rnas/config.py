@@ -131,8 +131,10 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...]
         name = "--" + f.name.replace("_", "-")
         tp = _base_type(hints[f.name])
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        valid = f"; range: {f.metadata['range']}" if "range" in f.metadata else ""
-        text = f"{f.metadata.get('help', '')} (default: {default}{valid})".replace("%", "%%")  # argparse formats help
+        helptext = f.metadata.get("help", "")
+        notes = [] if default is None and "default" in helptext else [f"default: {default}"]  # it says its own
+        notes += [f"range: {f.metadata['range']}"] if "range" in f.metadata else []
+        text = (helptext + (f" ({'; '.join(notes)})" if notes else "")).replace("%", "%%")  # argparse formats help
         kwargs = {"default": argparse.SUPPRESS, "help": text}
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]

@@ -1,4 +1,4 @@
-"""Where and how models run: device names, memory format, bfloat16 autocast."""
+"""Where and how models run: device names, placement, compilation, autocast, eval mode."""
 from __future__ import annotations
 
 import contextlib
@@ -78,3 +78,14 @@ def autocast(device: torch.device, amp: str | bool):
 def full_precision(t: torch.Tensor) -> torch.Tensor:
     """``t`` in at least float32 (autocast outputs of bf16/fp16 are upcast; float64 stays float64)."""
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Run in eval mode, restore the previous train/eval state afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

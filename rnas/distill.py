@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from supernets import gumbel_softmax
+
 from .device import full_precision
 
 
@@ -79,29 +81,22 @@ def attention_map(activation: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class CrossLayerAttention(nn.Module):
-    """Eq. (1): L = 1/(n_s n_t) sum_i sum_j g_ij || F^(A_s^i) - F^(A_t^j) ||_2, averaged over the batch.
+    """Eq. (1) of the search: L = 1/(n_s n_t) sum_i sum_j g_ij || F^(A_s^i) - F^(A_t^j) ||_2, batch mean.
 
     Owns ``tutor_logits`` (n_s, n_t). Tutor weights g: ``sample`` draws per-sample Gumbel-softmax at this
-    module's own temperature ``tau`` (noise -log(-log U), U ~ Uniform(0,1)); ``expected`` is
-    softmax(logits); ``fixed`` uses the one-hot ``mapping`` (Eq. 3, train phase). The Gumbel weight
-    multiplies each *pair's* distance, so every tutor logit gets a gradient.
+    module's own temperature ``tau``; ``expected`` is softmax(logits). The Gumbel weight multiplies each
+    *pair's* distance, so every tutor logit gets a gradient. With the one-hot tutors of a derived
+    architecture Eq. (1) is Eq. (3)'s term, computed by ``paired_attention_loss`` on the n_s mapped pairs only.
     """
 
-    def __init__(self, n_student: int, n_teacher: int, tau: float = 5.0, mapping: list[int] | None = None):
+    def __init__(self, n_student: int, n_teacher: int, tau: float = 5.0):
         super().__init__()
         self.n_student, self.n_teacher, self.tau = n_student, n_teacher, tau
         self.tutor_logits = nn.Parameter(torch.zeros(n_student, n_teacher))
-        self.mode = "fixed" if mapping is not None else "sample"
-        if mapping is not None:
-            if len(mapping) != n_student or not all(0 <= j < n_teacher for j in mapping):
-                raise ValueError(f"mapping needs {n_student} teacher indices in [0, {n_teacher})")
-            self.register_buffer("mapping", torch.tensor(mapping, dtype=torch.long))
-            self.tutor_logits.requires_grad_(False)
+        self.mode = "sample"
 
     def tutors(self) -> list[int]:
-        """j* = argmax_j g_ij for every student layer (the fixed mapping in ``fixed`` mode)."""
-        if self.mode == "fixed":
-            return self.mapping.tolist()
+        """j* = argmax_j g_ij for every student layer."""
         return self.tutor_logits.argmax(1).tolist()
 
     def tutor_probs(self) -> torch.Tensor:
@@ -110,14 +105,10 @@ class CrossLayerAttention(nn.Module):
     def tutor_weights(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """(batch | 1, n_s, n_t) weights g_ij (sample mode: Gumbel noise from ``generator``, default global)."""
         if self.mode == "sample":
-            noise = -torch.empty(batch, *self.tutor_logits.shape,
-                                 device=self.tutor_logits.device).exponential_(generator=generator).log()
-            return ((self.tutor_logits + noise) / self.tau).softmax(-1)
+            return gumbel_softmax(self.tutor_logits, batch, self.tau, generator)
         if self.mode == "expected":
             return self.tutor_probs()[None]
-        if self.mode == "fixed":
-            return F.one_hot(self.mapping, self.n_teacher).float()[None]
-        raise ValueError(f"unknown tutor mode {self.mode!r} (sample, expected, fixed)")
+        raise ValueError(f"unknown tutor mode {self.mode!r} (sample, expected)")
 
     def pair_distances(self, student_maps: torch.Tensor, teacher_maps: torch.Tensor) -> torch.Tensor:
         """(B, n_s, n_t) Euclidean distances between every student and teacher map, one batched op."""
@@ -127,8 +118,6 @@ class CrossLayerAttention(nn.Module):
                 weights: torch.Tensor | None = None) -> torch.Tensor:
         """``student_maps`` (B, n_s, D), ``teacher_maps`` (B, n_t, D): normalised attention maps;
         ``weights`` (B | 1, n_s, n_t): tutor weights to use instead of drawing them."""
-        if self.mode == "fixed":  # one-hot tutors: only the n_s mapped pairs have non-zero weight
-            return paired_attention_loss(student_maps, teacher_maps.index_select(1, self.mapping), self.n_teacher)
         weights = self.tutor_weights(student_maps.shape[0]) if weights is None else weights
         per_sample = (weights * self.pair_distances(student_maps, teacher_maps)).sum((1, 2))
         return per_sample.mean() / (self.n_student * self.n_teacher)

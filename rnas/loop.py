@@ -15,8 +15,8 @@ from typing import Protocol
 
 import torch
 
-from .attacks import eval_mode
 from .config import save_config
+from .device import eval_mode
 from .distributed import SINGLE, kill_point
 from .errors import TrainingDiverged, UserError
 from .rundir import Metrics, RunLock, atomic_save

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import __version__
 from . import report_figures as figures
 from .graph import draw_arch_graph
 from .report_tables import TABLE_ATTACKS, sweeps
@@ -199,15 +200,6 @@ def render_page(inputs: Inputs, table: dict, out: Path, sources: list) -> str:
     title = ", ".join(s.get("name", str(p)) for p, s in inputs.studies) or ", ".join(Path(s).name for s in sources)
     return (f'<!doctype html><html><head><meta charset="utf-8"><title>rnas report: {escape(title)}</title>'
             f"<style>{STYLE}</style></head><body><h1>rnas report: {escape(title)}</h1>"
-            f"<p>rnas {escape(_version())}; inputs: " + ", ".join(f"<code>{escape(s)}</code>" for s in sources)
+            f"<p>rnas {escape(__version__)}; inputs: " + ", ".join(f"<code>{escape(s)}</code>" for s in sources)
             + '. Per search: <a href="searches.json">searches.json</a>.</p>'
             + "".join(f"<h2>{name}</h2>{body}" for name, body in sections) + "</body></html>\n")
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("rnas")
-    except PackageNotFoundError:
-        return "(not installed)"

@@ -22,7 +22,7 @@ from .rundir import load_checkpoint, resume_checkpoint, seed_everything
 from .sections import DataSection, OptimSection, RuntimeSection, TeacherSection, shared
 from .taps import conv_taps
 from .teachers import load_teacher
-from .train import CHECKPOINT_FORMAT, Objective, Trainer
+from .trainer import CHECKPOINT_FORMAT, Objective, Trainer
 
 BASELINES = ("cl", "ce", "kd", "fixed")
 GAMMA_T = 1000.0  # README "CIFAR-10: the study of the defaults" (sweep in progress)

@@ -42,7 +42,8 @@ class DataSection:
 
 @dataclass
 class TeacherSection:
-    teacher: str = flag("wrt34", "teacher architecture: wrt34, wrn-D-K, r18, r50, wrt50")
+    teacher: str = flag("wrt34", "teacher architecture: a registered name such as wrt34 or wrn-16-2 "
+                                  "(`rnas teachers` lists them)")
     teacher_ckpt: str | None = flag(None, "teacher checkpoint: a file, or a RobustBench model name with --model-dir")
     model_dir: str | None = flag(None, "RobustBench model dir, read as <model-dir>/<data>/<threat>/<name>.pt")
     threat: str = flag("Linf", "threat-model folder for --model-dir lookups")

@@ -19,7 +19,7 @@ from .errors import UserError
 from .rundir import check_can_create, resume_checkpoint, seed_everything
 from .sections import DataSection, OptimSection, RuntimeSection, shared
 from .teachers import teacher_arch
-from .train import Objective, Trainer
+from .trainer import Objective, Trainer
 
 
 @dataclass

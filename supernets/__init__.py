@@ -1,11 +1,13 @@
 """How a spec becomes a network: masked blocks, the compiler, the MAC/param model, derive."""
 from .blocks import BLOCKS, register_block
 from .derive import ArchError, budget_choices, build_model, derive, load_supernet_weights, read_arch
-from .network import MODES, Network, Normalize
+from .layers import Normalize, gumbel_softmax
+from .network import MODES, Network
 from .tracing import trace_layers
 
 __all__ = ["BLOCKS", "MODES", "ArchError", "Network", "budget_choices", "build_model", "build_supernet", "derive",
-           "load_supernet_weights", "read_arch", "register_block", "Normalize", "trace_layers"]
+           "load_supernet_weights", "read_arch", "register_block", "Normalize", "gumbel_softmax",
+           "trace_layers"]
 
 
 def build_supernet(space, num_classes: int | None = None) -> Network:

@@ -15,21 +15,10 @@ from search_spaces import SpaceSpec
 from .blocks import BLOCKS
 from .builder import Builder, TapPoint, apply_mask, conv_out
 from .channels import Channels
+from .layers import Normalize, gumbel_softmax
 from .tracing import trace_layers
 
 MODES = ("sample", "expected", "argmax")
-
-
-class Normalize(nn.Module):
-    """(x - mean) / std with per-channel buffers: models take images in [0, 1]."""
-
-    def __init__(self, mean, std):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
 
 
 def _stem(b: Builder, spec: SpaceSpec) -> tuple[nn.Sequential, Channels, int]:
@@ -148,16 +137,12 @@ class Network(nn.Module):
         return "sample" if self.training else "argmax"
 
     def width_weights(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Gumbel-softmax weights per sample (batch, B, Kmax) in sample mode, else (1, B, Kmax).
-
-        Gumbel noise is -log(-log U), U ~ Uniform(0, 1) (the paper's "N(0,1)" is a typo), drawn as
-        -log(E) with E ~ Exp(1), which has the same law and never takes log(0). ``generator``: the noise's
-        stream (default: the global one)."""
+        """Gumbel-softmax weights per sample (batch, B, Kmax) in sample mode (``gumbel_softmax`` at ``tau``,
+        noise from ``generator``), else (1, B, Kmax): softmax (expected) or one-hot (argmax)."""
         logits = self.width_logit_matrix()
         mode = self.current_mode
         if mode == "sample":
-            noise = -torch.empty((batch, *logits.shape), device=logits.device).exponential_(generator=generator).log()
-            return ((logits + noise) / self.tau).softmax(-1)
+            return gumbel_softmax(logits, batch, self.tau, generator)
         if mode == "expected":
             return logits.softmax(-1)[None]
         return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)[None]

@@ -12,6 +12,7 @@ from rnas.distill import (
     channel_energy,
     flop_factor,
     kl_divergence,
+    paired_attention_loss,
     rnas_loss,
     uniform_mapping,
 )
@@ -42,10 +43,9 @@ def test_per_sample_normalisation_with_one_sample_scaled_100x():
     scaled = a.clone()
     scaled[2] *= 100
     assert torch.allclose(attention_map(scaled, 8), attention_map(a, 8), atol=1e-6)
-    module = CrossLayerAttention(1, 1, mapping=[0])
     teacher = attention_map(torch.randn(6, 8, 8, 8), 8)[:, None]
-    loss = module(attention_map(a, 8)[:, None], teacher)
-    assert torch.allclose(module(attention_map(scaled, 8)[:, None], teacher), loss, atol=1e-6)
+    loss = paired_attention_loss(attention_map(a, 8)[:, None], teacher, 1)
+    assert torch.allclose(paired_attention_loss(attention_map(scaled, 8)[:, None], teacher, 1), loss, atol=1e-6)
     # a batch-wide normalisation (the official code's) would not have been invariant
     flat = a.pow(2).sum(1).flatten(1)
     flat_scaled = scaled.pow(2).sum(1).flatten(1)
@@ -77,7 +77,7 @@ def test_zero_loss_when_every_student_map_equals_its_tutor():
     t = random_maps(4, 6)
     mapping = [5, 0, 3, 3]
     s = t[:, mapping]
-    assert CrossLayerAttention(4, 6, mapping=mapping)(s, t).item() == 0.0
+    assert paired_attention_loss(s, t[:, mapping], 6).item() == 0.0
     module = CrossLayerAttention(4, 6)
     with torch.no_grad():
         module.tutor_logits.copy_(F.one_hot(torch.tensor(mapping), 6) * 1e4)
@@ -87,7 +87,10 @@ def test_zero_loss_when_every_student_map_equals_its_tutor():
     wrong = [0, 1, 2, 3]  # only layer 3 keeps its tutor: 1/(n_s n_t) sum_i ||s_i - t_wrong(i)||, batch mean
     by_hand = sum(math.dist(s[b, i].tolist(), t[b, wrong[i]].tolist()) for b in range(4) for i in range(4)) / 4 / 24
     assert by_hand > 0.01
-    assert CrossLayerAttention(4, 6, mapping=wrong)(s, t).item() == pytest.approx(by_hand, rel=1e-5)
+    assert paired_attention_loss(s, t[:, wrong], 6).item() == pytest.approx(by_hand, rel=1e-5)
+    # Eq. (3)'s term is Eq. (1) with the one-hot tutors: the search module gives the same number
+    one_hot = F.one_hot(torch.tensor(wrong), 6).float()[None]
+    assert torch.allclose(module(s, t, weights=one_hot), paired_attention_loss(s, t[:, wrong], 6), atol=1e-7)
 
 
 def test_planted_mapping_is_recovered_by_the_tutor_search():
@@ -109,10 +112,7 @@ def test_planted_mapping_is_recovered_by_the_tutor_search():
 def test_fixed_mapping_and_uniform_baseline():
     assert uniform_mapping(4, 10) == [0, 3, 6, 9]
     assert uniform_mapping(1, 5) == [4]
-    module = CrossLayerAttention(4, 10, mapping=uniform_mapping(4, 10))
-    assert module.tutors() == [0, 3, 6, 9] and not module.tutor_logits.requires_grad
-    with pytest.raises(ValueError, match="mapping needs 4 teacher indices"):
-        CrossLayerAttention(4, 10, mapping=[0, 1, 2, 10])
+    assert uniform_mapping(7, 3) == [0, 0, 1, 1, 1, 2, 2]
 
 
 def test_kl_terms_match_hand_computation():

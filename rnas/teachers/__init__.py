@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from supernets import Normalize
+from supernets.layers import Normalize
 
 from ..datasets import dataset_info
 from ..errors import UserError

@@ -1,5 +1,5 @@
-"""Training a fixed network: `rnas retrain` (Eq. 3, its baselines, TRADES, Mixture BN) and
-`rnas teacher train` (PGD-AT, TRADES or N-FGSM adversarial training, no teacher)."""
+"""The trainer library: ``Trainer`` trains a fixed network on an ``Objective``, the loop behind `rnas retrain`
+(Eq. 3, its baselines, TRADES, Mixture BN) and `rnas teacher train` (PGD-AT, TRADES or N-FGSM, no teacher)."""
 from __future__ import annotations
 
 import contextlib
