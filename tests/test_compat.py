@@ -1,0 +1,50 @@
+"""Files written by an earlier rnas (tests/data/legacy-3d9d125: a tiny search's checkpoint, its arch.json
+and a cl retrain checkpoint, written by the code of commit 3d9d125, before the dataset registry and the
+module renames) still load and give the same numbers."""
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from helpers import main_in_process, write_cifar10
+
+import rnas
+
+LEGACY = Path(__file__).parent / "data" / "legacy-3d9d125"
+
+
+def test_an_old_retrain_checkpoint_loads_and_computes_the_same_logits():
+    model = rnas.load_model(LEGACY / "retrain.pt").eval()
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 32, 32)  # the input the old code saw
+    with torch.no_grad():
+        logits = model(x)
+    expected = torch.tensor(json.loads((LEGACY / "expected.json").read_text())["logits"])
+    assert torch.allclose(logits, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_an_old_arch_json_builds_and_an_old_search_derives_the_same_file(tmp_path):
+    old = json.loads((LEGACY / "arch.json").read_text())
+    state = torch.load(LEGACY / "retrain.pt", weights_only=True)["model"]
+    rnas.build_model(LEGACY / "arch.json").load_state_dict(state)  # every key and shape as before
+    run = tmp_path / "search"
+    run.mkdir()
+    shutil.copy(LEGACY / "search.pt", run / "checkpoint.pt")
+    shutil.copy(LEGACY / "search-config.yaml", run / "config.yaml")
+    code, err = main_in_process("derive", run)
+    assert code == 0, err
+    new = json.loads((run / "arch.json").read_text())
+    def same(arch):
+        return {k: v for k, v in arch.items() if k != "rnas_version"}
+    assert same(new) == same(old)
+
+
+def test_an_old_checkpoint_is_evaluated(tmp_path):
+    write_cifar10(tmp_path / "data")  # the data the old run was trained on (its config names it by a relative path)
+    out = tmp_path / "eval.json"
+    code, err = main_in_process("eval", LEGACY / "retrain.pt", "--data-dir", tmp_path / "data", "--attacks",
+                                "clean,pgd10", "--n", 20, "--json", out)
+    assert code == 0, err
+    result = json.loads(out.read_text())
+    assert (result["data"], result["split"], result["n"]) == ("cifar10", "val", 20)
+    assert [r["attack"] for r in result["results"]] == ["clean", "pgd10"]
