@@ -148,7 +148,12 @@ def _cmd_eval(args) -> int:
         return 0
     if not getattr(args, "checkpoint", None):
         raise UserError("rnas eval: give CKPT, the checkpoint to evaluate (or --list-attacks to list the attacks)")
-    run_eval(resolve_config(EvalConfig, args))
+    try:
+        run_eval(resolve_config(EvalConfig, args), resume=args.resume)
+    except KeyboardInterrupt:  # run_eval has said where its progress is kept for --resume
+        import signal
+
+        raise SystemExit(128 + signal.SIGINT) from None
     return 0
 
 
@@ -290,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--list-attacks", action="store_true",
                           help="print the registered attacks (name, threat model, default eps, steps) and exit")
     add_config_flags(evaluate, EvalConfig, skip=("checkpoint",))
+    evaluate.add_argument("--resume", action="store_true",
+                          help="continue the interrupted evaluation whose progress --json OUT keeps in OUT.state.json "
+                               "(same checkpoint and flags), without redoing its finished batches")
     evaluate.set_defaults(func=_cmd_eval)
 
     teachers = sub.add_parser("teachers", help="list the teacher zoo (name, input size, classes, mean/std)")

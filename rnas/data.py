@@ -268,6 +268,12 @@ def imagenet100_classes() -> list[str]:
     return resources.files("rnas.resources").joinpath("imagenet100.txt").read_text().split()
 
 
+def imagenet_classes() -> list[str]:
+    """The 1000 ImageNet-1k classes as WordNet ids in label order (sorted, as ImageFolder and the `robustness`
+    library number them)."""
+    return resources.files("rnas.resources").joinpath("imagenet1k.txt").read_text().split()
+
+
 def imagenet100_folder(root: str | Path, split: str):
     """An ImageFolder over ``root/<split>/<wnid>/*`` for the 100 classes; missing folders are an error."""
     import torchvision
@@ -416,9 +422,11 @@ register_dataset(_cifar("cifar100", "CIFAR-100", 100))
 register_dataset(DatasetInfo("imagenet100", 100, 224, "ImageNet-100", _read_imagenet100,
                              val_size=0, test_name="val/ folder", test_path=lambda root: root / "val",
                              held_out_val=True, data_dir="an ImageFolder root with train/ and val/",
-                             recipe=Recipe(epochs=200, batch_size=256, lr=0.05, weight_decay=4e-5, cosine=True)))
+                             recipe=Recipe(epochs=200, batch_size=256, lr=0.05, weight_decay=4e-5, cosine=True),
+                             classes=imagenet100_classes))
 # the 1000 classes of the robust ImageNet teachers' checkpoints (the `robustness` library's): no reader here
 register_dataset(DatasetInfo("imagenet", 1000, 224, "ImageNet-1k", val_size=0, data_dir="an ImageFolder root",
-                             recipe=Recipe(epochs=200, batch_size=256, lr=0.05, weight_decay=4e-5, cosine=True)))
+                             recipe=Recipe(epochs=200, batch_size=256, lr=0.05, weight_decay=4e-5, cosine=True),
+                             classes=imagenet_classes))
 register_dataset(DatasetInfo("digits", 10, 32, "scikit-learn's digits", _read_digits,
                              val_size=297, data_dir=None))

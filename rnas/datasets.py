@@ -31,7 +31,9 @@ class DatasetInfo:
     ``ImageTensors`` (uint8, kept on the device and augmented there; validation = the last ``val_size``
     training images) or a torch ``Dataset`` of (image in [0, 1], label) read by DataLoader workers
     (validation = the held-out 'test' split, e.g. an ImageFolder's val/). ``read=None``: a dataset only
-    teacher checkpoints are for (their class count and image side), e.g. ImageNet-1k."""
+    teacher checkpoints are for (their class count and image side), e.g. ImageNet-1k. ``classes()`` returns
+    the class names in label order (None: unnamed), which lets a teacher with more outputs serve a subset
+    (``class_positions``)."""
 
     name: str
     num_classes: int
@@ -44,6 +46,7 @@ class DatasetInfo:
     held_out_val: bool = False  # validation is the held-out split itself (folder datasets), not train's tail
     data_dir: str | None = "torchvision's on-disk layout"  # what --data-dir must hold; None: no --data-dir needed
     recipe: Recipe = Recipe()
+    classes: Callable[[], list[str]] | None = None  # the class names in label order (e.g. WordNet ids)
 
     def has_test(self, data_dir: str | Path | None) -> bool:
         """Is the official held-out split on disk under ``data_dir``?"""
@@ -98,6 +101,41 @@ def dataset_info(name: str, trainable: bool = False) -> DatasetInfo:
         raise UserError(f"--data {name}: unknown dataset (known: {known})" if trainable
                         else f"unknown dataset {name!r} (known: {known})")
     return info
+
+
+def _class_names(info: DatasetInfo) -> list[str]:
+    """``info.classes()``, checked against its class count."""
+    names = list(info.classes())
+    if len(names) != info.num_classes:
+        raise UserError(f"dataset {info.name}: its class list has {len(names)} names for {info.num_classes} classes")
+    return names
+
+
+def class_positions(dataset: str, num_outputs: int, what: str) -> tuple[str, list[int]]:
+    """For a classifier with ``num_outputs`` outputs serving ``dataset``: the registered dataset of that many
+    named classes and the same image side that holds every class of ``dataset``, and the position of each of
+    ``dataset``'s classes (in its label order) among them. A one-line UserError when there is none, naming the
+    first class missing and the datasets tried (``what`` names the classifier: "ckpt.pt: the classifier of r18")."""
+    info = dataset_info(dataset)
+    head = f"{what} has {num_outputs} outputs and {dataset} {info.num_classes} classes, which cannot be mapped"
+    if info.classes is None:
+        raise UserError(f"{head}: {dataset} registers no class names (a checkpoint for another dataset?)")
+    wanted = _class_names(info)
+    tried, missing = [], []
+    for other in DATASETS.values():
+        if other.name == dataset or other.classes is None or other.num_classes != num_outputs \
+                or other.input_size != info.input_size:
+            continue
+        index = {name: i for i, name in enumerate(_class_names(other))}
+        absent = next((name for name in wanted if name not in index), None)
+        if absent is None:
+            return other.name, [index[name] for name in wanted]
+        tried.append(other.name)
+        missing.append(f"{dataset}'s class {absent} is not a class of {other.name}")
+    if not tried:
+        size = f"{info.input_size}x{info.input_size}"
+        raise UserError(f"{head}: no registered dataset has {num_outputs} named classes at {size}")
+    raise UserError(f"{head}: {'; '.join(missing)} (datasets tried: {', '.join(tried)})")
 
 
 from . import data  # noqa: E402, F401  (registers the built-in datasets with their readers)

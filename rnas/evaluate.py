@@ -1,11 +1,12 @@
 """`rnas eval` and `rnas.load_model`: robustness of a trained network under a list of attacks."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -21,7 +22,8 @@ from .datasets import TRAINABLE, dataset_info
 from .device import place
 from .distributed import SINGLE, Dist, join_job
 from .errors import UserError
-from .rundir import load_checkpoint
+from .eval_state import EvalState, RowProgress, open_state, state_path
+from .rundir import atomic_write_json, load_checkpoint
 from .teachers import load_teacher, teacher_arch
 
 
@@ -72,38 +74,85 @@ def input_std(model: nn.Module, what: str = "the model") -> torch.Tensor:
 
 def evaluate(model: nn.Module, batches, attacks: list[str], eps_values: list[float], progress=None, *,
              cw_steps: int = CW_STEPS, seed: int = 0, dist: Dist = SINGLE,
-             eps_scale: torch.Tensor | None = None) -> list[dict]:
+             eps_scale: torch.Tensor | None = None, state: EvalState | None = None) -> list[dict]:
     """Accuracy (%) per (attack, eps) row; ``batches()`` yields (x in [0, 1], y) on the model's device.
     ``eps_scale`` [1, C, 1, 1] (the input std, for --eps-space normalized): l_inf attacks run at the
     per-channel pixel budget eps·eps_scale, recorded as the row's ``pixel_eps``; ``eps`` stays nominal.
-    Under torchrun rank r attacks batches r, r + W, ... and the counts are summed over the ranks."""
+    Under torchrun rank r attacks batches r, r + W, ... and the counts are summed over the ranks after every
+    round of W batches. ``state`` (rnas eval --json) records each round: the rows it holds as finished are
+    taken from it, and the row in progress continues after its recorded batches."""
+    state = EvalState() if state is None else state
     rows = []
-    for name in attacks:
-        for eps in ([0.0] if name == "clean" else eps_values):
-            start = time.perf_counter()
-            counts = torch.zeros(2, dtype=torch.long)
-            budget = attack_eps(name, eps)
-            per_channel = eps_scale is not None and takes_channel_budget(name)
-            pixel_budget = budget * eps_scale if per_channel else budget
-            for index, (xb, yb) in enumerate(batches()):
-                if index % dist.world != dist.rank:
-                    continue
-                generator = batch_generator(xb.device, seed, index)
-                x_adv = run_attack(name, model, xb, yb, pixel_budget, cw_steps=cw_steps, seed=seed,
-                                   generator=generator)
-                with torch.no_grad():
-                    counts += torch.tensor([(model(x_adv).argmax(1) == yb).sum().item(), len(yb)])
-            correct, total = dist.sum(counts).tolist()
-            seconds = dist.max(torch.tensor([time.perf_counter() - start])).item()
-            steps = attack_steps(name, cw_steps)
-            rows.append({"attack": name, "eps": budget,
-                         **({"pixel_eps": pixel_budget.flatten().tolist()} if per_channel else {}),
-                         **({"steps": steps} if steps else {}),
-                         "accuracy": round(100.0 * correct / total, 2), "n": total,
-                         "seconds": round(seconds, 2)})
-            if progress:
-                progress(rows[-1])
+    for index, (name, eps) in enumerate(attack_rows(attacks, eps_values)):
+        row = state.finished_row(index)
+        if row is None:
+            row = _evaluate_row(model, batches, name, eps, state.row_progress(index),
+                                partial(state.save_progress, index, name, eps), cw_steps=cw_steps, seed=seed,
+                                dist=dist, eps_scale=eps_scale)
+            state.save_row(row)
+        rows.append(row)
+        if progress:
+            progress(row)
     return rows
+
+
+def attack_rows(attacks: list[str], eps_values: list[float]) -> list[tuple[str, float]]:
+    """The (attack, eps) rows of an evaluation, in order: clean once (eps 0), every other attack at each eps."""
+    return [(name, eps) for name in attacks for eps in ([0.0] if name == "clean" else eps_values)]
+
+
+def _evaluate_row(model: nn.Module, batches, name: str, eps: float, part: RowProgress, save, *, cw_steps: int,
+                  seed: int, dist: Dist, eps_scale: torch.Tensor | None) -> dict:
+    """The result row of ``name`` at ``eps``, continuing ``part`` (``save(part)`` after every round)."""
+    start, before = time.perf_counter(), part.seconds
+    budget = attack_eps(name, eps)
+    per_channel = eps_scale is not None and takes_channel_budget(name)
+    pixel_budget = budget * eps_scale if per_channel else budget
+
+    def attack(index: int, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        generator = batch_generator(xb.device, seed, index)
+        x_adv = run_attack(name, model, xb, yb, pixel_budget, cw_steps=cw_steps, seed=seed, generator=generator)
+        with torch.no_grad():
+            return torch.tensor([(model(x_adv).argmax(1) == yb).sum().item(), len(yb)])
+
+    def on_round(counts: torch.Tensor, done: int) -> None:
+        part.add(counts, done, before + time.perf_counter() - start)
+        save(part)
+
+    _attack_batches(batches, attack, part.batches, dist, on_round)
+    seconds = before + dist.max(torch.tensor([time.perf_counter() - start])).item()
+    steps = attack_steps(name, cw_steps)
+    return {"attack": name, "eps": budget, **({"pixel_eps": pixel_budget.flatten().tolist()} if per_channel else {}),
+            **({"steps": steps} if steps else {}), "accuracy": round(100.0 * part.correct / part.n, 2),
+            "n": part.n, "seconds": round(seconds, 2)}
+
+
+def _attack_batches(batches, attack, first: int, dist: Dist, on_round) -> None:
+    """``attack(index, x, y)`` -> [correct, images] on the batches from index ``first`` on, this rank taking
+    every W-th of them; after each round of W batches (and after the last batch) the round's counts summed
+    over the ranks go to ``on_round(counts, batches done)``. Batches before ``first`` are skipped unattacked."""
+    pending, done = torch.zeros(2, dtype=torch.long), first
+    for index, (xb, yb) in enumerate(batches()):
+        if index < first:
+            continue
+        if (index - first) % dist.world == dist.rank:
+            pending = pending + attack(index, xb, yb)
+        done = index + 1
+        if (done - first) % dist.world == 0:
+            on_round(dist.sum(pending), done)
+            pending = torch.zeros(2, dtype=torch.long)
+    if (done - first) % dist.world:
+        on_round(dist.sum(pending), done)
+
+
+def eval_request(cfg: EvalConfig, data_settings: dict) -> dict:
+    """What an evaluation computes, recorded in its progress file: --resume continues only the same request."""
+    checkpoint = Path(cfg.checkpoint)
+    stat = checkpoint.stat()
+    return {"checkpoint": str(checkpoint.resolve()), "checkpoint_size": stat.st_size,
+            "checkpoint_mtime_ns": stat.st_mtime_ns, "teacher_arch": cfg.teacher_arch, **data_settings,
+            "batch_size": cfg.batch_size, "attacks": cfg.attack_list(), "eps": cfg.eps_values(),
+            "eps_space": cfg.eps_space, "cw_steps": cfg.cw_steps, "seed": cfg.seed}
 
 
 @dataclass
@@ -176,9 +225,14 @@ class EvalConfig:
                 raise UserError(f"--json {self.json}: directory {folder} is not writable")
 
 
-def run_eval(cfg: EvalConfig, out=print, progress=None) -> dict:
+def run_eval(cfg: EvalConfig, out=print, progress=None, resume: bool = False) -> dict:
     """Evaluate ``cfg.checkpoint``: the table through ``out`` (a line per attack and eps), each result row
-    also to ``progress(row)`` when given; the result dict (written to ``cfg.json`` when set)."""
+    also to ``progress(row)`` when given; the result dict (written to ``cfg.json`` when set). With ``cfg.json``
+    the progress is recorded batch by batch in OUT.state.json (deleted once the JSON is written), and
+    ``resume`` continues the interrupted evaluation recorded there."""
+    if resume and not cfg.json:
+        raise UserError("--resume continues the evaluation whose progress is kept beside --json OUT: give the "
+                        "interrupted run's --json")
     validate(cfg)  # fail fast on a typo or a bad number, before anything is read
     attacks, eps_values = cfg.attack_list(), cfg.eps_values()
     device, dist = join_job(cfg.device)
@@ -205,6 +259,9 @@ def run_eval(cfg: EvalConfig, out=print, progress=None) -> dict:
     arch = (getattr(model, "rnas_checkpoint", None) or {}).get("arch") or {}
     params = sum(p.numel() for p in model.parameters())
     macs = arch.get("macs") or count_macs(model, size, device)
+    settings = {"data": data, "data_dir": data_dir and str(Path(data_dir).resolve()), "split": split,
+                "val_size": val_size, "n": n}
+    state = open_state(state_path(cfg.json), eval_request(cfg, settings), resume, dist) if cfg.json else None
     out(f"{cfg.checkpoint}: {params / 1e6:.3f}M params, {macs / 1e6:.2f}M MACs; {data} {split}: {source}; "
         f"n={n}, seed {cfg.seed}")
     out(f"{'attack':14s} {'eps':>9s} {'accuracy %':>10s} {'n':>6s} {'seconds':>8s}")
@@ -214,13 +271,14 @@ def run_eval(cfg: EvalConfig, out=print, progress=None) -> dict:
         if progress is not None:
             progress(r)
 
-    rows = evaluate(model, batches, attacks, eps_values, cw_steps=cfg.cw_steps, seed=cfg.seed, dist=dist,
-                    eps_scale=eps_scale,
-                    progress=report)
+    with _interrupt_note(state):
+        rows = evaluate(model, batches, attacks, eps_values, cw_steps=cfg.cw_steps, seed=cfg.seed, dist=dist,
+                        eps_scale=eps_scale, progress=report, state=state)
     result = {"checkpoint": str(cfg.checkpoint), "params": params, "macs": macs, "data": data, "split": split,
               "split_source": source, "n": n, "seed": cfg.seed, "eps_space": cfg.eps_space, "results": rows}
     if cfg.json and dist.main:
-        Path(cfg.json).write_text(json.dumps(result, indent=1) + "\n")
+        atomic_write_json(Path(cfg.json), result)
+        state.remove()
     return result
 
 
@@ -232,6 +290,18 @@ def normalized_warning(eps_values: list[float], std: torch.Tensor) -> str:
         "are pixel budgets of " + " and ".join(f"({b})" for b in budgets)
     return (f"--eps-space normalized is the official RNAS-CL protocol, not the standard threat model: eps {nominal} "
             f"on normalised inputs {implies} per channel (table rows marked 'n')")
+
+
+@contextmanager
+def _interrupt_note(state: EvalState | None):
+    """On Ctrl-C (KeyboardInterrupt, re-raised), one line on where the finished batches are kept."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if state is not None and state.path is not None:
+            print(f"rnas: interrupted; {state.path} keeps the finished batches ({state.summary()}): the same "
+                  "command with --resume continues", file=sys.stderr)
+        raise
 
 
 def _silent(*args) -> None:

@@ -17,12 +17,22 @@ from .errors import UserError
 def atomic_save(obj, path: Path) -> None:
     """torch.save to a temp file in the same directory, fsync, then rename over ``path``: a reader
     (or a crash at any moment) sees either the old complete file or the new complete file."""
+    _atomic_write(path, lambda fh: torch.save(obj, fh), fault_point=True)
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    """``obj`` as indented JSON in ``path``, written as atomically as ``atomic_save``."""
+    _atomic_write(path, lambda fh: fh.write((json.dumps(obj, indent=1) + "\n").encode()))
+
+
+def _atomic_write(path: Path, write, fault_point: bool = False) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
+        write(fh)
         fh.flush()
         os.fsync(fh.fileno())
-    _fault_point()
+    if fault_point:
+        _fault_point()
     os.replace(tmp, path)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:

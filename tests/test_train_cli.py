@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -198,6 +199,7 @@ def test_eval_cw_steps_and_seed_reach_the_attacks(retrained, tmp_path, monkeypat
     class Recorder:
         def __init__(self, model, **kwargs):
             seeds.append(kwargs["seed"])
+            self.apgd_targeted, self.fab = SimpleNamespace(n_target_classes=9), SimpleNamespace(n_target_classes=9)
 
         def run_standard_evaluation(self, x, y, batch_size):
             return x.clone(), None

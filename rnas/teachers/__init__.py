@@ -9,7 +9,7 @@ from torch import nn
 
 from supernets.layers import Normalize
 
-from ..datasets import dataset_info
+from ..datasets import class_positions, dataset_info
 from ..errors import UserError
 from . import imagenet, resnet, wideresnet  # noqa: F401  (each registers its architectures)
 from .checkpoint import load_into, read_checkpoint, resolve_checkpoint
@@ -37,13 +37,18 @@ __all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "IMAGENET_MEAN", "IMAGENET_STD", "TEAC
 
 class Teacher(nn.Module):
     """A frozen teacher: images in [0, 1] -> logits. Normalisation is inside, it stays in eval mode
-    (``train()`` is a no-op) and its parameters never require grad."""
+    (``train()`` is a no-op) and its parameters never require grad. With ``class_index`` it returns only
+    the net's logits at those positions, in that order: the data's classes among the classes of the dataset
+    ``class_subset`` that the net was trained on (e.g. ImageNet-100's among ImageNet-1k's)."""
 
-    def __init__(self, net: nn.Module, mean=None, std=None, name: str = "teacher"):
+    def __init__(self, net: nn.Module, mean=None, std=None, name: str = "teacher", class_index=None,
+                 class_subset: str | None = None):
         super().__init__()
-        self.name = name
+        self.name, self.class_subset = name, class_subset
         self.normalize = Normalize(mean, std) if mean is not None else nn.Identity()
         self.net = net
+        index = None if class_index is None else torch.as_tensor(class_index, dtype=torch.long)
+        self.register_buffer("class_index", index, persistent=False)
         self.requires_grad_(False)
         super().train(False)
 
@@ -51,7 +56,21 @@ class Teacher(nn.Module):
         return super().train(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.normalize(x))
+        logits = self.net(self.normalize(x))
+        return logits if self.class_index is None else logits.index_select(1, self.class_index)
+
+    def extra_repr(self) -> str:
+        if self.class_index is None:
+            return ""
+        return f"class_subset={self.class_subset!r}, {len(self.class_index)} of its outputs"
+
+
+def _checkpoint_outputs(net: nn.Module, state: dict[str, torch.Tensor]) -> int | None:
+    """Outputs of the checkpoint's classifier: the rows of its tensor under the key of ``net``'s classifier
+    (the net's last 2-D ``*.weight``); None when there is no such pair."""
+    key = next((k for k, v in reversed(net.state_dict().items()) if k.endswith(".weight") and v.dim() == 2), None)
+    weight = state.get(key)
+    return weight.shape[0] if weight is not None and weight.dim() == 2 else None
 
 
 def load_teacher(name: str, checkpoint: str | Path | None = None, model_dir: str | Path | None = None,
@@ -59,14 +78,23 @@ def load_teacher(name: str, checkpoint: str | Path | None = None, model_dir: str
                  mean=None, std=None) -> Teacher:
     """The wrapped teacher (an nn.Module on [0, 1] images). ``checkpoint``: a file, or a RobustBench
     model name looked up as ``<model_dir>/<dataset>/<threat>/<name>.pt``; None gives random weights.
-    Normalisation: ``mean``/``std`` if given, else the checkpoint's own buffers, else the architecture's."""
+    Normalisation: ``mean``/``std`` if given, else the checkpoint's own buffers, else the architecture's.
+    A checkpoint with more outputs than ``dataset`` has classes (an ImageNet-1k one for ImageNet-100) gives
+    only the logits of ``dataset``'s classes, in its label order, found by name in the registered dataset of
+    that many classes (``teacher.class_subset``); an explicit ``num_classes`` other than the dataset's keeps
+    every output."""
     classes = dataset_info(dataset).num_classes  # an unknown dataset is a one-line error
     arch = teacher_arch(name, dataset)
     net = arch.build(num_classes or classes)
     found: dict = {}
+    subset, index = None, None
     if checkpoint is not None:
         path = resolve_checkpoint(checkpoint, model_dir, dataset, threat)
         state, found = read_checkpoint(path)
+        outputs = _checkpoint_outputs(net, state)
+        if num_classes in (None, classes) and outputs is not None and outputs > classes:
+            subset, index = class_positions(dataset, outputs, f"{path}: the classifier of {name}")
+            net = arch.build(outputs)
         load_into(net, state, path, f"{name} = {arch.description}")
     if (mean is None) != (std is None):
         raise UserError("teacher normalisation: give both mean and std, or neither")
@@ -74,4 +102,4 @@ def load_teacher(name: str, checkpoint: str | Path | None = None, model_dir: str
         mean, std = found.get("mean", arch.mean), found.get("std", arch.std)
     if mean is not None:
         mean, std = [float(v) for v in mean], [float(v) for v in std]
-    return Teacher(net, mean, std, name)
+    return Teacher(net, mean, std, name, index, subset)
