@@ -110,7 +110,7 @@ def _cmd_search(args) -> int:
 
 def _cmd_derive(args) -> int:
     from .config import parse_macs
-    from .derive import format_arch, write_archs
+    from .derivation import format_arch, write_archs
 
     targets = [parse_macs(t) for t in args.mac_target.split(",")] if args.mac_target else [None]
     for path, arch in write_archs(args.run, targets, graph=args.graph):

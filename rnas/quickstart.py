@@ -9,7 +9,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from .derive import format_arch, write_arch
+from .derivation import format_arch, write_arch
 from .errors import UserError
 from .evaluate import eval_batches, evaluate, load_model
 from .retrain import RetrainConfig, run_retrain

@@ -368,7 +368,7 @@ def _budget(value, where: str) -> int:
 
 def _budget_text(budget: int) -> str:
     """6640000 -> 6.64M, as `rnas derive --mac-target` names its files."""
-    from .derive import arch_filename
+    from .derivation import arch_filename
 
     return arch_filename(budget)[len("arch-"):-len(".json")]
 

@@ -85,7 +85,7 @@ def is_complete(step: Step, out: Path) -> bool:
         return (result is not None and checkpoint.is_file() and result.get("requested") == eval_request(step.config)
                 and (out / step.path).stat().st_mtime_ns >= checkpoint.stat().st_mtime_ns)
     if step.kind == "derive":
-        from .derive import arch_filename
+        from .derivation import arch_filename
 
         searched = _epochs_done(out / step.path)
         arch = [_read_json(out / step.path / arch_filename(b)) for b in step.extra["budgets"]]
@@ -188,7 +188,7 @@ def _dispatch(step: Step, out: Path, events: _Events, should_stop) -> None:
         run_retrain(_resumed_config(step.config, run), run, resume=_started(run), callbacks=[events],
                     should_stop=should_stop)
     elif step.kind == "derive":
-        from .derive import write_archs
+        from .derivation import write_archs
 
         write_archs(run, step.extra["budgets"])
     elif step.kind == "eval":

@@ -30,3 +30,19 @@ def test_readme_python_search_runs_as_printed(tmp_path, monkeypatch):
     arch = namespace["arch"]
     assert arch["macs"] == namespace["searcher"].supernet.cost()[1]  # the derived net is the supernet's argmax
     assert os.path.isfile(tmp_path / "runs/my-search/checkpoint.pt")
+
+
+def test_no_submodule_shadows_a_public_name():
+    """Importing every rnas module must leave each name of rnas.__all__ what __init__ made it (a submodule
+    named like a public function, e.g. rnas/derive.py, would replace rnas.derive once imported)."""
+    import importlib
+    import pkgutil
+    import types
+
+    import rnas
+
+    for module in pkgutil.iter_modules(rnas.__path__):
+        if module.name != "__main__":  # that one runs the CLI
+            importlib.import_module(f"rnas.{module.name}")
+    shadowed = [name for name in rnas.__all__ if isinstance(getattr(rnas, name), types.ModuleType)]
+    assert not shadowed and callable(rnas.derive)

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from rnas.adversarial import trades_examples
 from rnas.attacks import project_linf
-from rnas.derive import write_arch
+from rnas.derivation import write_arch
 from rnas.distill import attention_maps, channel_energy, teacher_targets
 from rnas.loop import run_job
 from rnas.retrain import RetrainConfig, build_retrain
