@@ -19,6 +19,7 @@ import functools
 import importlib
 import os
 import pickle
+import random
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -208,7 +209,7 @@ def random_crop_flip(images: torch.Tensor, pad: int, generator: torch.Generator,
 def keyed_generator(device: torch.device, *key: int) -> torch.Generator:
     """A generator whose stream is a function of ``key`` alone (e.g. (seed, epoch, step))."""
     gen = torch.Generator(device=device)
-    gen.manual_seed(int(np.random.SeedSequence(list(key)).generate_state(1, dtype=np.uint64)[0] >> 1))
+    gen.manual_seed(derived_seed(*key))
     return gen
 
 
@@ -303,8 +304,39 @@ def imagenet100_folder(root: str | Path, split: str):
         raise UserError(f"--data-dir {root}: {split}/: {str(err).split('. Supported')[0][:200]}") from None
 
 
+def derived_seed(*key: int) -> int:
+    """A 63-bit seed that is a function of ``key`` alone (``keyed_generator``'s streams start from it)."""
+    return int(np.random.SeedSequence(list(key)).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class SeededSamples(torch.utils.data.Dataset):
+    """``dataset`` in ``epoch``: sample ``i`` is read (so transformed) with torch's CPU generator and Python's
+    ``random`` seeded from (seed, epoch, i), and both restored after. Its random crop and flip are then the
+    same whichever process reads it, however many DataLoader workers there are and wherever the epoch
+    started (torchvision's transforms draw from those two; a transform drawing from NumPy's global RNG is
+    not covered). Any Dataset, a ``Subset`` included: ``i`` is the position in ``dataset``."""
+
+    def __init__(self, dataset, seed: int, epoch: int):
+        self.dataset, self.seed, self.epoch = dataset, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        seed = derived_seed(self.seed, self.epoch, index)
+        torch_state, python_state = torch.default_generator.get_state(), random.getstate()
+        torch.default_generator.manual_seed(seed)  # CPU only: torch.manual_seed would also queue a CUDA seeding
+        random.seed(seed)
+        try:
+            return self.dataset[index]
+        finally:
+            torch.default_generator.set_state(torch_state)
+            random.setstate(python_state)
+
+
 class FolderLoader(Sharded):
-    """DataLoader over a folder dataset with an epoch-seeded order that can start at any step."""
+    """DataLoader over a folder dataset with an epoch-seeded order that can start at any step; each sample's
+    augmentation is a function of (seed, epoch, sample) alone (``SeededSamples``)."""
 
     def __init__(self, dataset, batch_size: int, device, seed: int, workers: int, shuffle: bool = True):
         self.dataset, self.batch_size, self.device = dataset, batch_size, torch.device(device)
@@ -316,14 +348,15 @@ class FolderLoader(Sharded):
 
     def epoch(self, epoch: int, start_step: int = 0):
         n = len(self.dataset)
-        order = torch.randperm(n, generator=keyed_generator(torch.device("cpu"), self.seed, epoch)) if self.shuffle \
-            else torch.arange(n)
+        epoch_stream = keyed_generator(torch.device("cpu"), self.seed, epoch)
+        order = torch.randperm(n, generator=epoch_stream) if self.shuffle else torch.arange(n)
         batches = [order[s * self.batch_size:(s + 1) * self.batch_size] for s in range(start_step, len(self))]
         batches = [(b if (keep := self.keep(len(b))) is None else b[keep]).tolist()
                    for b in batches]
-        worker_seeds = keyed_generator(torch.device("cpu"), self.seed, epoch, start_step)
-        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=batches, num_workers=self.workers,
-                                             pin_memory=self.device.type == "cuda", generator=worker_seeds)
+        # the workers' base seed is drawn from the epoch's stream too, not from this process's global RNG
+        loader = torch.utils.data.DataLoader(SeededSamples(self.dataset, self.seed, epoch), batch_sampler=batches,
+                                             num_workers=self.workers, pin_memory=self.device.type == "cuda",
+                                             generator=epoch_stream)
         for x, y in loader:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 

@@ -6,6 +6,7 @@ import os
 import random
 import re
 import signal
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +104,11 @@ def resume_checkpoint(run: Path, resume: bool) -> dict | None:
 
 class RunLock:
     """An exclusive lock on RUN/.lock for the life of a run: a second process writing the same run directory
-    (a second --resume, or a new run into it) is refused with one line instead of interleaving."""
+    (a second --resume, or a new run into it) is refused with one line instead of interleaving. A forked child
+    (a DataLoader worker) closes its copy at once, so a run killed with -9 frees its directory immediately,
+    not when its orphaned workers notice and exit."""
+
+    held: weakref.WeakSet = weakref.WeakSet()
 
     def __init__(self, run: Path):
         self.path = run / ".lock"
@@ -118,10 +123,22 @@ class RunLock:
         except OSError:
             self.fh.close()
             raise UserError(f"{self.path.parent}: in use by another rnas process (wait for it or stop it)") from None
+        RunLock.held.add(self)
         return self
 
     def __exit__(self, *exc):
+        RunLock.held.discard(self)
         self.fh.close()  # closing releases the lock
+
+    @staticmethod
+    def _close_in_child() -> None:
+        """After a fork, in the child: close the inherited lock descriptors (the parent keeps its lock)."""
+        for lock in list(RunLock.held):
+            lock.fh.close()
+        RunLock.held = weakref.WeakSet()
+
+
+os.register_at_fork(after_in_child=RunLock._close_in_child)
 
 
 def rng_state() -> dict:

@@ -3,6 +3,15 @@
     python tools/bench.py [--space S5] [--batch-size 128] [--threads 2] [--device cpu|cuda]
                           [--teachers wrn-16-2,wrt34] [--repeats 21] [--compile] [--amp] [--json]
     python tools/bench.py --ddp [--space S5] [--teachers wrn-16-2] [--repeats 3] [--ddp-steps 12]
+    python tools/bench.py --imagenet [--space i|im|is] [--teacher r18] [--batch-size 32] [--steps 3] [--threads 2]
+                          [--device cpu|cuda] [--amp] [--json]
+
+--imagenet: the ImageNet-100 search step at 224x224, to plan a GPU run: the I-space supernet (100 classes), an
+ImageNet teacher with random weights and 1000 outputs of which the Teacher wrapper keeps ImageNet-100's 100 (by
+WordNet id, as load_teacher does for a robust ImageNet checkpoint), random inputs. Median seconds of (f) over
+--steps steps after one warm-up (the teacher forward (d) and the standalone max-width step (a) timed in the same
+rounds), images/s, the full-epoch time this rate implies, and peak memory: the growth of the process's peak RSS
+over the first search step (CPU) or the allocator peak (CUDA), and the activation bytes saved for backward.
 
 --ddp: the search's images/s on 2 gloo ranks with 1 thread each (torchrun) against 1 process with 2 threads,
 same global batch (communication overhead = 1 - ratio).
@@ -26,7 +35,9 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import resource
 import statistics
+import sys
 import time
 
 import torch
@@ -259,6 +270,170 @@ def print_table(rows: list[dict]) -> None:
         print(f"{label:22s} {target:>8s} " + " ".join(cells))
 
 
+IMAGENET_SPACES = ("is", "im", "i")
+# training images of ImageNet-100's train/ (the CMC list: at most 1,300 per class; 126,689 as commonly reported)
+IMAGENET100_TRAIN = 126_689
+
+
+def setup_imagenet(space: str, teacher: str, batch: int, device: str, amp: bool, compile_: bool):
+    """The ImageNet-100 search at 224x224 from objects (no data on disk): the ``space`` supernet for 100 classes,
+    ``teacher`` built with 1000 random-weight outputs and wrapped to return ImageNet-100's 100 logits (what
+    load_teacher makes of a 1000-class robust checkpoint), the searcher over one random batch, a standalone
+    max-width derived net and the batch."""
+    from rnas.data import DataBundle, IterableLoader
+    from rnas.datasets import class_positions, dataset_info
+    from rnas.device import compile_model, place, resolve_device
+    from rnas.search import SearchConfig, Searcher
+    from rnas.teachers import Teacher, teacher_arch
+    from search_spaces import load_space
+    from supernets import Network
+
+    info = dataset_info("imagenet100")
+    dev = resolve_device(device)
+    arch = teacher_arch(teacher, "imagenet100")
+    subset, index = class_positions("imagenet100", 1000, f"the classifier of {teacher}")
+    net = Teacher(arch.build(1000), arch.mean, arch.std, teacher, index, subset)
+    spec = load_space(space)
+    supernet = place(Network(spec, info.num_classes), dev)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, 3, info.input_size, info.input_size, generator=gen).to(dev)
+    y = torch.randint(0, info.num_classes, (batch,), generator=gen).to(dev)
+    data = DataBundle(IterableLoader([(x, y)], dev, batch), None, info.num_classes, info.input_size)
+    cfg = SearchConfig(space=space, teacher=teacher, data="imagenet100", batch_size=batch, device=device,
+                       amp="bf16" if amp else "none", compile=compile_, cosine=True, val_size=0)
+    searcher = Searcher(supernet, place(net, dev), data, cfg, device=dev)
+    searcher.step = 1  # an ordinary step, not one of the 1-in-log_every steps measuring the gradient share
+    widths = [b.width_choices[0] for b in supernet.blocks]
+    standalone = compile_model(place(Network(spec, info.num_classes, widths), dev), compile_)
+    return searcher, standalone, x, y
+
+
+def peak_rss() -> int:
+    """The process's peak resident set size so far, in bytes (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def bench_imagenet(args, teacher: str) -> dict:
+    """(f) with (d) and (a) on one 224x224 batch: --steps rounds after a warm-up, each in a fresh order."""
+    before = peak_rss()
+    searcher, standalone, x, y = setup_imagenet(args.space, teacher, args.batch_size, args.device, args.amp,
+                                                args.compile)
+    built = peak_rss()  # models, optimizers and the batch
+    device = searcher.device
+    fns, _ = step_fns(searcher, standalone, x, y)
+    fns = {k: fns[k] for k in ("d", "a", "f")}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    fns["f"]()  # the warm-up search step, alone: the peak RSS it reaches is the search step's own
+    sync(device)
+    first = time.perf_counter() - start
+    step_rss = peak_rss() - built
+    cuda_peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
+    for key in ("d", "a"):
+        fns[key]()
+    t = timed_interleaved(fns, args.steps, 0, device)
+    memory = peak_memory(searcher, fns, x, y)  # CPU: bytes saved for backward; CUDA: allocator peak growth
+    searcher.close()
+    f = t["f"]["median"]
+    return {"teacher": teacher, "times_s": t, "first_step_s": first, "search_step_s": f,
+            "search_images_per_s": args.batch_size / f, "epoch_images": IMAGENET100_TRAIN,
+            "epoch_hours": IMAGENET100_TRAIN / args.batch_size * f / 3600,
+            "search_over_limit": paired_ratio(t, "f", ("d", "a"))[0],
+            "teacher_share": paired_ratio(t, "d", ("f",))[0],
+            "peak_rss_bytes": peak_rss(), "peak_rss_before_bytes": before, "peak_rss_built_bytes": built,
+            "step_rss_growth_bytes": step_rss, "cuda_peak_bytes": cuda_peak, "peak_bytes": memory,
+            "peak_kind": "cuda_allocator_growth" if device.type == "cuda" else "saved_for_backward"}
+
+
+def print_imagenet(args, rows: list[dict]) -> None:
+    mib = 2**20
+    print(f"ImageNet-100 search step: space {args.space.upper()}, 224x224, batch {args.batch_size} "
+          f"({searcher_parts(args.batch_size)}), device {args.device}, {args.threads} thread(s); median of "
+          f"{args.steps} step(s) after 1 warm-up, ms (min-max)")
+    for row in rows:
+        t = row["times_s"]
+        print(f"\nteacher {row['teacher']} (1000 random-weight outputs -> ImageNet-100's 100)")
+        labels = {"f": "full search step (80/20)", "d": "teacher forward + taps", "a": "standalone max-width step"}
+        for key, label in labels.items():
+            v = t[key]
+            print(f"  ({key}) {label:28s} {v['median'] * 1e3:10.1f}  ({v['min'] * 1e3:.1f}-{v['max'] * 1e3:.1f})")
+        print(f"  images/s of (f)                {row['search_images_per_s']:10.2f}")
+        print(f"  one search epoch ({row['epoch_images']:,} images) {row['epoch_hours']:8.2f} h at this rate "
+              "(compute only: no JPEG decoding)")
+        print(f"  (f)/((d)+(a)) {row['search_over_limit']:.3f}; teacher forward / (f) {row['teacher_share']:.3f}")
+        growth = row["step_rss_growth_bytes"] / mib
+        print(f"  peak RSS {row['peak_rss_bytes'] / mib:,.0f} MiB; growth over the first search step "
+              f"{growth:,.0f} MiB" + (f"; CUDA allocator peak {row['cuda_peak_bytes'] / mib:,.0f} MiB"
+                                     if row["cuda_peak_bytes"] is not None else ""))
+        what = {"cuda_allocator_growth": "allocator peak growth of the step",
+                "saved_for_backward": "activations saved for backward (f: the larger of its weight and arch "
+                                      "steps)"}[row["peak_kind"]]
+        print(f"  {what}: (f) {row['peak_bytes']['f'] / mib:,.0f} MiB, (a) {row['peak_bytes']['a'] / mib:,.0f} MiB")
+
+
+def searcher_parts(batch: int) -> str:
+    """'26 weight + 6 arch samples', as Searcher.parts splits a batch at the default --arch-split 0.2."""
+    n = min(batch - 1, max(1, round(batch * 0.8)))
+    return f"{n} weight + {batch - n} arch samples"
+
+
+def imagenet_json(args, rows: list[dict]) -> dict:
+    def row_json(r):
+        t = r["times_s"]
+        return {"teacher": r["teacher"], "search_step_s": round(r["search_step_s"], 4),
+                "search_step_runs_s": [round(v, 4) for v in t["f"]["runs"]],
+                "first_step_s": round(r["first_step_s"], 4),
+                "teacher_forward_s": round(t["d"]["median"], 4), "standalone_step_s": round(t["a"]["median"], 4),
+                "search_images_per_s": round(r["search_images_per_s"], 3), "epoch_images": r["epoch_images"],
+                "epoch_hours": round(r["epoch_hours"], 3), "search_over_limit": round(r["search_over_limit"], 4),
+                "teacher_share": round(r["teacher_share"], 4), "peak_rss_bytes": r["peak_rss_bytes"],
+                "step_rss_growth_bytes": r["step_rss_growth_bytes"], "cuda_peak_bytes": r["cuda_peak_bytes"],
+                "step_memory_bytes": r["peak_bytes"], "step_memory_kind": r["peak_kind"]}
+    first = row_json(rows[0])
+    return {"mode": "imagenet", "space": args.space, "input_size": 224, "num_classes": 100,
+            "batch_size": args.batch_size, "steps": args.steps, "device": args.device, "threads": args.threads,
+            "amp": args.amp, **first, "per_teacher": {r["teacher"]: row_json(r) for r in rows}}
+
+
+def check_imagenet_args(args) -> None:
+    """--imagenet's flags, each problem one line."""
+    from rnas.device import resolve_device
+    from rnas.errors import UserError
+    from rnas.teachers import teacher_arch
+
+    try:
+        resolve_device(args.device)
+    except UserError as err:
+        fail(str(err))
+    if args.space.lower() not in IMAGENET_SPACES:
+        fail(f"--space {args.space}: --imagenet times a 224x224 ImageNet-100 space ({', '.join(IMAGENET_SPACES)})")
+    args.space = args.space.lower()
+    if args.batch_size < 2:
+        fail(f"--batch-size {args.batch_size}: needs at least 2 (one weight, one arch sample)")
+    for name in args.teachers.split(","):
+        try:
+            teacher_arch(name, "imagenet100")
+        except UserError as err:
+            fail(f"--teacher: {err}")
+
+
+def fail(message: str) -> None:
+    """A bad flag: one line on stderr, exit 2."""
+    print(f"bench.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be >= 1")
+    return value
+
+
 def ddp_worker(args) -> None:
     """Search steps of one process (alone, or one rank of a torchrun job) on a synthetic in-memory set;
     rank 0 prints {"images_per_s": ...} over the steps after --warmup."""
@@ -324,20 +499,35 @@ def bench_ddp(args) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.error = fail  # every bad flag is one line
     parser.add_argument("--ddp", action="store_true", help="2-rank gloo search step vs 1 process with 2 threads")
     parser.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--ddp-steps", type=int, default=12, help="timed search steps per --ddp run")
-    parser.add_argument("--space", default="S5")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--teachers", default="wrn-16-2,wrt34")
-    parser.add_argument("--repeats", type=int, default=21, help="timed rounds (a third of them for wrt34 and PGD)")
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--ddp-steps", type=positive, default=12, help="timed search steps per --ddp run")
+    parser.add_argument("--imagenet", action="store_true",
+                        help="the ImageNet-100 search step at 224x224 (I space, R-18 teacher by default)")
+    parser.add_argument("--steps", type=positive, help="timed search steps of --imagenet (default 3)")
+    parser.add_argument("--space", help="search space (default S5; --imagenet: i, or im / is)")
+    parser.add_argument("--batch-size", type=positive, help="batch size (default 128; --imagenet: 32)")
+    parser.add_argument("--threads", type=positive, default=2, help="torch threads (default 2)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--teachers", "--teacher", dest="teachers",
+                        help="comma-separated teachers, one row each (default wrn-16-2,wrt34; --imagenet: r18)")
+    parser.add_argument("--repeats", type=positive, default=21,
+                        help="timed rounds (a third of them for wrt34 and PGD)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first (--imagenet: always one step)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the students (as rnas search --compile)")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast for the forwards")
-    parser.add_argument("--json", action="store_true", help="print the ratios as one JSON object")
+    parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
     args = parser.parse_args()
+    if args.imagenet and args.ddp:
+        fail("--imagenet and --ddp: choose one")
+    if args.steps is not None and not args.imagenet:
+        fail("--steps: only with --imagenet (the other benchmarks take --repeats)")
+    imagenet = args.imagenet
+    args.space = args.space or ("i" if imagenet else "S5")
+    args.batch_size = args.batch_size or (32 if imagenet else 128)
+    args.teachers = args.teachers or ("r18" if imagenet else "wrn-16-2,wrt34")
+    args.steps = args.steps or 3
     if args.ddp_worker:
         return ddp_worker(args)
     if args.ddp:
@@ -348,6 +538,14 @@ def main():
               f"{len(result['rounds'])} rounds: " + ", ".join(f"{r['ratio']:.3f}" for r in result["rounds"]) + ")")
         return None
     torch.set_num_threads(args.threads)
+    if imagenet:
+        check_imagenet_args(args)
+        rows = [bench_imagenet(args, t) for t in args.teachers.split(",")]
+        if args.json:
+            print(json.dumps(imagenet_json(args, rows), indent=1))
+        else:
+            print_imagenet(args, rows)
+        return None
     rows = [bench_teacher(args, t) for t in args.teachers.split(",")]
     if args.json:
         first = rows[0]
