@@ -275,9 +275,9 @@ def imagenet_classes() -> list[str]:
     return resources.files("rnas.resources").joinpath("imagenet1k.txt").read_text().split()
 
 
-def imagenet100_folder(root: str | Path, split: str):
-    """An ImageFolder over ``root/<split>/<wnid>/*`` for the 100 classes; missing folders are an error."""
-    import torchvision
+def imagenet100_folder(root: str | Path, split: str) -> ClassListFolder:
+    """The images of ``root/<split>/<wnid>/*`` for the 100 classes (labels in the list's order); missing folders
+    are an error."""
     from torchvision import transforms
 
     base = Path(root) / split
@@ -293,15 +293,32 @@ def imagenet100_folder(root: str | Path, split: str):
                                  transforms.ToTensor()])
     else:
         tf = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()])
-
-    class Folder(torchvision.datasets.ImageFolder):
-        def find_classes(self, directory):
-            return classes, {c: i for i, c in enumerate(classes)}
-
     try:
-        return Folder(str(base), transform=tf)
+        return ClassListFolder(base, classes, tf)
     except FileNotFoundError as err:
         raise UserError(f"--data-dir {root}: {split}/: {str(err).split('. Supported')[0][:200]}") from None
+
+
+class ClassListFolder(torch.utils.data.Dataset):
+    """torchvision's ImageFolder restricted to (and labelled in the order of) a list of class folders. A
+    module-level class, so DataLoader workers started by spawn or forkserver (macOS; Linux from Python 3.14)
+    can unpickle it."""
+
+    def __init__(self, root: Path, classes: list[str], transform):
+        from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+        self.classes, self.transform = list(classes), transform
+        self.samples = make_dataset(str(root), {c: i for i, c in enumerate(self.classes)}, IMG_EXTENSIONS)
+        self.targets = [label for _, label in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        from torchvision.datasets.folder import default_loader
+
+        path, label = self.samples[index]
+        return self.transform(default_loader(path)), label
 
 
 def derived_seed(*key: int) -> int:

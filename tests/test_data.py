@@ -114,6 +114,11 @@ def test_imagenet100_folder_reads_images(tmp_path):
     x, y = dataset[1]
     assert x.shape == (3, 224, 224) and 0 <= x.min() and x.max() <= 1
     assert y == classes.index(dataset.samples[1][0].split("/")[-2])  # labels follow the CMC list order
+    # a spawned or forkserver DataLoader worker receives the dataset pickled
+    copy = pickle.loads(pickle.dumps(dataset))
+    assert torch.equal(copy[1][0], x) and copy[1][1] == y
+    batches = torch.utils.data.DataLoader(dataset, batch_size=50, num_workers=1, multiprocessing_context="spawn")
+    assert [len(yb) for _, yb in batches] == [50, 50]
 
 
 class _Py2Pickler(pickle._Pickler):
