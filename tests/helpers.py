@@ -4,6 +4,7 @@ import os
 import pickle
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -84,3 +85,40 @@ def rnas_cmd(*args) -> list[str]:
 def run_rnas(*args, timeout: int = 120) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONHASHSEED="0")
     return subprocess.run(rnas_cmd(*args), capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def wait_for(predicate, timeout: float = 60.0) -> bool:
+    """Poll ``predicate`` every 10 ms until it holds (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def trained_checkpoint(root: Path, arch: dict, images: int, steps: int) -> Path:
+    """``root``/model.pt: an rnas retrain-format checkpoint of ``arch``, trained ``steps`` Adam steps of 40 on the
+    first ``images`` images of ``root``/data (write_cifar10), so that attacks matter; its config names that data
+    with a 60-image validation split."""
+    from torch import nn
+
+    from rnas.data import load_tensors
+    from supernets import build_model
+
+    torch.manual_seed(0)
+    model = build_model(arch)
+    data = load_tensors("cifar10", str(root / "data"), "train")
+    x, y = data.images[:images].float().div(255), data.labels[:images]
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    model.train()
+    for step in range(steps):
+        i = (step * 40) % images
+        loss = nn.functional.cross_entropy(model(x[i:i + 40]), y[i:i + 40])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    path = root / "model.pt"
+    torch.save({"format": "rnas-train-1", "kind": "retrain", "arch": arch, "model": model.state_dict(),
+                "config": {"data": "cifar10", "data_dir": str(root / "data"), "val_size": 60}}, path)
+    return path

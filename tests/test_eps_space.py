@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from helpers import TINY_SPACE, main_in_process, write_cifar10, write_teacher
+from helpers import TINY_SPACE, main_in_process, trained_checkpoint, write_cifar10, write_teacher
 from torch import nn
 
 from rnas.attacks import autoattack, run_attack
@@ -13,7 +13,7 @@ from rnas.distributed import Dist
 from rnas.errors import UserError
 from rnas.evaluate import EvalConfig, evaluate, input_std, normalized_warning, run_eval
 from rnas.teachers import CIFAR10_MEAN, CIFAR10_STD
-from supernets import Normalize, build_model
+from supernets import Normalize
 
 LINF = ["fgsm", "pgd5", "mifgsm", "cw"]
 
@@ -32,24 +32,7 @@ def checkpoint(tmp_path_factory):
     root = tmp_path_factory.mktemp("eps_space")
     write_cifar10(root / "data")
     arch = {"spec": {**TINY_SPACE, "std": [0.5, 0.5, 0.5]}, "widths": [8, 16, 16], "num_classes": 10}
-    torch.manual_seed(0)
-    model = build_model(arch)
-    from rnas.data import load_tensors
-
-    data = load_tensors("cifar10", str(root / "data"), "train")
-    x, y = data.images[:240].float().div(255), data.labels[:240]
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    model.train()
-    for step in range(40):
-        i = (step * 40) % 240
-        loss = nn.functional.cross_entropy(model(x[i:i + 40]), y[i:i + 40])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    path = root / "model.pt"
-    torch.save({"format": "rnas-train-1", "kind": "retrain", "arch": arch, "model": model.state_dict(),
-                "config": {"data": "cifar10", "data_dir": str(root / "data"), "val_size": 60}}, path)
-    return path
+    return trained_checkpoint(root, arch, images=240, steps=40)
 
 
 def eval_json(checkpoint, out, *extra) -> tuple[dict, str]:

@@ -7,13 +7,10 @@ import json
 import os
 
 import pytest
-import torch
-from helpers import TINY_SPACE, main_in_process, write_cifar10
-from torch import nn
+from helpers import TINY_SPACE, main_in_process, trained_checkpoint, write_cifar10
 
 import rnas.evaluate
 from rnas.attacks import run_attack
-from supernets import build_model
 
 HAS_AUTOATTACK = importlib.util.find_spec("pyautoattack") is not None
 ATTACKS = ["clean", "fgsm", "pgd3"] + (["autoattack"] if HAS_AUTOATTACK else [])  # pgd3: a uniform random start
@@ -27,23 +24,7 @@ def checkpoint(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval_resume")
     write_cifar10(root / "data")
     arch = {"spec": TINY_SPACE, "widths": [8, 16, 16], "num_classes": 10}
-    torch.manual_seed(0)
-    model = build_model(arch)
-    from rnas.data import load_tensors
-
-    data = load_tensors("cifar10", str(root / "data"), "train")
-    x, y = data.images[:200].float().div(255), data.labels[:200]
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    for step in range(20):
-        i = (step * 40) % 200
-        loss = nn.functional.cross_entropy(model(x[i:i + 40]), y[i:i + 40])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    path = root / "model.pt"
-    torch.save({"format": "rnas-train-1", "kind": "retrain", "arch": arch, "model": model.state_dict(),
-                "config": {"data": "cifar10", "data_dir": str(root / "data"), "val_size": 60}}, path)
-    return path
+    return trained_checkpoint(root, arch, images=200, steps=20)
 
 
 class CountedAttacks:

@@ -7,13 +7,12 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import write_space
+from helpers import wait_for, write_space
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
 
@@ -143,15 +142,6 @@ def checkpoint_place(run: Path) -> tuple[int, int]:
     except (OSError, RuntimeError, EOFError):  # not there yet (it is replaced atomically)
         return -1, -1
     return state["epoch"], state["step"]
-
-
-def wait_for(predicate, timeout: float = 60.0) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def kill_mid_epoch(cmd: list[str], run: Path) -> None:

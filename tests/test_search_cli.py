@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import main_in_process, rnas_cmd, run_rnas, write_tiny_setup
+from helpers import main_in_process, rnas_cmd, run_rnas, wait_for, write_tiny_setup
 
 import rnas
 from search_spaces import parse_space
@@ -98,15 +98,6 @@ def assert_same_final_state(a: Path, b: Path):
     assert torch.equal(sa["rng"]["torch"], sb["rng"]["torch"])
 
 
-def _wait_for(predicate, timeout=60.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def _metrics_lines(run: Path) -> int:
     path = run / "metrics.jsonl"
     return len(path.read_text().splitlines()) if path.exists() else 0
@@ -131,7 +122,7 @@ def test_resume_is_bit_identical(setup, tmp_path, how):
                             stderr=subprocess.PIPE, env=dict(os.environ, PYTHONHASHSEED="0"))
     try:
         # the checkpoint of the end of epoch 1 (written after its metrics line, replacing the step-0 one)
-        assert _wait_for(lambda: _checkpoint_epoch(run) >= 1)
+        assert wait_for(lambda: _checkpoint_epoch(run) >= 1)
         time.sleep(0.1)
         proc.send_signal(signal.SIGKILL if how == "sigkill" else signal.SIGTERM)
         proc.wait(timeout=60)

@@ -9,8 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from helpers import main_in_process, rnas_cmd, run_rnas, write_cifar10, write_space, write_teacher
-from test_search_cli import _wait_for
+from helpers import main_in_process, rnas_cmd, run_rnas, wait_for, write_cifar10, write_space, write_teacher
 
 import rnas
 import rnas.retrain
@@ -106,7 +105,7 @@ def test_retrain_resume_after_sigterm_is_bit_identical(searched, tmp_path, amp):
     proc = subprocess.Popen(rnas_cmd(*retrain_args(searched, run, *args)), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=dict(os.environ, PYTHONHASHSEED="0"))
     try:
-        assert _wait_for(lambda: (run / "metrics.jsonl").exists() and (run / "checkpoint.pt").exists())
+        assert wait_for(lambda: (run / "metrics.jsonl").exists() and (run / "checkpoint.pt").exists())
         time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
