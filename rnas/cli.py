@@ -159,7 +159,7 @@ def _cmd_eval(args) -> int:
 
 def _cmd_study(args) -> int:
     from .study import plan_study
-    from .study_runner import StudyStopped, is_complete, run_study, summary
+    from .study_runner import StudyStopped, check_settings, is_complete, run_study, summary
 
     source = Path(args.study)
     if not source.is_file():
@@ -171,7 +171,11 @@ def _cmd_study(args) -> int:
     study = plan_study(source, out, {"data_dir": args.data_dir, "model_dir": args.model_dir})
     if args.dry_run:
         for i, step in enumerate(study.steps(), 1):
-            state = "done" if is_complete(step, study.out) else "to run"
+            try:  # what the run itself would refuse, the dry run says
+                check_settings(step, study.out)
+                state = "done" if is_complete(step, study.out) else "to run"
+            except UserError as err:
+                state = f"refused: {err}"
             print(f"{i:3d}. {step.kind:8s} {step.path:40s} {state}")
         return 0
     from .rundir import StopSignal, check_can_create

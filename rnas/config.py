@@ -257,13 +257,27 @@ RESUMABLE = ("epochs", "device", "workers", "data_dir", "model_dir", "checkpoint
 
 def changed_setting(base: dict, config, unset_ok: bool = False) -> tuple[str, object, object] | None:
     """The first setting (key, was, now) a resumed run may not change but ``config`` does: anything but
-    where things are and how long it runs. ``unset_ok``: a None in ``config`` leaves the run's value."""
-    for key, value in dataclasses.asdict(config).items():
+    where things are and how long it runs. ``unset_ok``: a None in ``config`` leaves the run's value. A
+    default the run resolves itself compares as what it resolves to (no --val-size = the dataset's own)."""
+    now = dataclasses.asdict(config)
+    resolved_base, resolved_now = _resolved(base), _resolved(now)
+    for key, value in now.items():
         if unset_ok and value is None:
             continue
-        if key in base and base[key] != value and key not in RESUMABLE:
+        if key in base and resolved_base[key] != resolved_now[key] and key not in RESUMABLE:
             return key, base[key], value
     return None
+
+
+def _resolved(settings: dict) -> dict:
+    """``settings`` with the defaults a run resolves from its dataset filled in."""
+    if settings.get("val_size") is None and "data" in settings:
+        from . import data  # noqa: F401 - registers the built-in datasets
+        from .datasets import DATASETS
+
+        if (info := DATASETS.get(settings["data"])) is not None:
+            return {**settings, "val_size": info.val_size}
+    return settings
 
 
 def check_resume_overrides(base: dict, config) -> None:

@@ -185,7 +185,7 @@ def test_study_stops_restarts_isolates_a_failure_and_skips_what_is_done(root, tm
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
 
 
-def test_more_epochs_extend_a_run_and_redo_its_evaluation_other_changes_are_refused(root, tmp_path):
+def test_more_epochs_extend_a_run_and_redo_its_evaluation_other_changes_are_refused(root, tmp_path, capsys):
     spec = study_dict(root, arms=["ce"], eval={"attacks": ["clean"], "n": 10}, retrain={"batch_size": 25})
     study, out = write_study(tmp_path / "s.yaml", spec), tmp_path / "out"
     code, _ = main_in_process("study", study, "--out", out, "--dry-run")
@@ -214,3 +214,24 @@ def test_more_epochs_extend_a_run_and_redo_its_evaluation_other_changes_are_refu
     assert "was run with weight_decay 0.0002, the study now asks for 0.01" in states["retrain/tiny/ce"]["error"]
     assert states["eval/tiny/ce/pixel"]["state"] == "blocked"  # waits for its run; its file is kept
     assert json.loads(evaluation.read_text())["n"] == 12
+    capsys.readouterr()
+    code, _ = main_in_process("study", study, "--out", out, "--dry-run")
+    printed = capsys.readouterr().out
+    assert code == 0  # the dry run says what the run refuses
+    assert "retrain  tiny/ce" in printed and "refused: " in printed and "weight_decay 0.0002" in printed
+
+
+@pytest.mark.parametrize("now,refused", [(None, False), (5000, False), (4000, True)])
+def test_a_run_that_left_val_size_to_its_dataset_is_the_same_as_one_naming_that_default(now, refused):
+    """A run made without --val-size (config.yaml: None) used the dataset's default; a study or resume that
+    names that default asks for the same run (CIFAR-10's is 5,000), another size does not."""
+    import dataclasses
+
+    from rnas.config import changed_setting
+    from rnas.retrain import RetrainConfig
+
+    base = dataclasses.asdict(RetrainConfig(arch="a.json", data="cifar10", val_size=None))
+    asked = RetrainConfig(arch="a.json", data="cifar10", val_size=now)
+    assert changed_setting(base, asked, unset_ok=True) == (("val_size", None, 4000) if refused else None)
+    assert changed_setting({**base, "val_size": 4000}, asked, unset_ok=True) == (
+        None if now in (None, 4000) else ("val_size", 4000, 5000))
