@@ -131,11 +131,38 @@ def run_kind(path: Path) -> str:
 
 def _read_run(path: Path, name: str, kind: str) -> Run:
     """A search or retrain run dir: config, metrics.jsonl and, for a search, its arch*.json (arch.json first)."""
-    archs = {}
+    archs, records = {}, read_metrics(path / "metrics.jsonl")
     if kind == "search":
         archs = {p.name: read_json(p) for p in sorted(path.glob("arch*.json"))}
         archs = dict(sorted(archs.items(), key=lambda item: item[0] != "arch.json"))
-    return Run(name, path, read_config(path), read_metrics(path / "metrics.jsonl"), archs)
+        if archs and not all("width_probs" in r for r in records):
+            records = width_probs_from_tensorboard(path / "tb", records, next(iter(archs.values()))["width_choices"])
+    return Run(name, path, read_config(path), records, archs)
+
+
+def width_probs_from_tensorboard(tb: Path, records: list[dict], width_choices: list[list[int]]) -> list[dict]:
+    """A search written before metrics.jsonl carried ``width_probs``: the same numbers from its TensorBoard
+    scalars ``width/blockNN/W`` (NN: the searched block, W: the width; step: the epoch), in each searched
+    block's choice order. Records are returned unchanged where the event files lack an epoch or a width."""
+    if not tb.is_dir():
+        return records
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tb), size_guidance={"scalars": 0}).Reload()
+    by_epoch: dict[int, dict[tuple[int, int], float]] = {}
+    for tag in events.Tags()["scalars"]:
+        if tag.startswith("width/block"):
+            _, block, width = tag.split("/")
+            for event in events.Scalars(tag):
+                by_epoch.setdefault(event.step, {})[int(block.removeprefix("block")), int(width)] = event.value
+    searched = [choices for choices in width_choices if len(choices) > 1]
+    filled = []
+    for record in records:
+        probs = by_epoch.get(record.get("epoch"), {})
+        if "width_probs" not in record and all((b, w) in probs for b, c in enumerate(searched) for w in c):
+            record = {**record, "width_probs": [[round(probs[b, w], 4) for w in c] for b, c in enumerate(searched)]}
+        filled.append(record)
+    return filled
 
 
 def _read_arch(path: Path | None) -> dict | None:

@@ -141,9 +141,10 @@ def _search_section(run: Run, out: Path) -> str:
     choices = [c for c in arch["width_choices"] if len(c) > 1] if arch else None
     widths = figures.width_probs(run.records, choices, f"{run.name}: width probabilities per block",
                                  out / f"{base}-widths.png")
-    parts.append(_figure(widths, "Probability of each width choice per epoch (width_probs of metrics.jsonl).")
-                 if widths else _note("Width probabilities: not in this run's metrics.jsonl (an older run); "
-                                      "see its TensorBoard scalars width/blockNN/W."))
+    parts.append(_figure(widths, "Probability of each width choice per epoch (width_probs of metrics.jsonl, or "
+                                 "of its TensorBoard scalars width/blockNN/W for a run written before that field).")
+                 if widths else _note("Width probabilities: neither in this run's metrics.jsonl nor in its "
+                                      "TensorBoard event files (tb/)."))
     if arch is None:
         return "".join(parts) + _note(f"No arch.json: run rnas derive {run.dir} for tutors and the derived net.")
     parts.append(_figure(figures.tutor_heatmap(arch, f"{run.name}: tutor probabilities", out / f"{base}-tutors.png"),

@@ -3,9 +3,11 @@ import base64
 import csv
 import json
 import re
+import shutil
 import sys
 from html.parser import HTMLParser
 
+import numpy as np
 import pytest
 from helpers import main_in_process, write_cifar10, write_space, write_teacher
 
@@ -241,3 +243,26 @@ def test_missing_matplotlib_bad_paths_and_foreign_out(study, tmp_path, monkeypat
     code, err = main_in_process("report", root / "study", "-o", tmp_path / "new")
     assert code == 2 and err.count("\n") == 1 and ".[report]" in err
     assert not (tmp_path / "new").exists()
+
+
+def test_width_probabilities_of_an_older_search_come_from_its_tensorboard_scalars(study, tmp_path):
+    """A search written before metrics.jsonl carried width_probs still gets its width figure: the numbers are
+    read back from tb/ and equal what metrics.jsonl now logs."""
+    from rnas.report import width_probs_from_tensorboard
+
+    root, _ = study
+    old = tmp_path / "search-old"
+    shutil.copytree(root / "study" / "search-t", old)
+    records = [json.loads(line) for line in (old / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and all(r["width_probs"] for r in records)
+    stripped = [{k: v for k, v in r.items() if k != "width_probs"} for r in records]
+    (old / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in stripped))
+    choices = json.loads((old / "arch.json").read_text())["width_choices"]
+    filled = width_probs_from_tensorboard(old / "tb", stripped, choices)
+    for got, want in zip(filled, records, strict=True):
+        assert [len(row) for row in got["width_probs"]] == [len(row) for row in want["width_probs"]]
+        assert np.allclose(np.concatenate(got["width_probs"]), np.concatenate(want["width_probs"]), atol=1.01e-4)
+    assert width_probs_from_tensorboard(tmp_path / "no-tb", stripped, choices) == stripped
+    code, err = main_in_process("report", old, "-o", tmp_path / "out")
+    assert code == 0, err
+    assert (tmp_path / "out" / "search-old-widths.png").read_bytes()[:4] == b"\x89PNG"

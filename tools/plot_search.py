@@ -4,7 +4,8 @@ choice per epoch) and one with the argmax and expected MACs, as a PNG.
     python tools/plot_search.py RUN [RUN ...] -o widths.png
 
 Reads each run's metrics.jsonl (`width_probs`, `argmax_macs`, `expected_macs`); for runs written before
-`width_probs` was logged, the per-block probabilities come from the TensorBoard scalars `width/blockNN/W`.
+`width_probs` was logged, the per-block probabilities come from the TensorBoard scalars `width/blockNN/W`
+(`rnas.report.width_probs_from_tensorboard`, as `rnas report` reads them).
 Needs matplotlib (not a dependency of rnas).
 """
 from __future__ import annotations
@@ -20,22 +21,17 @@ def read_run(run: Path) -> dict:
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     macs = [(r["epoch"], r["argmax_macs"], r["expected_macs"]) for r in records]
     probs: dict[int, dict[int, list[float]]] = {}
-    if all("width_probs" in r for r in records):
-        choices = json.loads((run / "arch.json").read_text())["width_choices"] if (run / "arch.json").exists() else None
-        searched = [c for c in choices if len(c) > 1] if choices else None
-        for r in records:
-            for b, row in enumerate(r["width_probs"]):
-                widths = searched[b] if searched else list(range(len(row)))
-                for w, p in zip(widths, row, strict=True):
-                    probs.setdefault(b, {}).setdefault(w, []).append(p)
-    else:
-        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    choices = json.loads((run / "arch.json").read_text())["width_choices"] if (run / "arch.json").exists() else None
+    if choices and not all("width_probs" in r for r in records):
+        from rnas.report import width_probs_from_tensorboard
 
-        events = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0}).Reload()
-        for tag in events.Tags()["scalars"]:
-            if tag.startswith("width/block"):
-                _, block, width = tag.split("/")
-                probs.setdefault(int(block[5:]), {})[int(width)] = [e.value for e in events.Scalars(tag)]
+        records = width_probs_from_tensorboard(run / "tb", records, choices)
+    searched = [c for c in choices if len(c) > 1] if choices else None
+    for r in records:
+        for b, row in enumerate(r.get("width_probs", [])):
+            widths = searched[b] if searched else list(range(len(row)))
+            for w, p in zip(widths, row, strict=True):
+                probs.setdefault(b, {}).setdefault(w, []).append(p)
     return {"macs": macs, "probs": probs}
 
 
