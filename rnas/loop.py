@@ -166,10 +166,11 @@ def train_epochs(job: Job, run: Path, metrics, on_step: list, on_epoch: list, sh
                 _save(job, run)
             if stop:
                 raise RunStopped(run, job.command, epoch + 1, job.step, stop)
+        lr = job.scheduler.get_last_lr()[0]  # the epoch's own learning rate, before the step to the next one's
         job.scheduler.step()
         seconds = time.perf_counter() - t0
         record = {"epoch": epoch, **{k: round(float(v) / counts[k], 6) for k, v in sums.items()},
-                  "lr": job.scheduler.get_last_lr()[0], **job.epoch_record(),
+                  "lr": lr, **job.epoch_record(),
                   "seconds": round(seconds, 3), "images_per_s": round(progress["seen"] / seconds, 1)}
         metrics.write(record)
         if hasattr(job, "log_tables") and metrics.tb is not None:

@@ -335,3 +335,15 @@ def test_trades_examples_ascend_the_kl_in_eval_mode_within_the_budget():
     assert all(m.training for m in model.modules())  # train mode restored
     assert all(torch.equal(v, buffers[k]) for k, v in model.named_buffers())  # BN statistics untouched
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_metrics_log_the_learning_rate_each_epoch_trained_at(env, searched, tmp_path):
+    """lr in metrics.jsonl is the rate the epoch used (milestone 2: epochs 1-2 at 0.1, epoch 3 at 0.01), not
+    the next epoch's, which it was when read after the scheduler's step."""
+    run = tmp_path / "retrain"
+    trainer = build_retrain(RetrainConfig(arch=str(searched.arch_path), data_dir=str(env / "data"), val_size=50,
+                                          limit=20, batch_size=10, epochs=3, out=str(run), workers=0, baseline="ce",
+                                          lr=0.1, milestones=[2], lr_decay=0.1))
+    run_job(trainer, run, resume=False)
+    lrs = [json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert lrs == pytest.approx([0.1, 0.1, 0.01])
