@@ -150,3 +150,17 @@ def test_attack_strength_is_monotone_on_a_trained_model():
     assert acc["clean"] > 0.9
     assert acc["clean"] >= acc["fgsm"] >= acc["pgd20"] >= acc["autoattack"]
     assert acc["clean"] > acc["fgsm"] and acc["fgsm"] > acc["autoattack"]  # the ordering is not vacuous
+
+
+def test_autoattack_runs_every_attack_on_a_four_class_model():
+    """At a budget nothing can cross, every image survives APGD-CE, so the targeted APGD and FAB run too: they
+    must aim at the 3 classes that exist (pyautoattack's default of 9 targets indexes past a 4-class output)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4)).eval()
+    x = torch.rand(3, 3, 8, 8)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # correctly classified, with margins far above what 1e-4 can move
+    x_adv = run_attack("autoattack", model, x, y, 1e-4)
+    assert (x_adv - x).abs().max() <= 1e-4 + 1e-7
+    with torch.no_grad():
+        assert torch.equal(model(x_adv).argmax(1), y)

@@ -87,10 +87,8 @@ def test_a_registered_dataset_runs_every_command_with_its_own_entry(stripes, tmp
     assert result["split_source"] == "official test split (stripes_test.npz found)"
     code, err = main_in_process("eval", ckpt, "--split", "val", "--attacks", "clean", "--json", out)
     assert code == 0 and json.loads(out.read_text())["n"] == 40  # the entry's validation size
-    # AutoAttack on 4 classes: its targeted attacks aim at the 3 other classes, not the standard 9
-    code, err = main_in_process("eval", ckpt, "--attacks", "autoattack", "--n", 4, "--eps", "32/255", "--json", out)
-    assert code == 0, err
-    assert [(r["attack"], r["n"]) for r in json.loads(out.read_text())["results"]] == [("autoattack", 4)]
+    # AutoAttack on a 4-class model: tests/test_attacks.py (here its cost would hang on whether the 2-epoch
+    # model happens to be robust on an image: Square's 5,000 queries run only for the images APGD leaves)
 
 
 def test_unknown_and_teacher_only_datasets_are_one_line_errors(stripes, tmp_path):
