@@ -34,8 +34,9 @@ def row(run: Path) -> str | None:
         return f"{results[key][0]:.1f} (n={results[key][1]})" if key in results else "–"
 
     share = last.get("attn_grad_share")
+    attn = "–" if "attn" not in last else f"{last['attn']:.4f}"
     return (f"| {label} | {len(records)}/{cfg['epochs']} | {last.get('ce', last['base']):.3f} | "
-            f"{last.get('attn', float('nan')):.4f} | {'–' if share is None else f'{share:.2f}'} | "
+            f"{attn} | {'–' if share is None else f'{share:.2f}'} | "
             f"{last['val_acc']:.2f} | {cell('clean')} | {cell('pgd20')} | {cell('autoattack')} |")
 
 
