@@ -1,7 +1,15 @@
 import dataclasses
+import os
 
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `pytest -n N` on N cores: one intra-op thread per worker and per process a test starts. N workers of
+    # torch's default (one thread per core) oversubscribe the cores, and the spin-waits of many small ops then
+    # slow a test tenfold or more (a full AutoAttack on a tiny model: 5 s alone, 99 s beside another worker).
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 from search_spaces import load_space, parse_space
 
