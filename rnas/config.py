@@ -276,7 +276,7 @@ def _resolved(settings: dict) -> dict:
         from .datasets import DATASETS
 
         if (info := DATASETS.get(settings["data"])) is not None:
-            return {**settings, "val_size": info.val_size}
+            return {**settings, "val_size": info.validation_size(None)}
     return settings
 
 

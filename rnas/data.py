@@ -441,7 +441,7 @@ def make_loaders(dataset: str, data_dir: str | None, batch_size: int, device, se
     info = dataset_info(dataset, trainable=True)
     train = info.read(data_dir, "train", download)
     if isinstance(train, ImageTensors):
-        train, val = split_train_val(train, info.val_size if val_size is None else val_size, limit)
+        train, val = split_train_val(train, info.validation_size(val_size), limit)
         _check_batch(batch_size, len(train))
         val_loader = InMemoryLoader(val, eval_batch_size, device, seed, augment=False, shuffle=False) \
             if len(val) else None

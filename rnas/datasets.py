@@ -48,6 +48,10 @@ class DatasetInfo:
     recipe: Recipe = Recipe()
     classes: Callable[[], list[str]] | None = None  # the class names in label order (e.g. WordNet ids)
 
+    def validation_size(self, requested: int | None) -> int:
+        """The validation images a run carves from train: ``requested`` (--val-size), or this dataset's default."""
+        return self.val_size if requested is None else requested
+
     def has_test(self, data_dir: str | Path | None) -> bool:
         """Is the official held-out split on disk under ``data_dir``?"""
         return self.test_path is not None and data_dir is not None and self.test_path(Path(data_dir)).exists()

@@ -322,7 +322,7 @@ def resolve_split(data: str, data_dir, split: str, val_size: int | None) -> tupl
         why = f"--split {split}"
     if split == "test":
         return "test", f"official test split ({why})"
-    size = info.val_size if val_size is None else val_size
+    size = info.validation_size(val_size)
     return "val", f"validation split: last {size} training images ({why})"
 
 
@@ -339,7 +339,7 @@ def eval_batches(data: str, data_dir, split: str, val_size: int | None, n: int |
                 yield xb.to(device), yb.to(device)
         return folder_batches, len(subset), info.input_size
     if split == "val":
-        _, images = split_train_val(images, info.val_size if val_size is None else val_size, None)
+        _, images = split_train_val(images, info.validation_size(val_size), None)
     n = len(images) if n is None else min(n, len(images))
     x, y = images.images[:n].to(device), images.labels[:n].to(device)
 
