@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import importlib
 import os
 
 import torch
@@ -182,6 +183,10 @@ def init_distributed(device: torch.device, timeout_minutes: float = 30.0) -> Dis
         if not torch.distributed.is_nccl_available():
             raise UserError("--device cuda under torchrun needs NCCL, which this PyTorch build lacks")
         torch.cuda.set_device(dist.local_rank)
+    # torch._dynamo, imported by the first optimizer, takes references to a default group that exists by then,
+    # so the group would outlive destroy_process_group and gloo's threads would be torn down at interpreter exit,
+    # where a rank can abort (SIGABRT) after its work is done; imported first, it holds none (~1 s, once)
+    importlib.import_module("torch._dynamo")
     torch.distributed.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes))
     return dist
 

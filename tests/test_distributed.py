@@ -45,6 +45,18 @@ def printed(*results: subprocess.CompletedProcess) -> str:
                      for r in results)
 
 
+GROUP_RELEASED = """
+import os, torch
+from rnas.distributed import init_distributed, shutdown
+init_distributed(torch.device("cpu"))
+torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], 0.1)  # the first optimizer imports torch._dynamo
+shutdown()
+names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+with open(f"threads-{os.environ['RANK']}.txt", "w") as f:  # one file per rank: their stdout interleaves
+    f.write(" ".join(sorted(n for n in names if "gloo" in n)))
+"""
+
+
 def search_args(out, *extra):
     return ["search", "--space", "tiny.yaml", "--teacher", "wrn-10-1", "--teacher-ckpt", "tiny", "--model-dir",
             "models", "--data-dir", "data", "--val-size", 50, "--batch-size", 20, "--limit", 60, "--epochs", 2,
@@ -198,3 +210,15 @@ def test_a_rank_that_cannot_read_its_input_stops_every_rank():
         p.join(60)
     expected = "rank 1: --data-dir /data: no such directory"
     assert results == {0: expected, 1: expected}
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="thread names are read from /proc")
+def test_shutdown_ends_the_process_group_and_its_threads(root):
+    """After shutdown() no gloo thread is left for interpreter exit to tear down (where a rank could abort
+    after its work was done): nothing, not even the optimizer's import of torch._dynamo, keeps the group."""
+    (root / "group.py").write_text(GROUP_RELEASED)
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(root / "group.py")], cwd=root, capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert result.returncode == 0, printed(result)
+    assert [(root / f"threads-{rank}.txt").read_text() for rank in (0, 1)] == ["", ""]  # no gloo thread on either
