@@ -11,6 +11,7 @@ from torch.nn import functional as F
 from supernets import gumbel_softmax
 
 from .device import full_precision
+from .tutors import weighted_distance
 
 
 class _ChannelEnergy(torch.autograd.Function):
@@ -119,8 +120,7 @@ class CrossLayerAttention(nn.Module):
         """``student_maps`` (B, n_s, D), ``teacher_maps`` (B, n_t, D): normalised attention maps;
         ``weights`` (B | 1, n_s, n_t): tutor weights to use instead of drawing them."""
         weights = self.tutor_weights(student_maps.shape[0]) if weights is None else weights
-        per_sample = (weights * self.pair_distances(student_maps, teacher_maps)).sum((1, 2))
-        return per_sample.mean() / (self.n_student * self.n_teacher)
+        return weighted_distance(weights, self.pair_distances(student_maps, teacher_maps))
 
 
 def paired_attention_loss(student_maps: torch.Tensor, tutor_maps: torch.Tensor, n_teacher: int) -> torch.Tensor:

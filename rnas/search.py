@@ -18,6 +18,7 @@ import torch
 from search_spaces import load_space, parse_space, spec_to_dict
 from supernets import Network
 
+from .attacks import parse_eps
 from .config import flag, parse_macs
 from .data import DataBundle, keyed_generator, make_loaders
 from .device import autocast, check_fits, compile_model, full_precision, place
@@ -47,6 +48,8 @@ from .rundir import resume_checkpoint, rng_state, seed_everything, set_rng_state
 from .sections import DataSection, OptimSection, RuntimeSection, TeacherSection, shared
 from .taps import Taps, conv_taps
 from .teachers import load_teacher
+from .tutor_robust import TUTOR_ATTACKS, lookahead_tutor_gradient
+from .tutors import TUTOR_OBJECTIVES, gradient_only, tutor_diversity, weighted_distance
 
 CHECKPOINT_FORMAT = "rnas-search-1"
 GAMMA_S = 1000.0  # README "CIFAR-10: the study of the defaults" (sweep in progress)
@@ -83,6 +86,16 @@ class SearchConfig(RuntimeSection, OptimSection, TeacherSection, DataSection):
     mac_target_exponent: float = flag(1.0, "pull towards --mac-target", range=">= 0")
     map_size: int = flag(8, "side of the common attention-map size", range=">= 1")
     shortcut_taps: bool = flag(True, "tap the teacher's 1x1 shortcut convs too")
+    tutor_objective: str = flag("paper", "what moves the tutor logits in the arch step: paper = Eq. 1 (each "
+                                "layer's nearest teacher map), standardised = distances z-scored over the student "
+                                "layers, robust = the adversarial loss after a look-ahead weight step",
+                                choices=tuple(TUTOR_OBJECTIVES))
+    tutor_attack: str = flag("fgsm", "robust objective: the attack on the arch slice", choices=TUTOR_ATTACKS)
+    tutor_attack_steps: int = flag(1, "robust objective: PGD steps of --tutor-attack pgd", range=">= 1")
+    tutor_eps: float = flag(8 / 255, "robust objective: l_inf budget of the attack (pixel units, e.g. 8/255)",
+                            parse=parse_eps, range="> 0")
+    lookahead_lr: float | None = flag(None, "robust objective: look-ahead step size (default: the weight lr)",
+                                      range="> 0")
 
 
 def _set_requires_grad(params, flag_: bool) -> None:
@@ -144,6 +157,7 @@ class Searcher:
         self.teacher_taps = Taps(t_layers, channel_energy)
         self.student_taps = Taps(s_layers, channel_energy)
         self.tutor = CrossLayerAttention(len(s_layers), len(t_layers), cfg.tutor_tau).to(self.device)
+        self.tutor_objective = TUTOR_OBJECTIVES[cfg.tutor_objective]
         compile_model(self.supernet, cfg.compile)  # after the taps: their hooks are traced with it
         self.arch_params = self.supernet.arch_parameters() + [self.tutor.tutor_logits]
         self.weight_params = self.supernet.weight_parameters()
@@ -190,39 +204,60 @@ class Searcher:
         of the whole batch, sliced by the weight and arch steps."""
         return teacher_targets(self.teacher, x, self.teacher_taps, self.cfg.map_size, self.autocast())
 
+    def draw(self, n_global: int, noise: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One Gumbel draw for a part of ``n_global`` samples, this rank's rows: (width weights, tutor weights)."""
+        widths = self.dist.rows(self.supernet.width_weights(n_global, noise))
+        return widths, self.dist.rows(self.tutor.tutor_weights(n_global, noise))
+
+    def student_forward(self, x: torch.Tensor, widths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Student logits p (float32) and attention maps (N, n_s, map_size²) of the sampled networks."""
+        with self.autocast():
+            p = full_precision(self.supernet(x, widths))
+        return p, attention_maps(self.student_taps.collect(), self.cfg.map_size)
+
     def objective(self, x: torch.Tensor, y: torch.Tensor, targets, n_global: int | None = None,
-                  noise: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                  noise: torch.Generator | None = None, part: str = "weight",
+                  draws: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Eq. (2) on one sub-batch: student with taps, tutor loss, against ``targets`` = (q, teacher
         maps) of these samples (a slice of ``teacher_targets``). n_f costs the very networks the forward
         sampled (its per-sample Gumbel weights). Under torchrun ``x`` is this rank's share of a part of
         ``n_global`` samples: the Gumbel weights are drawn (from ``noise``) for all of them and sliced, and
-        n_f is the mean over the whole part."""
+        n_f is the mean over the whole part. ``part="arch"``: the tutor logits' gradient is the one
+        ``--tutor-objective`` defines (the reported terms are Eq. 2's either way). ``draws``: (width
+        weights, tutor weights) to use instead of drawing them."""
         q, t_maps = targets
         cfg, dist = self.cfg, self.dist
         n_global = n_global or len(x)
-        weights = dist.rows(self.supernet.width_weights(n_global, noise))
-        with self.autocast():
-            p = full_precision(self.supernet(x, weights))
-        s_maps = attention_maps(self.student_taps.collect(), cfg.map_size)
-        attention = self.tutor(s_maps, t_maps, dist.rows(self.tutor.tutor_weights(n_global, noise)))
+        widths, tutor_weights = draws or self.draw(n_global, noise)
+        p, s_maps = self.student_forward(x, widths)
+        distances = self.tutor.pair_distances(s_maps, t_maps)
+        surrogate = None
+        if part == "arch":
+            attention, surrogate = self.tutor_objective.arch_attention(tutor_weights, distances)
+        else:
+            attention = weighted_distance(tutor_weights, distances)
         n_f = None
-        macs = self.supernet.expected_macs(weights)
+        macs = self.supernet.expected_macs(widths)
         if cfg.flop != "none":
             n_f = flop_factor(macs, self.max_macs, cfg.flop, cfg.mac_exponent, cfg.flop_alpha, cfg.flop_beta,
                               cfg.mac_target, cfg.mac_target_exponent)
             n_f = dist.differentiable_sum(n_f * (len(x) / n_global)) if dist.enabled else n_f
         terms = rnas_loss(p, q, y, attention, cfg.gamma_s, cfg.kl, cfg.kd_temperature, n_f)
+        if surrogate is not None:  # zero-valued: moves the tutor logits, changes no reported number
+            scale = cfg.gamma_s * (terms["n_f"].detach() if n_f is not None else 1.0)
+            terms["total"] = terms["total"] + scale * gradient_only(surrogate)
         terms["sampled_macs"] = macs.detach().mean()
         return terms
 
     def _step(self, x, y, targets, optimizer: torch.optim.Optimizer, params: list, frozen: list, n_global: int,
-              noise: torch.Generator | None, share_of: list | None = None) -> dict[str, torch.Tensor]:
+              noise: torch.Generator | None, share_of: list | None = None, part: str = "weight",
+              extra_grads: dict | None = None) -> dict[str, torch.Tensor]:
         """One optimizer step on Eq. (2) over ``params``; ``frozen`` parameters get no gradient (and cost
         no backward). With ``share_of`` (parameters) the attention term's gradient share over them is
         measured too. Under torchrun the gradients are averaged over the ranks before the step."""
         _set_requires_grad(frozen, False)
         try:
-            terms = self.objective(x, y, targets, n_global, noise)
+            terms = self.objective(x, y, targets, n_global, noise, part)
             optimizer.zero_grad(set_to_none=True)
             weight = self.dist.share_weight(n_global)
             share = backward_with_share(self.scaler.scale(terms["total"] * weight),
@@ -230,6 +265,8 @@ class Searcher:
                                         share_of or [])
             if share is not None:
                 terms["attn_grad_share"] = share
+            for param, grad in (extra_grads or {}).items():  # a gradient computed apart (robust tutors)
+                param.grad = self.scaler.scale(grad) if param.grad is None else param.grad + self.scaler.scale(grad)
             self.dist.average_gradients(params)
             self.scaler.step(optimizer)
             self.scaler.update()
@@ -243,12 +280,22 @@ class Searcher:
         return self._step(x, y, targets, self.weight_opt, self.weight_params, self.arch_params,
                           n_global or len(x), noise, self.weight_params if measure_share else None)
 
-    def arch_step(self, x, y, targets, n_global: int | None = None,
-                  noise: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Adam on the width and tutor logits; weights and BN running statistics frozen."""
+    def arch_step(self, x, y, targets, n_global: int | None = None, noise: torch.Generator | None = None,
+                  lookahead=None) -> dict[str, torch.Tensor]:
+        """Adam on the width and tutor logits; weights and BN running statistics frozen. With the robust
+        tutor objective ``lookahead`` is the weight slice (x, y, targets, n_global) and the generator of
+        the look-ahead's draws: the tutor logits then take ``lookahead_tutor_gradient``."""
+        n_global = n_global or len(x)
         with frozen_bn_statistics(self.supernet):
-            return self._step(x, y, targets, self.arch_opt, self.arch_params, self.weight_params,
-                              n_global or len(x), noise)
+            extra, measured = {}, {}
+            if self.tutor_objective.hypergradient:
+                weight_part, generator = lookahead
+                grad, measured = lookahead_tutor_gradient(self, weight_part, (x, y, targets, n_global), generator,
+                                                          self.cfg.lookahead_lr)
+                extra = {self.tutor.tutor_logits: grad}
+            terms = self._step(x, y, targets, self.arch_opt, self.arch_params, self.weight_params, n_global, noise,
+                               part="arch", extra_grads=extra)
+        return {**terms, **measured}
 
     # ---- the loop's job interface (rnas/loop.py) -------------------------------------------------
     command = "search"
@@ -271,7 +318,11 @@ class Searcher:
         noise = keyed_generator(self.device, self.cfg.seed, self.epoch, self.step, 1)  # Gumbel draws of this step
         q, t_maps = self.teacher_targets(x)
         w_terms = self.weight_step(x[:n], y[:n], (q[:n], t_maps[:n]), share_step(self), n_w, noise)
-        a_terms = self.arch_step(x[n:], y[n:], (q[n:], t_maps[n:]), n_a, noise)
+        lookahead = None
+        if self.tutor_objective.hypergradient:  # its own draws: the other streams stay as they are
+            lookahead = ((x[:n], y[:n], (q[:n], t_maps[:n]), n_w),
+                         keyed_generator(self.device, self.cfg.seed, self.epoch, self.step, 2))
+        a_terms = self.arch_step(x[n:], y[n:], (q[n:], t_maps[n:]), n_a, noise, lookahead)
         w_terms = dist.global_means(w_terms, n / n_w)  # each part's means over all ranks
         a_terms = dist.global_means(a_terms, (len(y) - n) / n_a)
         return {**{f"weight/{k}": v for k, v in w_terms.items()}, **{f"arch/{k}": v for k, v in a_terms.items()},
@@ -288,7 +339,8 @@ class Searcher:
                   "argmax_widths": widths,
                   "width_probs": [[round(p, 4) for p in row[:len(b.width_choices)]]
                                   for row, b in zip(probs.tolist(), self.supernet.searched_blocks, strict=True)],
-                  "val_acc": clean_accuracy(self.supernet, self.data.val, self.student_taps, self.dist)}
+                  "val_acc": clean_accuracy(self.supernet, self.data.val, self.student_taps, self.dist),
+                  **tutor_diversity(self.tutor.tutors(), self.tutor.tutor_probs().detach().cpu())}
         return record
 
     def log_tables(self, tb, epoch: int) -> None:
