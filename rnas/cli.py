@@ -113,7 +113,10 @@ def _cmd_derive(args) -> int:
     from .derivation import format_arch, write_archs
 
     targets = [parse_macs(t) for t in args.mac_target.split(",")] if args.mac_target else [None]
-    for path, arch in write_archs(args.run, targets, graph=args.graph):
+    if args.widths_from and args.mac_target:
+        raise UserError("--widths-from and --mac-target both choose the widths: give one")
+    for path, arch in write_archs(args.run, targets, graph=args.graph, tutor_derive=args.tutor_derive,
+                                  widths_from=args.widths_from):
         print(format_arch(arch))
         print(f"\nwrote {path}" + (f"\nwrote {path.with_suffix('.graphml')}" if args.graph else "") + "\n")
     return 0
@@ -283,6 +286,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "that fills each budget (greedy by width probabilities)")
     derive.add_argument("--graph", action="store_true",
                         help="also write each arch file's net and tutors as GraphML beside it (RUN/arch.graphml)")
+    derive.add_argument("--tutor-derive", choices=("argmax", "balanced", "monotone"), default="argmax",
+                        help="tutors from the searched tutor logits: argmax per student layer (the paper), "
+                             "balanced (each teacher layer used at most ceil(n_s/n_t) times, Hungarian) or "
+                             "monotone (tutor depth never decreases with student depth, dynamic programming); "
+                             "a derivation other than argmax adds its name to the file (arch-balanced.json)")
+    derive.add_argument("--widths-from", metavar="ARCH",
+                        help="take the widths of this arch.json of the same space (e.g. to compare tutor "
+                             "searches on one net); writes RUN/arch-widths.json")
     derive.set_defaults(func=_cmd_derive)
     _add_training(sub, "retrain", RetrainConfig, _cmd_retrain,
                   "train a derived architecture from scratch with Eq. 3 (or a baseline, TRADES, MBN)",

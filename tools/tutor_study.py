@@ -1,0 +1,117 @@
+"""The tutor study of the README: which tutor search and derivation teaches the student best, resumable.
+
+    python tools/tutor_study.py SHARED_DIR OUT_DIR [--defaults studies/results/cifar10-defaults] [--lanes 2]
+
+The net is the one of "CIFAR-10: the study of the defaults" (its arch.json in --defaults): every arm keeps
+its widths (equal MACs) and changes only the tutors. For each tutor objective an S3 search at the defaults
+(10 epochs on the first 20,000 images) with ``--tutor-objective``, derived with ``--widths-from`` that net;
+the paper objective's tutors are the defaults study's own search (its probabilities in arch.json). Each arm
+is retrained as that study's arms were (15 epochs on 45,000 images, gamma_t 1000) and evaluated on the
+first 1,000 validation images: clean, PGD-20 and AutoAttack (standard) at 8/255. The searched-tutor
+(paper, argmax) and fixed-mapping rows are the defaults study's own runs. Every step skips when its output
+is complete and resumes an interrupted run directory; runs go two at a time, one thread each.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cifar10_study import evaluate, run, train  # noqa: E402
+
+OBJECTIVES = ("standardised", "robust")
+# arm -> (tutor objective, derivation); the paper objective's search is the defaults study's
+ARMS = {"standardised": ("standardised", "argmax"), "robust": ("robust", "argmax"),
+        "paper-monotone": ("paper", "monotone"), "paper-balanced": ("paper", "balanced"),
+        "standardised-monotone": ("standardised", "monotone"), "robust-monotone": ("robust", "monotone")}
+REFERENCE = {"paper": "cl-gamma1000", "fixed": "fixed"}
+
+
+def search_seconds(run_dir: Path) -> float:
+    return sum(json.loads(line)["seconds"] for line in (run_dir / "metrics.jsonl").read_text().splitlines())
+
+
+def arch_from_probabilities(base: Path, how: str, out: Path) -> None:
+    """``base`` (an arch.json) with its tutors re-derived from its tutor probabilities by ``how``."""
+    import numpy as np
+
+    from rnas.tutors import derive_tutors, tutor_diversity
+
+    arch = json.loads(base.read_text())
+    probs = np.asarray(arch["tutor_probabilities"], dtype=np.float64)
+    arch["tutors"] = derive_tutors(np.log(np.clip(probs, 1e-12, None)), how)
+    arch.update(tutor_derive=how, tutor_objective="paper", tutor_diversity=tutor_diversity(arch["tutors"], probs))
+    out.write_text(json.dumps(arch, indent=1) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("shared", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--defaults", type=Path, default=Path(__file__).resolve().parents[1]
+                        / "studies/results/cifar10-defaults")
+    parser.add_argument("--lanes", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated arms, in the order to run them")
+    args = parser.parse_args()
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "study.log"
+    data = out / "data"
+    if not (data / "cifar-10-batches-py" / "data_batch_5").exists():
+        subprocess.run([sys.executable, str(args.shared / "data/cifar10-train/make_batches.py"), str(data)], check=True)
+    models = str((args.shared / "teachers").resolve())
+    robust = ["--teacher", "wrn-16-2", "--teacher-ckpt", "wrn-16-2-nfgsm", "--model-dir", models]
+    base_arch = (args.defaults / "search-s3" / "arch.json").resolve()
+    locks = {o: threading.Lock() for o in OBJECTIVES}
+
+    def arch_file(objective: str, how: str) -> Path:
+        if objective == "paper":
+            path = out / f"arch-paper-{how}.json"
+            if not path.exists():
+                arch_from_probabilities(base_arch, how, path)
+            return path
+        search = out / f"search-s3-{objective}"
+        with locks[objective]:  # one search per objective, whichever arm needs it first
+            train(["search", "--space", "s3", *robust, "--data-dir", str(data), "--limit", "20000",
+                   "--epochs", "10", "--tutor-objective", objective], search, 10, log)
+            path = search / ("arch-widths.json" if how == "argmax" else f"arch-widths-{how}.json")
+            if not path.exists():
+                run(["derive", str(search), "--widths-from", str(base_arch), "--tutor-derive", how], log)
+        return path
+
+    def arm(name: str) -> dict:
+        objective, how = ARMS[name]
+        arch = arch_file(objective, how)
+        run_dir = out / name
+        train(["retrain", str(arch), "--data-dir", str(data), "--epochs", str(args.epochs), "--gamma-t", "1000"],
+              run_dir, args.epochs, log)
+        row = {**evaluate(run_dir, "clean,pgd20", "eval", log), **evaluate(run_dir, "autoattack", "eval-aa", log)}
+        return {"objective": objective, "derive": how, **json.loads(arch.read_text())["tutor_diversity"], **row}
+
+    names = [n for n in args.arms.split(",") if n]
+    with ThreadPoolExecutor(args.lanes) as pool:
+        rows = dict(zip(names, pool.map(arm, names), strict=True))
+    for name, run_name in REFERENCE.items():
+        ref = args.defaults / run_name
+        rows[f"{name} (defaults study)"] = {
+            **{r["attack"]: r["accuracy"] for f in ("eval.json", "eval-aa.json")
+               for r in json.loads((ref / f).read_text())["results"]}}
+    rows["paper (defaults study)"]["objective"] = "paper"
+    for objective in ("paper", *OBJECTIVES):
+        search = args.defaults / "search-s3" if objective == "paper" else out / f"search-s3-{objective}"
+        if (search / "metrics.jsonl").exists():
+            for row in rows.values():
+                if row.get("objective") == objective:
+                    row["search_seconds"] = round(search_seconds(search), 1)
+    (out / "table.json").write_text(json.dumps({"rows": rows}, indent=1) + "\n")
+    print(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
