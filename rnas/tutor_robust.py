@@ -66,12 +66,12 @@ def weights_moved(params: list[torch.Tensor], direction: list[torch.Tensor], sca
 
 
 def lookahead_tutor_gradient(searcher, weight_part, arch_part, generator: torch.Generator | None = None,
-                             xi: float | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                             xi: float | None = None, fd_radius: float = 0.01) -> tuple[torch.Tensor, dict]:
     """The robust objective's gradient on ``searcher.tutor.tutor_logits`` (n_s, n_t) and its measurements
     (``adv_ce``: the adversarial loss at w'; ``adv_acc``: accuracy there, %). ``weight_part`` /
     ``arch_part`` are (x, y, (q, teacher maps), n_global) of the two slices; ``generator`` draws the
     look-ahead's Gumbel weights and the PGD start; ``xi`` is the look-ahead step (default: the weight
-    optimizer's current learning rate)."""
+    optimizer's current learning rate); ``fd_radius`` the norm of the central difference's weight move."""
     cfg, supernet = searcher.cfg, searcher.supernet
     params = [p for p in searcher.weight_params if p.requires_grad]
     xi = searcher.weight_opt.param_groups[0]["lr"] if xi is None else xi
@@ -96,7 +96,7 @@ def lookahead_tutor_gradient(searcher, weight_part, arch_part, generator: torch.
         v = torch.autograd.grad(adv_ce, params, allow_unused=True)
     v = [torch.zeros_like(p) if g is None else g for p, g in zip(params, v, strict=True)]
     norm = torch.sqrt(sum(g.double().square().sum() for g in v))
-    e = 0.01 / max(float(norm), 1e-12)
+    e = fd_radius / max(float(norm), 1e-12)
     distances = []
     with torch.no_grad():
         for sign in (1.0, -1.0):

@@ -119,7 +119,8 @@ class Network(nn.Module):
 
     def width_logit_matrix(self) -> torch.Tensor:
         """(B, Kmax) logits of the searched blocks, -inf where a block has fewer choices."""
-        fill = torch.full(self.choice_valid.shape, -math.inf, device=self.choice_valid.device)
+        dtype = self.searched_blocks[0].width_logits.dtype if self.searched_blocks else None
+        fill = torch.full(self.choice_valid.shape, -math.inf, device=self.choice_valid.device, dtype=dtype)
         if not self.searched_blocks:
             return fill
         return fill.masked_scatter(self.choice_valid, torch.cat(self.arch_parameters()))
