@@ -28,6 +28,10 @@ SEARCH_SCHEDULE_PANELS = [
     ("Gumbel temperatures", [("tau", "tau (widths)"), ("tutor_tau", "tutor_tau (tutors)")], 1, False),
     ("MACs (M)", [("expected_macs", "E[MACs]"), ("argmax_macs", "argmax net")], 1e-6, False),
     ("supernet val acc (%)", [("val_acc", "argmax net")], 1, False),
+    ("tutors: distinct teacher taps", [("tutors_distinct", "argmax tutors")], 1, False),
+    ("tutors: spread", [("tutors_largest_share", "largest share"), ("tutors_depth_rank_corr", "depth rank corr."),
+                        ("tutor_entropy", "entropy (nats)")], 1, False),
+    ("robust tutors: look-ahead attack", [("arch/adv_acc", "adv. acc at w' (%)")], 1, False),
 ]
 RETRAIN_PANELS = [
     ("task loss", [("base", "base (CE or TRADES)"), ("natural", "natural CE"), ("robust", "robust KL")], 1, False),

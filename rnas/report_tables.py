@@ -148,7 +148,9 @@ def search_summary(run: Run) -> dict:
                                        arch.get("tutor_probabilities", []), strict=False)]
         archs[name] = {"widths": arch.get("widths"), "width_choices": arch.get("width_choices"),
                        "params": arch.get("params"), "macs": arch.get("macs"), "mac_target": arch.get("mac_target"),
-                       "tutors": tutors}
+                       "tutors": tutors, "tutor_objective": arch.get("tutor_objective", "paper"),
+                       "tutor_derive": arch.get("tutor_derive", "argmax"),
+                       "tutor_diversity": arch.get("tutor_diversity")}
     return {"name": run.name, "dir": str(run.dir), "space": run.config.get("space"),
             "teacher": run.teacher,
             "epochs_done": len(run.records), "epochs": run.config.get("epochs"),

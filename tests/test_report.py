@@ -211,6 +211,10 @@ def test_run_dirs_given_directly(study, tmp_path):
     derived = summary["archs"]["arch.json"]
     assert (derived["widths"], derived["params"], derived["macs"]) == (arch["widths"], arch["params"], arch["macs"])
     assert [t["teacher"] for t in derived["tutors"]] == [arch["teacher_layers"][j] for j in arch["tutors"]]
+    assert (derived["tutor_objective"], derived["tutor_derive"]) == ("paper", "argmax")
+    assert derived["tutor_diversity"]["tutors_distinct"] == len(set(arch["tutors"]))
+    assert summary["final"]["tutors_distinct"] == json.loads(
+        (search / "metrics.jsonl").read_text().splitlines()[-1])["tutors_distinct"]
     page = _Page((out / "index.html").read_text())
     assert {"search-t-widths.png", "retrain-rnas-cl-curves.png", "eps_sweep.png"} <= set(page.links)
     for name in page.links:

@@ -3,6 +3,7 @@
     python tools/bench.py [--space S5] [--batch-size 128] [--threads 2] [--device cpu|cuda]
                           [--teachers wrn-16-2,wrt34] [--repeats 21] [--compile] [--amp] [--json]
     python tools/bench.py --ddp [--space S5] [--teachers wrn-16-2] [--repeats 3] [--ddp-steps 12]
+    python tools/bench.py --tutors [--space S3] [--teachers wrn-16-2] [--repeats 11] [--threads 1]
     python tools/bench.py --imagenet [--space i|im|is] [--teacher r18] [--batch-size 32] [--steps 3] [--threads 2]
                           [--device cpu|cuda] [--amp] [--json]
 
@@ -12,6 +13,10 @@ WordNet id, as load_teacher does for a robust ImageNet checkpoint), random input
 --steps steps after one warm-up (the teacher forward (d) and the standalone max-width step (a) timed in the same
 rounds), images/s, the full-epoch time this rate implies, and peak memory: the growth of the process's peak RSS
 over the first search step (CPU) or the allocator peak (CUDA), and the activation bytes saved for backward.
+
+--tutors: the full search step (f) of each tutor objective (rnas search --tutor-objective): paper,
+standardised, robust with FGSM and robust with PGD-3 on the arch slice, timed in interleaved rounds on the
+same batch; each one's cost as the median within-round ratio to the paper step.
 
 --ddp: the search's images/s on 2 gloo ranks with 1 thread each (torchrun) against 1 process with 2 threads,
 same global batch (communication overhead = 1 - ratio).
@@ -80,13 +85,13 @@ def paired_ratio(t: dict, num: str, dens: tuple[str, ...]) -> tuple[float, float
     return statistics.median(ratios), q1, q3
 
 
-def setup(space: str, teacher: str, batch: int, device: str, amp: bool, compile_: bool):
+def setup(space: str, teacher: str, batch: int, device: str, amp: bool, compile_: bool, **search_flags):
     from rnas.device import compile_model, place
     from rnas.search import SearchConfig, Searcher
     from supernets import Network
 
     cfg = SearchConfig(space=space, teacher=teacher, random_teacher=True, data="digits", batch_size=batch,
-                       device=device, amp="bf16" if amp else "none", compile=compile_, val_size=0)
+                       device=device, amp="bf16" if amp else "none", compile=compile_, val_size=0, **search_flags)
     searcher = Searcher.from_config(cfg)
     # time the ordinary step: the bench repeats one step index, and step 0 is one of the 1-in-log_every steps
     # that also measure the attention term's gradient share (one extra backward of that term)
@@ -239,6 +244,29 @@ def bench_teacher(args, teacher: str) -> dict:
         "data_over_consumption": data / consumption,
         "memory_ratio": memory["f"] / max(1, memory["a"]),
     }
+
+
+TUTOR_VARIANTS = {"paper": {}, "standardised": {"tutor_objective": "standardised"},
+                  "robust-fgsm": {"tutor_objective": "robust"},
+                  "robust-pgd3": {"tutor_objective": "robust", "tutor_attack": "pgd", "tutor_attack_steps": 3}}
+
+
+def bench_tutors(args, teacher: str) -> dict:
+    """The full search step of each tutor objective, and its ratio to the paper objective's step."""
+    fns, searchers = {}, []
+    for name, flags in TUTOR_VARIANTS.items():
+        torch.manual_seed(0)
+        searcher, _, x, y = setup(args.space, teacher, args.batch_size, args.device, args.amp, args.compile, **flags)
+        searchers.append(searcher)
+        fns[name] = lambda s=searcher, x=x, y=y: s.train_step(x, y)
+    t = timed_interleaved(fns, args.repeats, args.warmup, searchers[0].device)
+    for searcher in searchers:
+        searcher.close()
+    ratios = {name: paired_ratio(t, name, ("paper",)) for name in TUTOR_VARIANTS if name != "paper"}
+    return {"teacher": teacher, "space": args.space, "batch_size": args.batch_size, "device": args.device,
+            "threads": args.threads, "step_ms": {k: round(v["median"] * 1e3, 1) for k, v in t.items()},
+            "over_paper": {k: round(v[0], 3) for k, v in ratios.items()},
+            "quartiles": {k: [round(q, 3) for q in v[1:]] for k, v in ratios.items()}}
 
 
 RATIOS = (("supernet_over_standalone", "(b)/(a)", "<= 1.10"), ("search_over_limit", "(f)/((d)+(a))", "<= 1.15"),
@@ -502,6 +530,7 @@ def main():
     parser.error = fail  # every bad flag is one line
     parser.add_argument("--ddp", action="store_true", help="2-rank gloo search step vs 1 process with 2 threads")
     parser.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--tutors", action="store_true", help="the search step of each tutor objective vs paper's")
     parser.add_argument("--ddp-steps", type=positive, default=12, help="timed search steps per --ddp run")
     parser.add_argument("--imagenet", action="store_true",
                         help="the ImageNet-100 search step at 224x224 (I space, R-18 teacher by default)")
@@ -526,7 +555,7 @@ def main():
     imagenet = args.imagenet
     args.space = args.space or ("i" if imagenet else "S5")
     args.batch_size = args.batch_size or (32 if imagenet else 128)
-    args.teachers = args.teachers or ("r18" if imagenet else "wrn-16-2,wrt34")
+    args.teachers = args.teachers or ("r18" if imagenet else "wrn-16-2" if args.tutors else "wrn-16-2,wrt34")
     args.steps = args.steps or 3
     if args.ddp_worker:
         return ddp_worker(args)
@@ -538,6 +567,15 @@ def main():
               f"{len(result['rounds'])} rounds: " + ", ".join(f"{r['ratio']:.3f}" for r in result["rounds"]) + ")")
         return None
     torch.set_num_threads(args.threads)
+    if args.tutors:
+        for row in (bench_tutors(args, t) for t in args.teachers.split(",")):
+            print(json.dumps(row, indent=1) if args.json else
+                  f"search step, {row['space']}, teacher {row['teacher']}, batch {row['batch_size']}, "
+                  f"{row['threads']} thread(s): " + ", ".join(f"{k} {v:.0f} ms" for k, v in row["step_ms"].items())
+                  + "\nratio to paper (median [quartiles]): " + ", ".join(
+                      f"{k} {v:.3f} [{row['quartiles'][k][0]:.3f}-{row['quartiles'][k][1]:.3f}]"
+                      for k, v in row["over_paper"].items()))
+        return None
     if imagenet:
         check_imagenet_args(args)
         rows = [bench_imagenet(args, t) for t in args.teachers.split(",")]
