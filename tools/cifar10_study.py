@@ -45,8 +45,19 @@ def epochs_done(run_dir: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
+def wait_for_other_process(run_dir: Path) -> None:
+    """Block while another process holds the run's lock (e.g. a run left going by an earlier driver)."""
+    import fcntl
+
+    if (run_dir / ".lock").exists():
+        with open(run_dir / ".lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)  # granted when that process exits; closing releases it again
+
+
 def train(command: list[str], run_dir: Path, epochs: int, log: Path) -> None:
-    """Start, resume or skip one search/retrain run (checkpointed every 50 steps)."""
+    """Start, resume or skip one search/retrain run (checkpointed every 50 steps); a run another process is
+    still training is waited for first."""
+    wait_for_other_process(run_dir)
     if epochs_done(run_dir) >= epochs:
         return
     if (run_dir / "checkpoint.pt").exists():
