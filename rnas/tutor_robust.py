@@ -11,9 +11,11 @@ first-order term is zero and the whole signal is the look-ahead's: a tutor gains
 towards it lowers the adversarial loss. The mixed second derivative is DARTS's central difference
 (grad_alpha L_train(w + e v) - grad_alpha L_train(w - e v)) / 2e with v = grad_w' L_adv(w'),
 e = 0.01 / ||v||. Only Eq. (2)'s attention term depends on alpha, so each side costs one student forward
-and a backward through the tutor weights alone. x_adv is held fixed (Danskin's theorem: the gradient of
-the inner maximum is the gradient at the maximiser). Every forward here normalises with batch statistics
-and leaves BN's running statistics alone, as the arch step does.
+and a backward through the tutor weights alone. ``robust-standardised`` z-scores those distance changes
+per teacher column over the student rows (``rnas.tutors``) before the tutor weights' backward. x_adv is
+held fixed (Danskin's theorem: the gradient of the inner maximum is the gradient at the maximiser). Every
+forward here normalises with batch statistics and leaves BN's running statistics alone, as the arch step
+does.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import torch
 from torch.nn import functional as F
 
 from .attacks import project_linf
-from .tutors import weighted_distance
+from .tutors import standardise_columns, weighted_distance
 
 TUTOR_ATTACKS = ("fgsm", "pgd")
 
@@ -104,8 +106,12 @@ def lookahead_tutor_gradient(searcher, weight_part, arch_part, generator: torch.
                 _, s_maps = searcher.student_forward(x_w, widths_w)
                 distances.append(searcher.tutor.pair_distances(s_maps, targets_w[1]))
     n_f = terms["n_f"].detach() if "n_f" in terms else 1.0
-    # grad_alpha of gamma n_f L_attn(g(alpha), D+) - (... D-), through the Gumbel softmax only
-    mixed = cfg.gamma_s * n_f * (weighted_distance(tutor_w, distances[0]) - weighted_distance(tutor_w, distances[1]))
-    (grad,) = torch.autograd.grad(mixed, searcher.tutor.tutor_logits)
     measured = {"adv_ce": adv_ce.detach(), "adv_acc": (logits.argmax(1) == y_a).float().mean().detach() * 100}
+    change = distances[0] - distances[1]  # 2e x (how each distance moves up the adversarial loss), per sample
+    if searcher.tutor_objective.standardised:  # z-scored per teacher column over the student rows: unitless
+        (grad,) = torch.autograd.grad(cfg.gamma_s * n_f * weighted_distance(tutor_w, standardise_columns(change)),
+                                      searcher.tutor.tutor_logits)
+        return -xi * grad, measured
+    # grad_alpha of gamma n_f (L_attn(g(alpha), D+) - L_attn(g(alpha), D-)), through the Gumbel softmax only
+    (grad,) = torch.autograd.grad(cfg.gamma_s * n_f * weighted_distance(tutor_w, change), searcher.tutor.tutor_logits)
     return -xi / (2 * e) * grad, measured

@@ -13,6 +13,9 @@ is; the weight step and the width logits' gradients are the same for all of them
 - ``robust``: the tutor logits follow the student's adversarial loss on the arch slice after a look-ahead
   weight step (``rnas.tutor_robust``): a tutor is kept because training towards it makes the student harder
   to attack.
+- ``robust-standardised``: the same look-ahead signal (how much a step down the adversarial loss moves each
+  student map towards each teacher map), z-scored per teacher column over the student rows first, so a
+  teacher map that every layer moves towards when it grows robust cannot take every row.
 
 *Derivations* (``rnas derive --tutor-derive``) turn the searched scores (log tutor probabilities) into one
 teacher tap per student tap: ``argmax`` per row (the paper), ``balanced`` (each tap used at most
@@ -59,12 +62,13 @@ class TutorObjective:
     name: str
     description: str
     hypergradient: bool = False
+    standardised: bool = False
 
     def arch_attention(self, weights: torch.Tensor, distances: torch.Tensor):
         if self.name == "paper":
             return weighted_distance(weights, distances), None
         attention = weighted_distance(weights.detach(), distances)  # the width logits' gradient, unchanged
-        if self.name == "standardised":
+        if self.standardised and not self.hypergradient:
             return attention, weighted_distance(weights, standardise_columns(distances.detach()))
         return attention, None  # robust: the tutor logits get the look-ahead hypergradient instead
 
@@ -80,9 +84,13 @@ def register_tutor_objective(objective: TutorObjective) -> TutorObjective:
 register_tutor_objective(TutorObjective(
     "paper", "Eq. (1) as written: each student layer's nearest teacher map (collapses onto one tap)"))
 register_tutor_objective(TutorObjective(
-    "standardised", "arch step scores each teacher column's distances z-scored over the student layers"))
+    "standardised", "arch step scores each teacher column's distances z-scored over the student layers",
+    standardised=True))
 register_tutor_objective(TutorObjective(
     "robust", "tutor logits follow the adversarial loss after a look-ahead weight step", hypergradient=True))
+register_tutor_objective(TutorObjective(
+    "robust-standardised", "the robust look-ahead signal z-scored per teacher column over the student layers",
+    hypergradient=True, standardised=True))
 
 # ---- derivations ------------------------------------------------------------------------------------------
 

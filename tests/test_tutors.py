@@ -177,6 +177,35 @@ def test_robust_lookahead_gradient_matches_finite_differences_of_the_unrolled_lo
         assert float((grad * u).sum()) == pytest.approx(fd, rel=2e-3, abs=1e-9)
 
 
+def test_robust_standardised_is_the_robust_signal_z_scored_per_teacher_column(searcher64, monkeypatch):
+    """The same distance changes along the adversarial-loss gradient as ``robust``, z-scored over the rows."""
+    seen = {}
+    weighted = tutor_robust.weighted_distance
+
+    def spy(weights, distances):
+        seen["change"] = distances.detach().clone()
+        return weighted(weights, distances)
+
+    monkeypatch.setattr(tutor_robust, "weighted_distance", spy)
+    grads = {}
+    for objective in ("robust", "robust-standardised"):
+        s, x, y, targets = searcher64(tutor_objective=objective)
+        q, maps = targets
+        grads[objective], _ = tutor_robust.lookahead_tutor_gradient(
+            s, (x[:8], y[:8], (q[:8], maps[:8]), 8), (x[8:], y[8:], (q[8:], maps[8:]), 2), keyed_generator(x.device, 3),
+            0.05)
+        grads[objective + " change"] = seen["change"]
+    z = grads["robust-standardised change"]
+    torch.testing.assert_close(z, standardise_columns(grads["robust change"]), rtol=1e-6, atol=1e-8)
+    assert z.sum(1).abs().max() < 1e-9  # each sample's columns sum to zero over the student rows
+    draws = s.draw(8, keyed_generator(x.device, 3))  # the look-ahead's own draw
+    n_f = s.objective(x[:8], y[:8], (q[:8], maps[:8]), 8, draws=draws)["n_f"]
+    (expected,) = torch.autograd.grad(s.cfg.gamma_s * n_f.detach() * weighted(draws[1], z), s.tutor.tutor_logits)
+    torch.testing.assert_close(grads["robust-standardised"], -0.05 * expected, rtol=1e-10, atol=1e-14)
+    assert not torch.allclose(grads["robust-standardised"] / grads["robust-standardised"].norm(),
+                              grads["robust"] / grads["robust"].norm())
+
+
 def test_robust_examples_stay_in_the_eps_ball_and_the_image_range():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))

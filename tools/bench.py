@@ -248,7 +248,8 @@ def bench_teacher(args, teacher: str) -> dict:
 
 TUTOR_VARIANTS = {"paper": {}, "standardised": {"tutor_objective": "standardised"},
                   "robust-fgsm": {"tutor_objective": "robust"},
-                  "robust-pgd3": {"tutor_objective": "robust", "tutor_attack": "pgd", "tutor_attack_steps": 3}}
+                  "robust-pgd3": {"tutor_objective": "robust", "tutor_attack": "pgd", "tutor_attack_steps": 3},
+                  "robust-standardised": {"tutor_objective": "robust-standardised"}}
 
 
 def bench_tutors(args, teacher: str) -> dict:

@@ -24,11 +24,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cifar10_study import evaluate, run, train  # noqa: E402
 
-OBJECTIVES = ("standardised", "robust")
+OBJECTIVES = ("standardised", "robust", "robust-standardised")
 # arm -> (tutor objective, derivation); the paper objective's search is the defaults study's
 ARMS = {"standardised": ("standardised", "argmax"), "robust": ("robust", "argmax"),
         "paper-monotone": ("paper", "monotone"), "paper-balanced": ("paper", "balanced"),
-        "standardised-monotone": ("standardised", "monotone"), "robust-monotone": ("robust", "monotone")}
+        "standardised-monotone": ("standardised", "monotone"), "robust-monotone": ("robust", "monotone"),
+        "robust-standardised": ("robust-standardised", "argmax")}
 REFERENCE = {"paper": "cl-gamma1000", "fixed": "fixed"}
 
 
