@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from .errors import UserError
-from .report_tables import model_table, protocol, search_summary, write_models_csv
+from .report_tables import adversarial_training, model_table, protocol, search_summary, write_models_csv
 
 STUDY_FORMAT = "rnas-study-1"
 ARM_OF_BASELINE = {"cl": "rnas-cl", "ce": "ce", "kd": "kd", "fixed": "fixed"}  # a retrain run's --baseline
@@ -179,7 +179,8 @@ def _model_of_run(run: Run) -> Model:
         data = read_json(path)
         if is_eval(data):
             evals[path.name] = data
-    finetune = ("trades+mbn" if cfg.get("mbn") else "trades") if cfg.get("trades") else None
+    at = adversarial_training(cfg)
+    finetune = (f"{at}+mbn" if cfg.get("mbn") else at) if at != "none" else None
     arch_of = arch or {}
     return Model(run.name, ARM_OF_BASELINE.get(cfg.get("baseline"), cfg.get("baseline")), finetune,
                  arch_of.get("space"), arch_of.get("mac_target"), run.teacher,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from . import __version__
 from . import report_figures as figures
 from .graph import draw_arch_graph
-from .report_tables import TABLE_ATTACKS, sweeps
+from .report_tables import TABLE_ATTACKS, adversarial_training, sweeps
 
 if TYPE_CHECKING:
     from .report import Inputs, Run
@@ -158,7 +158,8 @@ def _search_section(run: Run, out: Path) -> str:
 
 def _retrain_section(run: Run, out: Path) -> str:
     cfg = run.config
-    head = _run_heading(run, f"baseline {escape(cfg.get('baseline'))}{', TRADES' if cfg.get('trades') else ''}"
+    at = adversarial_training(cfg)
+    head = _run_heading(run, f"baseline {escape(cfg.get('baseline'))}{'' if at == 'none' else ', AT ' + at}"
                              f"{' + MBN' if cfg.get('mbn') else ''}")
     path = figures.curves(run.records, figures.RETRAIN_PANELS, f"{run.name}: training curves",
                           out / f"retrain-{slug(run.name)}-curves.png")

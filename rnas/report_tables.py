@@ -138,6 +138,11 @@ def sweeps(models: list[Model]) -> list[dict]:
     return series
 
 
+def adversarial_training(cfg: dict) -> str:
+    """The --at of a retrain run's config (runs written before --at say trades: true/false)."""
+    return cfg.get("at") or ("trades" if cfg.get("trades") else "none")
+
+
 def search_summary(run: Run) -> dict:
     """searches.json entry: final metrics, argmax widths, and per arch file its widths, params, MACs, tutors."""
     last = run.records[-1] if run.records else {}

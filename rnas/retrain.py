@@ -1,5 +1,6 @@
-"""`rnas retrain RUN/arch.json`: train the derived network from scratch with Eq. (3) (or a baseline),
-optionally fine-tune it with TRADES (``--trades --init CKPT``) and Mixture BN (``--mbn``)."""
+"""`rnas retrain RUN/arch.json`: train the derived network with Eq. (3) (or a baseline), and adversarially
+(``--at trades|pgd|nfgsm``, from scratch or as a fine-tune of ``--init CKPT``), optionally with Mixture BN
+(``--mbn``). Distillation (``--baseline``) and adversarial training (``--at``) are independent axes."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,6 +26,13 @@ from .teachers import load_teacher
 from .trainer import CHECKPOINT_FORMAT, Objective, Trainer
 
 BASELINES = ("cl", "ce", "kd", "fixed")
+AT_MODES = ("none", "trades", "pgd", "nfgsm")
+AT_HELP = ("adversarial training of the student (examples made against it, in pixel space): none; trades = "
+           "clean CE + beta KL(clean || adv), the KL-to-teacher and attention terms on the clean forward; pgd / "
+           "nfgsm = CE on the adversarial examples, the KL and attention terms compare the student on them with the "
+           "teacher on the clean images (as ARD); with --mbn pgd / nfgsm also train on the clean images through "
+           "the clean BN (half of each CE). Needs --init CKPT (a fine-tune) or --from-scratch "
+           "(default: none, or trades with --trades)")
 GAMMA_T = 1000.0  # README "CIFAR-10: the study of the defaults" (sweep in progress)
 
 
@@ -39,11 +47,11 @@ class RetrainConfig(RuntimeSection, OptimSection, TeacherSection, DataSection):
     data: str | None = shared(DataSection, "data", None, "dataset (default: the search's)")
     out: str = shared(RuntimeSection, "out", "runs/retrain")
     epochs: int | None = shared(OptimSection, "epochs", None, "epochs (default: 100 CIFAR/digits, 200 ImageNet-100, "
-                                "20 with --trades)")
+                                "20 for an adversarial fine-tune of --init)")
     batch_size: int | None = shared(OptimSection, "batch_size", None, "global batch size (default: 128; 256 on "
                                     "ImageNet-100)")
-    lr: float | None = shared(OptimSection, "lr", None, "SGD lr (default: 0.1; 0.05 on ImageNet-100; 0.01 for TRADES "
-                              "fine-tuning)")
+    lr: float | None = shared(OptimSection, "lr", None, "SGD lr (default: 0.1; 0.05 on ImageNet-100; 0.01 for an "
+                              "adversarial fine-tune of --init)")
     weight_decay: float | None = shared(OptimSection, "weight_decay", None, "weight decay (default: 2e-4; 4e-5 on "
                                         "ImageNet-100)")
     milestones: list[int] | None = shared(OptimSection, "milestones", None, "lr x lr-decay at these epochs (default: "
@@ -56,14 +64,16 @@ class RetrainConfig(RuntimeSection, OptimSection, TeacherSection, DataSection):
     kl: str = flag("paper", "logit term: paper = KL(p, q); hinton = T^2 KL(q_T || p_T)", choices=("paper", "hinton"))
     kd_temperature: float = flag(4.0, "temperature of the hinton KL", range="> 0")
     map_size: int = flag(8, "side of the common attention-map size", range=">= 1")
-    trades: bool = flag(False, "TRADES objective instead of CE in Eq. 3 (fine-tunes --init CKPT, or --from-scratch)")
+    at: str | None = flag(None, AT_HELP, choices=AT_MODES)
+    trades: bool = flag(False, "the same as --at trades")
     init: str | None = flag(None, "start from this retrain checkpoint (weights only)")
-    from_scratch: bool = flag(False, "with --trades: train from random weights instead of fine-tuning --init")
+    from_scratch: bool = flag(False, "with --at: train from random weights instead of fine-tuning --init")
     beta: float = flag(6.0, "TRADES beta", range=">= 0")
-    eps: float = flag(8 / 255, "TRADES l_inf budget (pixel units, e.g. 8/255)", parse=parse_eps, range="> 0")
-    step: float = flag(2 / 255, "TRADES inner step size", parse=parse_eps, range="> 0")
-    steps: int = flag(10, "TRADES inner steps", range=">= 1")
-    mbn: bool = flag(False, "Mixture BN: separate clean/adversarial BN while training (needs --trades)")
+    eps: float = flag(8 / 255, "l_inf budget of --at (pixel units, e.g. 8/255)", parse=parse_eps, range="> 0")
+    step: float = flag(2 / 255, "TRADES / PGD inner step size", parse=parse_eps, range="> 0")
+    steps: int = flag(10, "TRADES / PGD inner steps", range=">= 1")
+    nfgsm_noise: float = flag(2.0, "N-FGSM: uniform noise radius in units of eps (de Jorge et al.: 2)", range=">= 0")
+    mbn: bool = flag(False, "Mixture BN: separate clean/adversarial BN while training (needs --at)")
 
 
 def fill_defaults(cfg: RetrainConfig, arch: dict) -> RetrainConfig:
@@ -72,15 +82,19 @@ def fill_defaults(cfg: RetrainConfig, arch: dict) -> RetrainConfig:
         return fallback if value is None else value
 
     teacher = arch.get("teacher", {})
+    if cfg.trades and cfg.at not in (None, "trades"):
+        raise UserError(f"--trades and --at {cfg.at}: --trades means --at trades; give one")
+    cfg.at = default(cfg.at, "trades" if cfg.trades else "none")
     cfg.data = default(cfg.data, arch.get("data", "cifar10"))
     if cfg.teacher is None:
         cfg.teacher = teacher.get("name", "wrt34")
         cfg.teacher_ckpt = default(cfg.teacher_ckpt, teacher.get("checkpoint"))
         cfg.model_dir = default(cfg.model_dir, teacher.get("model_dir"))
     recipe = dataset_info(cfg.data, trainable=True).recipe
-    cfg.epochs = default(cfg.epochs, 20 if cfg.trades else recipe.epochs)  # TRADES: a short fine-tune
+    finetune = cfg.at != "none" and cfg.init is not None  # a short adversarial fine-tune
+    cfg.epochs = default(cfg.epochs, 20 if finetune else recipe.epochs)
     cfg.batch_size = default(cfg.batch_size, recipe.batch_size)
-    cfg.lr = default(cfg.lr, 0.01 if cfg.trades else recipe.lr)
+    cfg.lr = default(cfg.lr, 0.01 if finetune else recipe.lr)
     cfg.weight_decay = default(cfg.weight_decay, recipe.weight_decay)
     cfg.cosine = default(cfg.cosine, recipe.cosine)
     if cfg.milestones is None:
@@ -125,12 +139,13 @@ def build_retrain(cfg: RetrainConfig, dist: Dist | None = None) -> Trainer:
     of ``rnas retrain``)."""
     arch, _ = read_arch(cfg.arch)
     fill_defaults(cfg, arch)
-    if cfg.mbn and not cfg.trades:
-        raise UserError("--mbn separates clean and adversarial BN statistics: it needs --trades")
-    if cfg.trades and not cfg.init and not cfg.from_scratch:
-        raise UserError("--trades fine-tunes a trained net: give --init CKPT (a retrain checkpoint), or --from-scratch")
-    if cfg.from_scratch and (not cfg.trades or cfg.init):
-        raise UserError("--from-scratch goes with --trades and without --init (it replaces the --init fine-tuning)")
+    if cfg.mbn and cfg.at == "none":
+        raise UserError("--mbn separates clean and adversarial BN statistics: it needs --at trades|pgd|nfgsm")
+    if cfg.at != "none" and not cfg.init and not cfg.from_scratch:
+        raise UserError(f"--at {cfg.at} fine-tunes a trained net: give --init CKPT (a retrain checkpoint), "
+                        "or --from-scratch")
+    if cfg.from_scratch and (cfg.at == "none" or cfg.init):
+        raise UserError("--from-scratch goes with --at and without --init (it replaces the --init fine-tuning)")
     device, dist = join_job(cfg.device, dist)
     seed_everything(cfg.seed)
     data = make_loaders(cfg.data, cfg.data_dir, cfg.batch_size, device, cfg.seed, cfg.val_size, cfg.limit,
@@ -161,7 +176,7 @@ def build_retrain(cfg: RetrainConfig, dist: Dist | None = None) -> Trainer:
                                      data.num_classes), device)
     size = arch["spec"]["input_size"]
     example = torch.zeros(1, 3, size, size, device=device)
-    objective = Objective(base="trades" if cfg.trades else "ce",
+    objective = Objective(base="ce" if cfg.at == "none" else cfg.at, nfgsm_noise=cfg.nfgsm_noise,
                           distill={"cl": "cl", "fixed": "cl", "kd": "kd", "ce": "none"}[cfg.baseline],
                           gamma=cfg.gamma_t, kl=cfg.kl, kd_temperature=cfg.kd_temperature, eps=cfg.eps,
                           step=cfg.step, steps=cfg.steps, beta=cfg.beta, map_size=cfg.map_size)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .adversarial import bn_route, nfgsm_examples, pgd_examples, trades_examples, trades_terms
+from .adversarial import MixtureBatchNorm2d, bn_route, nfgsm_examples, pgd_examples, trades_examples, trades_terms
 from .data import keyed_generator
 from .device import autocast, compile_model, full_precision
 from .distill import (
@@ -45,6 +45,7 @@ class Objective:
     steps: int = 10
     beta: float = 6.0
     map_size: int = 8
+    nfgsm_noise: float = 2.0
 
 
 class Trainer:
@@ -69,6 +70,7 @@ class Trainer:
             self.student_taps = Taps([(n, student[n]) for n in tutors["student_layers"]], channel_energy)
             self.teacher_taps = Taps([(tutors["teacher_layers"][j], teacher_modules[tutors["teacher_layers"][j]])
                                       for j in used], channel_energy)
+        self.mixture = any(isinstance(m, MixtureBatchNorm2d) for m in model.modules())
         compile_model(model, getattr(cfg, "compile", False))
         self.opt = make_optimizer(model.parameters(), cfg)
         self.scheduler = make_scheduler(self.opt, cfg)
@@ -122,9 +124,13 @@ class Trainer:
             return {**terms, "base": terms["trades"]}, logits
         if o.base in ("pgd", "nfgsm"):
             x_adv = (pgd_examples(self.model, x, y, o.eps, o.step, o.steps, self._noise()) if o.base == "pgd"
-                     else nfgsm_examples(self.model, x, y, o.eps, generator=self._noise()))
-            logits = self._forward(x_adv, "adv")
-            return {"base": F.cross_entropy(logits, y)}, logits
+                     else nfgsm_examples(self.model, x, y, o.eps, o.nfgsm_noise, self._noise()))
+            logits = self._forward(x_adv, "adv")  # the taps hold this forward's maps
+            adversarial = F.cross_entropy(logits, y)
+            if not self.mixture:
+                return {"base": adversarial}, logits
+            natural = F.cross_entropy(self._forward(x, "clean", tap=False), y)  # Mixture BN: clean images too
+            return {"natural": natural, "adversarial": adversarial, "base": (natural + adversarial) / 2}, logits
         logits = self._forward(x, "adv")
         return {"base": F.cross_entropy(logits, y)}, logits
 

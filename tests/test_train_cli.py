@@ -74,18 +74,18 @@ def test_trades_fine_tune_with_mixture_bn(searched, tmp_path):
     model = rnas.load_model(run / "checkpoint.pt")
     assert any(isinstance(m, MixtureBatchNorm2d) for m in model.modules())
     code, err = main_in_process(*retrain_args(searched, tmp_path / "x", "--mbn"))
-    assert code == 2 and "--mbn" in err and "needs --trades" in err
+    assert code == 2 and "--mbn" in err and "needs --at trades|pgd|nfgsm" in err
 
 
 def test_trades_needs_init_or_from_scratch(searched, tmp_path):
     run = tmp_path / "t"
     code, err = main_in_process(*retrain_args(searched, run, "--trades"))
-    assert code == 2 and err == ("rnas: error: --trades fine-tunes a trained net: give --init CKPT (a retrain "
+    assert code == 2 and err == ("rnas: error: --at trades fine-tunes a trained net: give --init CKPT (a retrain "
                                  "checkpoint), or --from-scratch\n")
     assert not run.exists()
     for extra in (["--from-scratch"], ["--trades", "--from-scratch", "--init", run / "x.pt"]):
         code, err = main_in_process(*retrain_args(searched, run, *extra))
-        assert code == 2 and err.count("\n") == 1 and "--from-scratch goes with --trades and without --init" in err
+        assert code == 2 and err.count("\n") == 1 and "--from-scratch goes with --at and without --init" in err
         assert not run.exists()
     code, err = main_in_process(*retrain_args(searched, run, "--trades", "--from-scratch", "--baseline", "ce",
                                               "--steps", 1, "--limit", 50))
