@@ -17,6 +17,7 @@ from supernets import Normalize, build_model
 from .adversarial import convert_to_mbn
 from .attacks import CW_STEPS, attack_eps, attack_steps, check_attack, parse_eps, run_attack, takes_channel_budget
 from .config import flag, validate
+from .cost import count_macs
 from .data import ImageTensors, keyed_generator, split_train_val
 from .datasets import TRAINABLE, dataset_info
 from .device import place
@@ -43,15 +44,6 @@ def load_model(path: str | Path) -> nn.Module:
     model.load_state_dict(ckpt["model"])
     model.rnas_checkpoint = {k: ckpt.get(k) for k in ("kind", "config", "arch")}
     return model.eval()
-
-
-def count_macs(model: nn.Module, size: int, device) -> int:
-    """Conv + linear MACs of one image (independent count: FlopCounterMode / 2)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(torch.zeros(1, 3, size, size, device=device))
-    return counter.get_total_flops() // 2
 
 
 def batch_generator(device, seed: int, index: int) -> torch.Generator:

@@ -20,6 +20,7 @@ from supernets import Network
 
 from .attacks import parse_eps
 from .config import flag, parse_macs
+from .cost import CostMeter, count_macs
 from .data import DataBundle, keyed_generator, make_loaders
 from .device import autocast, check_fits, compile_model, full_precision, place
 from .distill import (
@@ -156,6 +157,10 @@ class Searcher:
         self.teacher_layers, self.student_layers = [n for n, _ in t_layers], [n for n, _ in s_layers]
         self.teacher_taps = Taps(t_layers, channel_energy)
         self.student_taps = Taps(s_layers, channel_energy)
+        with self.student_taps.paused(), self.teacher_taps.paused():  # one image through each, to count MACs
+            self.meter = CostMeter(supernet, self.teacher, count_macs(supernet, spec.input_size, self.device),
+                                   count_macs(self.teacher, spec.input_size, self.device),
+                                   len(self.data.train) * self.data.train.batch_size)
         self.tutor = CrossLayerAttention(len(s_layers), len(t_layers), cfg.tutor_tau).to(self.device)
         self.tutor_objective = TUTOR_OBJECTIVES[cfg.tutor_objective]
         compile_model(self.supernet, cfg.compile)  # after the taps: their hooks are traced with it
@@ -339,8 +344,10 @@ class Searcher:
                   "argmax_widths": widths,
                   "width_probs": [[round(p, 4) for p in row[:len(b.width_choices)]]
                                   for row, b in zip(probs.tolist(), self.supernet.searched_blocks, strict=True)],
-                  "val_acc": clean_accuracy(self.supernet, self.data.val, self.student_taps, self.dist),
                   **tutor_diversity(self.tutor.tutors(), self.tutor.tutor_probs().detach().cpu())}
+        with self.meter.paused():
+            record["val_acc"] = clean_accuracy(self.supernet, self.data.val, self.student_taps, self.dist)
+        record.update(self.meter.record(self.dist))
         return record
 
     def log_tables(self, tb, epoch: int) -> None:
@@ -352,6 +359,7 @@ class Searcher:
         tb.add_image("tutor_probabilities", self.tutor.tutor_probs().detach().cpu()[None], epoch, dataformats="CHW")
 
     def close(self) -> None:
+        self.meter.remove()
         self.teacher_taps.remove()
         self.student_taps.remove()
 
@@ -364,7 +372,8 @@ class Searcher:
                 "rng": rng_state(), "config": dataclasses.asdict(self.cfg), "progress": self.progress,
                 "world_size": self.dist.world, "scaler": self.scaler.state_dict(),
                 "spec": spec_to_dict(self.supernet.spec), "num_classes": self.supernet.num_classes,
-                "student_layers": self.student_layers, "teacher_layers": self.teacher_layers}
+                "student_layers": self.student_layers, "teacher_layers": self.teacher_layers,
+                "cost": self.meter.state()}
 
     def load_state(self, ckpt: dict) -> None:
         self.supernet.load_state_dict(ckpt["supernet"])
@@ -376,6 +385,7 @@ class Searcher:
         self.supernet.tau, self.tutor.tau = ckpt["tau"], ckpt["tutor_tau"]
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
+        self.meter.load_state(ckpt.get("cost"))
         set_rng_state(ckpt["rng"])
         note_world_change(ckpt.get("world_size", 1), self.dist)
 

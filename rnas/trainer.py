@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .adversarial import MixtureBatchNorm2d, bn_route, nfgsm_examples, pgd_examples, trades_examples, trades_terms
+from .cost import CostMeter, count_macs
 from .data import keyed_generator
 from .device import autocast, compile_model, full_precision
 from .distill import (
@@ -71,6 +72,14 @@ class Trainer:
             self.teacher_taps = Taps([(tutors["teacher_layers"][j], teacher_modules[tutors["teacher_layers"][j]])
                                       for j in used], channel_energy)
         self.mixture = any(isinstance(m, MixtureBatchNorm2d) for m in model.modules())
+        size = data.input_size
+        with contextlib.ExitStack() as paused:  # one image through each model, to count MACs
+            for taps in (self.student_taps, self.teacher_taps):
+                if taps is not None:
+                    paused.enter_context(taps.paused())
+            self.meter = CostMeter(model, teacher, count_macs(model, size, device),
+                                   count_macs(teacher, size, device) if teacher is not None else 0,
+                                   len(data.train) * data.train.batch_size)
         compile_model(model, getattr(cfg, "compile", False))
         self.opt = make_optimizer(model.parameters(), cfg)
         self.scheduler = make_scheduler(self.opt, cfg)
@@ -167,14 +176,16 @@ class Trainer:
         return self.dist.global_means({k: v.detach() for k, v in terms.items()}, len(y) / n_global)
 
     def epoch_record(self) -> dict:
-        return {"val_acc": clean_accuracy(self.model, self.data.val, self.student_taps, self.dist)}
+        with self.meter.paused():
+            val_acc = clean_accuracy(self.model, self.data.val, self.student_taps, self.dist)
+        return {"val_acc": val_acc, **self.meter.record(self.dist)}
 
     def state(self) -> dict:
         return {"format": CHECKPOINT_FORMAT, "kind": self.command, "epoch": self.epoch, "step": self.step,
                 "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "rng": rng_state(), "progress": self.progress,
                 "world_size": self.dist.world, "scaler": self.scaler.state_dict(),
-                "config": dataclasses.asdict(self.cfg), **self.extra_state}
+                "config": dataclasses.asdict(self.cfg), "cost": self.meter.state(), **self.extra_state}
 
     def load_state(self, ckpt: dict) -> None:
         self.model.load_state_dict(ckpt["model"])
@@ -183,10 +194,12 @@ class Trainer:
         self.epoch, self.step, self.progress = ckpt["epoch"], ckpt["step"], ckpt.get("progress")
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
+        self.meter.load_state(ckpt.get("cost"))
         set_rng_state(ckpt["rng"])
         note_world_change(ckpt.get("world_size", 1), self.dist)
 
     def close(self) -> None:
+        self.meter.remove()
         for taps in (self.student_taps, self.teacher_taps):
             if taps is not None:
                 taps.remove()

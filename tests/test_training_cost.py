@@ -1,0 +1,175 @@
+"""Adversarial training of the student (`rnas retrain --at`) combined with distillation, and what training
+costs (rnas/cost.py): examples inside their budgets, the combined objective equal to its terms computed
+apart, measured pass counts equal to a hand count for a 2-step run of each mode, exact resume."""
+import json
+
+import pytest
+import torch
+from helpers import main_in_process, write_tiny_setup
+from torch.nn import functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from rnas.adversarial import nfgsm_examples, pgd_examples, trades_examples
+from rnas.cost import passes_per_image
+from rnas.distill import attention_maps, kl_divergence, paired_attention_loss, teacher_targets
+from rnas.loop import RunStopped
+from rnas.retrain import RetrainConfig, build_retrain
+from rnas.rundir import load_checkpoint, resume_checkpoint
+
+BATCH, IMAGES = 10, 20  # two steps an epoch
+
+
+@pytest.fixture(scope="module")
+def arch(tmp_path_factory):
+    root = write_tiny_setup(tmp_path_factory.mktemp("cost"))
+    code, err = main_in_process("search", "--space", root / "tiny.yaml", "--teacher", "wrn-10-1", "--teacher-ckpt",
+                                "tiny", "--model-dir", root / "models", "--data-dir", root / "data", "--val-size", 50,
+                                "--limit", IMAGES, "--batch-size", BATCH, "--epochs", 1, "--out", root / "search")
+    assert code == 0, err
+    assert main_in_process("derive", root / "search")[0] == 0
+    return root
+
+
+def config(root, **overrides) -> RetrainConfig:
+    values = dict(arch=str(root / "search" / "arch.json"), data_dir=str(root / "data"), val_size=50, limit=IMAGES,
+                  batch_size=BATCH, epochs=1, workers=0, log_every=0, steps=2)
+    values.update(overrides)
+    return RetrainConfig(**values)
+
+
+def last_record(run) -> dict:
+    return json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+# per image and step, written out by hand for --steps 2: (student forwards, student backwards)
+HAND = {"none": (1, 1), "trades": (1 + 2 + 2, 2 + 2), "pgd": (2 + 1, 2 + 1), "nfgsm": (1 + 1, 1 + 1),
+        "pgd+mbn": (2 + 1 + 1, 2 + 1 + 1), "nfgsm+mbn": (1 + 1 + 1, 1 + 1 + 1)}
+
+
+@pytest.mark.parametrize("mode", list(HAND))
+@pytest.mark.parametrize("baseline", ["cl", "ce"])
+def test_measured_passes_equal_a_hand_count(arch, tmp_path, mode, baseline):
+    at, _, mbn = mode.partition("+")
+    run = tmp_path / "run"
+    cfg = config(arch, at=at, baseline=baseline, mbn=bool(mbn), from_scratch=at != "none")
+    trainer = build_retrain(cfg)
+    model_macs = trainer.meter.student_macs
+    assert model_macs == json.loads((arch / "search" / "arch.json").read_text())["macs"]  # the derived net's own count
+    teacher_macs = trainer.meter.teacher_macs
+    if baseline == "cl":
+        with FlopCounterMode(display=False) as counter, torch.no_grad(), trainer.meter.paused():
+            size = json.loads((arch / "search" / "arch.json").read_text())["spec"]["input_size"]
+            trainer.teacher(torch.zeros(1, 3, size, size))
+        assert teacher_macs == counter.get_total_flops() // 2 > 0
+    trainer.fit(run)
+    record = last_record(run)
+    fwd, bwd = HAND[mode]
+    images = 2 * BATCH
+    assert record["cost/student_fwd_images"] == fwd * images
+    assert record["cost/student_bwd_images"] == bwd * images
+    assert record["cost/teacher_fwd_images"] == (images if baseline == "cl" else 0)
+    assert passes_per_image(at, 2, bool(mbn), baseline == "cl") == {
+        "student_fwd_images": fwd, "student_bwd_images": bwd, "teacher_fwd_images": int(baseline == "cl")}
+    teacher_images = record["cost/teacher_fwd_images"]
+    assert record["cost/train_macs"] == (fwd + 2 * bwd) * images * model_macs + teacher_images * teacher_macs
+    assert record["cost/ce_epochs"] == pytest.approx(record["cost/train_macs"] / (3 * model_macs * images), rel=1e-6)
+
+
+def test_search_passes_are_counted_and_totals_carry_over_epochs(arch, tmp_path):
+    run = tmp_path / "search"
+    code, err = main_in_process("search", "--space", arch / "tiny.yaml", "--teacher", "wrn-10-1", "--teacher-ckpt",
+                                "tiny", "--model-dir", arch / "models", "--data-dir", arch / "data", "--val-size", 50,
+                                "--limit", IMAGES, "--batch-size", BATCH, "--epochs", 2, "--out", run)
+    assert code == 0, err
+    first, second = (json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines())
+    # weight part (8 images) and arch part (2): one forward and one backward each; the teacher once per batch
+    for record in (first, second):
+        assert record["cost/student_fwd_images"] == record["cost/student_bwd_images"] == 2 * BATCH
+        assert record["cost/teacher_fwd_images"] == 2 * BATCH
+    assert second["cost/total_student_fwd_images"] == 4 * BATCH
+    assert second["cost/total_train_macs"] == first["cost/train_macs"] + second["cost/train_macs"]
+
+
+@pytest.mark.parametrize("at", ["pgd", "nfgsm"])
+def test_combined_objective_is_the_sum_of_its_terms(arch, at):
+    trainer = build_retrain(config(arch, at=at, baseline="cl", from_scratch=True, gamma_t=50.0))
+    x, y = next(iter(trainer.loader.epoch(0)))
+    model, o = trainer.model, trainer.obj
+    before = {k: v.clone() for k, v in model.state_dict().items()}  # the step's forwards move BN statistics
+    torch.manual_seed(3)
+    terms = trainer.objective(x, y)
+    model.load_state_dict(before)
+    torch.manual_seed(3)
+    x_adv = (pgd_examples(model, x, y, o.eps, o.step, o.steps) if at == "pgd"
+             else nfgsm_examples(model, x, y, o.eps, o.nfgsm_noise))
+    logits = model(x_adv)
+    s_maps = attention_maps(trainer.student_taps.collect(), o.map_size)  # the student on the adversarial images
+    q, t_maps = teacher_targets(trainer.teacher, x, trainer.teacher_taps, o.map_size)  # the teacher on the clean ones
+    ce = F.cross_entropy(logits, y)
+    kl = kl_divergence(logits, q, o.kl, o.kd_temperature)
+    attention = paired_attention_loss(s_maps, t_maps.index_select(1, trainer.tutor_index), trainer.n_teacher)
+    torch.testing.assert_close(terms["base"], ce, rtol=0, atol=1e-6)
+    torch.testing.assert_close(terms["kl"], kl, rtol=0, atol=1e-6)
+    torch.testing.assert_close(terms["attn"], attention, rtol=0, atol=1e-7)
+    torch.testing.assert_close(terms["total"], ce + kl + 50.0 * attention, rtol=0, atol=1e-5)
+    trainer.close()
+
+
+def test_trades_combined_with_distillation_keeps_its_terms_on_the_clean_forward(arch):
+    trainer = build_retrain(config(arch, at="trades", baseline="cl", from_scratch=True, beta=3.0))
+    x, y = next(iter(trainer.loader.epoch(0)))
+    model, o = trainer.model, trainer.obj
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(5)
+    terms = trainer.objective(x, y)
+    model.load_state_dict(before)
+    torch.manual_seed(5)
+    x_adv = trades_examples(model, x, o.eps, o.step, o.steps)
+    logits_adv = model(x_adv)
+    logits = model(x)
+    s_maps = attention_maps(trainer.student_taps.collect(), o.map_size)
+    q, t_maps = teacher_targets(trainer.teacher, x, trainer.teacher_taps, o.map_size)
+    natural = F.cross_entropy(logits, y)
+    robust = F.kl_div(logits_adv.log_softmax(1), logits.softmax(1), reduction="batchmean")
+    attention = paired_attention_loss(s_maps, t_maps.index_select(1, trainer.tutor_index), trainer.n_teacher)
+    kl = kl_divergence(logits, q, o.kl, o.kd_temperature)
+    torch.testing.assert_close(terms["total"], natural + 3.0 * robust + kl + o.gamma * attention, rtol=0, atol=1e-5)
+    trainer.close()
+
+
+@pytest.mark.parametrize("at", ["trades", "pgd", "nfgsm"])
+def test_each_modes_examples_stay_in_their_budget_and_the_image_range(arch, at):
+    trainer = build_retrain(config(arch, at=at, baseline="ce", from_scratch=True, steps=3))
+    x, y = next(iter(trainer.loader.epoch(0)))
+    eps = trainer.obj.eps
+    model = trainer.model
+    x_adv = {"trades": lambda: trades_examples(model, x, eps, trainer.obj.step, 3),
+             "pgd": lambda: pgd_examples(model, x, y, eps, trainer.obj.step, 3),
+             "nfgsm": lambda: nfgsm_examples(model, x, y, eps, trainer.obj.nfgsm_noise)}[at]()
+    # N-FGSM does not project back (de Jorge et al.): noise of radius 2 eps, then a step of eps
+    radius = (trainer.obj.nfgsm_noise + 1) * eps if at == "nfgsm" else eps
+    assert float((x_adv - x).abs().max()) <= radius + 1e-6
+    assert float((x_adv - x).abs().max()) > 0.5 * eps
+    assert float(x_adv.min()) >= 0 and float(x_adv.max()) <= 1
+    trainer.close()
+
+
+def test_resumed_combined_run_is_bit_identical(arch, tmp_path):
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    flags = dict(at="nfgsm", baseline="cl", from_scratch=True, epochs=2)
+    build_retrain(config(arch, **flags)).fit(whole)
+    trainer = build_retrain(config(arch, **flags))
+    with pytest.raises(RunStopped):
+        trainer.fit(split, should_stop=lambda: trainer.epoch == 1 and trainer.step == 1)
+    resumed = build_retrain(config(arch, **flags))
+    resumed.load_state(resume_checkpoint(split, True))
+    resumed.fit(split, resume=True)
+    a, b = load_checkpoint(whole / "checkpoint.pt"), load_checkpoint(split / "checkpoint.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert a["cost"] == b["cost"]
+
+    def strip(path):
+        return [{k: v for k, v in json.loads(line).items() if k not in ("seconds", "images_per_s")}
+                for line in path.read_text().splitlines()]
+    assert strip(whole / "metrics.jsonl") == strip(split / "metrics.jsonl")
