@@ -39,6 +39,7 @@ class Model:
     evals: dict[str, dict] = field(default_factory=dict)  # file label -> eval JSON
     missing: list[str] = field(default_factory=list)  # eval files listed by a study but not written yet
     arch: dict | None = None
+    cost: dict | None = None  # its training cost (``training_cost``)
 
     def params_macs(self) -> tuple[int | None, int | None]:
         """Params and MACs from its evals (pixel first), else from its arch.json."""
@@ -170,6 +171,19 @@ def _read_arch(path: Path | None) -> dict | None:
     return read_json(path) if path is not None and path.is_file() else None
 
 
+def training_cost(run_dir: Path | None) -> dict | None:
+    """What a run's training cost, from its metrics.jsonl: CE-epoch equivalents, MACs, student / teacher
+    images (its last epoch's totals) and wall-clock seconds (summed); None for runs written before the meter."""
+    records = read_metrics(run_dir / "metrics.jsonl") if run_dir is not None and (run_dir / "metrics.jsonl").is_file() \
+        else []
+    last = records[-1] if records else {}
+    if "cost/ce_epochs" not in last:
+        return None
+    return {"ce_epochs": last["cost/ce_epochs"], "train_macs": last["cost/total_train_macs"],
+            **{k.removeprefix("cost/total_"): last[k] for k in last if k.startswith("cost/total_") and "images" in k},
+            "seconds": round(sum(r.get("seconds", 0.0) for r in records), 1), "epochs": len(records)}
+
+
 def _model_of_run(run: Run) -> Model:
     """A retrain run given directly: its arm from --baseline, every eval JSON in the run dir."""
     cfg = run.config
@@ -257,6 +271,8 @@ def gather(paths: list[str | Path]) -> Inputs:
                 add_run(run, name, "retrain")
         else:
             add_run(path, path.resolve().name, kind, model=kind == "retrain")
+    for model in inputs.models:
+        model.cost = training_cost(model.run)
     return inputs
 
 

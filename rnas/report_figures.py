@@ -102,23 +102,25 @@ def _label_offsets(xs: list[float], ys: list[float], x_span: float, y_span: floa
     return offsets
 
 
-def pareto(models: list[dict], robust: str | None, path: Path) -> Path | None:
-    """MACs vs clean and vs ``robust`` accuracy: one numbered point per model (key on the right, colour by arm),
-    the Pareto front starred and joined. ``models``: [{"name", "arm", "macs", "clean", "robust"}]."""
+def pareto(models: list[dict], robust: str | None, path: Path, cost: str = "macs", x_label: str = "MACs (M)",
+           x_scale: float = 1e-6) -> Path | None:
+    """MACs (or another cost ``cost``, shown × ``x_scale`` as ``x_label``) vs clean and vs ``robust`` accuracy: one
+    numbered point per model (key on the right, colour by arm), the Pareto front (less cost, more accuracy)
+    starred and joined. ``models``: [{"name", "arm", "macs", "clean", "robust"}]."""
     panels = [("clean", "clean accuracy (%)")] + ([("robust", f"{robust} accuracy (%)")] if robust else [])
-    panels = [p for p in panels if any(m.get(p[0]) is not None and m.get("macs") for m in models)]
+    panels = [p for p in panels if any(m.get(p[0]) is not None and m.get(cost) for m in models)]
     if not panels:
         return None
-    shown = [m for m in models if m.get("macs") and any(m.get(k) is not None for k, _ in panels)]
+    shown = [m for m in models if m.get(cost) and any(m.get(k) is not None for k, _ in panels)]
     arms = sorted({str(m.get("arm")) for m in shown})
     colour = {a: plt.get_cmap("tab10")(i % 10) for i, a in enumerate(arms)}
     fig = plt.figure(figsize=(13, max(4.6, 1.2 + 0.16 * (len(shown) + len(arms)))))
     grid = fig.add_gridspec(1, 3, width_ratios=[1, 1, 0.5])
-    macs = [m["macs"] / 1e6 for m in shown]
-    log_x = max(macs) / min(macs) > 5
+    costs = [m[cost] * x_scale for m in shown]
+    log_x = max(costs) / min(costs) > 5
     for col, (key, label) in enumerate(panels):
         ax = fig.add_subplot(grid[0, col])
-        pts = [(n, m["macs"] / 1e6, m[key], m.get("arm")) for n, m in enumerate(shown, 1) if m.get(key) is not None]
+        pts = [(n, m[cost] * x_scale, m[key], m.get("arm")) for n, m in enumerate(shown, 1) if m.get(key) is not None]
         front = set(pareto_front([(x, y) for _, x, y, _ in pts]))
         for i, (_, x, y, arm) in enumerate(pts):
             ax.plot(x, y, "*" if i in front else "o", ms=15 if i in front else 7, color=colour[str(arm)],
@@ -137,9 +139,9 @@ def pareto(models: list[dict], robust: str | None, path: Path) -> Path | None:
             ax.annotate(str(number), (x, y), xytext=(8, dy), textcoords="offset points", fontsize=8, va="center",
                         arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5} if dy else None)
         ax.margins(x=0.15, y=0.1)
-        ax.set_xlabel("MACs (M)" + (", log scale" if log_x else ""))
+        ax.set_xlabel(x_label + (", log scale" if log_x else ""))
         ax.set_ylabel(label)
-        ax.set_title(f"MACs vs {label}")
+        ax.set_title(f"{x_label.split(' (')[0]} vs {label}")
         ax.legend(loc="lower right")
     key = fig.add_subplot(grid[0, 2])
     key.axis("off")

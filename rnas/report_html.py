@@ -1,6 +1,7 @@
-"""index.html of `rnas report`: six sections (models table, MACs vs accuracy, accuracy vs eps, search runs,
-retrain runs, study steps), every figure drawn by ``rnas/report_figures.py`` into the output directory and
-embedded as a data: URI. Importing it imports matplotlib (the optional extra ``.[report]``)."""
+"""index.html of `rnas report`: seven sections (models table, MACs vs accuracy, training cost vs accuracy,
+accuracy vs eps, search runs, retrain runs, study steps), every figure drawn by ``rnas/report_figures.py``
+into the output directory and embedded as a data: URI. Importing it imports matplotlib (the optional extra
+``.[report]``)."""
 from __future__ import annotations
 
 import base64
@@ -111,6 +112,21 @@ def _pareto_section(table: dict, out: Path) -> str:
                          f"eps {_eps_text(table['main_eps'])}; stars: the Pareto front (fewer MACs, higher accuracy).")
 
 
+def _cost_section(table: dict, out: Path) -> str:
+    robust = _robust_attack(table)
+    points = [{"name": m["name"], "arm": m["arm"], "ce_epochs": (m.get("cost") or {}).get("ce_epochs"),
+               "clean": m["accuracy"].get("clean", {}).get("accuracy"),
+               "robust": m["accuracy"].get(robust, {}).get("accuracy") if robust else None} for m in table["models"]]
+    robust_label = robust and TABLE_ATTACKS[robust]
+    path = figures.pareto(points, robust_label, out / "cost.png", cost="ce_epochs",
+                          x_label="training cost (CE-epoch equivalents)", x_scale=1.0)
+    if path is None:
+        return _note("No model has both a measured training cost (metrics.jsonl cost/…) and an accuracy yet.")
+    return _figure(path, f"Training cost vs clean and {robust_label} accuracy at eps {_eps_text(table['main_eps'])}: "
+                         "cost in epochs of plain CE training of each net (student forward and backward MACs, "
+                         "attack steps and teacher forwards included, as measured); stars: the Pareto front.")
+
+
 def _sweep_section(series: list[dict], out: Path) -> str:
     path = figures.eps_sweep(series, out / "eps_sweep.png")
     if path is None:
@@ -190,14 +206,15 @@ h2{border-bottom:2px solid #ddd;margin-top:1.6em}code{font-size:.9em}"""
 
 
 def render_page(inputs: Inputs, table: dict, out: Path, sources: list) -> str:
-    """index.html: the six sections in order, each figure drawn into ``out`` and embedded."""
+    """index.html: the seven sections in order, each figure drawn into ``out`` and embedded."""
     sections = [("1. Models", _models_section(table)), ("2. MACs vs accuracy", _pareto_section(table, out)),
-                ("3. Robust accuracy vs eps", _sweep_section(sweeps(inputs.models), out)),
-                ("4. Search runs", "".join(_search_section(r, out) for r in inputs.searches)
+                ("3. Training cost vs accuracy", _cost_section(table, out)),
+                ("4. Robust accuracy vs eps", _sweep_section(sweeps(inputs.models), out)),
+                ("5. Search runs", "".join(_search_section(r, out) for r in inputs.searches)
                  or _note("No search run among the inputs.")),
-                ("5. Retrain runs", "".join(_retrain_section(r, out) for r in inputs.retrains)
+                ("6. Retrain runs", "".join(_retrain_section(r, out) for r in inputs.retrains)
                  or _note("No retrain run with metrics among the inputs.")),
-                ("6. Study steps", "".join(_steps_section(p, s) for p, s in inputs.studies)
+                ("7. Study steps", "".join(_steps_section(p, s) for p, s in inputs.studies)
                  or _note("No study among the inputs."))]
     title = ", ".join(s.get("name", str(p)) for p, s in inputs.studies) or ", ".join(Path(s).name for s in sources)
     return (f'<!doctype html><html><head><meta charset="utf-8"><title>rnas report: {escape(title)}</title>'

@@ -89,7 +89,7 @@ def model_table(models: list[Model]) -> dict:
                                              "file": row["file"], **({"steps": row["steps"]} if "steps" in row else {})}
         entries.append({"name": model.name, "arm": model.arm, "finetune": model.finetune, "space": model.space,
                         "budget": model.budget, "teacher": model.teacher, "params": params, "macs": macs,
-                        "accuracy": accuracy, "missing_evals": model.missing})
+                        "accuracy": accuracy, "missing_evals": model.missing, "cost": model.cost})
     return {"main_eps": eps, "columns": [{"key": _column_key(c), "title": _column_title(c), "protocol": c[0],
                                           "attack": c[1]} for c in cols], "models": entries}
 

@@ -13,6 +13,7 @@ from supernets import build_model, read_arch
 from .adversarial import convert_to_mbn
 from .attacks import parse_eps
 from .config import flag
+from .cost import count_macs, passes_per_image
 from .data import make_loaders
 from .datasets import dataset_info
 from .device import place
@@ -74,6 +75,10 @@ class RetrainConfig(RuntimeSection, OptimSection, TeacherSection, DataSection):
     steps: int = flag(10, "TRADES / PGD inner steps", range=">= 1")
     nfgsm_noise: float = flag(2.0, "N-FGSM: uniform noise radius in units of eps (de Jorge et al.: 2)", range=">= 0")
     mbn: bool = flag(False, "Mixture BN: separate clean/adversarial BN while training (needs --at)")
+    budget: float | None = flag(None, "train for this compute instead of --epochs, in epochs of plain CE training of "
+                                "this net on this training set (student forward + backward MACs, plus the teacher's "
+                                "forwards and every attack step): the epochs are the budget over one epoch's cost "
+                                "(rounded, at least 1)", range="> 0")
 
 
 def fill_defaults(cfg: RetrainConfig, arch: dict) -> RetrainConfig:
@@ -92,14 +97,37 @@ def fill_defaults(cfg: RetrainConfig, arch: dict) -> RetrainConfig:
         cfg.model_dir = default(cfg.model_dir, teacher.get("model_dir"))
     recipe = dataset_info(cfg.data, trainable=True).recipe
     finetune = cfg.at != "none" and cfg.init is not None  # a short adversarial fine-tune
-    cfg.epochs = default(cfg.epochs, 20 if finetune else recipe.epochs)
+    if cfg.budget is None:
+        cfg.epochs = default(cfg.epochs, 20 if finetune else recipe.epochs)
     cfg.batch_size = default(cfg.batch_size, recipe.batch_size)
     cfg.lr = default(cfg.lr, 0.01 if finetune else recipe.lr)
     cfg.weight_decay = default(cfg.weight_decay, recipe.weight_decay)
     cfg.cosine = default(cfg.cosine, recipe.cosine)
-    if cfg.milestones is None:
+    if cfg.milestones is None and cfg.epochs is not None:
         cfg.milestones = [round(0.75 * cfg.epochs), round(0.9 * cfg.epochs)]
     return cfg
+
+
+def budget_epochs(cfg: RetrainConfig, student_macs: int, teacher_macs: int) -> int:
+    """The epochs ``--budget`` buys: budget x (3 x student MACs) / one epoch's MACs per image of this
+    --at / --baseline / --mbn (``rnas.cost.passes_per_image``), rounded, at least 1."""
+    per_image = passes_per_image(cfg.at, cfg.steps, cfg.mbn, cfg.baseline != "ce")
+    epoch = ((per_image["student_fwd_images"] + 2 * per_image["student_bwd_images"]) * student_macs
+             + per_image["teacher_fwd_images"] * teacher_macs)
+    return max(1, round(cfg.budget * 3 * student_macs / epoch))
+
+
+def resolve_budget(cfg: RetrainConfig, student_macs: int, teacher_macs: int) -> None:
+    """--budget -> --epochs (and its default milestones); a run resumed with both must agree."""
+    if cfg.budget is None:
+        return
+    epochs = budget_epochs(cfg, student_macs, teacher_macs)
+    if cfg.epochs is not None and cfg.epochs != epochs:
+        raise UserError(f"--epochs {cfg.epochs} and --budget {cfg.budget:g} ({epochs} epochs of this training): "
+                        "give one")
+    cfg.epochs = epochs
+    if cfg.milestones is None:
+        cfg.milestones = [round(0.75 * cfg.epochs), round(0.9 * cfg.epochs)]
 
 
 def _tutors(cfg: RetrainConfig, arch: dict, teacher, model, example) -> dict | None:
@@ -176,6 +204,8 @@ def build_retrain(cfg: RetrainConfig, dist: Dist | None = None) -> Trainer:
                                      data.num_classes), device)
     size = arch["spec"]["input_size"]
     example = torch.zeros(1, 3, size, size, device=device)
+    if cfg.budget is not None:
+        resolve_budget(cfg, count_macs(model, size, device), count_macs(teacher, size, device) if teacher else 0)
     objective = Objective(base="ce" if cfg.at == "none" else cfg.at, nfgsm_noise=cfg.nfgsm_noise,
                           distill={"cl": "cl", "fixed": "cl", "kd": "kd", "ce": "none"}[cfg.baseline],
                           gamma=cfg.gamma_t, kl=cfg.kl, kd_temperature=cfg.kd_temperature, eps=cfg.eps,

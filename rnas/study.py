@@ -9,7 +9,12 @@ one-line ``UserError`` naming the field, raised before anything runs.
 Arms (``rnas retrain`` of the derived net): rnas-cl (Eq. 3 with the searched tutors), ce (CE only),
 kd (CE + logit KD), fixed (uniform fixed tutor mapping), control-teacher (rnas-cl with the control
 teacher, e.g. a non-robust twin). Each may be fine-tuned with TRADES (``trades``) or TRADES + Mixture BN
-(``trades+mbn``), i.e. ``rnas retrain --trades --init <arm>/checkpoint.pt [--mbn]``.
+(``trades+mbn``), i.e. ``rnas retrain --trades --init <arm>/checkpoint.pt [--mbn]``. An arm may also train
+adversarially from scratch (``at: trades | pgd | nfgsm``, i.e. ``rnas retrain --at AT --from-scratch``) and
+for a compute budget instead of epochs (``budget: 15`` or ``[15, 30]``, in CE-epoch equivalents, i.e.
+``rnas retrain --budget``; it replaces ``retrain.epochs`` and ``retrain.milestones`` for that arm), so arms
+can be matched on cost: ``{arm: rnas-cl, at: nfgsm, budget: [15, 30]}`` runs ``<net>/rnas-cl-nfgsm-15ce``
+and ``<net>/rnas-cl-nfgsm-30ce``.
 """
 from __future__ import annotations
 
@@ -37,8 +42,9 @@ TOP_KEYS = ("name", "data", "teacher", "control_teacher", "searches", "search", 
             "eval", "jobs", "threads")
 EVAL_KEYS = ("attacks", "eps", "n", "batch_size", "seed", "normalized", "sweep")
 # keys a section may not set: the study decides them (where runs go, which net, which teacher / arm)
-OWNED = {"out", "arch", "baseline", "trades", "init", "mbn", "from_scratch", "space", "teacher", "teacher_ckpt",
-         "model_dir", "threat", "data", "data_dir", "val_size"}
+OWNED = {"out", "arch", "baseline", "trades", "at", "budget", "init", "mbn", "from_scratch", "space", "teacher",
+         "teacher_ckpt", "model_dir", "threat", "data", "data_dir", "val_size"}
+AT_MODES = ("none", "trades", "pgd", "nfgsm")
 DATA_KEYS = ("data", "data_dir", "val_size", "device", "workers")  # the `data` section: shared by every step
 
 
@@ -209,16 +215,22 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
         for budget in budgets:
             net = tag if budget is None else f"{tag}-{_budget_text(budget)}"
             arch = f"search-{tag}/" + ("arch.json" if budget is None else f"arch-{_budget_text(budget)}.json")
-            for arm, tunes in arms:
+            for arm, at, compute, tunes in arms:
                 arm_teacher = control if arm == "control-teacher" else teacher
-                run = f"{net}/{arm}"
-                rcfg = _build(RetrainConfig, {**common, **arm_teacher, **retrain_flags, **ARMS[arm],
-                                              "arch": str(out / arch), "out": str(out / run)},
-                              f"{where}: retrain ({arm})")
+                run = f"{net}/{_arm_name(arm, at, compute)}"
+                flags = {**retrain_flags, **ARMS[arm]}
+                if at != "none":
+                    flags.update(at=at, from_scratch=True)
+                if compute is not None:
+                    flags = {k: v for k, v in flags.items() if k not in ("epochs", "milestones")}
+                    flags["budget"] = compute
+                rcfg = _build(RetrainConfig, {**common, **arm_teacher, **flags, "arch": str(out / arch),
+                                              "out": str(out / run)},
+                              f"{where}: retrain ({_arm_name(arm, at, compute)})")
                 trained = add(Step(f"retrain/{run}", "retrain", run, rcfg), derive.name)
                 variants = [(None, trained)]
                 for tune in tunes:
-                    tuned = f"{net}/{arm}-{tune.replace('+', '-')}"
+                    tuned = f"{run}-{tune.replace('+', '-')}"
                     fcfg = _build(RetrainConfig, {**common, **arm_teacher, **retrain_flags, **finetune_flags,
                                                   **ARMS[arm], **FINETUNES[tune], "arch": str(out / arch),
                                                   "init": str(out / run / "checkpoint.pt"), "out": str(out / tuned)},
@@ -232,7 +244,8 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
                                                    json=str(out / file))
                         add(Step(f"eval/{model.path}/{protocol}", "eval", file, ecfg), model.name)
                         entry_evals[protocol] = file
-                    models.append({"name": model.path, "arm": arm, "finetune": tune, "space": tag.upper(),
+                    models.append({"name": model.path, "arm": arm, "finetune": tune, "at": at,
+                                   "compute_budget": compute, "space": tag.upper(),
                                    "budget": budget, "teacher": arm_teacher.get("teacher_ckpt") or
                                    arm_teacher.get("teacher"), "run": model.path, "search": search.path,
                                    "arch": arch, "evals": entry_evals})
@@ -274,17 +287,29 @@ def _check_teacher(values: dict | None, dataset: str, where: str) -> None:
         raise _fail(f"{where}.teacher_ckpt", str(err)) from None
 
 
-def _arms(value, where: str, have_control: bool) -> list[tuple[str, list[str]]]:
-    """[(arm, [fine-tune variants])] from entries ``rnas-cl`` or ``{arm: ce, finetune: [trades, trades+mbn]}``."""
+def _arm_name(arm: str, at: str, compute: float | None) -> str:
+    """rnas-cl, ce-pgd, rnas-cl-nfgsm-15ce: the arm's run directory under its net."""
+    return arm + ("" if at == "none" else f"-{at}") + ("" if compute is None else f"-{compute:g}ce")
+
+
+def _arms(value, where: str, have_control: bool) -> list[tuple[str, str, float | None, list[str]]]:
+    """[(arm, at, compute budget, [fine-tune variants])], one per budget, from entries ``rnas-cl`` or
+    ``{arm: ce, at: pgd, budget: [15, 30], finetune: [trades, trades+mbn]}``."""
     arms = []
     for i, entry in enumerate(_list(value, where)):
         here = f"{where}[{i}]"
+        at, budgets = "none", [None]
         if isinstance(entry, dict):
-            unknown = [k for k in entry if k not in ("arm", "finetune")]
+            unknown = [k for k in entry if k not in ("arm", "finetune", "at", "budget")]
             if unknown:
-                raise _fail(f"{here}.{unknown[0]}", "unknown key (arm, finetune)")
+                raise _fail(f"{here}.{unknown[0]}", "unknown key (arm, at, budget, finetune)")
             arm, tunes = entry.get("arm"), _list(entry.get("finetune") or [], f"{here}.finetune") \
                 if entry.get("finetune") else []
+            at = entry.get("at", "none")
+            if at not in AT_MODES:
+                raise _fail(f"{here}.at", f"{at!r}: one of {', '.join(AT_MODES)}")
+            if entry.get("budget") is not None:
+                budgets = [_compute(b, f"{here}.budget") for b in _list(entry["budget"], f"{here}.budget")]
         else:
             arm, tunes = entry, []
         if not isinstance(arm, str) or arm not in ARMS:
@@ -294,10 +319,19 @@ def _arms(value, where: str, have_control: bool) -> list[tuple[str, list[str]]]:
         for tune in tunes:
             if not isinstance(tune, str) or tune not in FINETUNES:
                 raise _fail(f"{here}.finetune", f"{tune!r}: one of {', '.join(FINETUNES)}")
-        if arm in (a for a, _ in arms):
-            raise _fail(here, f"{arm} is listed twice")
-        arms.append((arm, list(dict.fromkeys(tunes))))
+        for compute in dict.fromkeys(budgets):
+            if any(a[:3] == (arm, at, compute) for a in arms):
+                raise _fail(here, f"{_arm_name(arm, at, compute)} is listed twice")
+            arms.append((arm, at, compute, list(dict.fromkeys(tunes))))
     return arms
+
+
+def _compute(value, where: str) -> float:
+    """A compute budget in CE-epoch equivalents: a number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value != value \
+            or value == float("inf"):
+        raise _fail(where, f"{value!r}: a number of CE-epoch equivalents > 0")
+    return float(value)
 
 
 def _evals(value, where: str, shared: dict) -> dict[str, EvalConfig]:

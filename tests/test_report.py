@@ -127,8 +127,9 @@ def test_study_report_figures_are_pngs_linked_and_embedded(report):
     import matplotlib.pyplot as plt
 
     page = _Page((report / "index.html").read_text())
-    expected = {"pareto.png", "eps_sweep.png", "search-t-losses.png", "search-t-schedule.png", "search-t-widths.png",
-                "search-t-tutors.png", "search-t-arch.png", "retrain-t-rnas-cl-curves.png", "retrain-t-ce-curves.png"}
+    expected = {"pareto.png", "cost.png", "eps_sweep.png", "search-t-losses.png", "search-t-schedule.png",
+                "search-t-widths.png", "search-t-tutors.png", "search-t-arch.png", "retrain-t-rnas-cl-curves.png",
+                "retrain-t-ce-curves.png"}
     assert expected <= set(page.links) and len(page.links) == len(set(page.links)) == len(page.images)
     for name, src in zip(page.links, page.images, strict=True):
         data = (report / name).read_bytes()
@@ -178,6 +179,10 @@ def test_study_report_numbers_equal_the_eval_files(study, report):
     assert header[5:9] == ["clean", "FGSM n=10", "PGD-20", "MI-FGSM"]
     assert header[5 + 6:] == ["clean (norm.) n=10", "FGSM (norm.) n=10"]
     assert table["models"][1]["missing_evals"] == ["t/ce/eval-sweep.json"]
+    for m in table["models"][:2]:  # the training cost is the run's own, as its last metrics line measured it
+        last = json.loads((root / "study" / m["name"] / "metrics.jsonl").read_text().splitlines()[-1])
+        assert m["cost"]["ce_epochs"] == last["cost/ce_epochs"] > 0
+        assert m["cost"]["student_fwd_images"] == last["cost/total_student_fwd_images"]
     assert len(table["models"][2]["missing_evals"]) == 3
     page = (report / "index.html").read_text()
     assert "training diverged at epoch 1 step 3 (loss nan)" in page and 'class="state-failed"' in page
