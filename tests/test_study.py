@@ -65,6 +65,11 @@ BAD = [
     ({"searches": []}, "searches: expected a non-empty list"),
     ({"searches": [{"space": "s3", "budget": 5}]}, "searches[0].budget: unknown key"),
     ({"searches": [{"space": "s3", "budgets": ["6Q"]}]}, "searches[0].budgets: bad MAC count '6Q'"),
+    ({"arms": [{"arm": "ce", "at": "fgsm"}]}, "arms[0].at: 'fgsm': one of none, trades, pgd, nfgsm"),
+    ({"arms": [{"arm": "ce", "budget": [15, "lots"]}]}, "arms[0].budget: 'lots': a number of CE-epoch equivalents"),
+    ({"arms": [{"arm": "ce", "budget": 0}]}, "arms[0].budget: 0: a number of CE-epoch equivalents > 0"),
+    ({"arms": [{"arm": "ce", "at": "pgd"}, {"arm": "ce", "at": "pgd"}]}, "arms[1]: ce-pgd is listed twice"),
+    ({"retrain": {"at": "pgd"}}, "retrain.at: unknown key (set by the study itself)"),
 ]
 
 
@@ -111,6 +116,25 @@ def test_plan_is_a_graph_in_file_order(root, tmp_path, capsys):
         ("eval", "tiny/rnas-cl-trades/eval-pixel.json"), ("eval", "tiny/rnas-cl-trades/eval-sweep.json"),
         ("retrain", "tiny/ce"), ("eval", "tiny/ce/eval-pixel.json"), ("eval", "tiny/ce/eval-sweep.json")]
     assert all(line[-2:] == ["to", "run"] for line in listed)
+
+
+def test_arms_adversarially_trained_for_a_compute_budget(root, tmp_path, capsys):
+    from rnas.study import plan_study
+
+    arms = ["rnas-cl", {"arm": "rnas-cl", "at": "nfgsm", "budget": [2, 4]}, {"arm": "ce", "at": "pgd", "budget": 3}]
+    study = write_study(tmp_path / "s.yaml", study_dict(root, arms=arms))
+    plan = plan_study(study, tmp_path / "out")
+    retrains = {s.path: s.config for s in plan.steps() if s.kind == "retrain"}
+    assert list(retrains) == ["tiny/rnas-cl", "tiny/rnas-cl-nfgsm-2ce", "tiny/rnas-cl-nfgsm-4ce", "tiny/ce-pgd-3ce"]
+    assert (retrains["tiny/rnas-cl"].at, retrains["tiny/rnas-cl"].budget, retrains["tiny/rnas-cl"].epochs) == (
+        None, None, 1)
+    for path, (at, budget, baseline) in {"tiny/rnas-cl-nfgsm-2ce": ("nfgsm", 2, "cl"),
+                                         "tiny/rnas-cl-nfgsm-4ce": ("nfgsm", 4, "cl"),
+                                         "tiny/ce-pgd-3ce": ("pgd", 3, "ce")}.items():
+        cfg = retrains[path]
+        assert (cfg.at, cfg.budget, cfg.baseline, cfg.from_scratch, cfg.epochs) == (at, budget, baseline, True, None)
+    models = {m["name"]: m for m in plan.models}
+    assert (models["tiny/ce-pgd-3ce"]["at"], models["tiny/ce-pgd-3ce"]["compute_budget"]) == ("pgd", 3.0)
 
 
 def _start(study, out):

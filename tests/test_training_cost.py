@@ -173,3 +173,26 @@ def test_resumed_combined_run_is_bit_identical(arch, tmp_path):
         return [{k: v for k, v in json.loads(line).items() if k not in ("seconds", "images_per_s")}
                 for line in path.read_text().splitlines()]
     assert strip(whole / "metrics.jsonl") == strip(split / "metrics.jsonl")
+
+
+@pytest.mark.parametrize(("at", "baseline", "budget"), [("nfgsm", "ce", 4.0), ("none", "cl", 3.0), ("pgd", "cl", 8.0)])
+def test_a_compute_budget_buys_the_epochs_its_cost_allows(arch, tmp_path, at, baseline, budget):
+    trainer = build_retrain(config(arch, at=at, baseline=baseline, from_scratch=at != "none", epochs=None,
+                                   budget=budget))
+    per_image = passes_per_image(at, 2, False, baseline == "cl")
+    meter = trainer.meter
+    epoch_cost = ((per_image["student_fwd_images"] + 2 * per_image["student_bwd_images"]) * meter.student_macs
+                  + per_image["teacher_fwd_images"] * meter.teacher_macs) / (3 * meter.student_macs)
+    assert trainer.cfg.epochs == max(1, round(budget / epoch_cost))
+    assert trainer.cfg.milestones == [round(0.75 * trainer.cfg.epochs), round(0.9 * trainer.cfg.epochs)]
+    trainer.fit(tmp_path / "run")
+    # what it measured is the budget up to the rounding of the epochs
+    assert last_record(tmp_path / "run")["cost/ce_epochs"] == pytest.approx(trainer.cfg.epochs * epoch_cost, abs=1e-6)
+
+
+def test_epochs_and_a_budget_that_disagree_are_one_line(arch, tmp_path):
+    code, err = main_in_process("retrain", arch / "search" / "arch.json", "--data-dir", arch / "data", "--val-size", 50,
+                                "--limit", IMAGES, "--batch-size", BATCH, "--budget", 3, "--epochs", 7, "--baseline",
+                                "ce", "--out", tmp_path / "run")
+    assert code == 2 and "--epochs 7 and --budget 3 (3 epochs of this training): give one" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
