@@ -1,6 +1,7 @@
 """The tutor study of the README: which tutor search and derivation teaches the student best, resumable.
 
     python tools/tutor_study.py SHARED_DIR OUT_DIR [--defaults studies/results/cifar10-defaults] [--lanes 2]
+    python tools/tutor_study.py --table OUT_DIR [--defaults ...]      # the README table, as far as it has got
 
 The net is the one of "CIFAR-10: the study of the defaults" (its arch.json in --defaults): every arm keeps
 its widths (equal MACs) and changes only the tutors. For each tutor objective an S3 search at the defaults
@@ -50,7 +51,61 @@ def arch_from_probabilities(base: Path, how: str, out: Path) -> None:
     out.write_text(json.dumps(arch, indent=1) + "\n")
 
 
+def accuracies(run_dir: Path) -> dict:
+    out = {}
+    for name in ("eval.json", "eval-aa.json"):
+        if (run_dir / name).exists():
+            out.update({r["attack"]: r["accuracy"] for r in json.loads((run_dir / name).read_text())["results"]})
+    return out
+
+
+def print_table(out: Path, defaults: Path) -> None:
+    """The README's table from whatever runs and evaluations exist ('–' for what does not yet)."""
+    def cell(value, fmt="{:.1f}"):
+        return "–" if value is None else fmt.format(value)
+
+    rows = [("paper (Eq. 1), argmax", defaults / "search-s3" / "arch.json", defaults / "cl-gamma1000",
+             defaults / "search-s3"),
+            ("fixed depth-proportional mapping", None, defaults / "fixed", None)]
+    for arm, (objective, how) in ARMS.items():
+        search = defaults / "search-s3" if objective == "paper" else out / f"search-s3-{objective}"
+        arch = (out / f"arch-paper-{how}.json" if objective == "paper" else
+                search / ("arch-widths.json" if how == "argmax" else f"arch-widths-{how}.json"))
+        rows.append((f"{objective}, {how}", arch, out / arm, search))
+    print("| tutors | distinct taps | largest share | depth rank corr. | clean (%) | PGD-20 (%) | AutoAttack (%) "
+          "| search (s) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, arch, run_dir, search in rows:
+        if arch is not None and arch.exists():
+            d = json.loads(arch.read_text())
+            if "tutor_diversity" not in d:
+                from rnas.tutors import tutor_diversity
+                d["tutor_diversity"] = tutor_diversity(d["tutors"])
+            div = d["tutor_diversity"]
+            spread = (f"{div['tutors_distinct']}", f"{div['tutors_largest_share'] * 19:.0f}/19",
+                      f"{div['tutors_depth_rank_corr']:.2f}")
+        elif arch is None:
+            from rnas.distill import uniform_mapping
+            from rnas.tutors import tutor_diversity
+            div = tutor_diversity(uniform_mapping(19, 16))
+            spread = (f"{div['tutors_distinct']}", f"{div['tutors_largest_share'] * 19:.0f}/19",
+                      f"{div['tutors_depth_rank_corr']:.2f}")
+        else:
+            spread = ("–", "–", "–")
+        acc = accuracies(run_dir)
+        seconds = search_seconds(search) if search is not None and (search / "metrics.jsonl").exists() else None
+        print(f"| {label} | {' | '.join(spread)} | {cell(acc.get('clean'))} | {cell(acc.get('pgd20'))} | "
+              f"{cell(acc.get('autoattack'))} | {cell(seconds, '{:.0f}')} |")
+
+
 def main() -> None:
+    if "--table" in sys.argv:
+        table = argparse.ArgumentParser()
+        table.add_argument("--table", type=Path, required=True)
+        table.add_argument("--defaults", type=Path, default=Path(__file__).resolve().parents[1]
+                           / "studies/results/cifar10-defaults")
+        targs = table.parse_args()
+        return print_table(targs.table, targs.defaults)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("shared", type=Path)
     parser.add_argument("out", type=Path)
