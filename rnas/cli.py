@@ -202,6 +202,28 @@ def _cmd_study(args) -> int:
     return code
 
 
+def _cmd_scale(args) -> int:
+    import json
+
+    from .config import parse_macs
+    from .scaling import format_scale_report, scale_report
+
+    try:
+        target = parse_macs(args.flops)
+    except UserError as err:
+        raise UserError(f"--flops: {err}") from None
+    if target < 1e6:
+        raise UserError(f"--flops {args.flops}: a budget in MACs, e.g. 5G (the smallest WRN-A costs ~0.1G)")
+    report = scale_report(target)
+    print(json.dumps(report, indent=1) if args.json else format_scale_report(report))
+    if args.output:
+        from .rundir import atomic_write_json
+
+        atomic_write_json(Path(args.output), report)
+        print(f"wrote {args.output}")
+    return 0
+
+
 def _cmd_teachers(args) -> int:
     from .teachers import format_teacher_table, teacher_table
 
@@ -315,6 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
                                "(same checkpoint and flags), without redoing its finished batches")
     evaluate.set_defaults(func=_cmd_eval)
 
+    scale = sub.add_parser("scale", help="RobustScaling: the depths and widths of a WRN-A network for a MAC budget")
+    scale.add_argument("--flops", required=True, metavar="MACS",
+                       help="the budget in multiply-accumulates, e.g. 5G, 10G (the paper's A1-A4: 5G/10G/20G/40G)")
+    scale.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    scale.add_argument("-o", "--output", metavar="FILE", help="also write the JSON to FILE")
+    scale.set_defaults(func=_cmd_scale)
     teachers = sub.add_parser("teachers", help="list the teacher zoo (name, input size, classes, mean/std)")
     teachers.add_argument("--json", action="store_true", help="print JSON (a list of objects) instead of a table")
     teachers.set_defaults(func=_cmd_teachers)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from helpers import main_in_process
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from rnas.attacks import (
     ATTACKS,
@@ -167,7 +168,7 @@ def test_teachers_json_matches_the_registry(capsys):
     listed = teachers_json(capsys)
     assert sorted((t["name"], t["input_size"]) for t in listed) == sorted((t.name, t.input_size) for t in TEACHERS)
     assert {k for t in listed for k in t} == {"name", "description", "input_size", "num_classes", "mean", "std",
-                                              "any_size", "example"}
+                                              "any_size", "example", "params", "macs"}
     by_key = {(t["name"], t["input_size"]): t for t in listed}
     assert by_key["wrt34", 32]["mean"] == [0.4914, 0.4822, 0.4465] and by_key["wrt34", 32]["num_classes"] == 10
     assert by_key["wrn-<depth>-<widen>", 32]["mean"] is None and by_key["r18", 224]["num_classes"] == 1000
@@ -178,9 +179,13 @@ def test_teachers_json_matches_the_registry(capsys):
 
 def test_teachers_json_shows_a_registered_teacher(tiny_teacher, capsys):
     (row,) = [t for t in teachers_json(capsys) if t["name"] == "tiny-<width>"]
+    net = teacher_arch("tiny-8", "cifar10").build(10)
+    with FlopCounterMode(display=False) as counter:
+        net(torch.zeros(1, 3, 32, 32))
     assert row == {"name": "tiny-<width>", "description": "TinyNet-<width> (test)", "input_size": 32,
                    "num_classes": 10, "mean": list(TINY_MEAN), "std": list(TINY_STD), "any_size": False,
-                   "example": "tiny-8"}
+                   "example": "tiny-8", "params": sum(p.numel() for p in net.parameters()),
+                   "macs": counter.get_total_flops() // 2}
 
 
 def test_teacher_of_another_image_size_is_refused(tiny_teacher):

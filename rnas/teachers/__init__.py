@@ -11,7 +11,7 @@ from supernets.layers import Normalize
 
 from ..datasets import class_positions, dataset_info
 from ..errors import UserError
-from . import imagenet, resnet, wideresnet  # noqa: F401  (each registers its architectures)
+from . import imagenet, resnet, robustresnet, wideresnet  # noqa: F401  (each registers its architectures)
 from .checkpoint import load_into, read_checkpoint, resolve_checkpoint
 from .registry import (
     CIFAR10_MEAN,

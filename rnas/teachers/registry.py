@@ -95,22 +95,49 @@ def teacher_arch(name: str, dataset: str) -> TeacherArch:
     return TeacherArch(description, functools.partial(info.build, **values), info.mean, info.std)
 
 
+def teacher_size(info: TeacherInfo) -> tuple[int | None, int | None]:
+    """(parameters, conv + linear MACs of one image) of a registry entry (its example for a pattern), built
+    on the meta device (shapes only, so a 147M-parameter net costs nothing); (None, None) for an entry that
+    cannot be built there."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    values = match_name(info.name, info.example or info.name)
+    if values is None:
+        return None, None
+    try:
+        with torch.device("meta"):
+            net = info.build(info.num_classes or (1000 if info.input_size >= 224 else 10), **values)
+            with FlopCounterMode(display=False) as counter:
+                net(torch.zeros(1, 3, info.input_size, info.input_size))
+    except Exception:  # a third-party architecture that needs real tensors to build or run
+        return None, None
+    return sum(p.numel() for p in net.parameters()), counter.get_total_flops() // 2
+
+
 def teacher_table() -> list[dict]:
     """One JSON-ready row per registry entry (small images first): name, description, input_size, num_classes,
-    mean, std, any_size, example."""
-    return [{"name": t.name, "description": t.description, "input_size": t.input_size,
-             "num_classes": t.num_classes, "mean": None if t.mean is None else list(t.mean),
-             "std": None if t.std is None else list(t.std), "any_size": t.any_size, "example": t.example}
-            for t in _by_size()]
+    mean, std, any_size, example, params and MACs (of the example for a pattern; at its input size)."""
+    rows = []
+    for t in _by_size():
+        params, macs = teacher_size(t)
+        rows.append({"name": t.name, "description": t.description, "input_size": t.input_size,
+                     "num_classes": t.num_classes, "mean": None if t.mean is None else list(t.mean),
+                     "std": None if t.std is None else list(t.std), "any_size": t.any_size, "example": t.example,
+                     "params": params, "macs": macs})
+    return rows
 
 
 def format_teacher_table() -> str:
     """`rnas teachers`: the registry as an aligned text table (columns 2+ spaces apart)."""
     def stats(values):
         return "-" if values is None else "(" + ", ".join(f"{v:g}" for v in values) + ")"
-    cells = [("name", "input", "classes", "mean", "std", "description")]
+    def millions(value, unit):
+        return "-" if value is None else f"{value / unit:.4g}"
+    cells = [("name", "input", "classes", "params(M)", "MACs(G)", "mean", "std", "description")]
     cells += [(r["name"], f"{r['input_size']}" + ("+" if r["any_size"] else ""), str(r["num_classes"] or "any"),
-               stats(r["mean"]), stats(r["std"]), r["description"]) for r in teacher_table()]
+               millions(r["params"], 1e6), millions(r["macs"], 1e9), stats(r["mean"]), stats(r["std"]),
+               r["description"]) for r in teacher_table()]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]) - 1)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
                      for row in cells)

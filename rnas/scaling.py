@@ -1,0 +1,129 @@
+"""RobustScaling (Huang et al., "Revisiting Residual Networks for Adversarial Robustness", §4.2): the
+compound rule that spends a FLOP budget on depth and width of a three-stage residual network:
+
+- sum of depths : sum of widening factors = 7 : 3, the two together sized so the network costs the target;
+- depths D1 : D2 : D3 = 2 : 2 : 1 and widening factors W1 : W2 : W3 = 2 : 2.5 : 1 (channels 16·W1, 32·W2,
+  64·W3 after a 16-channel stem, as in a WideResNet).
+
+The paper's "FLOPs" are multiply-accumulates: its WRN-A1 ... A4 cost 5.11 / 10.8 / 19.9 / 39.4 G, and the
+conv + linear MACs of these layouts (``wrn_a_cost``) are within 3 % of that. The named presets are the
+paper's table (which rounds the ratios its own way); ``robust_scaling`` solves the rule for any budget.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEPTH_RATIO = (2, 2, 1)
+WIDTH_RATIO = (2, 2.5, 1)
+DEPTH_TO_WIDTH = 7 / 3  # sum of depths : sum of widening factors
+
+
+@dataclass(frozen=True)
+class Layout:
+    depths: tuple[int, int, int]
+    widths: tuple[int, int, int]  # widening factors: stage channels 16·w1, 32·w2, 64·w3
+
+    @property
+    def name(self) -> str:
+        """The teacher zoo's name of this layout: wrn-a-<d1>-<d2>-<d3>-<w1>-<w2>-<w3>."""
+        return "wrn-a-" + "-".join(str(v) for v in (*self.depths, *self.widths))
+
+
+@dataclass(frozen=True)
+class Preset:
+    target: float  # the budget the paper scaled for (MACs)
+    depths: tuple[int, int, int]
+    widths: tuple[int, int, int]
+    params: float  # the paper's table
+    flops: float
+
+
+PRESETS = {
+    "A1": Preset(5e9, (14, 14, 7), (5, 7, 3), 19.2e6, 5.11e9),
+    "A2": Preset(10e9, (17, 17, 8), (7, 9, 4), 39.0e6, 10.8e9),
+    "A3": Preset(20e9, (22, 22, 11), (8, 11, 5), 75.9e6, 19.9e9),
+    "A4": Preset(40e9, (27, 28, 13), (10, 14, 6), 147e6, 39.4e9),
+}
+
+
+def wrn_a_cost(layout: Layout, num_classes: int = 10, size: int = 32) -> tuple[int, int]:
+    """(parameters, conv + linear MACs of one image) of the pre-activation WRN-A network of ``layout``
+    (``rnas.teachers.robustresnet.PreActResNet``), counted layer by layer."""
+    channels = [16, 16 * layout.widths[0], 32 * layout.widths[1], 64 * layout.widths[2]]
+    side = size
+    params, macs = 3 * 16 * 9, 3 * 16 * 9 * side * side
+    c_in = 16
+    for stage, (depth, c_out) in enumerate(zip(layout.depths, channels[1:], strict=True)):
+        for block in range(depth):
+            stride = 2 if block == 0 and stage > 0 else 1
+            side = -(-side // stride)
+            pixels = side * side
+            convs = c_in * c_out * 9 + c_out * c_out * 9 + (c_in * c_out if stride != 1 or c_in != c_out else 0)
+            params += convs + 2 * c_in + 2 * c_out  # the convolutions and the affine BN1 / BN2
+            macs += convs * pixels
+            c_in = c_out
+    params += 2 * c_in + c_in * num_classes + num_classes
+    return params, macs + c_in * num_classes
+
+
+def layout_at(scale: float) -> Layout:
+    """The rule's layout for a (continuous) widening scale w: widening factors WIDTH_RATIO·w, depths
+    DEPTH_RATIO·d with sum(D) / sum(W) = 7/3, each rounded (at least 1)."""
+    d = DEPTH_TO_WIDTH * sum(WIDTH_RATIO) * scale / sum(DEPTH_RATIO)
+    depths = tuple(max(1, round(r * d)) for r in DEPTH_RATIO)
+    return Layout(depths, tuple(max(1, round(r * scale)) for r in WIDTH_RATIO))
+
+
+def robust_scaling(target_macs: float, num_classes: int = 10, size: int = 32) -> Layout:
+    """The rule's layout whose MACs come closest to ``target_macs`` (the largest on a tie), over the
+    widening scales 0.25 ... 64 in steps of 1 %."""
+    best, scale = None, 0.25
+    while scale <= 64:
+        layout = layout_at(scale)
+        macs = wrn_a_cost(layout, num_classes, size)[1]
+        if best is None or abs(macs - target_macs) <= abs(best[1] - target_macs):
+            best = (layout, macs)
+        scale *= 1.01
+    return best[0]
+
+
+def preset_for(target_macs: float, tolerance: float = 0.05) -> str | None:
+    """The paper's preset scaled for this budget (within ``tolerance`` of its target), if any."""
+    return next((name for name, p in PRESETS.items() if abs(target_macs / p.target - 1) <= tolerance), None)
+
+
+def scale_report(target_macs: float, num_classes: int = 10, size: int = 32) -> dict:
+    """What ``rnas scale --flops`` prints: the rule's layout for the budget and, when the budget is one the
+    paper scaled for, its preset (the table's layout), each with its parameters and MACs."""
+    def entry(layout: Layout, name: str) -> dict:
+        params, macs = wrn_a_cost(layout, num_classes, size)
+        return {"teacher": name, "depths": list(layout.depths), "widths": list(layout.widths),
+                "channels": [16 * layout.widths[0], 32 * layout.widths[1], 64 * layout.widths[2]],
+                "params": params, "macs": macs}
+
+    rule = robust_scaling(target_macs, num_classes, size)
+    out = {"target_macs": target_macs, "rule": entry(rule, rule.name)}
+    if (name := preset_for(target_macs)) is not None:
+        preset = PRESETS[name]
+        table = entry(Layout(preset.depths, preset.widths), f"wrn-{name.lower()}")
+        out["preset"] = {**table, "name": name, "paper_params": preset.params, "paper_flops": preset.flops}
+    return out
+
+
+def format_scale_report(report: dict) -> str:
+    def line(label: str, e: dict) -> str:
+        depths, widths = "-".join(map(str, e["depths"])), "-".join(map(str, e["widths"]))
+        return (f"{label:14s} depths {depths:10s} widening {widths:8s}"
+                f" channels {'-'.join(map(str, e['channels'])):12s} {e['params'] / 1e6:7.2f}M params "
+                f"{e['macs'] / 1e9:7.3f}G MACs  --teacher {e['teacher']}")
+    lines = [f"RobustScaling for {report['target_macs'] / 1e9:g}G MACs (sum D : sum W = 7 : 3, D 2:2:1, W 2:2.5:1)",
+             line("rule", report["rule"])]
+    if "preset" in report:
+        p = report["preset"]
+        lines.append(line(f"paper's {p['name']}", p))
+        lines.append(f"{'':14s} the paper's table: {p['paper_params'] / 1e6:g}M params, {p['paper_flops'] / 1e9:g}G "
+                     f"FLOPs ({100 * (p['params'] / p['paper_params'] - 1):+.1f} % / "
+                     f"{100 * (p['macs'] / p['paper_flops'] - 1):+.1f} % here)")
+        if (p["depths"], p["widths"]) != (report["rule"]["depths"], report["rule"]["widths"]):
+            lines.append(f"{'':14s} the table rounds the ratios its own way: the preset follows the table")
+    return "\n".join(lines)

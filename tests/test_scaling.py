@@ -1,0 +1,137 @@
+"""RobustScaling and the WRN-A teachers (rnas/scaling.py, rnas/teachers/robustresnet.py): the built WRN-A1..A4
+match the paper's table within 3 % and their layer-by-layer count exactly, a checkpoint in RobustBench's
+Huang2022Revisiting_WRN-A4 layout written by an independent implementation loads by name and gives its
+logits, and `rnas scale --flops` prints the paper's presets and the rule's own layouts."""
+import json
+import math
+
+import pytest
+import torch
+from helpers import main_in_process
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from rnas.scaling import PRESETS, Layout, layout_at, robust_scaling, wrn_a_cost
+from rnas.teachers import load_teacher, teacher_arch
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_built_wrn_a_matches_its_count_and_the_papers_table(name):
+    preset = PRESETS[name]
+    with torch.device("meta"):  # shapes only: A4 has 147M parameters
+        net = teacher_arch(f"wrn-{name.lower()}", "cifar10").build(10)
+        with FlopCounterMode(display=False) as counter:
+            net(torch.zeros(1, 3, 32, 32))
+    params, macs = sum(p.numel() for p in net.parameters()), counter.get_total_flops() // 2
+    assert (params, macs) == wrn_a_cost(Layout(preset.depths, preset.widths))
+    assert abs(params / preset.params - 1) <= 0.03 and abs(macs / preset.flops - 1) <= 0.03
+
+
+def test_the_rule_keeps_its_ratios_and_meets_the_budget():
+    for scale in (1.0, 2.5, 4.0, 6.3):
+        layout = layout_at(scale)
+        d1, d2, d3 = layout.depths
+        w1, w2, w3 = layout.widths
+        assert d1 == d2 and abs(d1 / d3 - 2) <= 2 / d3  # 2 : 2 : 1 up to rounding
+        assert abs(w2 / w1 - 1.25) <= 0.5 / w1 + 0.5 / w2 and abs(w1 / w3 - 2) <= 1.5 / w3 + 0.5
+        assert abs(sum(layout.depths) / sum(layout.widths) - 7 / 3) < 0.5
+    for target in (3e9, 5e9, 12e9, 33e9):
+        macs = wrn_a_cost(robust_scaling(target))[1]
+        assert abs(macs / target - 1) < 0.15  # the closest layout the rounding allows
+    assert robust_scaling(5e9) == Layout(*[(PRESETS["A1"].depths), PRESETS["A1"].widths])
+
+
+class _TheirBlock(nn.Module):
+    """RobustBench's PreActBasicBlock as published (robust_resnet.py), written out independently."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.act = nn.SiLU(inplace=True)
+        self.bn1, self.bn2 = nn.BatchNorm2d(cin), nn.BatchNorm2d(cout)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, 0, bias=False))
+
+    def forward(self, x):
+        out = self.act(self.bn1(x))
+        shortcut = self.shortcut(out) if hasattr(self, "shortcut") else x
+        return self.conv2(self.act(self.bn2(self.conv1(out)))) + shortcut
+
+
+class _TheirStage(nn.Module):
+    def __init__(self, n, cin, cout, stride):
+        super().__init__()
+        self.layer = nn.Sequential(*[_TheirBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1)
+                                     for i in range(n)])
+
+    def forward(self, x):
+        return self.layer(x)
+
+
+class _TheirWRNA4(nn.Module):
+    """Huang2022Revisiting_WRN-A4: PreActResNet(channels 16-160-448-384, depths 27-28-13, SiLU, pre_process)."""
+
+    def __init__(self, mu, sigma):
+        super().__init__()
+        self.register_buffer("mu", torch.tensor(mu).view(3, 1, 1))
+        self.register_buffer("sigma", torch.tensor(sigma).view(3, 1, 1))
+        self.stem_conv = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.blocks = nn.ModuleList([_TheirStage(27, 16, 160, 1), _TheirStage(28, 160, 448, 2),
+                                     _TheirStage(13, 448, 384, 2)])
+        self.norm1, self.act1 = nn.BatchNorm2d(384), nn.SiLU(inplace=True)
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(384, 10)
+
+    def forward(self, x):
+        out = self.stem_conv((x - self.mu) / self.sigma)
+        for block in self.blocks:
+            out = block(out)
+        return self.fc(self.global_pooling(self.act1(self.norm1(out))).flatten(1))
+
+
+@pytest.mark.slow
+def test_a_robustbench_wrn_a4_checkpoint_loads_by_name_with_its_normalisation(tmp_path):
+    torch.manual_seed(0)
+    mu, sigma = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)  # not the zoo's defaults: read from the file
+    theirs = _TheirWRNA4(mu, sigma)
+    with torch.no_grad():
+        for m in theirs.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5), m.bias.normal_(0, 0.1)
+                m.running_mean.normal_(0, 0.1), m.running_var.uniform_(0.5, 1.5)
+            elif isinstance(m, nn.Conv2d):
+                m.weight.mul_(0.5)
+    theirs.eval()
+    folder = tmp_path / "models" / "cifar10" / "Linf"
+    folder.mkdir(parents=True)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in theirs.state_dict().items()}},
+               folder / "Huang2022Revisiting_WRN-A4.pt")
+    ours = load_teacher("wrn-a4", "Huang2022Revisiting_WRN-A4", tmp_path / "models", "cifar10")
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        expected, got = theirs(x), ours(x)
+    assert torch.allclose(got, expected, atol=1e-4, rtol=0), (got - expected).abs().max()
+    assert ours.normalize.mean.flatten().tolist() == pytest.approx(list(mu))
+
+
+def test_rnas_scale_prints_the_presets_and_the_rule(tmp_path, capsys):
+    for name, preset in PRESETS.items():
+        out = tmp_path / f"{name}.json"
+        code = main_in_process("scale", "--flops", f"{preset.target / 1e9:g}G", "-o", out)[0]
+        assert code == 0
+        report = json.loads(out.read_text())
+        assert report["preset"]["name"] == name and report["preset"]["teacher"] == f"wrn-{name.lower()}"
+        assert (report["preset"]["depths"], report["preset"]["widths"]) == (list(preset.depths), list(preset.widths))
+        rule = report["rule"]
+        assert rule["teacher"] == "wrn-a-" + "-".join(str(v) for v in rule["depths"] + rule["widths"])
+        assert rule["macs"] == wrn_a_cost(Layout(tuple(rule["depths"]), tuple(rule["widths"])))[1]
+        teacher_arch(rule["teacher"], "cifar10")  # the printed name is a teacher of the zoo
+    printed = capsys.readouterr().out
+    assert "paper's A4     depths 27-28-13   widening 10-14-6" in printed
+    assert "the table rounds the ratios its own way" in printed
+    report = json.loads((tmp_path / "A1.json").read_text())
+    assert math.isclose(report["rule"]["macs"], report["preset"]["macs"])  # at 5G the rule is the table
+    for bad, message in (("lots", "--flops: bad MAC count 'lots'"), ("10k", "--flops 10k: a budget in MACs")):
+        code, err = main_in_process("scale", "--flops", bad)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1
