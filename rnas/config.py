@@ -230,6 +230,10 @@ def save_config(config, path: Path) -> None:
     path.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
 
 
+# settings added after runs were written: such a run ran with this value, whatever the default is now
+BEFORE_THE_SETTING = {"tutor_objective": "paper"}
+
+
 def read_run_config(cls, path: Path, command: str = "") -> dict:
     """The settings of an existing run (its config.yaml), checked against ``cls``."""
     try:
@@ -244,6 +248,9 @@ def read_run_config(cls, path: Path, command: str = "") -> dict:
     names = {f.name for f in dataclasses.fields(cls)}
     if isinstance(data.get("amp"), bool):  # written before --amp took a mode
         data["amp"] = "bf16" if data["amp"] else "none"
+    for key, value in BEFORE_THE_SETTING.items():
+        if key in names and key not in data:
+            data[key] = value
     unknown = [k for k in data if k not in names]
     if unknown:
         raise UserError(f"{path}: {unknown[0]}: not a setting of rnas {command or 'this command'} (a run of another "

@@ -50,3 +50,12 @@ def test_an_old_checkpoint_is_evaluated(tmp_path):
     result = json.loads(out.read_text())
     assert (result["data"], result["split"], result["n"]) == ("cifar10", "val", 20)
     assert [r["attack"] for r in result["results"]] == ["clean", "pgd10"]
+
+
+def test_an_old_search_run_resumes_with_the_tutor_objective_it_ran_with():
+    from rnas.config import read_run_config
+    from rnas.search import SearchConfig
+
+    old = (LEGACY / "search-config.yaml").read_text()
+    assert "tutor_objective" not in old  # written before the setting existed: it ran Eq. (1)
+    assert read_run_config(SearchConfig, LEGACY / "search-config.yaml", "search")["tutor_objective"] == "paper"
