@@ -206,22 +206,56 @@ def _cmd_scale(args) -> int:
     import json
 
     from .config import parse_macs
+    from .rundir import atomic_write_json
     from .scaling import format_scale_report, scale_report
 
-    try:
-        target = parse_macs(args.flops)
-    except UserError as err:
-        raise UserError(f"--flops: {err}") from None
-    if target < 1e6:
-        raise UserError(f"--flops {args.flops}: a budget in MACs, e.g. 5G (the smallest WRN-A costs ~0.1G)")
-    report = scale_report(target)
-    print(json.dumps(report, indent=1) if args.json else format_scale_report(report))
+    layout = args.arch is None and args.flops is not None and args.macs is None
+    grow = args.arch is not None and args.macs is not None and args.flops is None
+    if not (layout or grow):
+        raise UserError("rnas scale: give --flops BUDGET (a WRN-A layout), or ARCH --macs BUDGET (grow a derived net)")
+    flag, text = ("--flops", args.flops) if args.arch is None else ("--macs", args.macs)
     if args.output:
-        from .rundir import atomic_write_json
+        out = Path(args.output)
+        if args.arch is not None and out.resolve() == Path(args.arch).resolve():
+            raise UserError(f"-o {out}: the input arch file; write the grown net elsewhere")
+        if out.exists() and "scaled_from" not in _json_keys(out) and "target_macs" not in _json_keys(out):
+            raise UserError(f"-o {out}: exists and is not an earlier rnas scale output; choose another file")
+    try:
+        target = parse_macs(text)
+    except UserError as err:
+        raise UserError(f"{flag}: {err}") from None
+    if args.arch is None:
+        if target < 1e6:
+            raise UserError(f"--flops {args.flops}: a budget in MACs, e.g. 5G (the smallest WRN-A costs ~0.1G)")
+        report = scale_report(target)
+        print(json.dumps(report, indent=1) if args.json else format_scale_report(report))
+    else:
+        from supernets import read_arch
 
+        from .scaling import scale_arch
+
+        arch, source = read_arch(args.arch)
+        report = scale_arch(arch, target, source, args.width_only)
+        stages = "-".join(str(s["depth"]) for s in report["spec"]["stages"])
+        print(f"{source}: {arch['macs'] / 1e6:.4g}M MACs -> {report['macs'] / 1e6:.4g}M MACs, "
+              f"{report['params'] / 1e6:.3f}M params ({report['scaled_from']['rule']}; depths {stages}; widths "
+              f"{' '.join(map(str, report['widths']))})")
+        if not args.output:
+            print("(give -o FILE to write the arch file for rnas retrain)")
+    if args.output:
         atomic_write_json(Path(args.output), report)
         print(f"wrote {args.output}")
     return 0
+
+
+def _json_keys(path: Path) -> set:
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return set()
+    return set(data) if isinstance(data, dict) else set()
 
 
 def _cmd_teachers(args) -> int:
@@ -337,9 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
                                "(same checkpoint and flags), without redoing its finished batches")
     evaluate.set_defaults(func=_cmd_eval)
 
-    scale = sub.add_parser("scale", help="RobustScaling: the depths and widths of a WRN-A network for a MAC budget")
-    scale.add_argument("--flops", required=True, metavar="MACS",
+    scale = sub.add_parser("scale", help="RobustScaling: a WRN-A layout for a MAC budget (--flops), or a derived "
+                           "net grown to a budget (ARCH --macs)")
+    scale.add_argument("arch", nargs="?", metavar="ARCH", help="an arch.json to grow (with --macs)")
+    scale.add_argument("--flops", metavar="MACS",
                        help="the budget in multiply-accumulates, e.g. 5G, 10G (the paper's A1-A4: 5G/10G/20G/40G)")
+    scale.add_argument("--macs", metavar="MACS", help="with ARCH: the budget to grow it to, e.g. 20M")
+    scale.add_argument("--width-only", action="store_true", help="with ARCH: reach the budget by widening alone")
     scale.add_argument("--json", action="store_true", help="print JSON instead of a table")
     scale.add_argument("-o", "--output", metavar="FILE", help="also write the JSON to FILE")
     scale.set_defaults(func=_cmd_scale)

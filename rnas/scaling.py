@@ -127,3 +127,115 @@ def format_scale_report(report: dict) -> str:
         if (p["depths"], p["widths"]) != (report["rule"]["depths"], report["rule"]["widths"]):
             lines.append(f"{'':14s} the table rounds the ratios its own way: the preset follows the table")
     return "\n".join(lines)
+
+
+# ---- growing a derived rnas net ------------------------------------------------------------------------------
+
+def _grown_spec(arch: dict, scale: float, width_only: bool = False) -> tuple[dict, list[int]]:
+    """The spec and widths of ``arch`` grown by ``scale``: the net's total depth times ``scale``,
+    distributed 2 : 2 : 1 over three stages (over any other number of stages: as the net had it), each
+    block's width times ``scale`` rounded to a multiple of 4 (at least 4; a new block takes the width of its
+    stage's last block), stem and head unchanged. At scale 1 a three-stage net keeps its widths and moves
+    its depth into the paper's proportions. ``width_only``: the depths stay, only the widths grow."""
+    import copy
+
+    spec = copy.deepcopy(arch["spec"])
+    stages = spec["stages"]
+    total = sum(s["depth"] for s in stages)
+    shares = DEPTH_RATIO if len(stages) == 3 else tuple(s["depth"] for s in stages)
+    depths = ([s["depth"] for s in stages] if width_only else
+              [max(1, round(scale * total * r / sum(shares))) for r in shares])
+    widths, start = [], 0
+    for stage, depth in zip(stages, depths, strict=True):
+        own = arch["widths"][start:start + stage["depth"]]
+        start += stage["depth"]
+        grown = [max(4, 4 * round(w * scale / 4)) for w in own]
+        grown = (grown + [grown[-1]] * depth)[:depth]
+        stage["depth"], stage["widths"] = depth, [[w] for w in grown]
+        widths += grown
+    return spec, widths
+
+
+def _tutors_by_depth(tutors: list[int], n_new: int) -> list[int]:
+    """Student tap i of n_new takes the tutor of the original tap at the same relative depth."""
+    n_old = len(tutors)
+    if n_new == 1 or n_old == 1:
+        return [tutors[-1]] * n_new
+    return [tutors[round(i * (n_old - 1) / (n_new - 1))] for i in range(n_new)]
+
+
+def _fill(candidate: tuple, target_macs: float, source: str, num_classes: int) -> tuple:
+    """Widen single blocks by 4 channels (each at most once: the common scale leaves up to one rounding
+    step of every block unused, and no block should outgrow the others), the one adding the fewest MACs
+    first, while the net stays within the budget."""
+    from search_spaces import parse_space
+    from supernets import Network
+
+    spec, widths, net, params, macs = candidate
+    widened: set[int] = set()
+    while True:
+        trials = []
+        for i in (i for i in range(len(widths)) if i not in widened):
+            wider = widths[:i] + [widths[i] + 4] + widths[i + 1:]
+            trial_spec, start = {**spec, "stages": [dict(s) for s in spec["stages"]]}, 0
+            for stage in trial_spec["stages"]:
+                stage["widths"] = [[w] for w in wider[start:start + stage["depth"]]]
+                start += stage["depth"]
+            trial = Network(parse_space(trial_spec, f"{source}: grown spec"), num_classes)
+            cost = trial.cost([])
+            if cost[1] <= target_macs:
+                trials.append((cost[1], i, trial_spec, wider, trial, cost[0]))
+        if not trials:
+            return spec, widths, net, params, macs
+        macs, i, spec, widths, net, params = min(trials, key=lambda t: t[:2])
+        widened.add(i)
+
+
+def scale_arch(arch: dict, target_macs: float, source: str = "<arch>", width_only: bool = False) -> dict:
+    """``arch`` (an rnas arch.json) grown to the largest RobustScaling-shaped net whose MACs do not exceed
+    ``target_macs``: one scale for depth and width together (sum of depths and sum of widths grow alike, as
+    the rule keeps their 7 : 3 ratio fixed), depth distributed 2 : 2 : 1 over the stages (``_grown_spec``),
+    exact params and MACs, tutors of new taps carried over by relative depth. ``width_only``: the same budget
+    reached by widening alone (the comparison the rule is judged against). Raises UserError for a budget
+    below the net's own cost."""
+    from search_spaces import parse_space
+    from supernets import Network
+
+    from .errors import UserError
+
+    def build(scale: float):
+        spec, widths = _grown_spec(arch, scale, width_only)
+        net = Network(parse_space(spec, f"{source}: grown spec"), arch["num_classes"])
+        return spec, widths, net, *net.cost([])
+
+    own = arch.get("macs")
+    if not isinstance(own, int) or own <= 0:
+        raise UserError(f"{source}: macs: not an arch.json with an exact MAC count (write it with rnas derive)")
+    if target_macs < own:
+        raise UserError(f"--macs {target_macs / 1e6:g}M: below the net's own {own / 1e6:.4g}M MACs "
+                        "(rnas scale grows a net)")
+    if build(1.0)[4] > target_macs:
+        raise UserError(f"--macs {target_macs / 1e6:g}M: even the net's own depth in the 2 : 2 : 1 layout costs "
+                        f"{build(1.0)[4] / 1e6:.4g}M MACs; give a larger budget")
+    low, high = 1.0, 2.0  # the cost only grows with the scale: bisect for the largest scale within the budget
+    while build(high)[4] <= target_macs and high < 64:
+        low, high = high, 2 * high
+    for _ in range(24):
+        middle = (low + high) / 2
+        low, high = (middle, high) if build(middle)[4] <= target_macs else (low, middle)
+    best = _fill(build(low), target_macs, source, arch["num_classes"])
+    spec, widths, net, params, macs = best
+    student_layers = [name for name, _ in net.tap_layers()]
+    grown = {**arch, "spec": spec, "widths": widths, "width_choices": [[w] for w in widths],
+             "probabilities": [[1.0] for _ in widths], "params": params, "macs": macs,
+             "student_layers": student_layers,
+             "scaled_from": {"source": source, "macs": own, "params": arch.get("params"), "target_macs": target_macs,
+                             "rule": "width only" if width_only else "RobustScaling"}}
+    if isinstance(arch.get("tutors"), list) and arch["tutors"]:
+        grown["tutors"] = _tutors_by_depth(arch["tutors"], len(student_layers))
+        grown.pop("tutor_probabilities", None)  # the searched probabilities belong to the original taps
+        if "tutor_diversity" in arch:
+            from .tutors import tutor_diversity
+
+            grown["tutor_diversity"] = tutor_diversity(grown["tutors"])
+    return grown

@@ -4,15 +4,18 @@ Huang2022Revisiting_WRN-A4 layout written by an independent implementation loads
 logits, and `rnas scale --flops` prints the paper's presets and the rule's own layouts."""
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
-from helpers import main_in_process
+from helpers import main_in_process, write_tiny_setup
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from rnas.scaling import PRESETS, Layout, layout_at, robust_scaling, wrn_a_cost
+from rnas.rundir import load_checkpoint
+from rnas.scaling import PRESETS, Layout, layout_at, robust_scaling, scale_arch, wrn_a_cost
 from rnas.teachers import load_teacher, teacher_arch
+from supernets import build_model
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -135,3 +138,70 @@ def test_rnas_scale_prints_the_presets_and_the_rule(tmp_path, capsys):
     for bad, message in (("lots", "--flops: bad MAC count 'lots'"), ("10k", "--flops 10k: a budget in MACs")):
         code, err = main_in_process("scale", "--flops", bad)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+# ---- growing a derived net ----------------------------------------------------------------------------------
+
+S3_ARCH = Path(__file__).resolve().parents[1] / "studies" / "results" / "cifar10-defaults" / "search-s3" / "arch.json"
+
+
+@pytest.mark.parametrize("budget", [9e6, 11.02e6, 15.58e6, 20e6])
+@pytest.mark.parametrize("width_only", [False, True])
+def test_a_grown_net_has_exact_macs_under_its_budget_and_builds_as_its_file_says(budget, width_only):
+    arch = json.loads(S3_ARCH.read_text())
+    grown = scale_arch(arch, budget, "s3", width_only)
+    model = build_model(grown)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.eval()(torch.zeros(1, 3, 32, 32))
+    assert counter.get_total_flops() // 2 == grown["macs"] and sum(p.numel() for p in model.parameters()) == \
+        grown["params"]
+    assert 0.95 * budget <= grown["macs"] <= budget  # within 5 % below: the granularity allows it here
+    depths = [s["depth"] for s in grown["spec"]["stages"]]
+    if width_only:
+        assert depths == [3, 3, 3]
+    else:
+        assert depths[0] == depths[1] and abs(depths[0] / depths[2] - 2) <= 0.5  # 2 : 2 : 1 up to rounding
+    assert grown["student_layers"] == [name for name, _ in model.tap_layers()]
+    tutors, old = grown["tutors"], arch["tutors"]
+    assert len(tutors) == len(grown["student_layers"]) and (tutors[0], tutors[-1]) == (old[0], old[-1])
+    positions = [round(i * (len(old) - 1) / (len(tutors) - 1)) for i in range(len(tutors))]
+    assert tutors == [old[j] for j in positions]
+
+
+def test_rnas_scale_grows_an_arch_and_refuses_bad_budgets(tmp_path):
+    out = tmp_path / "arch-20M.json"
+    code, err = main_in_process("scale", S3_ARCH, "--macs", "20M", "-o", out)
+    assert code == 0, err
+    grown = json.loads(out.read_text())
+    assert grown["scaled_from"]["macs"] == json.loads(S3_ARCH.read_text())["macs"] and grown["macs"] <= 20e6
+    for args, message in (((S3_ARCH, "--macs", "5M"), "--macs 5M: below the net's own 6.294M MACs"),
+                          ((S3_ARCH, "--macs", "lots"), "--macs: bad MAC count 'lots'"),
+                          ((S3_ARCH, "--flops", "5G"), "give --flops BUDGET (a WRN-A layout), or ARCH --macs"),
+                          ((S3_ARCH, "--macs", "20M", "-o", S3_ARCH), "the input arch file")):
+        before = S3_ARCH.read_bytes()
+        code, err = main_in_process("scale", *args)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+        assert S3_ARCH.read_bytes() == before
+    (tmp_path / "notes.json").write_text('{"mine": 1}')
+    code, err = main_in_process("scale", S3_ARCH, "--macs", "20M", "-o", tmp_path / "notes.json")
+    assert code == 2 and "exists and is not an earlier rnas scale output" in err
+    assert (tmp_path / "notes.json").read_text() == '{"mine": 1}'
+
+
+def test_rnas_retrain_takes_a_grown_net_with_its_carried_tutors(tmp_path):
+    root = write_tiny_setup(tmp_path)
+    code, err = main_in_process("search", "--space", root / "tiny.yaml", "--teacher", "wrn-10-1", "--teacher-ckpt",
+                                "tiny", "--model-dir", root / "models", "--data-dir", root / "data", "--val-size", 50,
+                                "--limit", 20, "--batch-size", 10, "--epochs", 1, "--out", root / "search")
+    assert code == 0, err
+    assert main_in_process("derive", root / "search")[0] == 0
+    arch = json.loads((root / "search" / "arch.json").read_text())
+    code, err = main_in_process("scale", root / "search" / "arch.json", "--macs", f"{2 * arch['macs']}",
+                                "-o", root / "grown.json")
+    assert code == 0, err
+    grown = json.loads((root / "grown.json").read_text())
+    assert len(grown["student_layers"]) > len(arch["student_layers"])
+    code, err = main_in_process("retrain", root / "grown.json", "--data-dir", root / "data", "--val-size", 50,
+                                "--limit", 20, "--batch-size", 10, "--epochs", 1, "--out", root / "retrain")
+    assert code == 0, err
+    assert load_checkpoint(root / "retrain" / "checkpoint.pt")["tutors"]["mapping"] == grown["tutors"]
