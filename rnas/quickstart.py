@@ -17,7 +17,7 @@ from .search import SearchConfig, run_search
 from .teacher_train import TeacherTrainConfig, run_teacher_training
 
 BASELINE_NAMES = {"cl": "RNAS-CL (searched tutors)", "ce": "CE only", "kd": "logit KD only",
-                  "fixed": "AT, fixed uniform mapping"}
+                  "fixed": "fixed uniform mapping"}
 AUTOATTACK_N = 10  # AutoAttack standard is thorough and slow on a CPU: a subset, as the table says
 
 

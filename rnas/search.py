@@ -55,6 +55,7 @@ from .tutors import TUTOR_OBJECTIVES, gradient_only, tutor_diversity, weighted_d
 CHECKPOINT_FORMAT = "rnas-search-1"
 GAMMA_S = 1000.0  # README "CIFAR-10: the study of the defaults" (sweep in progress)
 MAC_EXPONENT = 0.01  # chosen by measurement: README "A search that trades accuracy for MACs"
+TUTOR_OBJECTIVE = "standardised"  # chosen by measurement: README "CIFAR-10: tutors that teach"
 
 
 @dataclass
@@ -87,9 +88,11 @@ class SearchConfig(RuntimeSection, OptimSection, TeacherSection, DataSection):
     mac_target_exponent: float = flag(1.0, "pull towards --mac-target", range=">= 0")
     map_size: int = flag(8, "side of the common attention-map size", range=">= 1")
     shortcut_taps: bool = flag(True, "tap the teacher's 1x1 shortcut convs too")
-    tutor_objective: str = flag("paper", "what moves the tutor logits in the arch step: paper = Eq. 1 (each "
-                                "layer's nearest teacher map), standardised = distances z-scored over the student "
-                                "layers, robust = the adversarial loss after a look-ahead weight step",
+    tutor_objective: str = flag(TUTOR_OBJECTIVE, "what moves the tutor logits in the arch step: paper = Eq. 1 "
+                                "(each layer's nearest teacher map; collapses onto one teacher tap), standardised = "
+                                "distances z-scored over the student layers (chosen by measurement: README "
+                                "\"CIFAR-10: tutors that teach\"), robust = the adversarial loss after a look-ahead "
+                                "weight step, robust-standardised = that signal z-scored",
                                 choices=tuple(TUTOR_OBJECTIVES))
     tutor_attack: str = flag("fgsm", "robust objective: the attack on the arch slice", choices=TUTOR_ATTACKS)
     tutor_attack_steps: int = flag(1, "robust objective: PGD steps of --tutor-attack pgd", range=">= 1")
