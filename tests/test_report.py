@@ -13,6 +13,7 @@ from helpers import main_in_process, write_cifar10, write_space, write_teacher
 
 from rnas.report import MANIFEST
 from rnas.report_tables import pareto_front
+from rnas.search import TUTOR_OBJECTIVE
 
 pytestmark = pytest.mark.slow  # end-to-end runs: deselect with -m "not slow"
 
@@ -216,7 +217,7 @@ def test_run_dirs_given_directly(study, tmp_path):
     derived = summary["archs"]["arch.json"]
     assert (derived["widths"], derived["params"], derived["macs"]) == (arch["widths"], arch["params"], arch["macs"])
     assert [t["teacher"] for t in derived["tutors"]] == [arch["teacher_layers"][j] for j in arch["tutors"]]
-    assert (derived["tutor_objective"], derived["tutor_derive"]) == ("paper", "argmax")
+    assert (derived["tutor_objective"], derived["tutor_derive"]) == (TUTOR_OBJECTIVE, "argmax")
     assert derived["tutor_diversity"]["tutors_distinct"] == len(set(arch["tutors"]))
     assert summary["final"]["tutors_distinct"] == json.loads(
         (search / "metrics.jsonl").read_text().splitlines()[-1])["tutors_distinct"]
