@@ -122,3 +122,14 @@ def trained_checkpoint(root: Path, arch: dict, images: int, steps: int) -> Path:
     torch.save({"format": "rnas-train-1", "kind": "retrain", "arch": arch, "model": model.state_dict(),
                 "config": {"data": "cifar10", "data_dir": str(root / "data"), "val_size": 60}}, path)
     return path
+
+
+def tiny_search_config(root: Path, **overrides):
+    """A SearchConfig on ``write_tiny_setup(root)``: 40 images in batches of 10, one epoch, no logging."""
+    from rnas.search import SearchConfig
+
+    values = dict(space=str(root / "tiny.yaml"), teacher="wrn-10-1", teacher_ckpt="tiny",
+                  model_dir=str(root / "models"), data="cifar10", data_dir=str(root / "data"), val_size=50,
+                  limit=40, batch_size=10, epochs=1, workers=0, log_every=0)
+    values.update(overrides)
+    return SearchConfig(**values)

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import write_tiny_setup
+from helpers import tiny_search_config, write_tiny_setup
 from torch import nn
 from torch.nn import functional as F
 
@@ -31,11 +31,7 @@ def env(tmp_path_factory):
 
 
 def search_config(env, **overrides) -> SearchConfig:
-    values = dict(space=str(env / "tiny.yaml"), teacher="wrn-10-1", teacher_ckpt="tiny", model_dir=str(env / "models"),
-                  data="cifar10", data_dir=str(env / "data"), val_size=50, limit=40, batch_size=10, epochs=1,
-                  workers=0, log_every=0)
-    values.update(overrides)
-    return SearchConfig(**values)
+    return tiny_search_config(env, **overrides)
 
 
 @pytest.fixture

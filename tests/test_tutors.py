@@ -9,13 +9,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import main_in_process, write_tiny_setup
+from helpers import main_in_process, tiny_search_config, write_tiny_setup
 
 from rnas import tutor_robust
 from rnas.data import keyed_generator
 from rnas.derivation import write_archs
 from rnas.loop import run_job
-from rnas.search import SearchConfig, Searcher
+from rnas.search import Searcher
 from rnas.tutors import (
     TUTOR_DERIVATIONS,
     TUTOR_OBJECTIVES,
@@ -35,11 +35,7 @@ def env(tmp_path_factory):
 
 
 def make(env, **overrides) -> Searcher:
-    values = dict(space=str(env / "tiny.yaml"), teacher="wrn-10-1", teacher_ckpt="tiny", model_dir=str(env / "models"),
-                  data="cifar10", data_dir=str(env / "data"), val_size=50, limit=40, batch_size=10, epochs=1,
-                  workers=0, log_every=0)
-    values.update(overrides)
-    return Searcher.from_config(SearchConfig(**values))
+    return Searcher.from_config(tiny_search_config(env, **overrides))
 
 
 @pytest.fixture

@@ -91,6 +91,18 @@ def knee(sweep: dict, rate: float = 0.5) -> float:
     return chosen
 
 
+def prepare(shared: Path, out: Path) -> tuple[Path, Path, Path, list[str]]:
+    """(out, its study.log, its data dir with the CIFAR-10 batches written there once, the robust teacher's flags)."""
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    data = out / "data"
+    if not (data / "cifar-10-batches-py" / "data_batch_5").exists():
+        subprocess.run([sys.executable, str(shared / "data/cifar10-train/make_batches.py"), str(data)], check=True)
+    models = str((shared / "teachers").resolve())
+    return out, out / "study.log", data, ["--teacher", "wrn-16-2", "--teacher-ckpt", "wrn-16-2-nfgsm", "--model-dir",
+                                          models]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("shared", type=Path)
@@ -103,14 +115,7 @@ def main() -> None:
                         help="train the arms at this gamma_t at once, alongside the sweep (the rule's choice is "
                              "still computed and reported)")
     args = parser.parse_args()
-    out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    log = out / "study.log"
-    data = out / "data"
-    if not (data / "cifar-10-batches-py" / "data_batch_5").exists():
-        subprocess.run([sys.executable, str(args.shared / "data/cifar10-train/make_batches.py"), str(data)], check=True)
-    models = str((args.shared / "teachers").resolve())
-    robust = ["--teacher", "wrn-16-2", "--teacher-ckpt", "wrn-16-2-nfgsm", "--model-dir", models]
+    out, log, data, robust = prepare(args.shared, args.out)
 
     # 1. search S3 at the defaults, derive
     search = out / "search-s3"

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cifar10_study import evaluate, run, train  # noqa: E402
+from cifar10_study import evaluate, prepare, run, train  # noqa: E402
 
 OBJECTIVES = ("standardised", "robust", "robust-standardised")
 # arm -> (tutor objective, derivation); the paper objective's search is the defaults study's
@@ -115,14 +114,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated arms, in the order to run them")
     args = parser.parse_args()
-    out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    log = out / "study.log"
-    data = out / "data"
-    if not (data / "cifar-10-batches-py" / "data_batch_5").exists():
-        subprocess.run([sys.executable, str(args.shared / "data/cifar10-train/make_batches.py"), str(data)], check=True)
-    models = str((args.shared / "teachers").resolve())
-    robust = ["--teacher", "wrn-16-2", "--teacher-ckpt", "wrn-16-2-nfgsm", "--model-dir", models]
+    out, log, data, robust = prepare(args.shared, args.out)
     base_arch = (args.defaults / "search-s3" / "arch.json").resolve()
     locks = {o: threading.Lock() for o in OBJECTIVES}
 
