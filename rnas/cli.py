@@ -218,7 +218,7 @@ def _cmd_scale(args) -> int:
         out = Path(args.output)
         if args.arch is not None and out.resolve() == Path(args.arch).resolve():
             raise UserError(f"-o {out}: the input arch file; write the grown net elsewhere")
-        if out.exists() and "scaled_from" not in _json_keys(out) and "target_macs" not in _json_keys(out):
+        if out.exists() and not {"scaled_from", "target_macs"} & _json_keys(out):
             raise UserError(f"-o {out}: exists and is not an earlier rnas scale output; choose another file")
     try:
         target = parse_macs(text)

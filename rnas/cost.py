@@ -35,6 +35,13 @@ def count_macs(model: torch.nn.Module, size: int, device) -> int:
     return counter.get_total_flops() // 2
 
 
+def training_macs(counts: dict, student_macs: int, teacher_macs: int) -> int:
+    """MACs of ``counts`` (images through the student's forward / backward and the teacher's forward): a
+    forward costs the model's MACs, a backward twice that."""
+    return ((counts["student_fwd_images"] + 2 * counts["student_bwd_images"]) * student_macs
+            + counts["teacher_fwd_images"] * teacher_macs)
+
+
 class CostMeter:
     """Hooks on ``student`` (and ``teacher``) counting training images; ``record()`` gives the epoch's counts
     and the run's totals, ``state()`` / ``load_state()`` carry them across a resume."""
@@ -76,8 +83,7 @@ class CostMeter:
             self.active = active
 
     def macs(self, counts: dict) -> int:
-        return (counts["student_fwd_images"] * self.student_macs + 2 * counts["student_bwd_images"] * self.student_macs
-                + counts["teacher_fwd_images"] * self.teacher_macs)
+        return training_macs(counts, self.student_macs, self.teacher_macs)
 
     def record(self, dist=None) -> dict:
         """The epoch's image counts and training MACs, the run's totals and its CE-epoch equivalents (summed

@@ -13,7 +13,7 @@ from supernets import build_model, read_arch
 from .adversarial import convert_to_mbn
 from .attacks import parse_eps
 from .config import flag
-from .cost import count_macs, passes_per_image
+from .cost import count_macs, passes_per_image, training_macs
 from .data import make_loaders
 from .datasets import dataset_info
 from .device import place
@@ -112,9 +112,7 @@ def budget_epochs(cfg: RetrainConfig, student_macs: int, teacher_macs: int) -> i
     """The epochs ``--budget`` buys: budget x (3 x student MACs) / one epoch's MACs per image of this
     --at / --baseline / --mbn (``rnas.cost.passes_per_image``), rounded, at least 1."""
     per_image = passes_per_image(cfg.at, cfg.steps, cfg.mbn, cfg.baseline != "ce")
-    epoch = ((per_image["student_fwd_images"] + 2 * per_image["student_bwd_images"]) * student_macs
-             + per_image["teacher_fwd_images"] * teacher_macs)
-    return max(1, round(cfg.budget * 3 * student_macs / epoch))
+    return max(1, round(cfg.budget * 3 * student_macs / training_macs(per_image, student_macs, teacher_macs)))
 
 
 def resolve_budget(cfg: RetrainConfig, student_macs: int, teacher_macs: int) -> None:
@@ -204,15 +202,15 @@ def build_retrain(cfg: RetrainConfig, dist: Dist | None = None) -> Trainer:
                                      data.num_classes), device)
     size = arch["spec"]["input_size"]
     example = torch.zeros(1, 3, size, size, device=device)
-    if cfg.budget is not None:
-        resolve_budget(cfg, count_macs(model, size, device), count_macs(teacher, size, device) if teacher else 0)
+    macs = (count_macs(model, size, device), count_macs(teacher, size, device) if teacher is not None else 0)
+    resolve_budget(cfg, *macs)
     objective = Objective(base="ce" if cfg.at == "none" else cfg.at, nfgsm_noise=cfg.nfgsm_noise,
                           distill={"cl": "cl", "fixed": "cl", "kd": "kd", "ce": "none"}[cfg.baseline],
                           gamma=cfg.gamma_t, kl=cfg.kl, kd_temperature=cfg.kd_temperature, eps=cfg.eps,
                           step=cfg.step, steps=cfg.steps, beta=cfg.beta, map_size=cfg.map_size)
     tutors = _tutors(cfg, arch, teacher, model, example)
     return Trainer("retrain", cfg, model, data, objective, device, teacher, tutors,
-                   extra_state={"arch": arch, "mbn": cfg.mbn, "tutors": tutors}, dist=dist)
+                   extra_state={"arch": arch, "mbn": cfg.mbn, "tutors": tutors}, dist=dist, macs=macs)
 
 
 def run_retrain(cfg: RetrainConfig, run: Path, resume: bool = False, *, callbacks=(), should_stop=None,

@@ -131,16 +131,22 @@ def format_scale_report(report: dict) -> str:
 
 # ---- growing a derived rnas net ------------------------------------------------------------------------------
 
+def _with_widths(spec: dict, widths: list[int]) -> dict:
+    """A copy of ``spec`` whose blocks have the single width choices ``widths`` (in block order)."""
+    out, start = {**spec, "stages": [dict(s) for s in spec["stages"]]}, 0
+    for stage in out["stages"]:
+        stage["widths"] = [[w] for w in widths[start:start + stage["depth"]]]
+        start += stage["depth"]
+    return out
+
+
 def _grown_spec(arch: dict, scale: float, width_only: bool = False) -> tuple[dict, list[int]]:
     """The spec and widths of ``arch`` grown by ``scale``: the net's total depth times ``scale``,
     distributed 2 : 2 : 1 over three stages (over any other number of stages: as the net had it), each
     block's width times ``scale`` rounded to a multiple of 4 (at least 4; a new block takes the width of its
     stage's last block), stem and head unchanged. At scale 1 a three-stage net keeps its widths and moves
     its depth into the paper's proportions. ``width_only``: the depths stay, only the widths grow."""
-    import copy
-
-    spec = copy.deepcopy(arch["spec"])
-    stages = spec["stages"]
+    stages = arch["spec"]["stages"]
     total = sum(s["depth"] for s in stages)
     shares = DEPTH_RATIO if len(stages) == 3 else tuple(s["depth"] for s in stages)
     depths = ([s["depth"] for s in stages] if width_only else
@@ -150,10 +156,9 @@ def _grown_spec(arch: dict, scale: float, width_only: bool = False) -> tuple[dic
         own = arch["widths"][start:start + stage["depth"]]
         start += stage["depth"]
         grown = [max(4, 4 * round(w * scale / 4)) for w in own]
-        grown = (grown + [grown[-1]] * depth)[:depth]
-        stage["depth"], stage["widths"] = depth, [[w] for w in grown]
-        widths += grown
-    return spec, widths
+        widths += (grown + [grown[-1]] * depth)[:depth]
+    spec = {**arch["spec"], "stages": [{**s, "depth": d} for s, d in zip(stages, depths, strict=True)]}
+    return _with_widths(spec, widths), widths
 
 
 def _tutors_by_depth(tutors: list[int], n_new: int) -> list[int]:
@@ -177,10 +182,7 @@ def _fill(candidate: tuple, target_macs: float, source: str, num_classes: int) -
         trials = []
         for i in (i for i in range(len(widths)) if i not in widened):
             wider = widths[:i] + [widths[i] + 4] + widths[i + 1:]
-            trial_spec, start = {**spec, "stages": [dict(s) for s in spec["stages"]]}, 0
-            for stage in trial_spec["stages"]:
-                stage["widths"] = [[w] for w in wider[start:start + stage["depth"]]]
-                start += stage["depth"]
+            trial_spec = _with_widths(spec, wider)
             trial = Network(parse_space(trial_spec, f"{source}: grown spec"), num_classes)
             cost = trial.cost([])
             if cost[1] <= target_macs:
@@ -214,9 +216,9 @@ def scale_arch(arch: dict, target_macs: float, source: str = "<arch>", width_onl
     if target_macs < own:
         raise UserError(f"--macs {target_macs / 1e6:g}M: below the net's own {own / 1e6:.4g}M MACs "
                         "(rnas scale grows a net)")
-    if build(1.0)[4] > target_macs:
+    if (smallest := build(1.0)[4]) > target_macs:
         raise UserError(f"--macs {target_macs / 1e6:g}M: even the net's own depth in the 2 : 2 : 1 layout costs "
-                        f"{build(1.0)[4] / 1e6:.4g}M MACs; give a larger budget")
+                        f"{smallest / 1e6:.4g}M MACs; give a larger budget")
     low, high = 1.0, 2.0  # the cost only grows with the scale: bisect for the largest scale within the budget
     while build(high)[4] <= target_macs and high < 64:
         low, high = high, 2 * high

@@ -32,7 +32,7 @@ from .config import coerce_field, parse_macs, validate
 from .datasets import TRAINABLE, dataset_info
 from .errors import UserError
 from .evaluate import EvalConfig
-from .retrain import RetrainConfig
+from .retrain import AT_MODES, RetrainConfig
 from .search import SearchConfig
 
 ARMS = {"rnas-cl": {"baseline": "cl"}, "ce": {"baseline": "ce"}, "kd": {"baseline": "kd"},
@@ -44,7 +44,6 @@ EVAL_KEYS = ("attacks", "eps", "n", "batch_size", "seed", "normalized", "sweep")
 # keys a section may not set: the study decides them (where runs go, which net, which teacher / arm)
 OWNED = {"out", "arch", "baseline", "trades", "at", "budget", "init", "mbn", "from_scratch", "space", "teacher",
          "teacher_ckpt", "model_dir", "threat", "data", "data_dir", "val_size"}
-AT_MODES = ("none", "trades", "pgd", "nfgsm")
 DATA_KEYS = ("data", "data_dir", "val_size", "device", "workers")  # the `data` section: shared by every step
 
 

@@ -56,7 +56,7 @@ class Trainer:
 
     def __init__(self, command: str, cfg, model: nn.Module, data, objective: Objective, device: torch.device,
                  teacher: nn.Module | None = None, tutors: dict | None = None, extra_state: dict | None = None,
-                 dist: Dist = SINGLE):
+                 dist: Dist = SINGLE, macs: tuple[int, int] | None = None):
         self.command, self.cfg, self.model, self.obj = command, cfg, model, objective
         self.device, self.teacher, self.extra_state, self.dist = device, teacher, extra_state or {}, dist
         check_batch(data.train.batch_size, dist)
@@ -72,14 +72,15 @@ class Trainer:
             self.teacher_taps = Taps([(tutors["teacher_layers"][j], teacher_modules[tutors["teacher_layers"][j]])
                                       for j in used], channel_energy)
         self.mixture = any(isinstance(m, MixtureBatchNorm2d) for m in model.modules())
-        size = data.input_size
-        with contextlib.ExitStack() as paused:  # one image through each model, to count MACs
-            for taps in (self.student_taps, self.teacher_taps):
-                if taps is not None:
-                    paused.enter_context(taps.paused())
-            self.meter = CostMeter(model, teacher, count_macs(model, size, device),
-                                   count_macs(teacher, size, device) if teacher is not None else 0,
-                                   len(data.train) * data.train.batch_size)
+        if macs is None:  # (student, teacher) MACs of one image; counted here unless the caller did
+            size = data.input_size
+            with contextlib.ExitStack() as paused:  # one image through each model
+                for taps in (self.student_taps, self.teacher_taps):
+                    if taps is not None:
+                        paused.enter_context(taps.paused())
+                macs = (count_macs(model, size, device),
+                        count_macs(teacher, size, device) if teacher is not None else 0)
+        self.meter = CostMeter(model, teacher, *macs, len(data.train) * data.train.batch_size)
         compile_model(model, getattr(cfg, "compile", False))
         self.opt = make_optimizer(model.parameters(), cfg)
         self.scheduler = make_scheduler(self.opt, cfg)

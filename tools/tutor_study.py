@@ -63,34 +63,28 @@ def print_table(out: Path, defaults: Path) -> None:
     def cell(value, fmt="{:.1f}"):
         return "–" if value is None else fmt.format(value)
 
-    rows = [("paper (Eq. 1), argmax", defaults / "search-s3" / "arch.json", defaults / "cl-gamma1000",
-             defaults / "search-s3"),
-            ("fixed depth-proportional mapping", None, defaults / "fixed", None)]
+    from rnas.distill import uniform_mapping
+    from rnas.tutors import tutor_diversity
+
+    base = json.loads((defaults / "search-s3" / "arch.json").read_text())
+    fixed = uniform_mapping(len(base["student_layers"]), len(base["teacher_layers"]))
+    rows = [("paper (Eq. 1), argmax", base["tutors"], defaults / "cl-gamma1000", defaults / "search-s3"),
+            ("fixed depth-proportional mapping", fixed, defaults / "fixed", None)]
     for arm, (objective, how) in ARMS.items():
         search = defaults / "search-s3" if objective == "paper" else out / f"search-s3-{objective}"
         arch = (out / f"arch-paper-{how}.json" if objective == "paper" else
                 search / ("arch-widths.json" if how == "argmax" else f"arch-widths-{how}.json"))
-        rows.append((f"{objective}, {how}", arch, out / arm, search))
+        tutors = json.loads(arch.read_text())["tutors"] if arch.exists() else None
+        rows.append((f"{objective}, {how}", tutors, out / arm, search))
     print("| tutors | distinct taps | largest share | depth rank corr. | clean (%) | PGD-20 (%) | AutoAttack (%) "
           "| search (s) |")
     print("|---|---|---|---|---|---|---|---|")
-    for label, arch, run_dir, search in rows:
-        if arch is not None and arch.exists():
-            d = json.loads(arch.read_text())
-            if "tutor_diversity" not in d:
-                from rnas.tutors import tutor_diversity
-                d["tutor_diversity"] = tutor_diversity(d["tutors"])
-            div = d["tutor_diversity"]
-            spread = (f"{div['tutors_distinct']}", f"{div['tutors_largest_share'] * 19:.0f}/19",
+    for label, tutors, run_dir, search in rows:
+        spread = ("–", "–", "–")
+        if tutors is not None:
+            div = tutor_diversity(tutors)
+            spread = (f"{div['tutors_distinct']}", f"{round(div['tutors_largest_share'] * len(tutors))}/{len(tutors)}",
                       f"{div['tutors_depth_rank_corr']:.2f}")
-        elif arch is None:
-            from rnas.distill import uniform_mapping
-            from rnas.tutors import tutor_diversity
-            div = tutor_diversity(uniform_mapping(19, 16))
-            spread = (f"{div['tutors_distinct']}", f"{div['tutors_largest_share'] * 19:.0f}/19",
-                      f"{div['tutors_depth_rank_corr']:.2f}")
-        else:
-            spread = ("–", "–", "–")
         acc = accuracies(run_dir)
         seconds = search_seconds(search) if search is not None and (search / "metrics.jsonl").exists() else None
         print(f"| {label} | {' | '.join(spread)} | {cell(acc.get('clean'))} | {cell(acc.get('pgd20'))} | "
