@@ -133,3 +133,15 @@ def tiny_search_config(root: Path, **overrides):
                   limit=40, batch_size=10, epochs=1, workers=0, log_every=0)
     values.update(overrides)
     return SearchConfig(**values)
+
+
+def tiny_search_and_derive(root: Path, out: Path, *flags, space: Path | None = None) -> Path:
+    """``rnas search`` of the tiny space (or ``space``) with the tiny teacher of ``write_tiny_setup(root)``,
+    one epoch plus ``flags``, then ``rnas derive``; asserts both succeed and returns OUT/arch.json."""
+    code, err = main_in_process("search", "--space", space or root / "tiny.yaml", "--teacher", "wrn-10-1",
+                                "--teacher-ckpt", "tiny", "--model-dir", root / "models", "--data-dir", root / "data",
+                                "--val-size", 50, "--epochs", 1, *flags, "--out", out)
+    assert code == 0, err
+    code, err = main_in_process("derive", out)
+    assert code == 0, err
+    return out / "arch.json"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import main_in_process, write_tiny_setup
+from helpers import main_in_process, tiny_search_and_derive, write_tiny_setup
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -190,12 +190,7 @@ def test_rnas_scale_grows_an_arch_and_refuses_bad_budgets(tmp_path):
 
 def test_rnas_retrain_takes_a_grown_net_with_its_carried_tutors(tmp_path):
     root = write_tiny_setup(tmp_path)
-    code, err = main_in_process("search", "--space", root / "tiny.yaml", "--teacher", "wrn-10-1", "--teacher-ckpt",
-                                "tiny", "--model-dir", root / "models", "--data-dir", root / "data", "--val-size", 50,
-                                "--limit", 20, "--batch-size", 10, "--epochs", 1, "--out", root / "search")
-    assert code == 0, err
-    assert main_in_process("derive", root / "search")[0] == 0
-    arch = json.loads((root / "search" / "arch.json").read_text())
+    arch = json.loads(tiny_search_and_derive(root, root / "search", "--limit", 20, "--batch-size", 10).read_text())
     code, err = main_in_process("scale", root / "search" / "arch.json", "--macs", f"{2 * arch['macs']}",
                                 "-o", root / "grown.json")
     assert code == 0, err

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import main_in_process, write_tiny_setup
+from helpers import main_in_process, tiny_search_and_derive, write_tiny_setup
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -23,11 +23,7 @@ BATCH, IMAGES = 10, 20  # two steps an epoch
 @pytest.fixture(scope="module")
 def arch(tmp_path_factory):
     root = write_tiny_setup(tmp_path_factory.mktemp("cost"))
-    code, err = main_in_process("search", "--space", root / "tiny.yaml", "--teacher", "wrn-10-1", "--teacher-ckpt",
-                                "tiny", "--model-dir", root / "models", "--data-dir", root / "data", "--val-size", 50,
-                                "--limit", IMAGES, "--batch-size", BATCH, "--epochs", 1, "--out", root / "search")
-    assert code == 0, err
-    assert main_in_process("derive", root / "search")[0] == 0
+    tiny_search_and_derive(root, root / "search", "--limit", IMAGES, "--batch-size", BATCH)
     return root
 
 
