@@ -227,7 +227,7 @@ def _cmd_scale(args) -> int:
     if args.arch is None:
         if target < 1e6:
             raise UserError(f"--flops {args.flops}: a budget in MACs, e.g. 5G (the smallest WRN-A costs ~0.1G)")
-        report = scale_report(target)
+        report = scale_report(target, base=args.base)
         print(json.dumps(report, indent=1) if args.json else format_scale_report(report))
     else:
         from supernets import read_arch
@@ -371,12 +371,15 @@ def build_parser() -> argparse.ArgumentParser:
                                "(same checkpoint and flags), without redoing its finished batches")
     evaluate.set_defaults(func=_cmd_eval)
 
-    scale = sub.add_parser("scale", help="RobustScaling: a WRN-A layout for a MAC budget (--flops), or a derived "
-                           "net grown to a budget (ARCH --macs)")
+    scale = sub.add_parser("scale", help="RobustScaling: a WRN-A or RobustResNet-A layout for a MAC budget "
+                           "(--flops), or a derived net grown to a budget (ARCH --macs)")
     scale.add_argument("arch", nargs="?", metavar="ARCH", help="an arch.json to grow (with --macs)")
     scale.add_argument("--flops", metavar="MACS",
                        help="the budget in multiply-accumulates, e.g. 5G, 10G (the paper's A1-A4: 5G/10G/20G/40G)")
     scale.add_argument("--macs", metavar="MACS", help="with ARCH: the budget to grow it to, e.g. 20M")
+    scale.add_argument("--base", choices=["wrn", "robust_res"], default="wrn",
+                       help="with --flops: the block the layout is built from: wrn (WRN-A, basic blocks) or "
+                            "robust_res (RobustResNet-A, RobustResBlocks); default wrn")
     scale.add_argument("--width-only", action="store_true", help="with ARCH: reach the budget by widening alone")
     scale.add_argument("--json", action="store_true", help="print JSON instead of a table")
     scale.add_argument("-o", "--output", metavar="FILE", help="also write the JSON to FILE")

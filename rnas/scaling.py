@@ -8,6 +8,13 @@ compound rule that spends a FLOP budget on depth and width of a three-stage resi
 The paper's "FLOPs" are multiply-accumulates: its WRN-A1 ... A4 cost 5.11 / 10.8 / 19.9 / 39.4 G, and the
 conv + linear MACs of these layouts (``wrn_a_cost``) are within 3 % of that. The named presets are the
 paper's table (which rounds the ratios its own way); ``robust_scaling`` solves the rule for any budget.
+
+Two block types (``BASES``) fill a layout: ``wrn``, the pre-activation basic block of WRN-A, and
+``robust_res``, the RobustResBlock of RobustResNet-A (a bottleneck that expands a stage's channels 4x; its
+hierarchical 3x3 part runs 4 scales of floor(0.4 c) channels, residual SE with reduction 64). The paper's
+Table 7 does not state these three numbers and the authors' released configs leave them at defaults that
+give 144M parameters for A1; these are the values whose parameters and MACs match the paper's A1 ... A4
+(19.2M / 39.0M / 75.9M / 147M, 5.11G ... 39.4G) within 1 % (``robust_res_cost``).
 """
 from __future__ import annotations
 
@@ -26,7 +33,16 @@ class Layout:
     @property
     def name(self) -> str:
         """The teacher zoo's name of this layout: wrn-a-<d1>-<d2>-<d3>-<w1>-<w2>-<w3>."""
-        return "wrn-a-" + "-".join(str(v) for v in (*self.depths, *self.widths))
+        return self.teacher("wrn")
+
+    @property
+    def channels(self) -> tuple[int, int, int]:
+        """The stages' WRN channels 16·w1, 32·w2, 64·w3 (a RobustResBlock stage outputs 4x these)."""
+        return 16 * self.widths[0], 32 * self.widths[1], 64 * self.widths[2]
+
+    def teacher(self, base: str) -> str:
+        """The zoo's name of this layout built from ``base`` blocks: wrn-a-... or robustresnet-a-..."""
+        return f"{BASES[base].prefix}-" + "-".join(str(v) for v in (*self.depths, *self.widths))
 
 
 @dataclass(frozen=True)
@@ -66,6 +82,50 @@ def wrn_a_cost(layout: Layout, num_classes: int = 10, size: int = 32) -> tuple[i
     return params, macs + c_in * num_classes
 
 
+RR_SCALES, RR_BASE_WIDTH, RR_SE_REDUCTION, RR_EXPANSION = 4, 64, 64, 4
+
+
+def rr_width(channels: int) -> int:
+    """One scale's width in a RobustResBlock of ``channels`` WRN channels: floor(c · 64 / 160)."""
+    return channels * RR_BASE_WIDTH // 160
+
+
+def robust_res_cost(layout: Layout, num_classes: int = 10, size: int = 32) -> tuple[int, int]:
+    """(parameters, conv + linear MACs of one image) of the RobustResNet of ``layout``
+    (``rnas.teachers.robustresnet.RobustResNet``), counted layer by layer."""
+    side = size
+    params, macs = 3 * 16 * 9, 3 * 16 * 9 * side * side
+    c_in = 16
+    for stage, (depth, c) in enumerate(zip(layout.depths, layout.channels, strict=True)):
+        width, c_out = rr_width(c), RR_EXPANSION * c
+        mid = width * RR_SCALES
+        for block in range(depth):
+            stride = 2 if block == 0 and stage > 0 else 1
+            pixels_in, side = side * side, -(-side // stride)
+            pixels = side * side
+            reduce, hier, expand = c_in * mid, (RR_SCALES - 1) * width * width * 9, mid * c_out
+            squeeze = 2 * c_out * (c_out // RR_SE_REDUCTION)
+            shortcut = c_in * c_out if stride != 1 or c_in != c_out else 0
+            params += reduce + hier + expand + squeeze + shortcut + 2 * (c_in + mid + (RR_SCALES - 1) * width + c_out)
+            macs += reduce * pixels_in + (hier + expand + shortcut) * pixels + squeeze
+            c_in = c_out
+    params += 2 * c_in + c_in * num_classes + num_classes
+    return params, macs + c_in * num_classes
+
+
+@dataclass(frozen=True)
+class Base:
+    cost: object  # (layout, num_classes, size) -> (params, MACs)
+    prefix: str  # the zoo's name of a layout: <prefix>-<d1>-...-<w3>; a preset is <prefix><n>
+    description: str
+
+
+BASES = {
+    "wrn": Base(wrn_a_cost, "wrn-a", "WRN-A: pre-activation basic blocks, SiLU"),
+    "robust_res": Base(robust_res_cost, "robustresnet-a", "RobustResNet-A: RobustResBlocks, ReLU"),
+}
+
+
 def layout_at(scale: float) -> Layout:
     """The rule's layout for a (continuous) widening scale w: widening factors WIDTH_RATIO·w, depths
     DEPTH_RATIO·d with sum(D) / sum(W) = 7/3, each rounded (at least 1)."""
@@ -74,13 +134,13 @@ def layout_at(scale: float) -> Layout:
     return Layout(depths, tuple(max(1, round(r * scale)) for r in WIDTH_RATIO))
 
 
-def robust_scaling(target_macs: float, num_classes: int = 10, size: int = 32) -> Layout:
-    """The rule's layout whose MACs come closest to ``target_macs`` (the largest on a tie), over the
-    widening scales 0.25 ... 64 in steps of 1 %."""
+def robust_scaling(target_macs: float, num_classes: int = 10, size: int = 32, base: str = "wrn") -> Layout:
+    """The rule's layout whose MACs (built from ``base`` blocks) come closest to ``target_macs`` (the
+    largest on a tie), over the widening scales 0.25 ... 64 in steps of 1 %."""
     best, scale = None, 0.25
     while scale <= 64:
         layout = layout_at(scale)
-        macs = wrn_a_cost(layout, num_classes, size)[1]
+        macs = BASES[base].cost(layout, num_classes, size)[1]
         if best is None or abs(macs - target_macs) <= abs(best[1] - target_macs):
             best = (layout, macs)
         scale *= 1.01
@@ -92,20 +152,20 @@ def preset_for(target_macs: float, tolerance: float = 0.05) -> str | None:
     return next((name for name, p in PRESETS.items() if abs(target_macs / p.target - 1) <= tolerance), None)
 
 
-def scale_report(target_macs: float, num_classes: int = 10, size: int = 32) -> dict:
+def scale_report(target_macs: float, num_classes: int = 10, size: int = 32, base: str = "wrn") -> dict:
     """What ``rnas scale --flops`` prints: the rule's layout for the budget and, when the budget is one the
-    paper scaled for, its preset (the table's layout), each with its parameters and MACs."""
+    paper scaled for, its preset (the table's layout), each with its parameters and MACs, built from
+    ``base`` blocks (``BASES``)."""
     def entry(layout: Layout, name: str) -> dict:
-        params, macs = wrn_a_cost(layout, num_classes, size)
+        params, macs = BASES[base].cost(layout, num_classes, size)
         return {"teacher": name, "depths": list(layout.depths), "widths": list(layout.widths),
-                "channels": [16 * layout.widths[0], 32 * layout.widths[1], 64 * layout.widths[2]],
-                "params": params, "macs": macs}
+                "channels": list(layout.channels), "params": params, "macs": macs}
 
-    rule = robust_scaling(target_macs, num_classes, size)
-    out = {"target_macs": target_macs, "rule": entry(rule, rule.name)}
+    rule = robust_scaling(target_macs, num_classes, size, base)
+    out = {"target_macs": target_macs, "base": base, "rule": entry(rule, rule.teacher(base))}
     if (name := preset_for(target_macs)) is not None:
         preset = PRESETS[name]
-        table = entry(Layout(preset.depths, preset.widths), f"wrn-{name.lower()}")
+        table = entry(Layout(preset.depths, preset.widths), f"{BASES[base].prefix}{name[1:]}")
         out["preset"] = {**table, "name": name, "paper_params": preset.params, "paper_flops": preset.flops}
     return out
 
@@ -116,7 +176,8 @@ def format_scale_report(report: dict) -> str:
         return (f"{label:14s} depths {depths:10s} widening {widths:8s}"
                 f" channels {'-'.join(map(str, e['channels'])):12s} {e['params'] / 1e6:7.2f}M params "
                 f"{e['macs'] / 1e9:7.3f}G MACs  --teacher {e['teacher']}")
-    lines = [f"RobustScaling for {report['target_macs'] / 1e9:g}G MACs (sum D : sum W = 7 : 3, D 2:2:1, W 2:2.5:1)",
+    lines = [f"RobustScaling for {report['target_macs'] / 1e9:g}G MACs (sum D : sum W = 7 : 3, D 2:2:1, W 2:2.5:1), "
+             f"{BASES[report['base']].description}",
              line("rule", report["rule"])]
     if "preset" in report:
         p = report["preset"]

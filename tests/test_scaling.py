@@ -1,7 +1,8 @@
 """RobustScaling and the WRN-A teachers (rnas/scaling.py, rnas/teachers/robustresnet.py): the built WRN-A1..A4
 match the paper's table within 3 % and their layer-by-layer count exactly, a checkpoint in RobustBench's
 Huang2022Revisiting_WRN-A4 layout written by an independent implementation loads by name and gives its
-logits, and `rnas scale --flops` prints the paper's presets and the rule's own layouts."""
+logits, and `rnas scale --flops` prints the paper's presets and the rule's own layouts. The same for the
+RobustResNet-A teachers (RobustResBlocks, the authors' released key names and forward)."""
 import json
 import math
 from pathlib import Path
@@ -13,7 +14,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from rnas.rundir import load_checkpoint
-from rnas.scaling import PRESETS, Layout, layout_at, robust_scaling, scale_arch, wrn_a_cost
+from rnas.scaling import PRESETS, Layout, layout_at, robust_res_cost, robust_scaling, scale_arch, wrn_a_cost
 from rnas.teachers import load_teacher, teacher_arch
 from supernets import build_model
 
@@ -28,6 +29,18 @@ def test_built_wrn_a_matches_its_count_and_the_papers_table(name):
     params, macs = sum(p.numel() for p in net.parameters()), counter.get_total_flops() // 2
     assert (params, macs) == wrn_a_cost(Layout(preset.depths, preset.widths))
     assert abs(params / preset.params - 1) <= 0.03 and abs(macs / preset.flops - 1) <= 0.03
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_built_robustresnet_a_matches_its_count_and_the_papers_table(name):
+    preset = PRESETS[name]
+    with torch.device("meta"):
+        net = teacher_arch(f"robustresnet-{name.lower()}", "cifar10").build(10)
+        with FlopCounterMode(display=False) as counter:
+            net(torch.zeros(1, 3, 32, 32))
+    params, macs = sum(p.numel() for p in net.parameters()), counter.get_total_flops() // 2
+    assert (params, macs) == robust_res_cost(Layout(preset.depths, preset.widths))
+    assert abs(params / preset.params - 1) <= 0.01 and abs(macs / preset.flops - 1) <= 0.01
 
 
 def test_the_rule_keeps_its_ratios_and_meets_the_budget():
@@ -116,6 +129,106 @@ def test_a_robustbench_wrn_a4_checkpoint_loads_by_name_with_its_normalisation(tm
         expected, got = theirs(x), ours(x)
     assert torch.allclose(got, expected, atol=1e-4, rtol=0), (got - expected).abs().max()
     assert ours.normalize.mean.flatten().tolist() == pytest.approx(list(mu))
+
+
+class _TheirSE(nn.Module):
+    def __init__(self, c, r):
+        super().__init__()
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Sequential(nn.Linear(c, c // r, bias=False), nn.ReLU(inplace=True),
+                                nn.Linear(c // r, c, bias=False), nn.Sigmoid())
+
+    def forward(self, x):
+        b, c = x.shape[:2]
+        return x * self.fc(self.avg_pool(x).view(b, c)).view(b, c, 1, 1).expand_as(x)
+
+
+class _TheirRobustResBlock(nn.Module):
+    """The authors' RobustResBlock (models/resnet.py) written out: scales 4, base_width 64, cardinality 1,
+    expansion 4, SE reduction 64."""
+
+    def __init__(self, cin, planes, stride):
+        super().__init__()
+        width = int(math.floor(planes * (64 / 160)))
+        self.act, self.stride = nn.ReLU(inplace=True), stride
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv1 = nn.Conv2d(cin, width * 4, 1, bias=False)
+        if stride > 1:
+            self.pool = nn.AvgPool2d(3, stride, 1)
+        self.bn2 = nn.BatchNorm2d(width * 4)
+        self.conv2 = nn.ModuleList([nn.Conv2d(width, width, 3, stride, 1, bias=False) for _ in range(3)])
+        self.bn3 = nn.ModuleList([nn.BatchNorm2d(width) for _ in range(3)])
+        self.conv3 = nn.Conv2d(width * 4, planes * 4, 1, bias=False)
+        self.se_bn, self.se = nn.BatchNorm2d(planes * 4), _TheirSE(planes * 4, 64)
+        if stride > 1 or cin != planes * 4:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, planes * 4, 1, stride, bias=False))
+
+    def forward(self, x):
+        out = self.act(self.bn1(x))
+        shortcut = self.shortcut(out) if hasattr(self, "shortcut") else x
+        out = self.act(self.bn2(self.conv1(x)))
+        xs, ys = torch.chunk(out, 4, 1), []
+        for s in range(3):
+            ys.append(self.act(self.bn3[s](self.conv2[s](xs[s] if s == 0 or self.stride > 1 else xs[s] + ys[-1]))))
+        ys.append(xs[3] if self.stride == 1 else self.pool(xs[3]))
+        out = self.conv3(torch.cat(ys, 1))
+        return out + shortcut + self.se(self.se_bn(out))
+
+
+class _TheirRobustResNet(nn.Module):
+    def __init__(self, depths, channels):
+        super().__init__()
+        self.stem_conv = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        stages, cin = [], 16
+        for i, (n, c) in enumerate(zip(depths, channels, strict=True)):
+            stage = nn.Module()
+            stage.layer = nn.Sequential(*[_TheirRobustResBlock(cin if j == 0 else 4 * c, c, (1 if i == 0 else 2)
+                                                               if j == 0 else 1) for j in range(n)])
+            stages.append(stage)
+            cin = 4 * c
+        self.blocks = nn.ModuleList(stages)
+        self.norm1, self.act1 = nn.BatchNorm2d(cin), nn.ReLU(inplace=True)
+        self.fc = nn.Linear(cin, 10)
+
+    def forward(self, x):
+        out = self.stem_conv(x)
+        for stage in self.blocks:
+            out = stage.layer(out)
+        return self.fc(self.act1(self.norm1(out)).mean((2, 3)))
+
+
+def test_a_checkpoint_of_the_authors_robustresnet_loads_by_name_and_gives_its_logits(tmp_path):
+    torch.manual_seed(0)
+    theirs = _TheirRobustResNet((2, 2, 1), (32, 64, 64))  # robustresnet-a-2-2-1-2-2-1
+    with torch.no_grad():
+        for m in theirs.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5), m.bias.normal_(0, 0.1)
+                m.running_mean.normal_(0, 0.1), m.running_var.uniform_(0.5, 1.5)
+    theirs.eval()
+    torch.save({"state_dict": {f"module.{k}": v for k, v in theirs.state_dict().items()}}, tmp_path / "rr.pt")
+    ours = load_teacher("robustresnet-a-2-2-1-2-2-1", tmp_path / "rr.pt", dataset="cifar10")
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        mean, std = ours.normalize.mean, ours.normalize.std
+        expected, got = theirs((x - mean) / std), ours(x)
+    assert torch.allclose(got, expected, atol=1e-4, rtol=0), (got - expected).abs().max()
+
+
+def test_rnas_scale_with_robust_res_blocks(tmp_path, capsys):
+    out = tmp_path / "a2.json"
+    assert main_in_process("scale", "--flops", "10G", "--base", "robust_res", "-o", out)[0] == 0
+    report = json.loads(out.read_text())
+    assert report["base"] == "robust_res" and report["preset"]["teacher"] == "robustresnet-a2"
+    assert report["preset"]["params"] == robust_res_cost(Layout(*[tuple(PRESETS["A2"].depths),
+                                                                  tuple(PRESETS["A2"].widths)]))[0]
+    rule = report["rule"]
+    assert rule["teacher"] == "robustresnet-a-" + "-".join(str(v) for v in rule["depths"] + rule["widths"])
+    assert rule["macs"] == robust_res_cost(Layout(tuple(rule["depths"]), tuple(rule["widths"])))[1]
+    teacher_arch(rule["teacher"], "cifar10")
+    assert "RobustResNet-A: RobustResBlocks" in capsys.readouterr().out
+    code, err = main_in_process("scale", "--flops", "10G", "--base", "bottleneck")
+    assert code == 2 and "--base" in err
 
 
 def test_rnas_scale_prints_the_presets_and_the_rule(tmp_path, capsys):
