@@ -1,6 +1,7 @@
 """`rnas eval` and `rnas.load_model`: robustness of a trained network under a list of attacks."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -215,6 +216,22 @@ class EvalConfig:
                 raise UserError(f"--json {self.json}: directory {folder} does not exist (create it first)")
             if not os.access(folder, os.W_OK):
                 raise UserError(f"--json {self.json}: directory {folder} is not writable")
+            if Path(self.json).exists() and not is_earlier_result(Path(self.json), self.checkpoint):
+                raise UserError(f"--json {self.json}: exists and is not an earlier rnas eval result of "
+                                f"{self.checkpoint}; choose another file (nothing was changed)")
+
+
+def is_earlier_result(path: Path, checkpoint: str) -> bool:
+    """Whether ``path`` is what ``rnas eval CHECKPOINT --json`` wrote: a JSON object with its results, for
+    the same checkpoint file (which --json may then replace; anything else it must not)."""
+    try:
+        with open(path, "rb") as fh:
+            saved = json.loads(fh.read(1 << 24))
+    except (OSError, ValueError):
+        return False
+    return (isinstance(saved, dict) and isinstance(saved.get("results"), list)
+            and isinstance(saved.get("checkpoint"), str)
+            and Path(saved["checkpoint"]).resolve() == Path(checkpoint).resolve())
 
 
 def run_eval(cfg: EvalConfig, out=print, progress=None, resume: bool = False) -> dict:

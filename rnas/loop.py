@@ -79,12 +79,17 @@ def run_job(job: Job, run: Path | str, resume: bool = False, *, callbacks=(), sh
     checkpoints and raises ``RunStopped``."""
     run = Path(run)
     dist = getattr(job, "dist", SINGLE)
+    check_position(job, run)
     if job.epoch > job.cfg.epochs:
         raise UserError(f"--epochs {job.cfg.epochs}: {run} has already done {job.epoch} epochs; "
                         "a resumed run can be extended, not shortened")
     if dist.main:
         run.mkdir(parents=True, exist_ok=True)
     with RunLock(run) if dist.main else contextlib.nullcontext():
+        if dist.main and not resume and any((run / f).exists() for f in ("config.yaml", "checkpoint.pt")):
+            # another run took the directory between our check (prepare_run_dir) and the lock
+            raise UserError(f"--out {run}: another run was written there while this one was starting; "
+                            "choose another --out (nothing of it was changed)")
         if dist.main:
             save_config(job.cfg, run / "config.yaml")
             if not (run / "checkpoint.pt").exists():
@@ -96,6 +101,16 @@ def run_job(job: Job, run: Path | str, resume: bool = False, *, callbacks=(), sh
             metrics.close()
             job.close()
     return run
+
+
+def check_position(job: Job, run: Path) -> None:
+    """A resumed job's epoch and step are whole numbers in range, or a one-line UserError before anything
+    of ``run`` is written (a tampered checkpoint must not truncate metrics.jsonl)."""
+    epoch, step = job.epoch, job.step
+    for name, value in (("epoch", epoch), ("step", step)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise UserError(f"{run / 'checkpoint.pt'}: {name} {value!r} is not a position a run can resume "
+                            "from (a damaged or edited checkpoint); nothing was changed")
 
 
 def _finite_and_stop(job: Job, terms: dict[str, torch.Tensor], should_stop) -> tuple[list[bool], int]:

@@ -296,6 +296,22 @@ def write_state(study: Study, records: dict) -> None:
     os.replace(tmp, study.out / STATE_FILE)
 
 
+def check_same_study(study: Study) -> None:
+    """``study.out`` holds no study, or this one (the same ``name``: an edited file continues it); another
+    study's directory is a one-line UserError before its study.yaml and study.json are touched."""
+    try:
+        saved = json.loads((study.out / STATE_FILE).read_text())
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError):
+        saved = None
+    name = saved.get("name") if isinstance(saved, dict) else None
+    if name != study.name:
+        held = f"the study {name!r}" if isinstance(name, str) else f"a {STATE_FILE} rnas cannot read"
+        raise UserError(f"--out {study.out}: holds {held}, not {study.name!r}; choose another --out "
+                        "(nothing was changed)")
+
+
 def _previous_seconds(out: Path) -> dict:
     try:
         return {s["name"]: s.get("seconds", 0.0) for s in json.loads((out / STATE_FILE).read_text())["steps"]}
@@ -317,6 +333,7 @@ def run_study(study: Study, jobs: int | None = None, threads: int | None = None,
     should_stop = should_stop or (lambda: 0)
     seconds = _previous_seconds(out)
     with RunLock(out):
+        check_same_study(study)
         (out / "study.yaml").write_text(study.source.read_text())
         records = {}
         for step in steps:

@@ -4,6 +4,7 @@ clean and PGD accuracy."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,8 +78,10 @@ def robust_accuracy(model, loader, n: int, eps: float) -> dict:
 def run_teacher_training(cfg: TeacherTrainConfig, run: Path, resume: bool = False, *, callbacks=(),
                          should_stop=None, dist: Dist | None = None) -> Path:
     """Train, then write the RobustBench-layout checkpoint and its accuracy json; returns the .pt path."""
-    ckpt = resume_checkpoint(run, resume)
     name = cfg.name or f"{cfg.arch}-{cfg.at}"
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", name) or ".." in name:
+        raise UserError(f"--name {name}: a checkpoint file name (letters, digits, . _ + -), not a path")
+    ckpt = resume_checkpoint(run, resume)
     folder = Path(cfg.model_dir or run / "models") / cfg.data / "Linf"
     taken = [p for p in (folder / f"{name}.pt", folder / f"{name}.json") if p.exists()]
     if taken:

@@ -1,0 +1,130 @@
+"""The data-loss cases: an output flag pointed at a run's files, a run that takes a directory while another is
+starting (through a paused build, not a sleep), a resume from a checkpoint with an impossible position, a
+study directory given to another study, a teacher name that is a path. Each is one line, exit 2, and every
+file already on disk is byte for byte what it was."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import TINY_SPACE, main_in_process, trained_checkpoint, write_tiny_setup
+from test_search_cli import search_args
+
+import rnas.search
+
+pytestmark = pytest.mark.slow  # end-to-end runs: deselect with -m "not slow"
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return write_tiny_setup(tmp_path_factory.mktemp("overwritten"))
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file's bytes (the empty .lock files of run and study directories are no one's data)."""
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+            and p.name != ".lock"}
+
+
+def one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def model_run(root):
+    run = root / "model"
+    run.mkdir()
+    arch = {"spec": TINY_SPACE, "widths": [8, 16, 16], "num_classes": 10}
+    trained_checkpoint(root, arch, images=100, steps=2).rename(run / "checkpoint.pt")
+    (run / "config.yaml").write_text("data: cifar10\n")
+    return run
+
+
+@pytest.mark.parametrize("target", ["checkpoint.pt", "config.yaml"])
+def test_eval_json_never_replaces_a_file_that_is_not_its_own_result(model_run, target):
+    before = snapshot(model_run)
+    code, err = main_in_process("eval", model_run / "checkpoint.pt", "--attacks", "clean", "--n", 20,
+                                "--json", model_run / target)
+    assert code == 2 and "exists and is not an earlier rnas eval result" in one_line(err)
+    assert snapshot(model_run) == before
+
+
+def test_eval_json_replaces_its_own_earlier_result(model_run, tmp_path):
+    out = tmp_path / "eval.json"
+    for _ in range(2):
+        code, err = main_in_process("eval", model_run / "checkpoint.pt", "--attacks", "clean", "--n", 20,
+                                    "--json", out)
+        assert code == 0, err
+    other = tmp_path / "other.pt"
+    other.write_bytes((model_run / "checkpoint.pt").read_bytes())
+    code, err = main_in_process("eval", other, "--attacks", "clean", "--n", 20, "--json", out)
+    assert code == 2 and "not an earlier rnas eval result of" in one_line(err)  # another checkpoint's result
+
+
+def test_a_run_that_takes_the_directory_while_a_search_is_building_is_kept(root, tmp_path, monkeypatch):
+    """The search checks --out, then pauses while it builds (the fault point: its Searcher.from_config); a
+    second search runs to completion into the same directory; the first then stops with one line instead of
+    replacing the finished run's config.yaml and checkpoint.pt and mixing its metrics.jsonl."""
+    run = tmp_path / "contested"
+    build = rnas.search.Searcher.from_config
+    calls = []
+
+    def paused_build(cfg, *args, **kwargs):
+        calls.append(cfg)
+        if len(calls) == 1:  # while the first search is "paused" here, another run completes into --out
+            code, err = main_in_process(*search_args(root, run, "--epochs", 1))
+            assert code == 0, err
+        return build(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(rnas.search.Searcher, "from_config", paused_build)
+    code, err = main_in_process(*search_args(root, run, "--epochs", 1))
+    monkeypatch.undo()
+    assert len(calls) == 2
+    finished = snapshot(run)
+    assert code == 2 and "another run was written there while this one was starting" in one_line(err)
+    assert snapshot(run) == finished
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+@pytest.mark.parametrize("field,value", [("epoch", -2), ("step", -1), ("epoch", 1.5)])
+def test_resume_from_an_impossible_position_changes_nothing(root, tmp_path, field, value):
+    run = tmp_path / "run"
+    code, err = main_in_process(*search_args(root, run, "--epochs", 1))
+    assert code == 0, err
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    state[field] = value
+    torch.save(state, run / "checkpoint.pt")
+    before = snapshot(run)
+    code, err = main_in_process("search", "--resume", run)
+    assert code == 2 and f"{field} {value!r} is not a position a run can resume from" in one_line(err)
+    assert snapshot(run) == before
+
+
+def _study(path: Path, name: str) -> Path:
+    path.write_text(f"name: {name}\ndata: {{data: cifar10}}\nteacher: {{teacher: wrn-10-1}}\n"
+                    "searches: [{space: s3}]\narms: [{arm: ce}]\n")
+    return path
+
+
+def test_a_study_directory_is_not_taken_over_by_another_study(tmp_path):
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "study.yaml").write_text("name: first\n")
+    (out / "study.json").write_text(json.dumps({"format": "rnas-study-1", "name": "first", "steps": []}) + "\n")
+    before = snapshot(out)
+    code, err = main_in_process("study", _study(tmp_path / "other.yaml", "second"), "--out", out,
+                                "--data-dir", tmp_path, "--model-dir", tmp_path)
+    assert code == 2 and "holds the study 'first', not 'second'" in one_line(err)
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "a/b", "..", "/abs"])
+def test_teacher_train_names_are_file_names(root, tmp_path, name):
+    models = tmp_path / "models"
+    code, err = main_in_process("teacher", "train", "--arch", "wrn-10-1", "--data-dir", root / "data",
+                                "--val-size", 50, "--limit", 40, "--batch-size", 10, "--epochs", 1, "--model-dir", models,
+                                "--name", name, "--out", tmp_path / "run")
+    assert code == 2 and "a checkpoint file name" in one_line(err)
+    assert not models.exists() and not (tmp_path / "run").exists() and not (tmp_path.parent / "escaped.pt").exists()
