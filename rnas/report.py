@@ -201,10 +201,25 @@ def _model_of_run(run: Run) -> Model:
                  run.dir, evals, [], arch)
 
 
-def _field(entry: dict, key: str, where: str):
+def _field(entry, key: str, where: str, kind: type | None = None):
+    if not isinstance(entry, dict):
+        raise UserError(f"{where}: expected an object, got {type(entry).__name__} (see the rnas-study-1 contract)")
     if key not in entry:
         raise UserError(f"{where}: missing field {key!r} (see the rnas-study-1 contract)")
+    if kind is not None and entry[key] is not None and not isinstance(entry[key], kind):
+        raise UserError(f"{where}: field {key!r} is a {type(entry[key]).__name__}, expected a {kind.__name__}")
     return entry[key]
+
+
+def _inside(study: Path, rel, where: str) -> Path:
+    """``study``/``rel`` when ``rel`` is a relative path that stays inside the study directory; a path out of
+    it (``../x``, ``/etc/passwd``, a symlink that leads out) is a one-line UserError, never read."""
+    if not isinstance(rel, str) or not rel:
+        raise UserError(f"{where}: a path inside the study directory expected, got {rel!r}")
+    target = (study / rel).resolve()
+    if Path(rel).is_absolute() or not target.is_relative_to(study.resolve()):
+        raise UserError(f"{where}: {rel!r} points outside the study directory {study}; not read")
+    return study / rel
 
 
 def read_study(path: Path) -> tuple[dict, list[Model], list[Path], list[tuple[str, Path]]]:
@@ -215,28 +230,29 @@ def read_study(path: Path) -> tuple[dict, list[Model], list[Path], list[tuple[st
         found = study.get("format") if isinstance(study, dict) else type(study).__name__
         raise UserError(f"{where}: format {found!r}, expected {STUDY_FORMAT!r}")
     models, searches, runs = [], [], []
-    for i, step in enumerate(_field(study, "steps", where)):
+    for i, step in enumerate(_field(study, "steps", where, list)):
         for key in ("name", "kind", "state"):
-            _field(step, key, f"{where}:steps[{i}]")
+            _field(step, key, f"{where}:steps[{i}]", str)
         if step["kind"] == "search" and step.get("dir"):
-            searches.append(path / step["dir"])
-    for i, entry in enumerate(_field(study, "models", where)):
+            searches.append(_inside(path, step["dir"], f"{where}:steps[{i}].dir"))
+    for i, entry in enumerate(_field(study, "models", where, list)):
         here = f"{where}:models[{i}]"
         evals, missing = {}, []
-        for label, rel in (_field(entry, "evals", here) or {}).items():
-            if (path / rel).is_file():
-                data = read_json(path / rel)
+        for label, rel in (_field(entry, "evals", here, dict) or {}).items():
+            file = _inside(path, rel, f"{here}.evals.{label}")
+            if file.is_file():
+                data = read_json(file)
                 if not is_eval(data):
-                    raise UserError(f"{path / rel}: not an rnas eval JSON (no \"results\" list)")
+                    raise UserError(f"{file}: not an rnas eval JSON (no \"results\" list)")
                 evals[label] = data
             else:
                 missing.append(rel)
-        arch = _read_arch(path / entry["arch"] if entry.get("arch") else None)
-        run = path / entry["run"] if entry.get("run") else None
-        models.append(Model(_field(entry, "name", here), entry.get("arm"), entry.get("finetune"), entry.get("space"),
-                            entry.get("budget"), entry.get("teacher"), run, evals, missing, arch))
+        arch = _read_arch(_inside(path, entry["arch"], f"{here}.arch") if entry.get("arch") else None)
+        run = _inside(path, entry["run"], f"{here}.run") if entry.get("run") else None
+        models.append(Model(_field(entry, "name", here, str), entry.get("arm"), entry.get("finetune"),
+                            entry.get("space"), entry.get("budget"), entry.get("teacher"), run, evals, missing, arch))
         if entry.get("search"):
-            searches.append(path / entry["search"])
+            searches.append(_inside(path, entry["search"], f"{here}.search"))
         if run is not None:
             runs.append((entry["name"], run))
     return study, models, searches, runs

@@ -124,7 +124,7 @@ def test_a_study_directory_is_not_taken_over_by_another_study(tmp_path):
 def test_teacher_train_names_are_file_names(root, tmp_path, name):
     models = tmp_path / "models"
     code, err = main_in_process("teacher", "train", "--arch", "wrn-10-1", "--data-dir", root / "data",
-                                "--val-size", 50, "--limit", 40, "--batch-size", 10, "--epochs", 1, "--model-dir", models,
-                                "--name", name, "--out", tmp_path / "run")
+                                "--val-size", 50, "--limit", 40, "--batch-size", 10, "--epochs", 1,
+                                "--model-dir", models, "--name", name, "--out", tmp_path / "run")
     assert code == 2 and "a checkpoint file name" in one_line(err)
     assert not models.exists() and not (tmp_path / "run").exists() and not (tmp_path.parent / "escaped.pt").exists()

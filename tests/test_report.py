@@ -6,6 +6,7 @@ import re
 import shutil
 import sys
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -276,3 +277,38 @@ def test_width_probabilities_of_an_older_search_come_from_its_tensorboard_scalar
     code, err = main_in_process("report", old, "-o", tmp_path / "out")
     assert code == 0, err
     assert (tmp_path / "out" / "search-old-widths.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _tampered(study_dir, tmp_path, change) -> Path:
+    """A copy of the study directory whose study.json ``change`` edits."""
+    copy = tmp_path / "tampered"
+    shutil.copytree(study_dir, copy, symlinks=True)
+    data = json.loads((copy / "study.json").read_text())
+    change(data, copy)
+    (copy / "study.json").write_text(json.dumps(data))
+    return copy
+
+
+def _eval_path(data, copy, value):
+    data["models"][0]["evals"]["pixel"] = value
+
+
+def _symlink_out(data, copy):
+    (copy / "t" / "outside.json").symlink_to(Path("/etc/hostname"))
+    data["models"][0]["evals"]["pixel"] = "t/outside.json"
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda d, c: d["steps"][0].update(dir="../../x"), "steps[0].dir: '../../x' points outside the study directory"),
+    (lambda d, c: _eval_path(d, c, "/etc/passwd"), "evals.pixel: '/etc/passwd' points outside the study directory"),
+    (_symlink_out, "evals.pixel: 't/outside.json' points outside the study directory"),
+    (lambda d, c: d["models"][0].update(run="../.."), "models[0].run: '../..' points outside the study directory"),
+    (lambda d, c: d.update(steps={"a": 1}), "field 'steps' is a dict, expected a list"),
+    (lambda d, c: d["models"].append(7), "models[3]: expected an object, got int"),
+    (lambda d, c: d["models"][0].update(evals=["x"]), "field 'evals' is a list, expected a dict"),
+])
+def test_report_reads_nothing_outside_a_tampered_study(study, tmp_path, change, message):
+    copy = _tampered(study[0] / "study", tmp_path, change)
+    code, err = main_in_process("report", copy, "-o", tmp_path / "out")
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "out").exists()
