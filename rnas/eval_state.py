@@ -3,6 +3,7 @@ interrupted evaluation: its request, the finished result rows and the row in pro
 so far), rewritten atomically after every batch (every round of batches under torchrun, by rank 0)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from dataclasses import asdict, dataclass
@@ -63,8 +64,8 @@ class EvalState:
 
     def write(self) -> None:
         if self.path is not None:
-            atomic_write_json(self.path, {"format": STATE_FORMAT, "request": self.request, "rows": self.rows,
-                                          "current": self.current})
+            body = {"request": self.request, "rows": self.rows, "current": self.current}
+            atomic_write_json(self.path, {"format": STATE_FORMAT, **body, "digest": digest(body)})
 
     def remove(self) -> None:
         if self.path is not None:
@@ -76,6 +77,12 @@ class EvalState:
         if self.current:
             text += f", {self.current['attack']} eps {self.current['eps']:.4g} after {self.current['batches']} batches"
         return text
+
+
+def digest(body: dict) -> str:
+    """sha256 of the request, rows and row in progress (canonical JSON): --resume refuses a progress file
+    whose rows were edited or damaged instead of reporting them as results."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def state_path(json_path: str | Path) -> Path:
@@ -96,11 +103,16 @@ def read_state(path: Path, request: dict) -> dict | None:
             from None
     if not isinstance(saved, dict) or saved.get("format") != STATE_FORMAT:
         raise UserError(f"--resume: {path}: not an rnas eval progress file; rerun without --resume to start over")
-    difference = first_difference(saved.get("request") or {}, request)
+    body = {key: saved.get(key) for key in ("request", "rows", "current")}
+    if saved.get("digest") != digest(body) or not isinstance(body["rows"], list) \
+            or not isinstance(body["current"], dict | None):
+        raise UserError(f"--resume: {path}: its rows do not match their digest (edited, damaged, or written by an "
+                        "older rnas); rerun without --resume to start over")
+    difference = first_difference(body["request"] or {}, request)
     if difference:
         raise UserError(f"--resume: {path} is the progress of another evaluation ({difference}); rerun without "
                         "--resume to start over")
-    return {"rows": saved["rows"], "current": saved["current"]}
+    return {"rows": body["rows"], "current": body["current"]}
 
 
 def first_difference(old: dict, new: dict) -> str | None:

@@ -151,3 +151,20 @@ def test_resume_without_state_starts_over_and_a_new_run_replaces_the_state(check
     assert not state_file(interrupted).exists() and not state_file(fresh).exists()
     assert without_seconds(json.loads(interrupted.read_text())) == \
         {**without_seconds(json.loads(fresh.read_text())), "seed": 1}
+
+
+@pytest.mark.parametrize("edit", [
+    lambda s: s["current"].update(correct=s["current"]["correct"] + 5),  # fabricated counts
+    lambda s: s["rows"].append({"attack": "clean", "eps": 0.0, "accuracy": 99.0, "n": 40}),  # a fabricated row
+    lambda s: s["current"].update(batches="two"),
+    lambda s: s.update(rows=7),
+    lambda s: s.pop("digest"),
+], ids=["counts", "row", "string-position", "rows-type", "no-digest"])
+def test_an_edited_progress_file_is_refused_not_reported(checkpoint, interrupted, edit):
+    state = json.loads(state_file(interrupted).read_text())
+    edit(state)
+    state_file(interrupted).write_text(json.dumps(state))
+    before = state_file(interrupted).read_bytes()
+    code, err = main_in_process(*eval_args(checkpoint, interrupted, "--resume", attacks=["clean"]))
+    assert code == 2 and err.count("\n") == 1 and "its rows do not match their digest" in err, err
+    assert state_file(interrupted).read_bytes() == before and not interrupted.exists()
