@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -443,8 +445,33 @@ def main(argv: list[str] | None = None) -> int:
         if main_rank:
             print(f"rnas: error: {err}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:  # Ctrl-C outside a run's own handler (export, report, derive ...)
+        if main_rank:
+            print("rnas: stopped (Ctrl-C)", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except Exception as err:  # a bug: one line and the traceback in a file, never a raw traceback
+        if os.environ.get("RNAS_DEBUG"):  # the tests set it: a case that reaches here fails them
+            raise
+        from .rundir import first_line
+
+        if main_rank:
+            print(f"rnas: internal error: {type(err).__name__}: {first_line(err)} (traceback in "
+                  f"{write_traceback(err)}; please report it)", file=sys.stderr)
+        return 1
     finally:
         shutdown()
+
+
+def write_traceback(err: BaseException) -> str:
+    """Write ``err``'s traceback to a new file in the temporary directory; its path."""
+    import tempfile
+    import traceback
+
+    fd, path = tempfile.mkstemp(prefix="rnas-internal-error-", suffix=".txt")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"rnas {' '.join(sys.argv[1:])}\n\n")
+        traceback.print_exception(err, file=fh)
+    return path
 
 
 if __name__ == "__main__":

@@ -4,6 +4,10 @@ import os
 import pytest
 import torch
 
+# an unexpected exception that reaches rnas.cli.main's guard is raised, not turned into "internal error", so
+# that a test (in this process or in an rnas subprocess it starts) fails on it
+os.environ["RNAS_DEBUG"] = "1"
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `pytest -n N` on N cores: one intra-op thread per worker and per process a test starts. N workers of
     # torch's default (one thread per core) oversubscribe the cores, and the spin-waits of many small ops then

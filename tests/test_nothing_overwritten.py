@@ -128,3 +128,37 @@ def test_teacher_train_names_are_file_names(root, tmp_path, name):
                                 "--model-dir", models, "--name", name, "--out", tmp_path / "run")
     assert code == 2 and "a checkpoint file name" in one_line(err)
     assert not models.exists() and not (tmp_path / "run").exists() and not (tmp_path.parent / "escaped.pt").exists()
+
+
+def test_an_unexpected_exception_is_one_line_with_its_traceback_in_a_file(monkeypatch, capsys):
+    import rnas.cli
+
+    def broken(args):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.delenv("RNAS_DEBUG")
+    parser = rnas.cli.build_parser()
+    monkeypatch.setattr(rnas.cli, "build_parser", lambda: parser)
+    parser._subparsers._group_actions[0].choices["teachers"].set_defaults(func=broken)
+    code = rnas.cli.main(["teachers"])
+    err = capsys.readouterr().err
+    assert code == 1 and one_line(err).startswith("rnas: internal error: ZeroDivisionError: a bug (traceback in ")
+    path = Path(err.split("traceback in ")[1].split(";")[0])
+    assert "ZeroDivisionError: a bug" in path.read_text() and "Traceback" in path.read_text()
+    path.unlink()
+    monkeypatch.setenv("RNAS_DEBUG", "1")
+    with pytest.raises(ZeroDivisionError):  # under the tests it is raised
+        rnas.cli.main(["teachers"])
+
+
+def test_ctrl_c_outside_a_run_is_one_line_exit_130(monkeypatch, capsys):
+    import rnas.cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    parser = rnas.cli.build_parser()
+    monkeypatch.setattr(rnas.cli, "build_parser", lambda: parser)
+    parser._subparsers._group_actions[0].choices["teachers"].set_defaults(func=interrupted)
+    assert rnas.cli.main(["teachers"]) == 130
+    assert one_line(capsys.readouterr().err) == "rnas: stopped (Ctrl-C)"
