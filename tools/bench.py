@@ -1,7 +1,7 @@
 """Benchmark one RNAS-CL search step against its limit (teacher forward + max-width student step).
 
     python tools/bench.py [--space S5] [--batch-size 128] [--threads 2] [--device cpu|cuda]
-                          [--teachers wrn-16-2,wrt34] [--repeats 21] [--compile] [--amp] [--json]
+                          [--teachers wrn-16-2,wrt34] [--repeats 21] [--compile] [--amp [bf16|fp16]] [--json]
     python tools/bench.py --ddp [--space S5] [--teachers wrn-16-2] [--repeats 3] [--ddp-steps 12]
     python tools/bench.py --tutors [--space S3] [--teachers wrn-16-2] [--repeats 11] [--threads 1]
     python tools/bench.py --imagenet [--space i|im|is] [--teacher r18] [--batch-size 32] [--steps 3] [--threads 2]
@@ -85,13 +85,13 @@ def paired_ratio(t: dict, num: str, dens: tuple[str, ...]) -> tuple[float, float
     return statistics.median(ratios), q1, q3
 
 
-def setup(space: str, teacher: str, batch: int, device: str, amp: bool, compile_: bool, **search_flags):
+def setup(space: str, teacher: str, batch: int, device: str, amp: str, compile_: bool, **search_flags):
     from rnas.device import compile_model, place
     from rnas.search import SearchConfig, Searcher
     from supernets import Network
 
     cfg = SearchConfig(space=space, teacher=teacher, random_teacher=True, data="digits", batch_size=batch,
-                       device=device, amp="bf16" if amp else "none", compile=compile_, val_size=0, **search_flags)
+                       device=device, amp=amp, compile=compile_, val_size=0, **search_flags)
     searcher = Searcher.from_config(cfg)
     # time the ordinary step: the bench repeats one step index, and step 0 is one of the 1-in-log_every steps
     # that also measure the attention term's gradient share (one extra backward of that term)
@@ -275,6 +275,14 @@ RATIOS = (("supernet_over_standalone", "(b)/(a)", "<= 1.10"), ("search_over_limi
           ("data_over_consumption", "(g)/rate of (f)", ">= 20"), ("memory_ratio", "peak mem (f)/(a)", "<= 1.3"))
 
 
+def absolute_json(row: dict) -> dict:
+    """The absolute figures of one teacher's row: median ms of each operation, images/s of the search
+    step, peak memory (bytes) of the standalone and the search step."""
+    return {"median_ms": {k: round(1e3 * v["median"], 3) for k, v in row["times_s"].items()},
+            "search_images_per_s": round(row["search_images_per_s"], 1),
+            "peak_bytes": {"standalone": row["peak_bytes"]["a"], "search_step": row["peak_bytes"]["f"]}}
+
+
 def print_table(rows: list[dict]) -> None:
     for row in rows:
         t = row["times_s"]
@@ -304,7 +312,7 @@ IMAGENET_SPACES = ("is", "im", "i")
 IMAGENET100_TRAIN = 126_689
 
 
-def setup_imagenet(space: str, teacher: str, batch: int, device: str, amp: bool, compile_: bool):
+def setup_imagenet(space: str, teacher: str, batch: int, device: str, amp: str, compile_: bool):
     """The ImageNet-100 search at 224x224 from objects (no data on disk): the ``space`` supernet for 100 classes,
     ``teacher`` built with 1000 random-weight outputs and wrapped to return ImageNet-100's 100 logits (what
     load_teacher makes of a 1000-class robust checkpoint), the searcher over one random batch, a standalone
@@ -329,7 +337,7 @@ def setup_imagenet(space: str, teacher: str, batch: int, device: str, amp: bool,
     y = torch.randint(0, info.num_classes, (batch,), generator=gen).to(dev)
     data = DataBundle(IterableLoader([(x, y)], dev, batch), None, info.num_classes, info.input_size)
     cfg = SearchConfig(space=space, teacher=teacher, data="imagenet100", batch_size=batch, device=device,
-                       amp="bf16" if amp else "none", compile=compile_, cosine=True, val_size=0)
+                       amp=amp, compile=compile_, cosine=True, val_size=0)
     searcher = Searcher(supernet, place(net, dev), data, cfg, device=dev)
     searcher.step = 1  # an ordinary step, not one of the 1-in-log_every steps measuring the gradient share
     widths = [b.width_choices[0] for b in supernet.blocks]
@@ -546,7 +554,8 @@ def main():
                         help="timed rounds (a third of them for wrt34 and PGD)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first (--imagenet: always one step)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the students (as rnas search --compile)")
-    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast for the forwards")
+    parser.add_argument("--amp", nargs="?", const="bf16", default="none", choices=["none", "bf16", "fp16"],
+                        help="autocast of the forwards (as rnas search --amp); --amp alone: bf16")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
     args = parser.parse_args()
     if args.imagenet and args.ddp:
@@ -592,7 +601,9 @@ def main():
                           "space": args.space, "batch_size": args.batch_size, "device": args.device,
                           "threads": args.threads,
                           "quartiles": {k: [round(q, 4) for q in v] for k, v in first["quartiles"].items()},
-                          "per_teacher": {r["teacher"]: {k: round(r[k], 4) for k, _, _ in RATIOS} for r in rows}},
+                          "amp": args.amp, "compile": args.compile,
+                          "per_teacher": {r["teacher"]: {**{k: round(r[k], 4) for k, _, _ in RATIOS},
+                                                         **absolute_json(r)} for r in rows}},
                          indent=1))
     else:
         print_table(rows)
