@@ -201,7 +201,7 @@ def load_config_file(cls, path: str | Path) -> dict:
         raise UserError(f"--config {path}: not a text file (byte {err.object[err.start]:#04x} at offset "
                         f"{err.start} is not UTF-8)") from None
     except yaml.YAMLError as err:
-        raise UserError(f"--config {path}: bad YAML at {yaml_problem(err)}") from None
+        raise UserError(f"--config {path}: bad YAML{yaml_problem(err)}") from None
     if not isinstance(data, dict):
         raise UserError(f"--config {path}: expected a mapping of flag names to values")
     names = {f.name for f in dataclasses.fields(cls)}

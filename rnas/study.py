@@ -137,7 +137,7 @@ def read_study(path: str | Path) -> dict:
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a text file") from None
     except yaml.YAMLError as err:
-        raise UserError(f"{path}: bad YAML at {yaml_problem(err)}") from None
+        raise UserError(f"{path}: bad YAML{yaml_problem(err)}") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping (name, data, teacher, searches, arms, eval, ...)")
     return data

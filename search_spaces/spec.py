@@ -63,16 +63,40 @@ class UniqueKeyLoader(yaml.SafeLoader):
 
 
 def yaml_problem(err: yaml.YAMLError) -> str:
-    """One line for a YAML error: 'line L, column C: problem'."""
+    """One line for a YAML error: " at line L, column C: problem" (": problem" when it has no position)."""
     mark = getattr(err, "problem_mark", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
     problem = getattr(err, "problem", None) or " ".join(str(err).split()) or "invalid YAML"
-    return f"{where}: {problem}"
+    return f" at line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else f": {problem}"
+
+
+MAX_YAML_VALUES = 100_000  # a spec, config or study file has hundreds
+
+
+class YAMLTooLarge(yaml.YAMLError):
+    def __init__(self, problem: str):
+        super().__init__(problem)
+        self.problem, self.problem_mark = problem, None
 
 
 def read_yaml(text: str):
-    """``text`` parsed as YAML with duplicate keys rejected (yaml.YAMLError otherwise)."""
-    return yaml.load(text, Loader=UniqueKeyLoader)
+    """``text`` parsed as YAML with duplicate keys rejected and at most MAX_YAML_VALUES values once its
+    aliases are expanded (an alias bomb: a few hundred bytes of nested anchors that expand to billions of
+    values, which any walk over the data would then take forever on); yaml.YAMLError otherwise. PyYAML
+    builds an alias as a reference to the same object, so the count stops early and costs nothing."""
+    data = yaml.load(text, Loader=UniqueKeyLoader)
+    stack, seen = [data], 0
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if seen > MAX_YAML_VALUES:
+            raise YAMLTooLarge(f"more than {MAX_YAML_VALUES:,} values once its aliases are expanded "
+                               "(nested anchors and aliases: refused)")
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return data
 
 
 class SpecError(ValueError):
@@ -332,5 +356,5 @@ def read_space_file(path: Path, source: str | None = None) -> SpaceSpec:
     try:
         data = read_yaml(text)
     except yaml.YAMLError as err:
-        raise SpecError(source, "", f"bad YAML at {yaml_problem(err)}") from None
+        raise SpecError(source, "", f"bad YAML{yaml_problem(err)}") from None
     return parse_space(data, source)

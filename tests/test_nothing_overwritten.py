@@ -162,3 +162,20 @@ def test_ctrl_c_outside_a_run_is_one_line_exit_130(monkeypatch, capsys):
     parser._subparsers._group_actions[0].choices["teachers"].set_defaults(func=interrupted)
     assert rnas.cli.main(["teachers"]) == 130
     assert one_line(capsys.readouterr().err) == "rnas: stopped (Ctrl-C)"
+
+
+BOMB = "name: bomb\na: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True))
+
+
+@pytest.mark.parametrize("command", [["study", "{}", "--dry-run"], ["search", "--config", "{}", "--random-teacher"]])
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path, command):
+    """A few hundred bytes of nested anchors (9**9 values expanded) is one line, not a hang."""
+    import time
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BOMB)
+    start = time.perf_counter()
+    code, err = main_in_process(*[str(path) if a == "{}" else a for a in command])
+    assert code == 2 and "bad YAML: more than 100,000 values once its aliases are expanded" in one_line(err)
+    assert time.perf_counter() - start < 10
