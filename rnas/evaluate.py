@@ -1,6 +1,7 @@
 """`rnas eval` and `rnas.load_model`: robustness of a trained network under a list of attacks."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -25,7 +26,7 @@ from .device import place
 from .distributed import SINGLE, Dist, join_job
 from .errors import UserError
 from .eval_state import EvalState, RowProgress, open_state, state_path
-from .rundir import atomic_write_json, load_checkpoint
+from .rundir import OutputLock, atomic_write_json, load_checkpoint
 from .teachers import load_teacher, teacher_arch
 
 
@@ -270,25 +271,27 @@ def run_eval(cfg: EvalConfig, out=print, progress=None, resume: bool = False) ->
     macs = arch.get("macs") or count_macs(model, size, device)
     settings = {"data": data, "data_dir": data_dir and str(Path(data_dir).resolve()), "split": split,
                 "val_size": val_size, "n": n}
-    state = open_state(state_path(cfg.json), eval_request(cfg, settings), resume, dist) if cfg.json else None
-    out(f"{cfg.checkpoint}: {params / 1e6:.3f}M params, {macs / 1e6:.2f}M MACs; {data} {split}: {source}; "
-        f"n={n}, seed {cfg.seed}")
-    out(f"{'attack':14s} {'eps':>9s} {'accuracy %':>10s} {'n':>6s} {'seconds':>8s}")
-    def report(r: dict) -> None:
-        out(f"{_label(r):14s} {_eps_text(r['eps'], 'pixel_eps' in r):>9s} {r['accuracy']:10.2f} {r['n']:6d} "
-            f"{r['seconds']:8.1f}")
-        if progress is not None:
-            progress(r)
+    lock = OutputLock(Path(cfg.json), f"--json {cfg.json}") if cfg.json and dist.main else contextlib.nullcontext()
+    with lock:  # a second rnas eval writing the same --json is refused
+        state = open_state(state_path(cfg.json), eval_request(cfg, settings), resume, dist) if cfg.json else None
+        out(f"{cfg.checkpoint}: {params / 1e6:.3f}M params, {macs / 1e6:.2f}M MACs; {data} {split}: {source}; "
+            f"n={n}, seed {cfg.seed}")
+        out(f"{'attack':14s} {'eps':>9s} {'accuracy %':>10s} {'n':>6s} {'seconds':>8s}")
+        def report(r: dict) -> None:
+            out(f"{_label(r):14s} {_eps_text(r['eps'], 'pixel_eps' in r):>9s} {r['accuracy']:10.2f} {r['n']:6d} "
+                f"{r['seconds']:8.1f}")
+            if progress is not None:
+                progress(r)
 
-    with _interrupt_note(state):
-        rows = evaluate(model, batches, attacks, eps_values, cw_steps=cfg.cw_steps, seed=cfg.seed, dist=dist,
-                        eps_scale=eps_scale, progress=report, state=state)
-    result = {"checkpoint": str(cfg.checkpoint), "params": params, "macs": macs, "data": data, "split": split,
-              "split_source": source, "n": n, "seed": cfg.seed, "eps_space": cfg.eps_space, "results": rows}
-    if cfg.json and dist.main:
-        atomic_write_json(Path(cfg.json), result)
-        state.remove()
-    return result
+        with _interrupt_note(state):
+            rows = evaluate(model, batches, attacks, eps_values, cw_steps=cfg.cw_steps, seed=cfg.seed, dist=dist,
+                            eps_scale=eps_scale, progress=report, state=state)
+        result = {"checkpoint": str(cfg.checkpoint), "params": params, "macs": macs, "data": data, "split": split,
+                  "split_source": source, "n": n, "seed": cfg.seed, "eps_space": cfg.eps_space, "results": rows}
+        if cfg.json and dist.main:
+            atomic_write_json(Path(cfg.json), result)
+            state.remove()
+        return result
 
 
 def normalized_warning(eps_values: list[float], std: torch.Tensor) -> str:

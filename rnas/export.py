@@ -196,6 +196,21 @@ def _check_request(fmt: str, out: Path) -> None:
         raise UserError(f"-o {out}: directory {out.parent} does not exist")
 
 
+def publish(partial: Path, out: Path) -> None:
+    """Give the finished ``partial`` file the name ``out`` unless a file of that name appeared meanwhile (a
+    second rnas export to the same -o): a hard link is created atomically or not at all."""
+    try:
+        os.link(partial, out)
+    except FileExistsError:
+        raise UserError(f"-o {out}: written by another process while this export ran; it was kept, "
+                        "nothing replaced") from None
+    except OSError:  # a file system without hard links: the check and the rename are then two steps
+        if out.exists():
+            raise UserError(f"-o {out}: written by another process while this export ran; it was kept, "
+                            "nothing replaced") from None
+        os.replace(partial, out)
+
+
 def export(checkpoint: str | Path, fmt: str, out: str | Path, input_size: int | None = None,
            batch: int | None = None, tolerance: float = TOLERANCE) -> dict:
     """Write the standalone net of an rnas retrain checkpoint as ``fmt`` (onnx, torchscript, pt2) to ``out``,
@@ -208,7 +223,8 @@ def export(checkpoint: str | Path, fmt: str, out: str | Path, input_size: int | 
     module = standalone(model, input_size, batch)
     shape, form = module.input_shape, FORMATS[fmt]
     batches = (batch,) if batch else CHECK_BATCHES
-    partial = out.with_name(f".partial-{out.name}")  # the file appears at `out` only once it is verified
+    # the file appears at `out` only once it is verified; this process's own partial file
+    partial = out.with_name(f".partial-{os.getpid()}-{out.name}")
     try:
         form.write(module, _example(shape, batch), batch, partial)
         run, checked_with = form.read(partial)
@@ -216,7 +232,7 @@ def export(checkpoint: str | Path, fmt: str, out: str | Path, input_size: int | 
         if diff is not None and diff > tolerance:
             raise ExportMismatch(f"{out}: max abs difference {diff:.3g} between the {fmt} file ({checked_with}) and "
                                  f"the PyTorch model exceeds the tolerance {tolerance:g}; nothing written")
-        os.replace(partial, out)
+        publish(partial, out)
     finally:
         partial.unlink(missing_ok=True)
     return {"path": str(out), "format": fmt, "exporter": form.exporter, "checked_with": checked_with,

@@ -141,6 +141,41 @@ class RunLock:
 os.register_at_fork(after_in_child=RunLock._close_in_child)
 
 
+class OutputLock:
+    """An exclusive lock on an output file that a command writes over minutes (``rnas eval --json OUT`` and
+    its progress file): a second process writing the same output is refused with one line. The lock file
+    ``.OUT.lock`` beside it is removed on exit; a lock taken on a file another process has just removed is
+    detected (its inode is no longer the path's) and taken again."""
+
+    def __init__(self, path: Path, what: str):
+        self.path, self.what = path.with_name(f".{path.name}.lock"), what
+        self.fh = None
+
+    def __enter__(self) -> OutputLock:
+        import fcntl
+
+        while True:
+            fh = open(self.path, "a+")
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                fh.close()
+                raise UserError(f"{self.what}: in use by another rnas process (wait for it or choose another "
+                                "file)") from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fh.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self.fh = fh
+                return self
+            fh.close()
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+        self.fh.close()
+
+
 def rng_state() -> dict:
     """torch (CPU and CUDA), numpy and python RNG states, in a weights_only-loadable form."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()

@@ -179,3 +179,39 @@ def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path, command):
     code, err = main_in_process(*[str(path) if a == "{}" else a for a in command])
     assert code == 2 and "bad YAML: more than 100,000 values once its aliases are expanded" in one_line(err)
     assert time.perf_counter() - start < 10
+
+
+def test_a_second_eval_on_the_same_json_is_refused(model_run, tmp_path):
+    from rnas.rundir import OutputLock
+
+    out = tmp_path / "eval.json"
+    with OutputLock(out, "the first eval"):  # a first rnas eval is writing OUT
+        code, err = main_in_process("eval", model_run / "checkpoint.pt", "--attacks", "clean", "--n", 20,
+                                    "--json", out)
+    assert code == 2 and f"--json {out}: in use by another rnas process" in one_line(err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # its lock file is gone, nothing else written
+    code, err = main_in_process("eval", model_run / "checkpoint.pt", "--attacks", "clean", "--n", 20, "--json", out)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval.json"]
+
+
+def test_a_second_export_to_the_same_file_keeps_the_first(model_run, tmp_path, monkeypatch):
+    """Two exports to one -o: the first finishes while the second is writing (the fault point: the second's
+    writer); the second then stops with one line and the first's file stays as it was."""
+    import dataclasses
+
+    import rnas.export
+
+    out = tmp_path / "net.pt"
+    form = rnas.export.FORMATS["torchscript"]
+    write = form.write
+
+    def slow_write(module, example, batch, path):
+        out.write_bytes(b"the first export's file")  # the other process published meanwhile
+        write(module, example, batch, path)
+
+    monkeypatch.setitem(rnas.export.FORMATS, "torchscript", dataclasses.replace(form, write=slow_write))
+    code, err = main_in_process("export", model_run / "checkpoint.pt", "--format", "torchscript", "-o", out)
+    assert code == 2 and "written by another process while this export ran" in one_line(err)
+    assert out.read_bytes() == b"the first export's file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.pt"]  # no partial file left
