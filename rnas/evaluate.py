@@ -26,7 +26,7 @@ from .device import place
 from .distributed import SINGLE, Dist, join_job
 from .errors import UserError
 from .eval_state import EvalState, RowProgress, open_state, state_path
-from .rundir import OutputLock, atomic_write_json, load_checkpoint
+from .rundir import OutputLock, atomic_write_json, first_line, load_checkpoint
 from .teachers import load_teacher, teacher_arch
 
 
@@ -34,16 +34,36 @@ def load_model(path: str | Path) -> nn.Module:
     """The trained network of an rnas checkpoint (retrain or teacher training) as an nn.Module on
     [0, 1] images, in eval mode; its architecture is rebuilt from the checkpoint's own description."""
     ckpt = load_checkpoint(Path(path))
-    if ckpt.get("format") != "rnas-train-1":
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "rnas-train-1":
         raise UserError(f"{path}: not an rnas model checkpoint (from rnas retrain or rnas teacher train); "
                         "for a RobustBench file use rnas eval --teacher-arch NAME")
-    if ckpt["kind"] == "retrain":
-        model = build_model(ckpt["arch"])
-        if ckpt.get("mbn"):
-            convert_to_mbn(model)
-    else:
-        model = teacher_arch(ckpt["teacher_arch"], ckpt["data"]).build(dataset_info(ckpt["data"]).num_classes)
-    model.load_state_dict(ckpt["model"])
+    kinds = {"retrain": "arch", "teacher": "teacher_arch"}
+    kind = ckpt.get("kind")
+    if kind not in kinds:
+        raise UserError(f"{path}: kind {kind!r}: an rnas model checkpoint is of kind retrain or teacher")
+    for key, expected in ((kinds[kind], dict if kind == "retrain" else str), ("model", dict),
+                          ("config", (dict, type(None)))):
+        if not isinstance(ckpt.get(key), expected):
+            raise UserError(f"{path}: its {key!r} is a {type(ckpt.get(key)).__name__} (a damaged or edited "
+                            "checkpoint)")
+    try:
+        if kind == "retrain":
+            model = build_model(ckpt["arch"])
+            if ckpt.get("mbn"):
+                convert_to_mbn(model)
+        else:
+            data = ckpt.get("data")
+            model = teacher_arch(ckpt["teacher_arch"], data).build(dataset_info(data).num_classes)
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise UserError(f"{path}: its {kinds[kind]} cannot be built ({type(err).__name__}: {first_line(err)})") \
+            from None
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, KeyError, TypeError) as err:
+        mbn = " (is its mbn flag right?)" if kind == "retrain" else ""
+        raise UserError(f"{path}: its weights do not fit its {kinds[kind]}{mbn}: {first_line(err, 200)}") from None
     model.rnas_checkpoint = {k: ckpt.get(k) for k in ("kind", "config", "arch")}
     return model.eval()
 
@@ -256,6 +276,10 @@ def run_eval(cfg: EvalConfig, out=print, progress=None, resume: bool = False) ->
         model = load_model(cfg.checkpoint)
         saved = model.rnas_checkpoint["config"] or {}
     data = cfg.data or saved.get("data") or "cifar10"
+    outputs = ((getattr(model, "rnas_checkpoint", None) or {}).get("arch") or {}).get("num_classes")
+    if isinstance(outputs, int) and data in TRAINABLE and outputs != dataset_info(data).num_classes:
+        raise UserError(f"{cfg.checkpoint}: a net with {outputs} outputs; {data} has "
+                        f"{dataset_info(data).num_classes} classes")
     data_dir = cfg.data_dir or saved.get("data_dir")
     val_size = cfg.val_size if cfg.val_size is not None else saved.get("val_size")
     split, source = resolve_split(data, data_dir, cfg.split, val_size)

@@ -215,3 +215,45 @@ def test_a_second_export_to_the_same_file_keeps_the_first(model_run, tmp_path, m
     assert code == 2 and "written by another process while this export ran" in one_line(err)
     assert out.read_bytes() == b"the first export's file"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["net.pt"]  # no partial file left
+
+
+def _tamper(ckpt: dict, how: str) -> dict:
+    from supernets import build_model
+
+    state = ckpt["model"]
+    if how == "missing-key":
+        state.pop(next(iter(state)))
+    elif how == "extra-key":
+        state["extra.weight"] = torch.zeros(3)
+    elif how == "width-mismatch":
+        ckpt["arch"] = {**ckpt["arch"], "widths": [4, 16, 16]}
+    elif how == "wrong-kind":
+        ckpt["kind"] = "search"
+    elif how == "mbn-flag":
+        ckpt["mbn"] = True
+    elif how == "config-string":
+        ckpt["config"] = "data: cifar10"
+    elif how == "arch-string":
+        ckpt["arch"] = "s3"
+    elif how == "1000-classes":
+        ckpt["arch"] = {**ckpt["arch"], "num_classes": 1000}
+        ckpt["model"] = build_model(ckpt["arch"]).state_dict()
+    return ckpt
+
+
+TAMPERED = {"missing-key": "its weights do not fit its arch", "extra-key": "its weights do not fit its arch",
+            "width-mismatch": "its weights do not fit its arch", "wrong-kind": "kind 'search'",
+            "mbn-flag": "(is its mbn flag right?)", "config-string": "its 'config' is a str",
+            "arch-string": "its 'arch' is a str", "1000-classes": "a net with 1000 outputs; cifar10 has 10 classes"}
+
+
+@pytest.mark.parametrize("how", list(TAMPERED))
+def test_a_tampered_checkpoint_is_one_line_in_eval_and_export(model_run, tmp_path, how):
+    path = tmp_path / "checkpoint.pt"
+    torch.save(_tamper(torch.load(model_run / "checkpoint.pt", weights_only=True), how), path)
+    code, err = main_in_process("eval", path, "--attacks", "clean", "--n", 10, "--json", tmp_path / "e.json")
+    assert code == 2 and TAMPERED[how] in one_line(err), err
+    if how != "1000-classes":  # export has no dataset to compare the head with
+        code, err = main_in_process("export", path, "--format", "torchscript", "-o", tmp_path / "net.pt")
+        assert code == 2 and (TAMPERED[how] in one_line(err) or how == "wrong-kind"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
