@@ -14,6 +14,7 @@ Adding an attack is one decorated function.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -29,12 +30,13 @@ from .names import match_name
 
 def parse_eps(text: str | float) -> float:
     """'8/255' -> 0.0313..., '0.5' -> 0.5."""
-    if isinstance(text, (int, float)):
-        return float(text)
     try:
-        return float(Fraction(text.strip()))
-    except (ValueError, ZeroDivisionError):
-        raise UserError(f"bad eps {text!r}: use a number or a fraction such as 8/255") from None
+        value = float(text) if isinstance(text, (int, float)) else float(Fraction(text.strip()))
+    except (ValueError, ZeroDivisionError, OverflowError):
+        value = math.nan
+    if not math.isfinite(value):
+        raise UserError(f"bad eps {text!r}: use a finite number or a fraction such as 8/255")
+    return value
 
 
 Budget = float | torch.Tensor  # pixel units; a tensor is per channel, [1, C, 1, 1]
@@ -110,6 +112,8 @@ def lookup_attack(name: str) -> tuple[AttackInfo, dict[str, int]]:
     """(registry entry, placeholder values) of an attack name, or a one-line UserError listing the known ones."""
     for info in ATTACKS.values():
         if (values := match_name(info.name, name)) is not None:
+            if values.get("steps") == 0:
+                raise UserError(f"attack {name!r}: needs at least one step (0 steps is the clean accuracy)")
             return info, values
     raise UserError(f"unknown attack {name!r} ({attack_names()})")
 

@@ -432,10 +432,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from .distributed import from_environment, shutdown
 
-    args = build_parser().parse_args(argv)
     main_rank = from_environment().main
     logging.basicConfig(format="rnas: %(message)s", level=logging.WARNING if main_rank else logging.ERROR)
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except USER_ERRORS as err:
         if main_rank:

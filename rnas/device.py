@@ -16,6 +16,8 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise UserError(f"--device {name}: not a device (cpu, cuda, cuda:N, auto)") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--device {name}: not a device rnas runs on (cpu, cuda, cuda:N, auto)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {name}: CUDA is not available on this machine")
     return device

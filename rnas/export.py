@@ -183,8 +183,15 @@ def load_retrained(checkpoint: str | Path) -> nn.Module:
     return load_model(checkpoint)
 
 
-def _check_request(fmt: str, out: Path) -> None:
-    """Fail before anything is loaded: unknown format, missing exporter packages, -o taken or unwritable."""
+MAX_INPUT_SIZE, MAX_BATCH = 4096, 4096  # a traced example of 4096 x 3 x 4096² floats is already 800 GiB
+
+
+def _check_request(fmt: str, out: Path, input_size: int | None = None, batch: int | None = None) -> None:
+    """Fail before anything is loaded: unknown format, missing exporter packages, -o taken or unwritable,
+    an input size or batch no machine could trace."""
+    for flag_, value, limit in (("--input-size", input_size, MAX_INPUT_SIZE), ("--batch", batch, MAX_BATCH)):
+        if value is not None and value > limit:
+            raise UserError(f"{flag_} {value}: at most {limit}")
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt}: unknown (choose one of {', '.join(FORMATS)})")
     missing = [p for p in FORMATS[fmt].needs if importlib.util.find_spec(p) is None]
@@ -218,7 +225,7 @@ def export(checkpoint: str | Path, fmt: str, out: str | Path, input_size: int | 
     1, 3, 8, or ``batch`` when fixed). Nothing is left at ``out`` unless the difference is within ``tolerance``
     (else ExportMismatch). Returns what was written and how it was checked."""
     out = Path(out)
-    _check_request(fmt, out)
+    _check_request(fmt, out, input_size, batch)
     model = load_retrained(checkpoint)
     module = standalone(model, input_size, batch)
     shape, form = module.input_shape, FORMATS[fmt]

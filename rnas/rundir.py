@@ -261,6 +261,8 @@ def prepare_run_dir(out: str | Path, resume: bool) -> Path:
         raise UserError(f"--out {run}: already holds a run; resume it with --resume {run} or choose another --out")
     elif run.exists() and not run.is_dir():
         raise UserError(f"--out {run}: exists and is not a directory")
+    elif run.is_symlink() and not run.exists():
+        raise UserError(f"--out {run}: a symbolic link to {os.readlink(run)}, which does not exist")
     check_can_create(run, f"--out {run}")
     return run
 

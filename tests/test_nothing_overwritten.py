@@ -257,3 +257,28 @@ def test_a_tampered_checkpoint_is_one_line_in_eval_and_export(model_run, tmp_pat
         code, err = main_in_process("export", path, "--format", "torchscript", "-o", tmp_path / "net.pt")
         assert code == 2 and (TAMPERED[how] in one_line(err) or how == "wrong-kind"), err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
+NUMBERS_AND_PATHS = [
+    (["eval", "{ckpt}", "--attacks", "clean", "--eps", "1e400"], "bad eps '1e400': use a finite number"),
+    (["eval", "{ckpt}", "--attacks", "fgsm", "--eps-sweep", "1e400"], "bad eps '1e400': use a finite number"),
+    (["eval", "{ckpt}", "--attacks", "pgd0"], "attack 'pgd0': needs at least one step"),
+    (["eval", "{ckpt}", "--attacks", "clean", "--device", "meta"], "--device meta: not a device rnas runs on"),
+    (["export", "{ckpt}", "--format", "torchscript", "-o", "{tmp}/x.pt", "--input-size", "200000"],
+     "--input-size 200000: at most 4096"),
+    (["export", "{ckpt}", "--format", "torchscript", "-o", "{tmp}/x.pt", "--batch", "100000000"],
+     "--batch 100000000: at most 4096"),
+    (["search", "--space", "{root}/tiny.yaml", "--teacher", "wrn-10-1", "--random-teacher", "--data-dir",
+      "{root}/data", "--out", "{tmp}/run", "--device", "meta"], "--device meta: not a device rnas runs on"),
+    (["search", "--space", "{root}/tiny.yaml", "--teacher", "wrn-10-1", "--random-teacher", "--data-dir",
+      "{root}/data", "--out", "{tmp}/dangling"], "dangling: a symbolic link to"),
+]
+
+
+@pytest.mark.parametrize("args,message", NUMBERS_AND_PATHS, ids=[f"{a[0]}-{m[:24]}" for a, m in NUMBERS_AND_PATHS])
+def test_numbers_devices_and_paths_are_checked_before_anything_runs(root, model_run, tmp_path, args, message):
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    values = {"ckpt": model_run / "checkpoint.pt", "tmp": tmp_path, "root": root}
+    code, err = main_in_process(*[a.format(**values) for a in args])
+    assert code == 2 and message in one_line(err), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling"]
