@@ -26,6 +26,11 @@ def atomic_write_json(path: Path, obj) -> None:
     _atomic_write(path, lambda fh: fh.write((json.dumps(obj, indent=1) + "\n").encode()))
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """``text`` in ``path``, written as atomically as ``atomic_save``."""
+    _atomic_write(path, lambda fh: fh.write(text.encode()))
+
+
 def _atomic_write(path: Path, write, fault_point: bool = False) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
@@ -205,15 +210,26 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _epoch_of(line: str) -> int | None:
+    """The epoch of a metrics.jsonl line; None for a line that is not a record (a partial last line left by
+    a kill or a full disk, or a damaged one): such lines are dropped when a run resumes."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    epoch = record.get("epoch") if isinstance(record, dict) else None
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+
+
 class Metrics:
     """metrics.jsonl (one JSON object per line) plus TensorBoard events under RUN/tb."""
 
     def __init__(self, run: Path, resume_epoch: int | None = None):
         self.path = run / "metrics.jsonl"
         if resume_epoch is not None and self.path.exists():  # drop lines of epochs that will be redone
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("epoch", -1) < resume_epoch]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            kept = [line for line in self.path.read_text(errors="replace").splitlines()
+                    if _epoch_of(line) is not None and _epoch_of(line) < resume_epoch]
+            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
         from torch.utils.tensorboard import SummaryWriter
 
         self.tb = SummaryWriter(str(run / "tb"))

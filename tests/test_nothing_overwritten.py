@@ -282,3 +282,16 @@ def test_numbers_devices_and_paths_are_checked_before_anything_runs(root, model_
     code, err = main_in_process(*[a.format(**values) for a in args])
     assert code == 2 and message in one_line(err), err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling"]
+
+
+@pytest.mark.parametrize("tail", ['{"epoch": 1, "weig', "not json", "null", "7", '{"epoch": "one"}'])
+def test_a_damaged_last_line_of_metrics_does_not_stop_a_resume(root, tmp_path, tail):
+    run = tmp_path / "run"
+    code, err = main_in_process(*search_args(root, run, "--epochs", 1))
+    assert code == 0, err
+    first = (run / "metrics.jsonl").read_text()
+    (run / "metrics.jsonl").write_text(first + tail)  # a kill or a full disk in the middle of a write
+    code, err = main_in_process("search", "--resume", run, "--epochs", 2)
+    assert code == 0, err
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert lines[0] == first.strip() and [json.loads(x)["epoch"] for x in lines] == [0, 1]
