@@ -203,12 +203,18 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
         space = entry.get("space")
         if not isinstance(space, str) or not space:
             raise _fail(f"{here}.space", "missing (a built-in space name or a YAML path)")
+        smallest = _smallest_macs(_space(space, cwd), dataset_info(common.get("data") or "cifar10").num_classes,
+                                  f"{here}.space")
         tag = Path(space).stem.lower()
         cfg = _build(SearchConfig, {**common, **teacher, **search_flags, "space": _space(space, cwd),
                                     "out": str(out / f"search-{tag}")}, f"{here}")
         search = add(Step(f"search/{tag}", "search", f"search-{tag}", cfg))
         budgets = [None] if entry.get("budgets") is None else \
             [_budget(b, f"{here}.budgets") for b in _list(entry["budgets"], f"{here}.budgets")]
+        for budget in budgets:
+            if budget is not None and budget < smallest:
+                raise _fail(f"{here}.budgets", f"{budget:,.0f} MACs is below the smallest net of {space} "
+                                               f"({smallest:,} MACs)")
         derive = add(Step(f"derive/{tag}", "derive", f"search-{tag}", extra={
             "budgets": budgets, "epochs": cfg.epochs}), search.name)
         for budget in budgets:
@@ -254,8 +260,9 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
     threads = data.get("threads")
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise _fail(f"{where}: jobs", f"{jobs!r}: a whole number >= 1")
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-        raise _fail(f"{where}: threads", f"{threads!r}: a whole number >= 1")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)
+                                or not 1 <= threads <= MAX_THREADS):
+        raise _fail(f"{where}: threads", f"{threads!r}: a whole number from 1 to {MAX_THREADS}")
     return Study(name, path, out, graph, models, jobs, threads)
 
 
@@ -404,6 +411,23 @@ def _budget_text(budget: int) -> str:
     from .derivation import arch_filename
 
     return arch_filename(budget)[len("arch-"):-len(".json")]
+
+
+MAX_THREADS = 1024  # per job; OpenMP dies far above what any machine has
+
+
+def _smallest_macs(space: str, num_classes: int, where: str) -> int:
+    """MACs of the narrowest net of ``space`` (read and built now, so that an unknown space, a missing or
+    malformed spec file and a budget below its smallest net fail before the study runs)."""
+    from search_spaces import SpecError, load_space
+    from supernets import Network
+
+    try:
+        spec = load_space(space)
+    except (SpecError, UserError) as err:
+        raise _fail(where, str(err)) from None
+    net = Network(spec, num_classes)
+    return net.cost([len(b.width_choices) - 1 for b in net.searched_blocks])[1]
 
 
 def _space(space: str, cwd: Path) -> str:

@@ -295,3 +295,18 @@ def test_a_damaged_last_line_of_metrics_does_not_stop_a_resume(root, tmp_path, t
     assert code == 0, err
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert lines[0] == first.strip() and [json.loads(x)["epoch"] for x in lines] == [0, 1]
+
+
+@pytest.mark.parametrize("body,message", [
+    ("searches: [{space: nope}]", "searches[0].space: nope: unknown search space"),
+    ("searches: [{space: missing.yaml}]", "missing.yaml: cannot read file"),
+    ("searches: [{space: s3, budgets: [1]}]", "searches[0].budgets: 1 MACs is below the smallest net of s3"),
+    ("searches: [{space: s3}]\nthreads: 1000000000", "threads: 1000000000: a whole number from 1 to 1024"),
+], ids=["unknown-space", "missing-spec", "tiny-budget", "threads"])
+def test_a_study_with_a_plan_problem_fails_its_dry_run(tmp_path, body, message):
+    path = tmp_path / "study.yaml"
+    path.write_text(f"name: p\ndata: {{data: cifar10}}\nteacher: {{teacher: wrn-10-1}}\n{body}\narms: [{{arm: ce}}]\n")
+    code, err = main_in_process("study", path, "--dry-run", "--data-dir", tmp_path, "--model-dir", tmp_path,
+                                "--out", tmp_path / "out")
+    assert code == 2 and message in one_line(err), err
+    assert not (tmp_path / "out").exists()
