@@ -32,6 +32,7 @@ class TeacherInfo:
     any_size: bool = False  # also offered on datasets of another image size (adaptive pooling)
     example: str | None = None  # a concrete name for a pattern: "wrn-16-2"
     check: Callable[..., str | None] | None = None  # placeholder values -> why they are invalid, or None
+    size: Callable[..., tuple[int, int]] | None = None  # (num_classes, **placeholders) -> exact (params, MACs)
 
 
 @dataclass(frozen=True)
@@ -105,9 +106,12 @@ def teacher_size(info: TeacherInfo) -> tuple[int | None, int | None]:
     values = match_name(info.name, info.example or info.name)
     if values is None:
         return None, None
+    num_classes = info.num_classes or (1000 if info.input_size >= 224 else 10)
+    if info.size is not None:  # counted layer by layer (and tested against FlopCounterMode): no build
+        return info.size(num_classes, **values)
     try:
         with torch.device("meta"):
-            net = info.build(info.num_classes or (1000 if info.input_size >= 224 else 10), **values)
+            net = info.build(num_classes, **values)
             with FlopCounterMode(display=False) as counter:
                 net(torch.zeros(1, 3, info.input_size, info.input_size))
     except Exception:  # a third-party architecture that needs real tensors to build or run

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..scaling import PRESETS, RR_EXPANSION, RR_SCALES, RR_SE_REDUCTION, rr_width
+from ..scaling import BASES, PRESETS, RR_EXPANSION, RR_SCALES, RR_SE_REDUCTION, Layout, rr_width
 from .registry import CIFAR10_MEAN, CIFAR10_STD, register_teacher
 
 
@@ -130,7 +130,8 @@ def _register_preset(name: str, depths: tuple, widths: tuple, block: str) -> Non
 
     @register_teacher(f"{'wrn' if block == 'wrn' else 'robustresnet'}-{name.lower()}",
                       description=described.format(name, depths, widths), input_size=32, num_classes=None,
-                      mean=CIFAR10_MEAN, std=CIFAR10_STD, any_size=True)
+                      mean=CIFAR10_MEAN, std=CIFAR10_STD, any_size=True,
+                      size=lambda num_classes: BASES[block].cost(Layout(depths, widths), num_classes))
     def build(num_classes: int) -> PreActResNet:
         return PreActResNet(depths, widths, num_classes, block)
 
@@ -140,19 +141,25 @@ for _block in BLOCKS:
         _register_preset(_name, _preset.depths, _preset.widths, _block)
 
 
+def _layout_cost(base: str, num_classes: int, d1, d2, d3, w1, w2, w3) -> tuple[int, int]:
+    return BASES[base].cost(Layout((d1, d2, d3), (w1, w2, w3)), num_classes)
+
+
 def _layout_problem(d1, d2, d3, w1, w2, w3) -> str | None:
     return "every stage needs depth and widening factor >= 1" if min(d1, d2, d3, w1, w2, w3) < 1 else None
 
 
 @register_teacher("wrn-a-<d1>-<d2>-<d3>-<w1>-<w2>-<w3>", description="pre-activation WRN, depths <d1>-<d2>-<d3>, "
                   "widening <w1>-<w2>-<w3> (WRN-A layout)", input_size=32, mean=CIFAR10_MEAN, std=CIFAR10_STD,
-                  any_size=True, example="wrn-a-14-14-7-5-7-3", check=_layout_problem)
+                  any_size=True, example="wrn-a-14-14-7-5-7-3", check=_layout_problem,
+                  size=lambda num_classes, **v: _layout_cost("wrn", num_classes, **v))
 def wrn_a_layout(num_classes: int, d1: int, d2: int, d3: int, w1: int, w2: int, w3: int) -> PreActResNet:
     return PreActResNet((d1, d2, d3), (w1, w2, w3), num_classes)
 
 
 @register_teacher("robustresnet-a-<d1>-<d2>-<d3>-<w1>-<w2>-<w3>", description="RobustResNet, depths <d1>-<d2>-<d3>, "
                   "widening <w1>-<w2>-<w3> (RobustResBlocks)", input_size=32, mean=CIFAR10_MEAN, std=CIFAR10_STD,
-                  any_size=True, example="robustresnet-a-14-14-7-5-7-3", check=_layout_problem)
+                  any_size=True, example="robustresnet-a-14-14-7-5-7-3", check=_layout_problem,
+                  size=lambda num_classes, **v: _layout_cost("robust_res", num_classes, **v))
 def robustresnet_a_layout(num_classes: int, d1: int, d2: int, d3: int, w1: int, w2: int, w3: int) -> PreActResNet:
     return PreActResNet((d1, d2, d3), (w1, w2, w3), num_classes, "robust_res")
