@@ -255,7 +255,7 @@ def read_run_config(cls, path: Path, command: str = "") -> dict:
     if unknown:
         raise UserError(f"{path}: {unknown[0]}: not a setting of rnas {command or 'this command'} (a run of another "
                         "command, or of an older rnas)")
-    return data
+    return {key: coerce_field(cls, key, value, str(path)) for key, value in data.items()}
 
 
 RESUMABLE = ("epochs", "device", "workers", "data_dir", "model_dir", "checkpoint_every", "log_every", "compile",

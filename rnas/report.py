@@ -92,11 +92,14 @@ def read_metrics(path: Path) -> list[dict]:
     records = []
     for number, line in enumerate(text.splitlines(), 1):
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError as err:
             if number == len(text.splitlines()) and not text.endswith("\n"):
                 break
             raise UserError(f"{path}:{number}: unreadable JSON ({err.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+            raise UserError(f"{path}:{number}: not a metrics record (a JSON object with an integer epoch)")
+        records.append(record)
     return records
 
 

@@ -163,6 +163,10 @@ def _checked(arch, source: str) -> dict:
                             f"got {value!r}"[:200])
     if arch["num_classes"] < 1:
         raise ArchError(f"{source}: num_classes: must be >= 1, got {arch['num_classes']}")
+    for key in ("macs", "params"):
+        value = arch.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ArchError(f"{source}: {key}: expected a whole number >= 0, got {value!r}"[:200])
     for key in ("teacher", "data"):
         kind = dict if key == "teacher" else str
         if key in arch and not isinstance(arch[key], kind):

@@ -310,3 +310,55 @@ def test_a_study_with_a_plan_problem_fails_its_dry_run(tmp_path, body, message):
                                 "--out", tmp_path / "out")
     assert code == 2 and message in one_line(err), err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def retrained(root):
+    search = root / "for-retrain"
+    assert main_in_process(*search_args(root, search, "--epochs", 1))[0] == 0
+    assert main_in_process("derive", search)[0] == 0
+    run = root / "retrained"
+    code, err = main_in_process("retrain", search / "arch.json", "--data-dir", root / "data", "--val-size", 50,
+                                "--batch-size", 25, "--epochs", 1, "--out", run)
+    assert code == 0, err
+    return search / "arch.json", run
+
+
+@pytest.mark.parametrize("line", ["null", "7", '{"val_acc": 3}', '{"epoch": "one"}'])
+def test_report_of_a_run_with_a_foreign_metrics_line_is_one_line(retrained, tmp_path, line):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(retrained[1], run)
+    with open(run / "metrics.jsonl", "a") as fh:
+        fh.write(line + "\n")
+    code, err = main_in_process("report", run, "-o", tmp_path / "report")
+    assert code == 2 and "metrics.jsonl:2: not a metrics record" in one_line(err)
+    assert not (tmp_path / "report").exists()
+
+
+def test_arch_macs_that_are_not_a_number_are_refused_by_retrain(root, retrained, tmp_path):
+    arch = json.loads(retrained[0].read_text())
+    path = tmp_path / "arch.json"
+    path.write_text(json.dumps({**arch, "macs": "lots"}))
+    code, err = main_in_process("retrain", path, "--data-dir", root / "data", "--val-size", 50, "--batch-size", 25,
+                                "--epochs", 1, "--out", tmp_path / "run")
+    assert code == 2 and "macs: expected a whole number >= 0, got 'lots'" in one_line(err)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("edit,message", [("epochs: ten", "epochs: expected int, got 'ten'"),
+                                          ("batch_size: [1, 2]", "batch_size: expected int")])
+def test_resume_of_a_run_whose_config_was_edited_is_one_line(retrained, tmp_path, edit, message):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(retrained[1], run)
+    key = edit.split(":")[0]
+    text = "".join(edit + "\n" if line.startswith(f"{key}:") else line + "\n"
+                   for line in (run / "config.yaml").read_text().splitlines())
+    (run / "config.yaml").write_text(text)
+    before = snapshot(run)
+    code, err = main_in_process("retrain", "--resume", run)
+    assert code == 2 and message in one_line(err), err
+    assert snapshot(run) == before
