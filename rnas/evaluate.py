@@ -37,10 +37,10 @@ def load_model(path: str | Path) -> nn.Module:
     if not isinstance(ckpt, dict) or ckpt.get("format") != "rnas-train-1":
         raise UserError(f"{path}: not an rnas model checkpoint (from rnas retrain or rnas teacher train); "
                         "for a RobustBench file use rnas eval --teacher-arch NAME")
-    kinds = {"retrain": "arch", "teacher": "teacher_arch"}
+    kinds = {"retrain": "arch", "teacher train": "teacher_arch"}  # the commands that write model checkpoints
     kind = ckpt.get("kind")
     if kind not in kinds:
-        raise UserError(f"{path}: kind {kind!r}: an rnas model checkpoint is of kind retrain or teacher")
+        raise UserError(f"{path}: kind {kind!r}: an rnas model checkpoint is of kind retrain or teacher train")
     for key, expected in ((kinds[kind], dict if kind == "retrain" else str), ("model", dict),
                           ("config", (dict, type(None)))):
         if not isinstance(ckpt.get(key), expected):

@@ -146,6 +146,7 @@ def _states(out) -> dict:
     return {s["name"]: s for s in json.loads((out / "study.json").read_text())["steps"]}
 
 
+@pytest.mark.timeout(400)  # three study processes, a stop and two restarts: ~60 s alone, more on a loaded machine
 def test_study_stops_restarts_isolates_a_failure_and_skips_what_is_done(root, tmp_path):
     spec = study_dict(root, retrain={"epochs": 12, "batch_size": 25},
                       control_teacher={"teacher": "wrn-10-1", "teacher_ckpt": "not-a-wrn-10-1",
