@@ -206,15 +206,14 @@ def _check_request(fmt: str, out: Path, input_size: int | None = None, batch: in
 def publish(partial: Path, out: Path) -> None:
     """Give the finished ``partial`` file the name ``out`` unless a file of that name appeared meanwhile (a
     second rnas export to the same -o): a hard link is created atomically or not at all."""
+    taken = UserError(f"-o {out}: written by another process while this export ran; it was kept, nothing replaced")
     try:
         os.link(partial, out)
     except FileExistsError:
-        raise UserError(f"-o {out}: written by another process while this export ran; it was kept, "
-                        "nothing replaced") from None
+        raise taken from None
     except OSError:  # a file system without hard links: the check and the rename are then two steps
         if out.exists():
-            raise UserError(f"-o {out}: written by another process while this export ran; it was kept, "
-                            "nothing replaced") from None
+            raise taken from None
         os.replace(partial, out)
 
 

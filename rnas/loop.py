@@ -19,7 +19,7 @@ from .config import save_config
 from .device import eval_mode
 from .distributed import SINGLE, kill_point
 from .errors import TrainingDiverged, UserError
-from .rundir import Metrics, RunLock, atomic_save
+from .rundir import Metrics, RunLock, atomic_save, holds_run
 
 
 class Job(Protocol):
@@ -86,7 +86,7 @@ def run_job(job: Job, run: Path | str, resume: bool = False, *, callbacks=(), sh
     if dist.main:
         run.mkdir(parents=True, exist_ok=True)
     with RunLock(run) if dist.main else contextlib.nullcontext():
-        if dist.main and not resume and any((run / f).exists() for f in ("config.yaml", "checkpoint.pt")):
+        if dist.main and not resume and holds_run(run):
             # another run took the directory between our check (prepare_run_dir) and the lock
             raise UserError(f"--out {run}: another run was written there while this one was starting; "
                             "choose another --out (nothing of it was changed)")

@@ -266,6 +266,11 @@ class StopSignal:
             signal.signal(sig, old)
 
 
+def holds_run(run: Path) -> bool:
+    """Whether ``run`` already holds a run (its config.yaml or checkpoint.pt)."""
+    return (run / "checkpoint.pt").exists() or (run / "config.yaml").exists()
+
+
 def prepare_run_dir(out: str | Path, resume: bool) -> Path:
     """The run directory: must not already hold a run unless resuming (a run stopped before its first
     checkpoint resumes from step 0 with its config.yaml). Nothing is written here."""
@@ -273,7 +278,7 @@ def prepare_run_dir(out: str | Path, resume: bool) -> Path:
     if resume:
         if not (run / "checkpoint.pt").is_file() and not (run / "config.yaml").is_file():
             raise UserError(f"--resume {run}: not a run directory (no checkpoint.pt, no config.yaml)")
-    elif (run / "checkpoint.pt").exists() or (run / "config.yaml").exists():
+    elif holds_run(run):
         raise UserError(f"--out {run}: already holds a run; resume it with --resume {run} or choose another --out")
     elif run.exists() and not run.is_dir():
         raise UserError(f"--out {run}: exists and is not a directory")
