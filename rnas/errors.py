@@ -1,6 +1,5 @@
-"""User-facing errors: one line, exit code 2, no traceback."""
-from search_spaces import SpecError
-from supernets import ArchError
+"""User-facing errors: one line, exit code 2, no traceback. A leaf: it imports no rnas module and no torch."""
+from search_spaces.errors import ArchError, SpecError
 
 
 class UserError(ValueError):
@@ -12,3 +11,5 @@ class TrainingDiverged(RuntimeError):
 
 
 USER_ERRORS = (UserError, SpecError, ArchError)
+
+__all__ = ["USER_ERRORS", "ArchError", "SpecError", "TrainingDiverged", "UserError"]

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .spec import BlockSpec, SpaceSpec, SpecError, StageSpec, StemSpec, parse_space, read_space_file, spec_to_dict
+from .blocks import BLOCK_TYPES, BlockType, declare_block, unregister_block
+from .errors import ArchError, SpecError
+from .spec import BlockSpec, SpaceSpec, StageSpec, StemSpec, parse_space, read_space_file, spec_to_dict
 
 SPACES_DIR = Path(__file__).resolve().parent
 BUILTIN = ("s3", "s5", "s7", "m", "l", "is", "im", "i")
 
-__all__ = ["BUILTIN", "BlockSpec", "SpaceSpec", "SpecError", "StageSpec", "StemSpec",
-           "available_spaces", "load_space", "parse_space", "spec_to_dict"]
+__all__ = ["BLOCK_TYPES", "BUILTIN", "ArchError", "BlockSpec", "BlockType", "SpaceSpec", "SpecError", "StageSpec",
+           "StemSpec", "available_spaces", "declare_block", "load_space", "parse_space", "spec_to_dict",
+           "unregister_block"]
 
 
 def available_spaces() -> tuple[str, ...]:

@@ -6,44 +6,17 @@ whose one-line message names the file, the field path and the problem.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .blocks import BLOCK_TYPES
+from .errors import SpecError
+
 ACTIVATIONS = ("relu", "hswish", "swish", "gelu")
 STEM_TYPES = ("conv", "convstem")
-PARAM_KINDS = ("odd_kernel", "int", "number", "act")  # how a block parameter is checked
-
-
-@dataclass(frozen=True)
-class BlockType:
-    """What a spec may say about one block type: its parameters as name -> (default, kind) and an optional
-    ``check_widths(block, widths) -> problem or None`` for a stage's width choices. Declared by
-    ``supernets.register_block`` next to the block's class, the one place a block type is written down."""
-
-    params: dict[str, tuple[Any, str]]
-    check_widths: Callable[[BlockSpec, tuple[int, ...]], str | None] | None = None
-
-
-BLOCK_TYPES: dict[str, BlockType] = {}
-
-
-def declare_block(name: str, params: dict[str, tuple[Any, str]], check_widths=None) -> None:
-    """Make block type ``name`` valid in specs (called by ``supernets.register_block``)."""
-    for key, (_, kind) in params.items():
-        if kind not in PARAM_KINDS:
-            raise ValueError(f"block {name!r}: parameter {key!r} has kind {kind!r}, not one of {PARAM_KINDS}")
-    BLOCK_TYPES[name] = BlockType(dict(params), check_widths)
-
-
-def block_types() -> dict[str, BlockType]:
-    """The registered block types (the built-in ones are registered by importing ``supernets``)."""
-    import supernets  # noqa: F401 - registers the built-in blocks; spec parsing needs them
-
-    return BLOCK_TYPES
 MAX_DEPTH = 64  # blocks per stage
 MAX_WIDTH = 8192  # channels of any layer
 DATA_CHANNELS = 3  # every dataset rnas reads (CIFAR, ImageNet-100, digits) has RGB images
@@ -97,14 +70,6 @@ def read_yaml(text: str):
         elif isinstance(item, list):
             stack.extend(item)
     return data
-
-
-class SpecError(ValueError):
-    """A malformed search-space spec; ``str(err)`` is one line: ``file: field: problem``."""
-
-    def __init__(self, source: str, path: str, problem: str):
-        self.source, self.path, self.problem = source, path, problem
-        super().__init__(f"{source}: {path}: {problem}" if path else f"{source}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -244,7 +209,7 @@ class _Checker:
 
 
 def _block(c: _Checker, value, path: str) -> BlockSpec:
-    types = block_types()
+    types = BLOCK_TYPES
     raw = c.mapping(value, path, ("type",) + tuple(sorted({k for t in types.values() for k in t.params})), ("type",))
     btype = c.choice(raw["type"], f"{path}.type", tuple(types))
     declared = types[btype].params
@@ -274,7 +239,7 @@ def _stage(c: _Checker, value, path: str, default_block: BlockSpec | None) -> St
         per_block = tuple(c.widths(w, f"{path}.widths[{i}]") for i, w in enumerate(widths))
     else:
         per_block = (c.widths(widths, f"{path}.widths"),) * depth
-    check_widths = block_types()[block.type].check_widths
+    check_widths = BLOCK_TYPES[block.type].check_widths
     for choices in per_block if check_widths else ():
         problem = check_widths(block, choices)
         if problem:

@@ -1,4 +1,6 @@
 """How a spec becomes a network: masked blocks, the compiler, the MAC/param model, derive."""
+from search_spaces import unregister_block
+
 from .blocks import BLOCKS, register_block
 from .derive import ArchError, budget_choices, build_model, derive, load_supernet_weights, read_arch
 from .layers import Normalize, gumbel_softmax
@@ -6,7 +8,7 @@ from .network import MODES, Network
 from .tracing import trace_layers
 
 __all__ = ["BLOCKS", "MODES", "ArchError", "Network", "budget_choices", "build_model", "build_supernet", "derive",
-           "load_supernet_weights", "read_arch", "register_block", "Normalize", "gumbel_softmax",
+           "load_supernet_weights", "read_arch", "register_block", "unregister_block", "Normalize", "gumbel_softmax",
            "trace_layers"]
 
 

@@ -19,31 +19,53 @@ would add an elementwise pass per block).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
 from search_spaces import BlockSpec
-from search_spaces.spec import declare_block
+from search_spaces.blocks import BLOCK_TYPES, bind_class, declare_block
 
 from .builder import Builder, TapPoint, apply_mask, conv_out, match_channels, output_free
 from .channels import Channels
 
-BLOCKS: dict[str, type[nn.Module]] = {}
+
+class _BlockClasses(Mapping):
+    """The block table's classes, name -> class, read-only (``search_spaces.BLOCK_TYPES`` is the table)."""
+
+    def __getitem__(self, name: str) -> type[nn.Module]:
+        cls = BLOCK_TYPES[name].cls
+        if cls is None:
+            raise KeyError(f"block {name!r}: declared without a class (register one with register_block)")
+        return cls
+
+    def __iter__(self):
+        return (name for name, entry in BLOCK_TYPES.items() if entry.cls is not None)
+
+    def __len__(self) -> int:
+        return sum(entry.cls is not None for entry in BLOCK_TYPES.values())
+
+
+BLOCKS = _BlockClasses()
 
 
 def register_block(name: str, params: dict | None = None, check_widths=None):
     """Register a block class under ``name`` with the spec parameters it reads, as name -> (default, kind)
-    with kind one of odd_kernel, int, number, act (``search_spaces.spec.PARAM_KINDS``), and an optional
+    with kind one of odd_kernel, int, number, act (``search_spaces.blocks.PARAM_KINDS``), and an optional
     ``check_widths(block_spec, widths) -> problem or None``. A spec may then name the block type; nothing
-    else needs an edit. Class attribute ``preact = True`` marks a pre-activation block (the network then
-    ends with BN + activation before pooling).
+    else needs an edit (``search_spaces.unregister_block`` removes it again). Without ``params`` the name must
+    already be declared (the built-in types are, in search_spaces/blocks.py). Class attribute ``preact = True``
+    marks a pre-activation block (the network then ends with BN + activation before pooling).
 
     The class is built as ``cls(builder, cin, cout, stride, block_spec, res)``, sets ``res_out``, and its
     ``forward(x, masks=None)`` applies ``apply_mask`` after every searched conv-BN-activation and passes
     its inner and output activations through ``tap_hidden`` / ``tap_out`` (``TapPoint``s)."""
     def add(cls):
-        BLOCKS[name] = cls
-        declare_block(name, params or {}, check_widths)
+        if params is None:
+            bind_class(name, cls)
+        else:
+            declare_block(name, params, check_widths, cls)
         return cls
     return add
 
@@ -53,7 +75,7 @@ def has_identity(cin: Channels, cout: Channels, stride: int) -> bool:
     return stride == 1 and cin.full == cout.full
 
 
-@register_block("mbconv", {"kernel": (3, "odd_kernel"), "expansion": (6, "int"), "act": ("hswish", "act")})
+@register_block("mbconv")
 class MBConv(nn.Module):
     """FBNet/MobileNetV2 inverted residual: 1×1 expand (×e of the input width), k×k depthwise, 1×1
     project (linear); identity residual when shapes allow. Hidden width follows the input's choice."""
@@ -88,7 +110,7 @@ class MBConv(nn.Module):
         return self.tap_out(apply_mask(y, self.cout, masks, inplace=True))  # a BN output or a fresh sum
 
 
-@register_block("basic", {"kernel": (3, "odd_kernel"), "act": ("relu", "act")})
+@register_block("basic")
 class BasicBlock(nn.Module):
     """ResNet basic block (post-activation): k×k conv-BN-act, k×k conv-BN, + shortcut, act.
     The shortcut is the identity (sliced/padded) or a 1×1 conv-BN when the shape changes."""
@@ -114,16 +136,7 @@ class BasicBlock(nn.Module):
         return self.tap_out(apply_mask(self.act2(y + short), self.cout, masks))
 
 
-def _robust_res_widths(block: BlockSpec, widths: tuple[int, ...]) -> str | None:
-    for w in widths:
-        mid = w * block.mid_ratio
-        if mid != int(mid) or int(mid) % block.scales:
-            return f"robust_res needs width*mid_ratio divisible by scales={block.scales}; width {w} gives {mid:g}"
-    return None
-
-
-@register_block("robust_res", {"kernel": (3, "odd_kernel"), "scales": (4, "int"), "mid_ratio": (1.0, "number"),
-                               "se_reduction": (4, "int"), "act": ("relu", "act")}, _robust_res_widths)
+@register_block("robust_res")
 class RobustResBlock(nn.Module):
     """RobustResBlock (Huang et al., seed 000): pre-activation bottleneck whose k×k stage is a
     hierarchical (Res2Net-style) conv over ``scales`` groups, followed by a *residual* SE

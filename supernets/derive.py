@@ -8,15 +8,10 @@ from pathlib import Path
 
 import torch
 
-from search_spaces import SpecError, parse_space, spec_to_dict
+from search_spaces import ArchError, SpecError, parse_space, spec_to_dict
 
 from .channels import Channels
 from .network import Network
-
-
-class ArchError(ValueError):
-    """A malformed arch description; one line naming the file/field and the problem."""
-
 
 EXHAUSTIVE_LIMIT = 1 << 16  # spaces with at most this many nets (S3: 32,768) are searched exhaustively
 

@@ -15,7 +15,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
 
-from search_spaces import load_space, parse_space
+from search_spaces import available_spaces, load_space, parse_space
 
 
 def tiny_spec(block: dict, stem_type: str = "conv", widths=((8, 4), (12, 8, 4)), input_size: int = 16):
@@ -68,7 +68,7 @@ def randomize(net, logit_scale: float = 1.0):
     return net
 
 
-ALL_SPACES = ("s3", "s5", "s7", "m", "l", "is", "im", "i")
+ALL_SPACES = available_spaces()
 
 
 def builtin(name):

@@ -10,6 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from conftest import randomize
+from torch.utils.flop_counter import FlopCounterMode
+
+from supernets import Network, build_model, derive
 
 TINY_SPACE = {
     "name": "T", "input_size": 32, "num_classes": 10,
@@ -126,7 +130,7 @@ def trained_checkpoint(root: Path, arch: dict, images: int, steps: int) -> Path:
 
 def tiny_search_config(root: Path, **overrides):
     """A SearchConfig on ``write_tiny_setup(root)``: 40 images in batches of 10, one epoch, no logging."""
-    from rnas.search import SearchConfig
+    from rnas.engine.search import SearchConfig
 
     values = dict(space=str(root / "tiny.yaml"), teacher="wrn-10-1", teacher_ckpt="tiny",
                   model_dir=str(root / "models"), data="cifar10", data_dir=str(root / "data"), val_size=50,
@@ -145,3 +149,33 @@ def tiny_search_and_derive(root: Path, out: Path, *flags, space: Path | None = N
     code, err = main_in_process("derive", out)
     assert code == 0, err
     return out / "arch.json"
+
+
+def search_args(setup, out, *extra):
+    return ["search", "--space", setup / "tiny.yaml", "--teacher", "wrn-10-1", "--teacher-ckpt", "tiny",
+            "--model-dir", setup / "models", "--data", "cifar10", "--data-dir", setup / "data",
+            "--val-size", 50, "--batch-size", 25, "--epochs", 2, "--out", out, "--arch-lr", 0.05, *extra]
+
+
+def flop_count_macs(model: torch.nn.Module, spec) -> int:
+    x = torch.rand(1, spec.in_channels, spec.input_size, spec.input_size)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.eval()(x)
+    flops = counter.get_total_flops()
+    assert flops % 2 == 0
+    return flops // 2
+
+
+def check_equivalence(spec, batch=3):
+    supernet = randomize(Network(spec)).eval()
+    supernet.mode = "argmax"
+    arch = derive(supernet)
+    model = build_model(arch, supernet).eval()
+    x = torch.rand(batch, spec.in_channels, spec.input_size, spec.input_size)
+    with torch.no_grad():
+        diff = (supernet(x) - model(x)).abs().max().item()
+    assert diff <= 1e-5
+    # physically fewer channels: the derived net has exactly the parameters the cost model predicts
+    assert sum(p.numel() for p in model.parameters()) == arch["params"]
+    assert flop_count_macs(model, spec) == arch["macs"]
+    return supernet, model, arch

@@ -5,7 +5,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rnas.adversarial import MixtureBatchNorm2d, bn_route, convert_to_mbn, nfgsm_examples, trades_examples, trades_terms
+from rnas.robust.adversarial import (
+    MixtureBatchNorm2d,
+    bn_route,
+    convert_to_mbn,
+    nfgsm_examples,
+    trades_examples,
+    trades_terms,
+)
 
 
 def test_trades_loss_matches_hand_computation():

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from rnas.attacks import CW_STEPS, attack_steps, cw_linf, fgsm, margin_loss, mifgsm, parse_eps, pgd, run_attack
+from rnas.robust.attacks import CW_STEPS, attack_steps, cw_linf, fgsm, margin_loss, mifgsm, parse_eps, pgd, run_attack
 
 EPS = 8 / 255
 
@@ -131,7 +131,7 @@ def test_attack_strength_is_monotone_on_a_trained_model():
     from rnas.data import make_loaders
 
     torch.manual_seed(0)
-    data = make_loaders("digits", None, 64, "cpu", 0, None, None)
+    data = make_loaders("digits", None, 64, "cpu", 0)
     data.train.augment = False
     model = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(),
                           nn.Flatten(), nn.Linear(32 * 64, 10))

@@ -145,7 +145,7 @@ def test_an_unreadable_batch_is_one_line_also_as_root(good, tmp_path, monkeypatc
     def refuse(file, *args, **kwargs):  # what open() does on a permission-000 file for a non-root user
         raise PermissionError(13, "Permission denied", str(file))
 
-    monkeypatch.setattr("rnas.data.open", refuse, raising=False)
+    monkeypatch.setattr("rnas.data.readers.open", refuse, raising=False)
     with pytest.raises(UserError) as info:
         load_tensors("cifar10", str(data), "train")
     assert str(info.value) == f"{data / 'cifar-10-batches-py' / 'data_batch_1'}: unreadable (Permission denied)"

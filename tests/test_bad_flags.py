@@ -138,7 +138,7 @@ def test_help_states_the_ranges(capsys):
 
 def test_zero_is_never_a_default(root):
     from rnas.config import validate
-    from rnas.retrain import RetrainConfig, fill_defaults
+    from rnas.engine.retrain import RetrainConfig, fill_defaults
 
     cfg = fill_defaults(RetrainConfig(arch="a", weight_decay=0.0, epochs=3), {})
     assert cfg.weight_decay == 0.0 and cfg.epochs == 3 and cfg.batch_size == 128 and cfg.milestones == [2, 3]

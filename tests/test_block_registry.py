@@ -5,13 +5,11 @@ import json
 import pytest
 import torch
 import yaml
-from helpers import TINY_SPACE, main_in_process, write_tiny_setup
-from test_derive import check_equivalence
+from helpers import TINY_SPACE, check_equivalence, main_in_process, write_tiny_setup
 from torch import nn
 
-from search_spaces import SpecError, parse_space
-from search_spaces.spec import BLOCK_TYPES
-from supernets import BLOCKS, register_block
+from search_spaces import BLOCK_TYPES, SpecError, parse_space
+from supernets import BLOCKS, register_block, unregister_block
 from supernets.builder import TapPoint, apply_mask, conv_out
 
 
@@ -40,8 +38,8 @@ def _even_widths(block, widths):
 def plain_block():
     register_block("plain_test", {"kernel": (3, "odd_kernel"), "act": ("relu", "act")}, _even_widths)(PlainBlock)
     yield "plain_test"
-    BLOCKS.pop("plain_test")
-    BLOCK_TYPES.pop("plain_test")
+    unregister_block("plain_test")
+    assert "plain_test" not in BLOCK_TYPES and "plain_test" not in BLOCKS
 
 
 def plain_space(**block) -> dict:

@@ -9,8 +9,7 @@ import torch
 from conftest import randomize_batchnorm
 from helpers import main_in_process
 
-from rnas.data import imagenet100_classes, imagenet_classes
-from rnas.datasets import DatasetInfo, register_dataset, unregister_dataset
+from rnas.data import DatasetInfo, imagenet100_classes, imagenet_classes, register_dataset, unregister_dataset
 from rnas.errors import UserError
 from rnas.teachers import load_teacher
 

@@ -54,7 +54,7 @@ def test_an_old_checkpoint_is_evaluated(tmp_path):
 
 def test_an_old_search_run_resumes_with_the_tutor_objective_it_ran_with():
     from rnas.config import read_run_config
-    from rnas.search import SearchConfig
+    from rnas.engine.search import SearchConfig
 
     old = (LEGACY / "search-config.yaml").read_text()
     assert "tutor_objective" not in old  # written before the setting existed: it ran Eq. (1)

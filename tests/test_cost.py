@@ -5,11 +5,9 @@ import json
 import pytest
 import torch
 from conftest import builtin, randomize
-from helpers import main_in_process, write_tiny_setup
-from test_derive import flop_count_macs
-from test_search_cli import search_args
+from helpers import flop_count_macs, main_in_process, search_args, write_tiny_setup
 
-from rnas.distill import flop_factor
+from rnas.method.distill import flop_factor
 from supernets import ArchError, Network, budget_choices, build_model, derive
 
 

@@ -9,11 +9,11 @@ import torch
 from conftest import ALL_SPACES, TINY_BLOCKS, builtin, randomize, randomize_batchnorm, tiny_spec
 from helpers import tiny_search_config, write_tiny_setup
 
-from rnas.attacks import run_attack
-from rnas.device import autocast, full_precision, place
-from rnas.distill import channel_energy, teacher_targets
-from rnas.search import Searcher
-from rnas.taps import Taps, conv_taps
+from rnas.engine.search import Searcher
+from rnas.method.distill import channel_energy, teacher_targets
+from rnas.method.taps import Taps, conv_taps
+from rnas.robust.attacks import run_attack
+from rnas.runtime.device import autocast, full_precision, place
 from rnas.teachers.wideresnet import WideResNet
 from supernets import Network, build_model, derive
 

@@ -80,7 +80,7 @@ def test_loader_order_depends_only_on_seed_epoch_and_resumes_at_any_step(tmp_pat
 
 
 def test_digits_is_embedded_and_32x32_rgb():
-    bundle = make_loaders("digits", None, 64, "cpu", 0, None, None)
+    bundle = make_loaders("digits", None, 64, "cpu", 0)
     assert bundle.num_classes == 10 and bundle.input_size == 32
     x, y = next(bundle.train.epoch(0))
     assert x.shape == (64, 3, 32, 32) and torch.equal(x[:, 0], x[:, 1])

@@ -9,8 +9,16 @@ import torch
 import yaml
 from helpers import main_in_process, write_space
 
-from rnas.data import ImageTensors
-from rnas.datasets import DATASETS, TRAINABLE, DatasetInfo, Recipe, dataset_info, register_dataset, unregister_dataset
+from rnas.data import (
+    DATASETS,
+    TRAINABLE,
+    DatasetInfo,
+    ImageTensors,
+    Recipe,
+    dataset_info,
+    register_dataset,
+    unregister_dataset,
+)
 from rnas.errors import UserError
 
 RECIPE = Recipe(epochs=2, batch_size=20, lr=0.05, weight_decay=1e-4, cosine=True)

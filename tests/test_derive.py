@@ -4,33 +4,9 @@ import json
 import pytest
 import torch
 from conftest import ALL_SPACES, TINY_BLOCKS, builtin, randomize, tiny_spec
-from torch.utils.flop_counter import FlopCounterMode
+from helpers import check_equivalence, flop_count_macs
 
 from supernets import ArchError, Network, build_model, derive
-
-
-def flop_count_macs(model: torch.nn.Module, spec) -> int:
-    x = torch.rand(1, spec.in_channels, spec.input_size, spec.input_size)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model.eval()(x)
-    flops = counter.get_total_flops()
-    assert flops % 2 == 0
-    return flops // 2
-
-
-def check_equivalence(spec, batch=3):
-    supernet = randomize(Network(spec)).eval()
-    supernet.mode = "argmax"
-    arch = derive(supernet)
-    model = build_model(arch, supernet).eval()
-    x = torch.rand(batch, spec.in_channels, spec.input_size, spec.input_size)
-    with torch.no_grad():
-        diff = (supernet(x) - model(x)).abs().max().item()
-    assert diff <= 1e-5
-    # physically fewer channels: the derived net has exactly the parameters the cost model predicts
-    assert sum(p.numel() for p in model.parameters()) == arch["params"]
-    assert flop_count_macs(model, spec) == arch["macs"]
-    return supernet, model, arch
 
 
 @pytest.mark.parametrize("name", ALL_SPACES)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from rnas.distill import (
+from rnas.method.distill import (
     CrossLayerAttention,
     attention_map,
     attention_maps,

@@ -47,7 +47,7 @@ def printed(*results: subprocess.CompletedProcess) -> str:
 
 GROUP_RELEASED = """
 import os, torch
-from rnas.distributed import init_distributed, shutdown
+from rnas.runtime.distributed import init_distributed, shutdown
 init_distributed(torch.device("cpu"))
 torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], 0.1)  # the first optimizer imports torch._dynamo
 shutdown()
@@ -174,8 +174,8 @@ def test_bad_torchrun_invocation_is_one_line_exit_2_and_writes_nothing(root, ext
 
 def _rank_check(rank: int, port: int, queue) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
-    from rnas.distributed import init_distributed, on_every_rank
     from rnas.errors import UserError
+    from rnas.runtime.distributed import init_distributed, on_every_rank
 
     dist = init_distributed(torch.device("cpu"))
 

@@ -8,10 +8,10 @@ import torch
 from helpers import TINY_SPACE, main_in_process, trained_checkpoint, write_cifar10, write_teacher
 from torch import nn
 
-from rnas.attacks import autoattack, run_attack
-from rnas.distributed import Dist
 from rnas.errors import UserError
-from rnas.evaluate import EvalConfig, evaluate, input_std, normalized_warning, run_eval
+from rnas.evaluation.evaluate import EvalConfig, evaluate, input_std, normalized_warning, run_eval
+from rnas.robust.attacks import autoattack, run_attack
+from rnas.runtime.distributed import Dist
 from rnas.teachers import CIFAR10_MEAN, CIFAR10_STD
 from supernets import Normalize
 
@@ -111,7 +111,7 @@ def test_normalized_eval_equals_pixel_eval_at_eps_times_std(checkpoint, tmp_path
 
 def test_sharded_counts_add_up_to_the_single_process_counts(checkpoint):
     """Rank r of W attacks batches r, r + W, ... in normalized mode too: the ranks' counts sum to one run's."""
-    from rnas.evaluate import eval_batches, load_model
+    from rnas.evaluation.evaluate import eval_batches, load_model
 
     model = load_model(checkpoint)
     data_dir = str(checkpoint.parent / "data")

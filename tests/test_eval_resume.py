@@ -9,8 +9,8 @@ import os
 import pytest
 from helpers import TINY_SPACE, main_in_process, trained_checkpoint, write_cifar10
 
-import rnas.evaluate
-from rnas.attacks import run_attack
+import rnas.evaluation.evaluate
+from rnas.robust.attacks import run_attack
 
 HAS_AUTOATTACK = importlib.util.find_spec("pyautoattack") is not None
 ATTACKS = ["clean", "fgsm", "pgd3"] + (["autoattack"] if HAS_AUTOATTACK else [])  # pgd3: a uniform random start
@@ -28,12 +28,12 @@ def checkpoint(tmp_path_factory):
 
 
 class CountedAttacks:
-    """rnas.evaluate.run_attack, recorded: (attack, labels of the batch, digest of x_adv's bytes) per call; the
+    """evaluate.run_attack, recorded: (attack, labels of the batch, digest of x_adv's bytes) per call; the
     call number ``stop_at`` (1-based) raises KeyboardInterrupt before attacking, as a Ctrl-C would."""
 
     def __init__(self, monkeypatch, stop_at: int | None = None):
         self.calls, self.stop_at = [], stop_at
-        monkeypatch.setattr(rnas.evaluate, "run_attack", self.run)
+        monkeypatch.setattr(rnas.evaluation.evaluate, "run_attack", self.run)
 
     def run(self, name, model, x, y, eps, **kwargs):
         if len(self.calls) + 1 == self.stop_at:

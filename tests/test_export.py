@@ -1,4 +1,4 @@
-"""`rnas export` and `rnas.export.standalone` on a tiny retrained checkpoint."""
+"""`rnas export` and `rnas.evaluation.export.standalone` on a tiny retrained checkpoint."""
 import contextlib
 import functools
 import io
@@ -10,8 +10,8 @@ import torch
 from helpers import TINY_SPACE, main_in_process, write_cifar10, write_space, write_teacher
 
 import rnas
-import rnas.export
-from rnas.export import TOLERANCE, standalone
+import rnas.evaluation.export
+from rnas.evaluation.export import TOLERANCE, standalone
 from search_spaces import parse_space
 from supernets import Network
 from supernets.builder import TapPoint
@@ -151,7 +151,8 @@ def test_other_checkpoints_are_refused(retrained, tmp_path):
 
 
 def test_numerical_mismatch_exits_1_and_writes_nothing(retrained, tmp_path, monkeypatch):
-    monkeypatch.setattr(rnas.export, "export", functools.partial(rnas.export.export, tolerance=-1.0))
+    exporter = rnas.evaluation.export
+    monkeypatch.setattr(exporter, "export", functools.partial(exporter.export, tolerance=-1.0))
     path = tmp_path / "net.torchscript"
     code, out, err = run_export(retrained, "--format", "torchscript", "-o", path)
     assert code == 1 and err.count("\n") == 1 and "max abs difference" in err and "tolerance -1" in err
@@ -172,4 +173,4 @@ def test_help_renders():
     with contextlib.redirect_stdout(out):
         code, _ = main_in_process("export", "--help")
     assert code == 0 and "usage: rnas export" in out.getvalue()
-    assert all(f"{fmt}:" in out.getvalue() for fmt in rnas.export.FORMATS)
+    assert all(f"{fmt}:" in out.getvalue() for fmt in rnas.evaluation.export.FORMATS)

@@ -16,8 +16,7 @@ from helpers import wait_for, write_space
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
 
-from rnas.data import FolderLoader, SeededSamples
-from rnas.datasets import DATASETS, DatasetInfo, register_dataset
+from rnas.data import DATASETS, DatasetInfo, FolderLoader, SeededSamples, register_dataset
 
 FOLDER = "tinyfolder"
 CLASSES = 4

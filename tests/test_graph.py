@@ -1,4 +1,4 @@
-"""`rnas derive --graph` and rnas.graph on a tiny search run: the GraphML holds exactly arch.json's taps,
+"""`rnas derive --graph` and rnas.nets.graph on a tiny search run: the GraphML holds exactly arch.json's taps,
 widths and tutors; the PNG drawing has its documented size; a missing matplotlib names the extra."""
 import json
 import sys
@@ -9,7 +9,7 @@ import pytest
 from helpers import main_in_process, write_tiny_setup
 
 from rnas.errors import UserError
-from rnas.graph import arch_graph, draw_arch_graph, tap_block
+from rnas.nets.graph import arch_graph, draw_arch_graph, tap_block
 
 pytestmark = pytest.mark.slow  # end-to-end runs: deselect with -m "not slow"
 

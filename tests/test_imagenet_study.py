@@ -71,7 +71,7 @@ def test_the_paper_study_plans_every_step(dirs, tmp_path, monkeypatch, capsys):
 
 
 def test_the_paper_study_has_the_table_2_settings(dirs, tmp_path):
-    from rnas.study import plan_study
+    from rnas.study.plan import plan_study
 
     data, models = dirs
     study = plan_study(STUDY, tmp_path / "out", {"data_dir": str(data), "model_dir": str(models)})

@@ -1,4 +1,4 @@
-"""The README's search driven from Python (a user-made teacher and DataLoader) runs as printed."""
+"""The docs' search driven from Python (a user-made teacher and DataLoader) runs as printed."""
 import contextlib
 import io
 import json
@@ -11,18 +11,18 @@ import pytest
 pytestmark = pytest.mark.slow  # end-to-end runs: deselect with -m "not slow"
 
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "python-api.md"
 
 
-def test_readme_python_search_runs_as_printed(tmp_path, monkeypatch):
-    text = README.read_text()
-    section = text[text.index("## The engine from Python"):text.index("## Many processes: torchrun")]
+def test_the_python_api_search_runs_as_printed(tmp_path, monkeypatch):
+    text = PAGE.read_text()
+    section = text[text.index("## The engine from Python"):text.index("## Where the engine's pieces are")]
     code = re.search(r"```python\n(.*?)```", section, re.S)[1]
     monkeypatch.chdir(tmp_path)
     out = io.StringIO()
     namespace = {}
     with contextlib.redirect_stdout(out):
-        exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
+        exec(compile(code, "docs/python-api.md", "exec"), namespace)  # noqa: S102 - the page's own example
     printed = out.getvalue().split("\n")
     assert [line.split()[0] for line in printed if line] == ["0", "1"]  # the callback saw both epochs
     records = [json.loads(line) for line in (tmp_path / "runs/my-search/metrics.jsonl").read_text().splitlines()]

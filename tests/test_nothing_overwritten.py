@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY_SPACE, main_in_process, trained_checkpoint, write_tiny_setup
-from test_search_cli import search_args
+from helpers import TINY_SPACE, main_in_process, search_args, trained_checkpoint, write_tiny_setup
 
-import rnas.search
+import rnas.engine.search
 
 pytestmark = pytest.mark.slow  # end-to-end runs: deselect with -m "not slow"
 
@@ -68,7 +67,7 @@ def test_a_run_that_takes_the_directory_while_a_search_is_building_is_kept(root,
     second search runs to completion into the same directory; the first then stops with one line instead of
     replacing the finished run's config.yaml and checkpoint.pt and mixing its metrics.jsonl."""
     run = tmp_path / "contested"
-    build = rnas.search.Searcher.from_config
+    build = rnas.engine.search.Searcher.from_config
     calls = []
 
     def paused_build(cfg, *args, **kwargs):
@@ -78,7 +77,7 @@ def test_a_run_that_takes_the_directory_while_a_search_is_building_is_kept(root,
             assert code == 0, err
         return build(cfg, *args, **kwargs)
 
-    monkeypatch.setattr(rnas.search.Searcher, "from_config", paused_build)
+    monkeypatch.setattr(rnas.engine.search.Searcher, "from_config", paused_build)
     code, err = main_in_process(*search_args(root, run, "--epochs", 1))
     monkeypatch.undo()
     assert len(calls) == 2
@@ -137,8 +136,8 @@ def test_an_unexpected_exception_is_one_line_with_its_traceback_in_a_file(monkey
         raise ZeroDivisionError("a bug")
 
     monkeypatch.delenv("RNAS_DEBUG")
-    parser = rnas.cli.build_parser()
-    monkeypatch.setattr(rnas.cli, "build_parser", lambda: parser)
+    parser = rnas.cli.build_parser(["teachers"])
+    monkeypatch.setattr(rnas.cli, "build_parser", lambda argv: parser)
     parser._subparsers._group_actions[0].choices["teachers"].set_defaults(func=broken)
     code = rnas.cli.main(["teachers"])
     err = capsys.readouterr().err
@@ -157,8 +156,8 @@ def test_ctrl_c_outside_a_run_is_one_line_exit_130(monkeypatch, capsys):
     def interrupted(args):
         raise KeyboardInterrupt
 
-    parser = rnas.cli.build_parser()
-    monkeypatch.setattr(rnas.cli, "build_parser", lambda: parser)
+    parser = rnas.cli.build_parser(["teachers"])
+    monkeypatch.setattr(rnas.cli, "build_parser", lambda argv: parser)
     parser._subparsers._group_actions[0].choices["teachers"].set_defaults(func=interrupted)
     assert rnas.cli.main(["teachers"]) == 130
     assert one_line(capsys.readouterr().err) == "rnas: stopped (Ctrl-C)"
@@ -182,7 +181,7 @@ def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path, command):
 
 
 def test_a_second_eval_on_the_same_json_is_refused(model_run, tmp_path):
-    from rnas.rundir import OutputLock
+    from rnas.runtime.rundir import OutputLock
 
     out = tmp_path / "eval.json"
     with OutputLock(out, "the first eval"):  # a first rnas eval is writing OUT
@@ -200,17 +199,17 @@ def test_a_second_export_to_the_same_file_keeps_the_first(model_run, tmp_path, m
     writer); the second then stops with one line and the first's file stays as it was."""
     import dataclasses
 
-    import rnas.export
+    import rnas.evaluation.export
 
     out = tmp_path / "net.pt"
-    form = rnas.export.FORMATS["torchscript"]
+    form = rnas.evaluation.export.FORMATS["torchscript"]
     write = form.write
 
     def slow_write(module, example, batch, path):
         out.write_bytes(b"the first export's file")  # the other process published meanwhile
         write(module, example, batch, path)
 
-    monkeypatch.setitem(rnas.export.FORMATS, "torchscript", dataclasses.replace(form, write=slow_write))
+    monkeypatch.setitem(rnas.evaluation.export.FORMATS, "torchscript", dataclasses.replace(form, write=slow_write))
     code, err = main_in_process("export", model_run / "checkpoint.pt", "--format", "torchscript", "-o", out)
     assert code == 2 and "written by another process while this export ran" in one_line(err)
     assert out.read_bytes() == b"the first export's file"

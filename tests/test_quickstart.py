@@ -1,8 +1,8 @@
 """The quickstart's guard rails and table (the full run is timed by hand: see the README)."""
 import pytest
 
+from rnas.commands.quickstart import format_table, run_quickstart
 from rnas.errors import UserError
-from rnas.quickstart import format_table, run_quickstart
 
 pytestmark = pytest.mark.slow  # end-to-end runs: deselect with -m "not slow"
 
@@ -32,7 +32,7 @@ def test_quickstart_writes_absolute_paths_into_every_config(tmp_path, monkeypatc
     import json
     from pathlib import Path
 
-    import rnas.quickstart as qs
+    import rnas.commands.quickstart as qs
 
     monkeypatch.chdir(tmp_path)
     seen = {}

@@ -8,7 +8,9 @@ from helpers import main_in_process
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from rnas.attacks import (
+from rnas.errors import UserError
+from rnas.evaluation.evaluate import batch_generator, evaluate
+from rnas.robust.attacks import (
     ATTACKS,
     attack_eps,
     attack_steps,
@@ -18,8 +20,6 @@ from rnas.attacks import (
     takes_channel_budget,
     unregister_attack,
 )
-from rnas.errors import UserError
-from rnas.evaluate import batch_generator, evaluate
 from rnas.teachers import TEACHERS, Teacher, load_teacher, register_teacher, teacher_arch, unregister_teacher
 
 EPS = 8 / 255

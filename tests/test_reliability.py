@@ -4,11 +4,10 @@ import json
 
 import pytest
 import torch
-from helpers import main_in_process, write_tiny_setup
-from test_search_cli import search_args
+from helpers import main_in_process, search_args, write_tiny_setup
 
 from rnas.errors import UserError
-from rnas.rundir import RunLock, load_checkpoint
+from rnas.runtime.rundir import RunLock, load_checkpoint
 
 pytestmark = pytest.mark.slow  # end-to-end runs: deselect with -m "not slow"
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from helpers import main_in_process, write_cifar10, write_space, write_teacher
 
-from rnas.report import MANIFEST
-from rnas.report_tables import pareto_front
-from rnas.search import TUTOR_OBJECTIVE
+from rnas.config.defaults import TUTOR_OBJECTIVE
+from rnas.report.collect import MANIFEST
+from rnas.report.tables import pareto_front
 
 pytestmark = pytest.mark.slow  # end-to-end runs: deselect with -m "not slow"
 
@@ -259,7 +259,7 @@ def test_missing_matplotlib_bad_paths_and_foreign_out(study, tmp_path, monkeypat
 def test_width_probabilities_of_an_older_search_come_from_its_tensorboard_scalars(study, tmp_path):
     """A search written before metrics.jsonl carried width_probs still gets its width figure: the numbers are
     read back from tb/ and equal what metrics.jsonl now logs."""
-    from rnas.report import width_probs_from_tensorboard
+    from rnas.report.collect import width_probs_from_tensorboard
 
     root, _ = study
     old = tmp_path / "search-old"

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from rnas.errors import UserError
-from rnas.rundir import atomic_save, load_checkpoint, rng_state, set_rng_state
+from rnas.runtime.rundir import atomic_save, load_checkpoint, rng_state, set_rng_state
 
 
 def test_failure_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -36,7 +36,7 @@ def test_sigkill_during_saves_never_leaves_a_broken_checkpoint(tmp_path):
     path = tmp_path / "checkpoint.pt"
     child = textwrap.dedent(f"""
         import pathlib, sys, torch
-        from rnas.rundir import atomic_save
+        from rnas.runtime.rundir import atomic_save
         big = torch.zeros(10_000_000)
         for i in range(10_000):
             big[0] = i

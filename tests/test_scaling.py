@@ -13,8 +13,8 @@ from helpers import main_in_process, tiny_search_and_derive, write_tiny_setup
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from rnas.rundir import load_checkpoint
-from rnas.scaling import PRESETS, Layout, layout_at, robust_res_cost, robust_scaling, scale_arch, wrn_a_cost
+from rnas.nets.scaling import PRESETS, Layout, layout_at, robust_res_cost, robust_scaling, scale_arch, wrn_a_cost
+from rnas.runtime.rundir import load_checkpoint
 from rnas.teachers import load_teacher, teacher_arch
 from supernets import build_model
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import main_in_process, rnas_cmd, run_rnas, wait_for, write_tiny_setup
+from helpers import main_in_process, rnas_cmd, run_rnas, search_args, wait_for, write_tiny_setup
 
 import rnas
 from search_spaces import parse_space
@@ -22,12 +22,6 @@ pytestmark = pytest.mark.slow  # end-to-end runs: deselect with -m "not slow"
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     return write_tiny_setup(tmp_path_factory.mktemp("search"))
-
-
-def search_args(setup, out, *extra):
-    return ["search", "--space", setup / "tiny.yaml", "--teacher", "wrn-10-1", "--teacher-ckpt", "tiny",
-            "--model-dir", setup / "models", "--data", "cifar10", "--data-dir", setup / "data",
-            "--val-size", 50, "--batch-size", 25, "--epochs", 2, "--out", out, "--arch-lr", 0.05, *extra]
 
 
 def test_search_then_derive_end_to_end(setup, tmp_path):

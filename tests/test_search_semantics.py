@@ -12,14 +12,14 @@ from helpers import tiny_search_config, write_tiny_setup
 from torch import nn
 from torch.nn import functional as F
 
-from rnas.adversarial import trades_examples
-from rnas.attacks import project_linf
-from rnas.derivation import write_arch
-from rnas.distill import attention_maps, channel_energy, teacher_targets
-from rnas.loop import run_job
-from rnas.retrain import RetrainConfig, build_retrain
-from rnas.rundir import load_checkpoint
-from rnas.search import SearchConfig, Searcher
+from rnas.engine.loop import run_job
+from rnas.engine.retrain import RetrainConfig, build_retrain
+from rnas.engine.search import SearchConfig, Searcher
+from rnas.method.distill import attention_maps, channel_energy, teacher_targets
+from rnas.nets.derivation import write_arch
+from rnas.robust.adversarial import trades_examples
+from rnas.robust.attacks import project_linf
+from rnas.runtime.rundir import load_checkpoint
 from rnas.teachers import load_teacher
 
 RETRAIN_FIELDS = {f.name for f in dataclasses.fields(RetrainConfig)}

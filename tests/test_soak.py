@@ -1,17 +1,15 @@
 """Kill/resume soak: a tiny search SIGKILLed at many moments (before its first checkpoint, inside checkpoint
-writes, at random times) and restarted the way a user would, ends bit-identical to an uninterrupted run,
+writes, at chosen steps between them) and restarted the way a user would, ends bit-identical to an uninterrupted run,
 metrics.jsonl included (but for its wall-clock fields)."""
 import json
 import os
-import random
 import signal
 import subprocess
 import time
 
 import pytest
 import torch
-from helpers import main_in_process, rnas_cmd, write_tiny_setup
-from test_search_cli import search_args
+from helpers import main_in_process, rnas_cmd, search_args, write_tiny_setup
 
 pytestmark = pytest.mark.slow  # end-to-end runs: deselect with -m "not slow"
 
@@ -66,46 +64,45 @@ def assert_identical(run, reference):
     assert not (run / "checkpoint.pt.tmp").exists() or (run / "checkpoint.pt").exists()
 
 
+def kill_and_restart(root, run, env: dict) -> None:
+    """Start (or resume) the run with a fault point set; it must die there by SIGKILL."""
+    process = start(root, run, env=env)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == -signal.SIGKILL, f"the fault point {env} was not reached: {err[-300:]}"
+
+
 @pytest.mark.timeout(400)
 def test_killed_inside_checkpoint_writes_and_before_the_first_one(soak, tmp_path):
     """SIGKILL inside the 1st (step-0), 2nd, 5th and 11th checkpoint writes (temp file written, not yet
     renamed), and once while the interpreter is still importing: every time the run resumes."""
     root, reference = soak
     run = tmp_path / "run"
-    kills = 0
     process = start(root, run)
     time.sleep(0.3)  # still importing torch: nothing written yet
     process.send_signal(signal.SIGKILL)
     process.wait()
-    kills += 1
     assert not (run / "checkpoint.pt").exists()
     for save in (1, 2, 5, 11):
-        process = start(root, run, env={"RNAS_KILL_AT_SAVE": str(save)})
-        process.communicate(timeout=120)
-        assert process.returncode == -signal.SIGKILL
-        kills += 1
+        kill_and_restart(root, run, {"RNAS_KILL_AT_SAVE": str(save)})
         assert (run / "checkpoint.pt.tmp").exists()  # killed mid-write: the temp file is the evidence
         if save == 1:  # the step-0 checkpoint of a fresh run: only its config.yaml is there
             assert not (run / "checkpoint.pt").exists() and (run / "config.yaml").exists()
         else:  # the previous checkpoint is intact
             assert torch.load(run / "checkpoint.pt", weights_only=True)["format"] == "rnas-search-1"
     finish(root, run)
-    assert kills == 5
     assert_identical(run, reference)
 
 
 @pytest.mark.timeout(400)
-@pytest.mark.parametrize("seed", [0, 1])
-def test_killed_at_random_moments(soak, tmp_path, seed):
-    """Three SIGKILLs at random moments of a run (per seed), each followed by a restart."""
+@pytest.mark.parametrize("steps", [(2, 9, 15), (5, 10, 17)])  # 10 steps per epoch
+def test_killed_between_checkpoints(soak, tmp_path, steps):
+    """SIGKILL at chosen global steps (between the every-step checkpoints' writes, mid-epoch and in the second
+    epoch), each followed by a restart: the same moments every run, so a failure reproduces."""
     root, reference = soak
     run = tmp_path / "run"
-    rng = random.Random(seed)
-    for _ in range(3):
-        process = start(root, run)
-        time.sleep(rng.uniform(0.5, 6.0))
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+    for step in steps:
+        kill_and_restart(root, run, {"RNAS_KILL_RANK_AT_STEP": f"0:{step}"})
+        assert torch.load(run / "checkpoint.pt", weights_only=True)["format"] == "rnas-search-1"
     finish(root, run)
     assert_identical(run, reference)
 

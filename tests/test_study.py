@@ -119,7 +119,7 @@ def test_plan_is_a_graph_in_file_order(root, tmp_path, capsys):
 
 
 def test_arms_adversarially_trained_for_a_compute_budget(root, tmp_path, capsys):
-    from rnas.study import plan_study
+    from rnas.study.plan import plan_study
 
     arms = ["rnas-cl", {"arm": "rnas-cl", "at": "nfgsm", "budget": [2, 4]}, {"arm": "ce", "at": "pgd", "budget": 3}]
     study = write_study(tmp_path / "s.yaml", study_dict(root, arms=arms))
@@ -253,7 +253,7 @@ def test_a_run_that_left_val_size_to_its_dataset_is_the_same_as_one_naming_that_
     import dataclasses
 
     from rnas.config import changed_setting
-    from rnas.retrain import RetrainConfig
+    from rnas.engine.retrain import RetrainConfig
 
     base = dataclasses.asdict(RetrainConfig(arch="a.json", data="cifar10", val_size=None))
     asked = RetrainConfig(arch="a.json", data="cifar10", val_size=now)

@@ -4,8 +4,8 @@ import pytest
 import torch
 from conftest import ALL_SPACES, TINY_BLOCKS, builtin, randomize, tiny_spec
 
-from rnas.distill import CrossLayerAttention, attention_maps, channel_energy
-from rnas.taps import Taps
+from rnas.method.distill import CrossLayerAttention, attention_maps, channel_energy
+from rnas.method.taps import Taps
 from supernets import Network, build_model, derive
 
 

@@ -6,7 +6,7 @@ import torch
 from conftest import TINY_BLOCKS, randomize_batchnorm, tiny_spec
 
 from rnas.errors import UserError
-from rnas.taps import Taps, conv_taps
+from rnas.method.taps import Taps, conv_taps
 from rnas.teachers import Teacher, load_teacher
 from rnas.teachers.wideresnet import WideResNet
 from supernets import Network

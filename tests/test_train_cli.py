@@ -12,8 +12,8 @@ import yaml
 from helpers import main_in_process, rnas_cmd, run_rnas, wait_for, write_cifar10, write_space, write_teacher
 
 import rnas
-import rnas.retrain
-from rnas.adversarial import MixtureBatchNorm2d
+import rnas.engine.retrain
+from rnas.robust.adversarial import MixtureBatchNorm2d
 
 pytestmark = pytest.mark.slow  # end-to-end runs: deselect with -m "not slow"
 
@@ -44,7 +44,7 @@ def test_retrain_each_baseline_and_load_model(searched, tmp_path, baseline):
     assert code == 0, err
     record = json.loads((run / "metrics.jsonl").read_text())
     assert ("attn" in record) == (baseline in ("cl", "fixed")) and ("kl" in record) == (baseline != "ce")
-    gamma_t = rnas.retrain.GAMMA_T  # the default, written out in config.yaml
+    gamma_t = rnas.config.defaults.GAMMA_T  # the default, written out in config.yaml
     assert yaml.safe_load((run / "config.yaml").read_text())["gamma_t"] == gamma_t == 1000.0
     assert record["total"] == pytest.approx(record["base"] + record.get("kl", 0) + gamma_t * record.get("attn", 0),
                                             rel=1e-4)
@@ -58,7 +58,7 @@ def test_retrain_each_baseline_and_load_model(searched, tmp_path, baseline):
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     if baseline == "fixed":
         tutors = torch.load(run / "checkpoint.pt", weights_only=True)["tutors"]
-        assert tutors["mapping"] == rnas.distill.uniform_mapping(len(tutors["student_layers"]),
+        assert tutors["mapping"] == rnas.method.distill.uniform_mapping(len(tutors["student_layers"]),
                                                                   len(tutors["teacher_layers"]))
 
 
@@ -169,7 +169,7 @@ def retrained(searched):
 
 def test_eval_split_auto_is_the_test_split_when_on_disk(searched, retrained, tmp_path, capsys):
     """The checkpoint's data dir has a test_batch (60 images); a copy without one falls back to val (50)."""
-    from rnas.evaluate import resolve_split
+    from rnas.evaluation.evaluate import resolve_split
 
     expected = {(): ("test", "official test split (test_batch found)", 60),
                 ("--split", "val"): ("val", "validation split: last 50 training images (--split val)", 50),
@@ -189,11 +189,11 @@ def test_eval_split_auto_is_the_test_split_when_on_disk(searched, retrained, tmp
 def test_eval_cw_steps_and_seed_reach_the_attacks(retrained, tmp_path, monkeypatch):
     import pyautoattack
 
-    import rnas.attacks
+    import rnas.robust.attacks
 
     grads, seeds = [], []
-    input_grad = rnas.attacks._input_grad
-    monkeypatch.setattr(rnas.attacks, "_input_grad", lambda *a: grads.append(1) or input_grad(*a))
+    input_grad = rnas.robust.attacks._input_grad
+    monkeypatch.setattr(rnas.robust.attacks, "_input_grad", lambda *a: grads.append(1) or input_grad(*a))
 
     class Recorder:
         def __init__(self, model, **kwargs):

@@ -10,12 +10,12 @@ from helpers import main_in_process, tiny_search_and_derive, write_tiny_setup
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from rnas.adversarial import nfgsm_examples, pgd_examples, trades_examples
-from rnas.cost import passes_per_image
-from rnas.distill import attention_maps, kl_divergence, paired_attention_loss, teacher_targets
-from rnas.loop import RunStopped
-from rnas.retrain import RetrainConfig, build_retrain
-from rnas.rundir import load_checkpoint, resume_checkpoint
+from rnas.engine.cost import passes_per_image
+from rnas.engine.loop import RunStopped
+from rnas.engine.retrain import RetrainConfig, build_retrain
+from rnas.method.distill import attention_maps, kl_divergence, paired_attention_loss, teacher_targets
+from rnas.robust.adversarial import nfgsm_examples, pgd_examples, trades_examples
+from rnas.runtime.rundir import load_checkpoint, resume_checkpoint
 
 BATCH, IMAGES = 10, 20  # two steps an epoch
 
@@ -199,7 +199,7 @@ def test_the_shipped_study_of_adversarial_training_at_equal_compute_plans(tmp_pa
     """studies/cifar10-vs-at.yaml: every arm at both budgets, from scratch, each model evaluated."""
     from helpers import write_cifar10, write_teacher
 
-    from rnas.study import plan_study
+    from rnas.study.plan import plan_study
 
     write_cifar10(tmp_path / "data")
     write_teacher(tmp_path / "teachers", name="wrn-16-2-nfgsm", depth=16, widen=2)

@@ -11,12 +11,11 @@ import pytest
 import torch
 from helpers import main_in_process, tiny_search_config, write_tiny_setup
 
-from rnas import tutor_robust
 from rnas.data import keyed_generator
-from rnas.derivation import write_archs
-from rnas.loop import run_job
-from rnas.search import Searcher
-from rnas.tutors import (
+from rnas.engine.loop import run_job
+from rnas.engine.search import Searcher
+from rnas.method import tutor_robust
+from rnas.method.tutors import (
     TUTOR_DERIVATIONS,
     TUTOR_OBJECTIVES,
     derive_balanced,
@@ -27,6 +26,7 @@ from rnas.tutors import (
     tutor_diversity,
     weighted_distance,
 )
+from rnas.nets.derivation import write_archs
 
 
 @pytest.fixture(scope="module")

@@ -86,8 +86,8 @@ def paired_ratio(t: dict, num: str, dens: tuple[str, ...]) -> tuple[float, float
 
 
 def setup(space: str, teacher: str, batch: int, device: str, amp: str, compile_: bool, **search_flags):
-    from rnas.device import compile_model, place
-    from rnas.search import SearchConfig, Searcher
+    from rnas.engine.search import SearchConfig, Searcher
+    from rnas.runtime.device import compile_model, place
     from supernets import Network
 
     cfg = SearchConfig(space=space, teacher=teacher, random_teacher=True, data="digits", batch_size=batch,
@@ -107,9 +107,9 @@ def setup(space: str, teacher: str, batch: int, device: str, amp: str, compile_:
 
 def step_fns(searcher, standalone, x, y):
     """The measured operations, each a zero-argument function."""
-    from rnas.attacks import _input_grad, pgd
-    from rnas.distill import attention_maps
-    from rnas.search import _set_requires_grad
+    from rnas.engine.search import _set_requires_grad
+    from rnas.method.distill import attention_maps
+    from rnas.robust.attacks import _input_grad, pgd
 
     net = searcher.supernet
     sgd = torch.optim.SGD(standalone.parameters(), 0.1, momentum=0.9, weight_decay=2e-4)
@@ -317,10 +317,9 @@ def setup_imagenet(space: str, teacher: str, batch: int, device: str, amp: str, 
     ``teacher`` built with 1000 random-weight outputs and wrapped to return ImageNet-100's 100 logits (what
     load_teacher makes of a 1000-class robust checkpoint), the searcher over one random batch, a standalone
     max-width derived net and the batch."""
-    from rnas.data import DataBundle, IterableLoader
-    from rnas.datasets import class_positions, dataset_info
-    from rnas.device import compile_model, place, resolve_device
-    from rnas.search import SearchConfig, Searcher
+    from rnas.data import DataBundle, IterableLoader, class_positions, dataset_info
+    from rnas.engine.search import SearchConfig, Searcher
+    from rnas.runtime.device import compile_model, place, resolve_device
     from rnas.teachers import Teacher, teacher_arch
     from search_spaces import load_space
     from supernets import Network
@@ -435,8 +434,8 @@ def imagenet_json(args, rows: list[dict]) -> dict:
 
 def check_imagenet_args(args) -> None:
     """--imagenet's flags, each problem one line."""
-    from rnas.device import resolve_device
     from rnas.errors import UserError
+    from rnas.runtime.device import resolve_device
     from rnas.teachers import teacher_arch
 
     try:
@@ -477,8 +476,8 @@ def ddp_worker(args) -> None:
     import os
 
     from rnas.data import DataBundle, ImageTensors, InMemoryLoader
-    from rnas.distributed import init_distributed, shutdown
-    from rnas.search import SearchConfig, Searcher
+    from rnas.engine.search import SearchConfig, Searcher
+    from rnas.runtime.distributed import init_distributed, shutdown
     from rnas.teachers import teacher_arch
     from search_spaces import load_space
     from supernets import Network

@@ -1,5 +1,5 @@
-"""The CIFAR-10 study of the README, resumable: S3 search at the defaults -> derive -> gamma_t sweep ->
-the comparison arms -> evaluation. Every step skips when its output is complete and resumes an
+"""The CIFAR-10 study of docs/experiments/cifar10-defaults.md, resumable: S3 search at the defaults -> derive ->
+gamma_t sweep -> the comparison arms -> evaluation. Every step skips when its output is complete and resumes an
 interrupted run directory (`--resume`), so the script can be killed and started again at any point.
 
     python tools/cifar10_study.py SHARED_DIR OUT_DIR [--lanes 2] [--epochs 15]

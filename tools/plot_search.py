@@ -5,7 +5,7 @@ choice per epoch) and one with the argmax and expected MACs, as a PNG.
 
 Reads each run's metrics.jsonl (`width_probs`, `argmax_macs`, `expected_macs`); for runs written before
 `width_probs` was logged, the per-block probabilities come from the TensorBoard scalars `width/blockNN/W`
-(`rnas.report.width_probs_from_tensorboard`, as `rnas report` reads them).
+(`rnas.report.collect.width_probs_from_tensorboard`, as `rnas report` reads them).
 Needs matplotlib (not a dependency of rnas).
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ def read_run(run: Path) -> dict:
     probs: dict[int, dict[int, list[float]]] = {}
     choices = json.loads((run / "arch.json").read_text())["width_choices"] if (run / "arch.json").exists() else None
     if choices and not all("width_probs" in r for r in records):
-        from rnas.report import width_probs_from_tensorboard
+        from rnas.report.collect import width_probs_from_tensorboard
 
         records = width_probs_from_tensorboard(run / "tb", records, choices)
     searched = [c for c in choices if len(c) > 1] if choices else None

@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from rnas.distill import CrossLayerAttention
+from rnas.method.distill import CrossLayerAttention
 from rnas.teachers import load_teacher
 
 

@@ -23,10 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rnas.config import read_run_config  # noqa: E402
 from rnas.data import keyed_generator  # noqa: E402
-from rnas.rundir import load_checkpoint  # noqa: E402
-from rnas.search import SearchConfig, Searcher, frozen_bn_statistics  # noqa: E402
-from rnas.tutor_robust import lookahead_tutor_gradient  # noqa: E402
-from rnas.tutors import TUTOR_OBJECTIVES  # noqa: E402
+from rnas.engine.search import SearchConfig, Searcher, frozen_bn_statistics  # noqa: E402
+from rnas.method.tutor_robust import lookahead_tutor_gradient  # noqa: E402
+from rnas.method.tutors import TUTOR_OBJECTIVES  # noqa: E402
+from rnas.runtime.rundir import load_checkpoint  # noqa: E402
 
 
 def tutor_gradient(searcher: Searcher, objective: str, x, y, step: int) -> torch.Tensor:

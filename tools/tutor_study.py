@@ -1,7 +1,8 @@
-"""The tutor study of the README: which tutor search and derivation teaches the student best, resumable.
+"""The tutor study of docs/experiments/cifar10-tutors.md: which tutor search and derivation teaches the student
+best, resumable.
 
     python tools/tutor_study.py SHARED_DIR OUT_DIR [--defaults studies/results/cifar10-defaults] [--lanes 2]
-    python tools/tutor_study.py --table OUT_DIR [--defaults ...]      # the README table, as far as it has got
+    python tools/tutor_study.py --table OUT_DIR [--defaults ...]      # the docs' table, as far as it has got
 
 The net is the one of "CIFAR-10: the study of the defaults" (its arch.json in --defaults): every arm keeps
 its widths (equal MACs) and changes only the tutors. For each tutor objective an S3 search at the defaults
@@ -41,7 +42,7 @@ def arch_from_probabilities(base: Path, how: str, out: Path) -> None:
     """``base`` (an arch.json) with its tutors re-derived from its tutor probabilities by ``how``."""
     import numpy as np
 
-    from rnas.tutors import derive_tutors, tutor_diversity
+    from rnas.method.tutors import derive_tutors, tutor_diversity
 
     arch = json.loads(base.read_text())
     probs = np.asarray(arch["tutor_probabilities"], dtype=np.float64)
@@ -59,12 +60,12 @@ def accuracies(run_dir: Path) -> dict:
 
 
 def print_table(out: Path, defaults: Path) -> None:
-    """The README's table from whatever runs and evaluations exist ('–' for what does not yet)."""
+    """The docs' table from whatever runs and evaluations exist ('–' for what does not yet)."""
     def cell(value, fmt="{:.1f}"):
         return "–" if value is None else fmt.format(value)
 
-    from rnas.distill import uniform_mapping
-    from rnas.tutors import tutor_diversity
+    from rnas.method.distill import uniform_mapping
+    from rnas.method.tutors import tutor_diversity
 
     base = json.loads((defaults / "search-s3" / "arch.json").read_text())
     fixed = uniform_mapping(len(base["student_layers"]), len(base["teacher_layers"]))

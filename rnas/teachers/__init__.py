@@ -7,13 +7,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from supernets.layers import Normalize
-
-from ..datasets import class_positions, dataset_info
-from ..errors import UserError
-from . import imagenet, resnet, robustresnet, wideresnet  # noqa: F401  (each registers its architectures)
-from .checkpoint import load_into, read_checkpoint, resolve_checkpoint
-from .registry import (
+from rnas.data import class_positions, dataset_info
+from rnas.errors import UserError
+from rnas.teachers import imagenet, resnet, robustresnet, wideresnet  # noqa: F401  (each registers its architectures)
+from rnas.teachers.checkpoint import load_into, read_checkpoint, resolve_checkpoint
+from rnas.teachers.registry import (
     CIFAR10_MEAN,
     CIFAR10_STD,
     IMAGENET_MEAN,
@@ -28,6 +26,7 @@ from .registry import (
     teacher_table,
     unregister_teacher,
 )
+from supernets.layers import Normalize
 
 __all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "IMAGENET_MEAN", "IMAGENET_STD", "TEACHERS", "Teacher", "TeacherArch",
            "TeacherInfo", "format_teacher_table",

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import UserError
-from ..rundir import unreadable_reason
+from rnas.errors import UserError
+from rnas.runtime.rundir import unreadable_reason
 
 
 def resolve_checkpoint(checkpoint: str | Path, model_dir: str | Path | None, dataset: str, threat: str) -> Path:

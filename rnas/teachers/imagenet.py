@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .registry import IMAGENET_MEAN, IMAGENET_STD, register_teacher
+from rnas.teachers.registry import IMAGENET_MEAN, IMAGENET_STD, register_teacher
 
 
 def _torchvision(name: str, num_classes: int) -> nn.Module:

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..datasets import DATASETS, dataset_info
-from ..errors import UserError
-from ..names import match_name
+from rnas.data import DATASETS, dataset_info
+from rnas.errors import UserError
+from rnas.names import match_name
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -90,7 +90,7 @@ def teacher_arch(name: str, dataset: str) -> TeacherArch:
     if info.input_size != size and not info.any_size:
         examples = " or ".join(d for d, i in DATASETS.items() if i.input_size == info.input_size)
         raise UserError(f"teacher {name!r} ({description}) is an architecture for {info.input_size}x"
-                        f"{info.input_size} images, not {dataset}; use --dataset {examples}")
+                        f"{info.input_size} images, not {dataset}; use --data {examples}")
     if info.check and (reason := info.check(**values)):
         raise UserError(f"teacher {name!r}: {reason}")
     return TeacherArch(description, functools.partial(info.build, **values), info.mean, info.std)

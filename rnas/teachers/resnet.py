@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .registry import CIFAR10_MEAN, register_teacher
+from rnas.teachers.registry import CIFAR10_MEAN, register_teacher
 
 
 class PreActBlock(nn.Module):

@@ -11,14 +11,14 @@ RobustResBlock, with the key names of the authors' released code (``blocks.<stag
 conv1, bn2, conv2.<i>, bn3.<i>, conv3, se_bn, se.fc.0, se.fc.2, shortcut.0}``) and its forward: the 1x1
 reduce reads the block's input as it comes (the pre-activation BN-ReLU feeds only the shortcut conv), the
 3x3 stage is hierarchical over 4 scales (plain grouped at stride 2, the last scale average-pooled), and the
-residual SE adds se(se_bn(y)) beside y and the shortcut. Its widths are ``rnas.scaling``'s ``rr_width``."""
+residual SE adds se(se_bn(y)) beside y and the shortcut. Its widths are ``rnas.nets.scaling``'s ``rr_width``."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from ..scaling import BASES, PRESETS, RR_EXPANSION, RR_SCALES, RR_SE_REDUCTION, Layout, rr_width
-from .registry import CIFAR10_MEAN, CIFAR10_STD, register_teacher
+from rnas.nets.scaling import BASES, PRESETS, RR_EXPANSION, RR_SCALES, RR_SE_REDUCTION, Layout, rr_width
+from rnas.teachers.registry import CIFAR10_MEAN, CIFAR10_STD, register_teacher
 
 
 class PreActBasicBlock(nn.Module):

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .registry import CIFAR10_MEAN, CIFAR10_STD, register_teacher
+from rnas.teachers.registry import CIFAR10_MEAN, CIFAR10_STD, register_teacher
 
 
 class BasicBlock(nn.Module):

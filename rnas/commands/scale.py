@@ -1,0 +1,73 @@
+"""`rnas scale`: RobustScaling: a WRN-A or RobustResNet-A layout for a MAC budget (--flops), or a derived net
+grown to a budget (ARCH --macs)."""
+from pathlib import Path
+
+from rnas.errors import UserError
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("arch", nargs="?", metavar="ARCH", help="an arch.json to grow (with --macs)")
+    parser.add_argument("--flops", metavar="MACS",
+                       help="the budget in multiply-accumulates, e.g. 5G, 10G (the paper's A1-A4: 5G/10G/20G/40G)")
+    parser.add_argument("--macs", metavar="MACS", help="with ARCH: the budget to grow it to, e.g. 20M")
+    parser.add_argument("--base", choices=["wrn", "robust_res"], default="wrn",
+                       help="with --flops: the block the layout is built from: wrn (WRN-A, basic blocks) or "
+                            "robust_res (RobustResNet-A, RobustResBlocks); default wrn")
+    parser.add_argument("--width-only", action="store_true", help="with ARCH: reach the budget by widening alone")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("-o", "--output", metavar="FILE", help="also write the JSON to FILE")
+
+
+def run(args) -> int:
+    import json
+
+    from rnas.config import parse_macs
+    from rnas.nets.scaling import format_scale_report, scale_report
+    from rnas.runtime.rundir import atomic_write_json
+
+    layout = args.arch is None and args.flops is not None and args.macs is None
+    grow = args.arch is not None and args.macs is not None and args.flops is None
+    if not (layout or grow):
+        raise UserError("rnas scale: give --flops BUDGET (a WRN-A layout), or ARCH --macs BUDGET (grow a derived net)")
+    flag, text = ("--flops", args.flops) if args.arch is None else ("--macs", args.macs)
+    if args.output:
+        out = Path(args.output)
+        if args.arch is not None and out.resolve() == Path(args.arch).resolve():
+            raise UserError(f"-o {out}: the input arch file; write the grown net elsewhere")
+        if out.exists() and not {"scaled_from", "target_macs"} & _json_keys(out):
+            raise UserError(f"-o {out}: exists and is not an earlier rnas scale output; choose another file")
+    try:
+        target = parse_macs(text)
+    except UserError as err:
+        raise UserError(f"{flag}: {err}") from None
+    if args.arch is None:
+        if target < 1e6:
+            raise UserError(f"--flops {args.flops}: a budget in MACs, e.g. 5G (the smallest WRN-A costs ~0.1G)")
+        report = scale_report(target, base=args.base)
+        print(json.dumps(report, indent=1) if args.json else format_scale_report(report))
+    else:
+        from rnas.nets.scaling import scale_arch
+        from supernets import read_arch
+
+        arch, source = read_arch(args.arch)
+        report = scale_arch(arch, target, source, args.width_only)
+        stages = "-".join(str(s["depth"]) for s in report["spec"]["stages"])
+        print(f"{source}: {arch['macs'] / 1e6:.4g}M MACs -> {report['macs'] / 1e6:.4g}M MACs, "
+              f"{report['params'] / 1e6:.3f}M params ({report['scaled_from']['rule']}; depths {stages}; widths "
+              f"{' '.join(map(str, report['widths']))})")
+        if not args.output:
+            print("(give -o FILE to write the arch file for rnas retrain)")
+    if args.output:
+        atomic_write_json(Path(args.output), report)
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _json_keys(path: Path) -> set:
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return set()
+    return set(data) if isinstance(data, dict) else set()

@@ -1,0 +1,435 @@
+"""`rnas study STUDY.yaml`: the paper's comparison as one declarative, resumable pipeline.
+
+A study file names the data, the robust teacher (and a control teacher), the searches, the arms and
+their fine-tuning, and the evaluation. ``plan_study`` turns it into a graph of steps (networkx DiGraph:
+search -> derive -> retrain arm -> fine-tune -> eval), each writing an ordinary run directory or file
+under the study directory; ``rnas.study.runner`` runs the graph. Every problem with the file is a
+one-line ``UserError`` naming the field, raised before anything runs.
+
+Arms (``rnas retrain`` of the derived net): rnas-cl (Eq. 3 with the searched tutors), ce (CE only),
+kd (CE + logit KD), fixed (uniform fixed tutor mapping), control-teacher (rnas-cl with the control
+teacher, e.g. a non-robust twin). Each may be fine-tuned with TRADES (``trades``) or TRADES + Mixture BN
+(``trades+mbn``), i.e. ``rnas retrain --trades --init <arm>/checkpoint.pt [--mbn]``. An arm may also train
+adversarially from scratch (``at: trades | pgd | nfgsm``, i.e. ``rnas retrain --at AT --from-scratch``) and
+for a compute budget instead of epochs (``budget: 15`` or ``[15, 30]``, in CE-epoch equivalents, i.e.
+``rnas retrain --budget``; it replaces ``retrain.epochs`` and ``retrain.milestones`` for that arm), so arms
+can be matched on cost: ``{arm: rnas-cl, at: nfgsm, budget: [15, 30]}`` runs ``<net>/rnas-cl-nfgsm-15ce``
+and ``<net>/rnas-cl-nfgsm-30ce``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import networkx as nx
+import yaml
+
+from rnas.config import coerce_field, parse_macs, validate
+from rnas.data import TRAINABLE, dataset_info
+from rnas.engine.retrain import AT_MODES, RetrainConfig
+from rnas.engine.search import SearchConfig
+from rnas.errors import UserError
+from rnas.evaluation.evaluate import EvalConfig
+from rnas.method.baselines import BASELINES
+from rnas.robust.attacks import check_attack, parse_eps
+from search_spaces.spec import read_yaml, yaml_problem
+
+ARMS = {**{b.arm: {"baseline": b.name} for b in BASELINES.values()},
+        "control-teacher": {"baseline": "cl"}}  # RNAS-CL from the study's control teacher
+FINETUNES = {"trades": {"trades": True}, "trades+mbn": {"trades": True, "mbn": True}}
+TOP_KEYS = ("name", "data", "teacher", "control_teacher", "searches", "search", "retrain", "arms", "finetune",
+            "eval", "jobs", "threads")
+EVAL_KEYS = ("attacks", "eps", "n", "batch_size", "seed", "normalized", "sweep")
+# keys a section may not set: the study decides them (where runs go, which net, which teacher / arm)
+OWNED = {"out", "arch", "baseline", "trades", "at", "budget", "init", "mbn", "from_scratch", "space", "teacher",
+         "teacher_ckpt", "model_dir", "threat", "data", "data_dir", "val_size"}
+DATA_KEYS = ("data", "data_dir", "val_size", "device", "workers")  # the `data` section: shared by every step
+
+
+@dataclass
+class Step:
+    """One node of the study graph: ``kind`` search | derive | retrain | finetune | eval, its output
+    ``path`` (a run directory, or a file for derive/eval) relative to the study directory, and what the
+    runner needs (``config``: a config dataclass; ``extra``: kind-specific values)."""
+
+    name: str
+    kind: str
+    path: str
+    config: object = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Study:
+    name: str
+    source: Path
+    out: Path
+    graph: nx.DiGraph
+    models: list[dict]
+    jobs: int
+    threads: int | None
+    again: str = ""  # the command that continues the study (said when it is stopped)
+
+    def steps(self) -> list[Step]:
+        """Steps in a dependency order that keeps the file's order (searches first, then each arm ...)."""
+        return [self.graph.nodes[n]["step"] for n in nx.lexicographical_topological_sort(
+            self.graph, key=lambda n: self.graph.nodes[n]["index"])]
+
+
+def _fail(where: str, message: str) -> UserError:
+    return UserError(f"{where}: {message}")
+
+
+def _mapping(value, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _fail(where, f"expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def _flags(cls, values: dict, where: str, owned=OWNED) -> dict:
+    """A section of flag names (``-`` or ``_``) checked against ``cls``'s fields and coerced to their types."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    out = {}
+    for key, value in _mapping(values, where).items():
+        name = str(key).replace("-", "_")
+        if name not in names or name in owned:
+            why = "set by the study itself" if name in owned else "not a flag of this command"
+            raise _fail(f"{where}.{key}", f"unknown key ({why})")
+        out[name] = coerce_field(cls, name, value, where)
+    return out
+
+
+def _build(cls, values: dict, where: str):
+    """``cls(**values)`` validated; a range error names the section."""
+    try:
+        config = cls(**values)
+        validate(config)
+    except UserError as err:
+        raise _fail(where, str(err)) from None
+    except TypeError as err:
+        raise _fail(where, f"not a setting of this step ({err})") from None
+    return config
+
+
+def _resolve_paths(values: dict, base: Path) -> dict:
+    """Relative data / model directories are relative to where ``rnas study`` runs (as flags are)."""
+    return {k: (str((base / v).resolve()) if k in ("data_dir", "model_dir") and v else v) for k, v in values.items()}
+
+
+def _list(value, where: str) -> list:
+    if isinstance(value, (str, int, float)):
+        return [value]
+    if not isinstance(value, list) or not value:
+        raise _fail(where, "expected a non-empty list")
+    return value
+
+
+def read_study(path: str | Path) -> dict:
+    """The study file as a mapping (one-line errors for unreadable files and bad YAML)."""
+    path = Path(path)
+    try:
+        data = read_yaml(path.read_text())
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: bad YAML{yaml_problem(err)}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping (name, data, teacher, searches, arms, eval, ...)")
+    return data
+
+
+def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None, cwd: Path | None = None) -> Study:
+    """Check a study file and turn it into its graph of steps writing under ``out`` (configs hold absolute
+    paths; steps and models name theirs relative to ``out``). ``overrides``: ``data_dir`` / ``model_dir``
+    given on the command line, replacing the file's."""
+    path, out = Path(path), Path(out).resolve()
+    data = read_study(path)
+    where = str(path)
+    cwd = cwd or Path.cwd()
+    for key in data:
+        if key not in TOP_KEYS:
+            raise _fail(f"{where}: {key}", f"unknown key (one of {', '.join(TOP_KEYS)})")
+    name = data.get("name") or path.stem
+    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise _fail(f"{where}: name", f"{name!r}: letters, digits, - _ . only")
+    overrides = overrides or {}
+
+    common = _flags(SearchConfig, data.get("data"), f"{where}: data", owned=set())
+    for key in common:
+        if key not in DATA_KEYS:
+            raise _fail(f"{where}: data.{key}", f"not a data setting ({', '.join(DATA_KEYS)}); "
+                                                 "put it in search / retrain / finetune")
+    common.update({k: v for k, v in overrides.items() if k == "data_dir" and v})
+    teacher = _teacher(data.get("teacher"), f"{where}: teacher", overrides, True, cwd)
+    control = _teacher(data.get("control_teacher"), f"{where}: control_teacher", overrides, False, cwd)
+    search_flags = _flags(SearchConfig, data.get("search"), f"{where}: search")
+    retrain_flags = _flags(RetrainConfig, data.get("retrain"), f"{where}: retrain")
+    common = _resolve_paths(common, cwd)
+    dataset = common.get("data") or SearchConfig.data
+    needs_dir = dataset in TRAINABLE and dataset_info(dataset).data_dir is not None
+    if needs_dir and not common.get("data_dir"):
+        raise _fail(f"{where}: data.data_dir", f"missing (where the {dataset} data is; or --data-dir)")
+    if needs_dir and not Path(common["data_dir"]).is_dir():
+        raise _fail(f"{where}: data.data_dir", f"{common['data_dir']}: no such directory")
+    for section, values in (("teacher", teacher), ("control_teacher", control)):
+        _check_teacher(values, dataset, f"{where}: {section}")
+
+    graph = nx.DiGraph()
+    models: list[dict] = []
+
+    def add(step: Step, *deps: str) -> Step:
+        graph.add_node(step.name, step=step, index=graph.number_of_nodes())
+        for dep in deps:
+            graph.add_edge(dep, step.name)
+        return step
+
+    searches = _list(data.get("searches"), f"{where}: searches")
+    arms = _arms(data.get("arms"), f"{where}: arms", control is not None)
+    finetune = dict(_mapping(data.get("finetune"), f"{where}: finetune"))
+    finetune_flags = _flags(RetrainConfig, finetune, f"{where}: finetune")
+    evals = _evals(data.get("eval"), f"{where}: eval", common)
+
+    for i, entry in enumerate(searches):
+        here = f"{where}: searches[{i}]"
+        entry = {"space": entry} if isinstance(entry, str) else _mapping(entry, here)
+        unknown = [k for k in entry if k not in ("space", "budgets")]
+        if unknown:
+            raise _fail(f"{here}.{unknown[0]}", "unknown key (space, budgets)")
+        space = entry.get("space")
+        if not isinstance(space, str) or not space:
+            raise _fail(f"{here}.space", "missing (a built-in space name or a YAML path)")
+        smallest = _smallest_macs(_space(space, cwd), dataset_info(common.get("data") or "cifar10").num_classes,
+                                  f"{here}.space")
+        tag = Path(space).stem.lower()
+        cfg = _build(SearchConfig, {**common, **teacher, **search_flags, "space": _space(space, cwd),
+                                    "out": str(out / f"search-{tag}")}, f"{here}")
+        search = add(Step(f"search/{tag}", "search", f"search-{tag}", cfg))
+        budgets = [None] if entry.get("budgets") is None else \
+            [_budget(b, f"{here}.budgets") for b in _list(entry["budgets"], f"{here}.budgets")]
+        for budget in budgets:
+            if budget is not None and budget < smallest:
+                raise _fail(f"{here}.budgets", f"{budget:,.0f} MACs is below the smallest net of {space} "
+                                               f"({smallest:,} MACs)")
+        derive = add(Step(f"derive/{tag}", "derive", f"search-{tag}", extra={
+            "budgets": budgets, "epochs": cfg.epochs}), search.name)
+        for budget in budgets:
+            net = tag if budget is None else f"{tag}-{_budget_text(budget)}"
+            arch = f"search-{tag}/" + ("arch.json" if budget is None else f"arch-{_budget_text(budget)}.json")
+            for arm, at, compute, tunes in arms:
+                arm_teacher = control if arm == "control-teacher" else teacher
+                run = f"{net}/{_arm_name(arm, at, compute)}"
+                flags = {**retrain_flags, **ARMS[arm]}
+                if at != "none":
+                    flags.update(at=at, from_scratch=True)
+                if compute is not None:
+                    flags = {k: v for k, v in flags.items() if k not in ("epochs", "milestones")}
+                    flags["budget"] = compute
+                rcfg = _build(RetrainConfig, {**common, **arm_teacher, **flags, "arch": str(out / arch),
+                                              "out": str(out / run)},
+                              f"{where}: retrain ({_arm_name(arm, at, compute)})")
+                trained = add(Step(f"retrain/{run}", "retrain", run, rcfg), derive.name)
+                variants = [(None, trained)]
+                for tune in tunes:
+                    tuned = f"{run}-{tune.replace('+', '-')}"
+                    fcfg = _build(RetrainConfig, {**common, **arm_teacher, **retrain_flags, **finetune_flags,
+                                                  **ARMS[arm], **FINETUNES[tune], "arch": str(out / arch),
+                                                  "init": str(out / run / "checkpoint.pt"), "out": str(out / tuned)},
+                                  f"{where}: finetune ({arm} {tune})")
+                    variants.append((tune, add(Step(f"finetune/{tuned}", "finetune", tuned, fcfg), trained.name)))
+                for tune, model in variants:
+                    entry_evals = {}
+                    for protocol, ecfg in evals.items():
+                        file = f"{model.path}/eval-{protocol}.json"
+                        ecfg = dataclasses.replace(ecfg, checkpoint=str(out / model.path / "checkpoint.pt"),
+                                                   json=str(out / file))
+                        add(Step(f"eval/{model.path}/{protocol}", "eval", file, ecfg), model.name)
+                        entry_evals[protocol] = file
+                    models.append({"name": model.path, "arm": arm, "finetune": tune, "at": at,
+                                   "compute_budget": compute, "space": tag.upper(),
+                                   "budget": budget, "teacher": arm_teacher.get("teacher_ckpt") or
+                                   arm_teacher.get("teacher"), "run": model.path, "search": search.path,
+                                   "arch": arch, "evals": entry_evals})
+    if len({m["name"] for m in models}) != len(models):
+        raise _fail(f"{where}: searches", "two searches of the same space (give each space once)")
+    jobs = data.get("jobs", 1)
+    threads = data.get("threads")
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise _fail(f"{where}: jobs", f"{jobs!r}: a whole number >= 1")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)
+                                or not 1 <= threads <= MAX_THREADS):
+        raise _fail(f"{where}: threads", f"{threads!r}: a whole number from 1 to {MAX_THREADS}")
+    return Study(name, path, out, graph, models, jobs, threads)
+
+
+def _teacher(values, where: str, overrides: dict, required: bool, cwd: Path) -> dict | None:
+    if values is None and not required:
+        return None
+    values = _mapping(values, where)
+    unknown = [k for k in values if str(k).replace("-", "_") not in ("teacher", "teacher_ckpt", "model_dir", "threat")]
+    if unknown:
+        raise _fail(f"{where}.{unknown[0]}", "unknown key (teacher, teacher_ckpt, model_dir, threat)")
+    out = _resolve_paths(_flags(SearchConfig, values, where, owned=set()), cwd)
+    if not out.get("teacher"):
+        raise _fail(f"{where}.teacher", "missing (a teacher architecture, e.g. wrn-16-2)")
+    if overrides.get("model_dir"):
+        out["model_dir"] = str((cwd / overrides["model_dir"]).resolve())
+    return out
+
+
+def _check_teacher(values: dict | None, dataset: str, where: str) -> None:
+    """The teacher's checkpoint file must exist (read by the steps; checked here before anything runs)."""
+    if not values or not values.get("teacher_ckpt"):
+        return
+    from rnas.teachers.checkpoint import resolve_checkpoint
+
+    try:
+        resolve_checkpoint(values["teacher_ckpt"], values.get("model_dir"), dataset, values.get("threat") or "Linf")
+    except UserError as err:
+        raise _fail(f"{where}.teacher_ckpt", str(err)) from None
+
+
+def _arm_name(arm: str, at: str, compute: float | None) -> str:
+    """rnas-cl, ce-pgd, rnas-cl-nfgsm-15ce: the arm's run directory under its net."""
+    return arm + ("" if at == "none" else f"-{at}") + ("" if compute is None else f"-{compute:g}ce")
+
+
+def _arms(value, where: str, have_control: bool) -> list[tuple[str, str, float | None, list[str]]]:
+    """[(arm, at, compute budget, [fine-tune variants])], one per budget, from entries ``rnas-cl`` or
+    ``{arm: ce, at: pgd, budget: [15, 30], finetune: [trades, trades+mbn]}``."""
+    arms = []
+    for i, entry in enumerate(_list(value, where)):
+        here = f"{where}[{i}]"
+        at, budgets = "none", [None]
+        if isinstance(entry, dict):
+            unknown = [k for k in entry if k not in ("arm", "finetune", "at", "budget")]
+            if unknown:
+                raise _fail(f"{here}.{unknown[0]}", "unknown key (arm, at, budget, finetune)")
+            arm, tunes = entry.get("arm"), _list(entry.get("finetune") or [], f"{here}.finetune") \
+                if entry.get("finetune") else []
+            at = entry.get("at", "none")
+            if at not in AT_MODES:
+                raise _fail(f"{here}.at", f"{at!r}: one of {', '.join(AT_MODES)}")
+            if entry.get("budget") is not None:
+                budgets = [_compute(b, f"{here}.budget") for b in _list(entry["budget"], f"{here}.budget")]
+        else:
+            arm, tunes = entry, []
+        if not isinstance(arm, str) or arm not in ARMS:
+            raise _fail(here, f"{arm!r}: not an arm (one of {', '.join(ARMS)})")
+        if arm == "control-teacher" and not have_control:
+            raise _fail(here, "control-teacher needs a control_teacher section")
+        for tune in tunes:
+            if not isinstance(tune, str) or tune not in FINETUNES:
+                raise _fail(f"{here}.finetune", f"{tune!r}: one of {', '.join(FINETUNES)}")
+        for compute in dict.fromkeys(budgets):
+            if any(a[:3] == (arm, at, compute) for a in arms):
+                raise _fail(here, f"{_arm_name(arm, at, compute)} is listed twice")
+            arms.append((arm, at, compute, list(dict.fromkeys(tunes))))
+    return arms
+
+
+def _compute(value, where: str) -> float:
+    """A compute budget in CE-epoch equivalents: a number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value != value \
+            or value == float("inf"):
+        raise _fail(where, f"{value!r}: a number of CE-epoch equivalents > 0")
+    return float(value)
+
+
+def _evals(value, where: str, shared: dict) -> dict[str, EvalConfig]:
+    """The study's evaluations: ``pixel`` (the table), optionally ``normalized`` (the official protocol's
+    attacks) and ``sweep`` (accuracy vs eps)."""
+    value = _mapping(value, where)
+    for key in value:
+        if key not in EVAL_KEYS:
+            raise _fail(f"{where}.{key}", f"unknown key (one of {', '.join(EVAL_KEYS)})")
+    base = {k: v for k, v in shared.items() if k in ("data", "data_dir", "val_size", "device") and v is not None}
+    for key in ("n", "batch_size", "seed"):
+        if key in value:
+            base[key] = coerce_field(EvalConfig, key, value[key], where)
+    if "eps" in value:
+        base["eps"] = _eps(value["eps"], f"{where}.eps")
+    evals = {"pixel": _eval_config({**base, "attacks": _attacks(value.get("attacks", ["clean", "pgd20"]),
+                                                                 f"{where}.attacks")}, where)}
+    if value.get("normalized"):
+        attacks = _attacks(value["normalized"], f"{where}.normalized")
+        if "eps_space" not in {f.name for f in dataclasses.fields(EvalConfig)}:
+            raise _fail(f"{where}.normalized", "this rnas has no --eps-space")
+        evals["normalized"] = _eval_config({**base, "attacks": attacks, "eps_space": "normalized"},
+                                           f"{where}.normalized")
+    if value.get("sweep"):
+        sweep = _mapping(value["sweep"], f"{where}.sweep")
+        unknown = [k for k in sweep if k not in ("attacks", "eps", "n")]
+        if unknown:
+            raise _fail(f"{where}.sweep.{unknown[0]}", "unknown key (attacks, eps, n)")
+        eps = [_eps(e, f"{where}.sweep.eps") for e in _list(sweep.get("eps"), f"{where}.sweep.eps")]
+        values = {**base, "attacks": _attacks(sweep.get("attacks", ["pgd20"]), f"{where}.sweep.attacks"),
+                  "eps_sweep": [str(e) for e in eps]}
+        if "n" in sweep:
+            values["n"] = coerce_field(EvalConfig, "n", sweep["n"], f"{where}.sweep")
+        evals["sweep"] = _eval_config(values, f"{where}.sweep")
+    return evals
+
+
+def _eval_config(values: dict, where: str) -> EvalConfig:
+    config = _build(EvalConfig, {"checkpoint": "-", **values}, where)
+    config.attack_list()
+    config.eps_values()
+    return config
+
+
+def _attacks(value, where: str) -> str:
+    names = [str(a).strip() for a in _list(value, where)]
+    for name in names:
+        try:
+            check_attack(name)
+        except UserError as err:
+            raise _fail(where, str(err)) from None
+    return ",".join(names)
+
+
+def _eps(value, where: str) -> float:
+    try:
+        return parse_eps(value)
+    except UserError as err:
+        raise _fail(where, str(err)) from None
+
+
+def _budget(value, where: str) -> int:
+    try:
+        return int(parse_macs(value))
+    except UserError as err:
+        raise _fail(where, str(err)) from None
+
+
+def _budget_text(budget: int) -> str:
+    """6640000 -> 6.64M, as `rnas derive --mac-target` names its files."""
+    from rnas.nets.derivation import arch_filename
+
+    return arch_filename(budget)[len("arch-"):-len(".json")]
+
+
+MAX_THREADS = 1024  # per job; OpenMP dies far above what any machine has
+
+
+def _smallest_macs(space: str, num_classes: int, where: str) -> int:
+    """MACs of the narrowest net of ``space`` (read and built now, so that an unknown space, a missing or
+    malformed spec file and a budget below its smallest net fail before the study runs)."""
+    from search_spaces import SpecError, load_space
+    from supernets import Network
+
+    try:
+        spec = load_space(space)
+    except (SpecError, UserError) as err:
+        raise _fail(where, str(err)) from None
+    net = Network(spec, num_classes)
+    return net.cost([len(b.width_choices) - 1 for b in net.searched_blocks])[1]
+
+
+def _space(space: str, cwd: Path) -> str:
+    """A built-in space name as is; a YAML path made absolute."""
+    return str((cwd / space).resolve()) if space.endswith((".yaml", ".yml")) else space

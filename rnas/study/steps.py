@@ -1,0 +1,188 @@
+"""The kinds of a study's steps (search, derive, retrain, finetune, eval) as one table: how each runs through
+the engine's Python API, and when its output is complete and made from its inputs as they are now."""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rnas.errors import UserError
+from rnas.runtime.rundir import atomic_write_json
+from rnas.study.plan import Step
+
+
+def epochs_done(run: Path) -> int:
+    path = run / "checkpoint.pt"
+    if not path.is_file():
+        return 0
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+    except Exception:  # noqa: BLE001 - an unreadable checkpoint is resumed (and reported) by the step itself
+        return 0
+
+
+def check_settings(step: Step, out: Path) -> None:
+    """A run directory made with other settings than the study file's now is a one-line UserError (the
+    study never silently reuses, nor overwrites, a run it did not ask for); more epochs are fine."""
+    from rnas.config import changed_setting, read_run_config
+
+    if not STEP_KINDS[step.kind].trains or not (out / step.path / "config.yaml").is_file():
+        return
+    base = read_run_config(type(step.config), out / step.path / "config.yaml", step.kind)
+    # None: a default the run resolves itself (e.g. the dataset's learning rate), written out resolved
+    if changed := changed_setting(base, step.config, unset_ok=True):
+        key, was, now = changed
+        raise UserError(f"{out / step.path} was run with {key} {was!r}, the study now asks for "
+                        f"{now!r}; move the run away to run it again, or restore the study file")
+
+
+def target_epochs(step: Step, out: Path) -> int | None:
+    """The epochs a training step runs to: the study's, or when it leaves them to the recipe (None), what
+    the run resolved (its config.yaml); None before such a run has started."""
+    from rnas.config import read_run_config
+
+    if step.config.epochs is not None:
+        return step.config.epochs
+    try:
+        return int(read_run_config(type(step.config), out / step.path / "config.yaml")["epochs"])
+    except (UserError, TypeError, KeyError, ValueError):
+        return None
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def eval_request(config) -> dict:
+    """What an evaluation was asked for, stored in its JSON: a later study asking for something else redoes it."""
+    return {"attacks": config.attack_list(), "eps": [round(e, 10) for e in config.eps_values()], "n": config.n,
+            "seed": config.seed, "eps_space": config.eps_space, "cw_steps": config.cw_steps}
+
+
+def is_complete(step: Step, out: Path) -> bool:
+    """Whether the step's output is there and was made from its inputs as they are now: an evaluation
+    newer than its checkpoint and with the study's attacks / n / seed / eps protocol, arch files from the
+    search's last epoch, a run trained to its epochs."""
+    return STEP_KINDS[step.kind].complete(step, out)
+
+
+def _evaluated(step: Step, out: Path) -> bool:
+    result, checkpoint = _read_json(out / step.path), Path(step.config.checkpoint)
+    return (result is not None and checkpoint.is_file() and result.get("requested") == eval_request(step.config)
+            and (out / step.path).stat().st_mtime_ns >= checkpoint.stat().st_mtime_ns)
+
+
+def _derived(step: Step, out: Path) -> bool:
+    from rnas.nets.derivation import arch_filename
+
+    searched = epochs_done(out / step.path)
+    arch = [_read_json(out / step.path / arch_filename(b)) for b in step.extra["budgets"]]
+    return searched > 0 and all(a is not None and a.get("search_epochs_done") == searched for a in arch)
+
+
+def _trained(step: Step, out: Path) -> bool:
+    target = target_epochs(step, out)
+    return target is not None and epochs_done(out / step.path) >= target
+
+
+def check_inputs(step: Step, out: Path) -> None:
+    """A finished retrain or fine-tune made from inputs that have changed since (a longer search derived
+    another net; the fine-tuned arm was extended) is refused for that step, never silently kept."""
+    if not STEP_KINDS[step.kind].from_arch or not (out / step.path / "checkpoint.pt").is_file():
+        return
+    run = out / step.path
+    arch = _read_json(Path(step.config.arch))
+    saved = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True, mmap=True).get("arch") or {}
+    if arch is not None and saved and (saved.get("widths"), saved.get("tutors")) != (arch.get("widths"),
+                                                                                      arch.get("tutors")):
+        raise UserError(f"{run} was trained on another net than {step.config.arch} describes now (the search was "
+                        "extended?); move the run away to train the new one")
+    if step.kind == "finetune" and Path(step.config.init).is_file() and \
+            Path(step.config.init).stat().st_mtime_ns > (run / "checkpoint.pt").stat().st_mtime_ns and \
+            is_complete(step, out):
+        raise UserError(f"{run} fine-tuned an older {step.config.init} (the arm was trained further since); "
+                        "move the run away to fine-tune the new one")
+
+
+def _started(run: Path) -> bool:
+    return (run / "config.yaml").is_file() or (run / "checkpoint.pt").is_file()
+
+
+def _resumed_config(config, run: Path):
+    """As ``rnas ... --resume`` does: the run's own resolved settings, with the study's explicit values on top
+    (a default the run resolved, e.g. milestones from the epochs, stays what it was)."""
+    import dataclasses
+
+    from rnas.config import read_run_config
+
+    if not (run / "config.yaml").is_file():
+        return config
+    base = read_run_config(type(config), run / "config.yaml")
+    return type(config)(**{**base, **{k: v for k, v in dataclasses.asdict(config).items() if v is not None}})
+
+
+def _run_search(step: Step, out: Path, events, should_stop) -> None:
+    from rnas.engine.search import run_search
+
+    run = out / step.path
+    run_search(_resumed_config(step.config, run), run, resume=_started(run), callbacks=[events],
+               should_stop=should_stop)
+
+
+def _run_retrain(step: Step, out: Path, events, should_stop) -> None:
+    from rnas.engine.retrain import run_retrain
+
+    run = out / step.path
+    run_retrain(_resumed_config(step.config, run), run, resume=_started(run), callbacks=[events],
+                should_stop=should_stop)
+
+
+def _run_derive(step: Step, out: Path, events, should_stop) -> None:
+    from rnas.nets.derivation import write_archs
+
+    write_archs(out / step.path, step.extra["budgets"])
+
+
+def _run_eval(step: Step, out: Path, events, should_stop) -> None:
+    import dataclasses
+
+    from rnas.evaluation.evaluate import run_eval
+
+    eps = step.config.eps_values()
+    rows = sum(1 if a == "clean" else len(eps) for a in step.config.attack_list())
+    done = []
+
+    def row(result: dict) -> None:
+        done.append(result)
+        events.send("epoch", len(done) / rows, f"{result['attack']} eps {result['eps']:.4g}: "
+                                               f"{result['accuracy']:.2f} %")
+    result = run_eval(dataclasses.replace(step.config, json=None), out=lambda line: None, progress=row)
+    atomic_write_json(out / step.path, {**result, "requested": eval_request(step.config)})  # whole, or not at all
+
+
+@dataclass(frozen=True)
+class StepKind:
+    """What a kind of step does: ``run(step, out, events, should_stop)``; ``complete(step, out)``: its output
+    is there and up to date; ``trains``: a training run that
+    checkpoints, resumes and stops on a signal (its settings and epochs are checked against its run directory);
+    ``from_arch``: it trains a derived net (refused when the net changed since)."""
+
+    run: Callable
+    complete: Callable
+    trains: bool = False
+    from_arch: bool = False
+
+
+STEP_KINDS = {
+    "search": StepKind(_run_search, _trained, trains=True),
+    "derive": StepKind(_run_derive, _derived),
+    "retrain": StepKind(_run_retrain, _trained, trains=True, from_arch=True),
+    "finetune": StepKind(_run_retrain, _trained, trains=True, from_arch=True),
+    "eval": StepKind(_run_eval, _evaluated),
+}
