@@ -33,13 +33,14 @@ from rnas.errors import UserError
 from rnas.evaluation.evaluate import EvalConfig
 from rnas.method.baselines import BASELINES
 from rnas.robust.attacks import check_attack, parse_eps
+from rnas.study.cluster import ARM_KINDS, ExecutorSettings, read_settings, resources, step_resources
 from search_spaces.spec import read_yaml, yaml_problem
 
 ARMS = {**{b.arm: {"baseline": b.name} for b in BASELINES.values()},
         "control-teacher": {"baseline": "cl"}}  # RNAS-CL from the study's control teacher
 FINETUNES = {"trades": {"trades": True}, "trades+mbn": {"trades": True, "mbn": True}}
 TOP_KEYS = ("name", "data", "teacher", "control_teacher", "searches", "search", "retrain", "arms", "finetune",
-            "eval", "jobs", "threads")
+            "eval", "jobs", "threads", "executor", "slurm")
 EVAL_KEYS = ("attacks", "eps", "n", "batch_size", "seed", "normalized", "sweep")
 # keys a section may not set: the study decides them (where runs go, which net, which teacher / arm)
 OWNED = {"out", "arch", "baseline", "trades", "at", "budget", "init", "mbn", "from_scratch", "space", "teacher",
@@ -51,13 +52,15 @@ DATA_KEYS = ("data", "data_dir", "val_size", "device", "workers")  # the `data` 
 class Step:
     """One node of the study graph: ``kind`` search | derive | retrain | finetune | eval, its output
     ``path`` (a run directory, or a file for derive/eval) relative to the study directory, and what the
-    runner needs (``config``: a config dataclass; ``extra``: kind-specific values)."""
+    runner needs (``config``: a config dataclass; ``extra``: kind-specific values; ``resources``: what the
+    executor reserves for it, and ``nproc``, the torchrun ranks it runs on)."""
 
     name: str
     kind: str
     path: str
     config: object = None
     extra: dict = field(default_factory=dict)
+    resources: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -70,6 +73,8 @@ class Study:
     jobs: int
     threads: int | None
     again: str = ""  # the command that continues the study (said when it is stopped)
+    executor: ExecutorSettings = field(default_factory=ExecutorSettings)
+    jobs_given: bool = True  # the file sets jobs (else a cluster executor submits every ready step)
 
     def steps(self) -> list[Step]:
         """Steps in a dependency order that keeps the file's order (searches first, then each arm ...)."""
@@ -145,8 +150,8 @@ def read_study(path: str | Path) -> dict:
 
 def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None, cwd: Path | None = None) -> Study:
     """Check a study file and turn it into its graph of steps writing under ``out`` (configs hold absolute
-    paths; steps and models name theirs relative to ``out``). ``overrides``: ``data_dir`` / ``model_dir``
-    given on the command line, replacing the file's."""
+    paths; steps and models name theirs relative to ``out``). ``overrides``: ``data_dir`` / ``model_dir`` /
+    ``executor`` / ``ray_address`` given on the command line, replacing the file's."""
     path, out = Path(path), Path(out).resolve()
     data = read_study(path)
     where = str(path)
@@ -158,6 +163,7 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
     if not isinstance(name, str) or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise _fail(f"{where}: name", f"{name!r}: letters, digits, - _ . only")
     overrides = overrides or {}
+    settings = read_settings(data, where, overrides.get("executor"), overrides.get("ray_address"))
 
     common = _flags(SearchConfig, data.get("data"), f"{where}: data", owned=set())
     for key in common:
@@ -182,7 +188,8 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
     graph = nx.DiGraph()
     models: list[dict] = []
 
-    def add(step: Step, *deps: str) -> Step:
+    def add(step: Step, *deps: str, arm: dict | None = None) -> Step:
+        step.resources = step_resources(settings, step.kind, arm)
         graph.add_node(step.name, step=step, index=graph.number_of_nodes())
         for dep in deps:
             graph.add_edge(dep, step.name)
@@ -220,7 +227,7 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
         for budget in budgets:
             net = tag if budget is None else f"{tag}-{_budget_text(budget)}"
             arch = f"search-{tag}/" + ("arch.json" if budget is None else f"arch-{_budget_text(budget)}.json")
-            for arm, at, compute, tunes in arms:
+            for arm, at, compute, tunes, res in arms:
                 arm_teacher = control if arm == "control-teacher" else teacher
                 run = f"{net}/{_arm_name(arm, at, compute)}"
                 flags = {**retrain_flags, **ARMS[arm]}
@@ -232,7 +239,7 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
                 rcfg = _build(RetrainConfig, {**common, **arm_teacher, **flags, "arch": str(out / arch),
                                               "out": str(out / run)},
                               f"{where}: retrain ({_arm_name(arm, at, compute)})")
-                trained = add(Step(f"retrain/{run}", "retrain", run, rcfg), derive.name)
+                trained = add(Step(f"retrain/{run}", "retrain", run, rcfg), derive.name, arm=res)
                 variants = [(None, trained)]
                 for tune in tunes:
                     tuned = f"{run}-{tune.replace('+', '-')}"
@@ -240,14 +247,15 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
                                                   **ARMS[arm], **FINETUNES[tune], "arch": str(out / arch),
                                                   "init": str(out / run / "checkpoint.pt"), "out": str(out / tuned)},
                                   f"{where}: finetune ({arm} {tune})")
-                    variants.append((tune, add(Step(f"finetune/{tuned}", "finetune", tuned, fcfg), trained.name)))
+                    variants.append((tune, add(Step(f"finetune/{tuned}", "finetune", tuned, fcfg), trained.name,
+                                               arm=res)))
                 for tune, model in variants:
                     entry_evals = {}
                     for protocol, ecfg in evals.items():
                         file = f"{model.path}/eval-{protocol}.json"
                         ecfg = dataclasses.replace(ecfg, checkpoint=str(out / model.path / "checkpoint.pt"),
                                                    json=str(out / file))
-                        add(Step(f"eval/{model.path}/{protocol}", "eval", file, ecfg), model.name)
+                        add(Step(f"eval/{model.path}/{protocol}", "eval", file, ecfg), model.name, arm=res)
                         entry_evals[protocol] = file
                     models.append({"name": model.path, "arm": arm, "finetune": tune, "at": at,
                                    "compute_budget": compute, "space": tag.upper(),
@@ -263,7 +271,7 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)
                                 or not 1 <= threads <= MAX_THREADS):
         raise _fail(f"{where}: threads", f"{threads!r}: a whole number from 1 to {MAX_THREADS}")
-    return Study(name, path, out, graph, models, jobs, threads)
+    return Study(name, path, out, graph, models, jobs, threads, executor=settings, jobs_given="jobs" in data)
 
 
 def _teacher(values, where: str, overrides: dict, required: bool, cwd: Path) -> dict | None:
@@ -298,17 +306,18 @@ def _arm_name(arm: str, at: str, compute: float | None) -> str:
     return arm + ("" if at == "none" else f"-{at}") + ("" if compute is None else f"-{compute:g}ce")
 
 
-def _arms(value, where: str, have_control: bool) -> list[tuple[str, str, float | None, list[str]]]:
-    """[(arm, at, compute budget, [fine-tune variants])], one per budget, from entries ``rnas-cl`` or
-    ``{arm: ce, at: pgd, budget: [15, 30], finetune: [trades, trades+mbn]}``."""
+def _arms(value, where: str, have_control: bool) -> list[tuple[str, str, float | None, list[str], dict]]:
+    """[(arm, at, compute budget, [fine-tune variants], resources)], one per budget, from entries ``rnas-cl``
+    or ``{arm: ce, at: pgd, budget: [15, 30], finetune: [trades, trades+mbn], resources: {retrain: {gpus: 2}}}``."""
     arms = []
     for i, entry in enumerate(_list(value, where)):
         here = f"{where}[{i}]"
-        at, budgets = "none", [None]
+        at, budgets, res = "none", [None], {}
         if isinstance(entry, dict):
-            unknown = [k for k in entry if k not in ("arm", "finetune", "at", "budget")]
+            unknown = [k for k in entry if k not in ("arm", "finetune", "at", "budget", "resources")]
             if unknown:
-                raise _fail(f"{here}.{unknown[0]}", "unknown key (arm, at, budget, finetune)")
+                raise _fail(f"{here}.{unknown[0]}", "unknown key (arm, at, budget, finetune, resources)")
+            res = resources(entry.get("resources"), f"{here}.resources", ARM_KINDS)
             arm, tunes = entry.get("arm"), _list(entry.get("finetune") or [], f"{here}.finetune") \
                 if entry.get("finetune") else []
             at = entry.get("at", "none")
@@ -328,7 +337,7 @@ def _arms(value, where: str, have_control: bool) -> list[tuple[str, str, float |
         for compute in dict.fromkeys(budgets):
             if any(a[:3] == (arm, at, compute) for a in arms):
                 raise _fail(here, f"{_arm_name(arm, at, compute)} is listed twice")
-            arms.append((arm, at, compute, list(dict.fromkeys(tunes))))
+            arms.append((arm, at, compute, list(dict.fromkeys(tunes)), res))
     return arms
 
 

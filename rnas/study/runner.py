@@ -5,69 +5,21 @@ state after every change so ``rnas report`` and a later ``rnas study`` see where
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
-import queue
-import signal
 import sys
 import time
 from pathlib import Path
 
 import networkx as nx
-import torch
 
-from rnas.errors import USER_ERRORS, TrainingDiverged, UserError
-from rnas.runtime.rundir import STUDY_STATE, RunLock, StopSignal, atomic_write_json, first_line
+from rnas.errors import UserError
+from rnas.runtime.rundir import STUDY_STATE, RunLock, atomic_write_json
+from rnas.study.cluster import check_available
+from rnas.study.executors import FINAL, Executor, make_executor
 from rnas.study.plan import Step, Study
 from rnas.study.steps import STEP_KINDS, check_inputs, check_settings, epochs_done, is_complete, target_epochs
 
 STATE_FILE = "study.json"
-
-
-# ---- one step, in its own process ------------------------------------------------------------------
-class _Events:
-    """The step's progress as messages to the study process: fraction done (at most twice a second),
-    epoch lines and eval rows."""
-
-    def __init__(self, channel, name: str):
-        self.channel, self.name, self.last = channel, name, 0.0
-
-    def send(self, kind: str, *values) -> None:
-        self.channel.put((self.name, kind, *values))
-
-    def on_step(self, job, terms) -> None:
-        now = time.monotonic()
-        if now - self.last > 0.5:
-            self.last = now
-            self.send("progress", (job.epoch + job.step / len(job.loader)) / job.cfg.epochs)
-
-    def on_epoch(self, job, record: dict) -> None:
-        shown = " ".join(f"{k} {record[k]:.4g}" for k in ("val_acc", "expected_macs") if record.get(k) is not None)
-        self.send("epoch", (record["epoch"] + 1) / job.cfg.epochs,
-                  f"epoch {record['epoch'] + 1}/{job.cfg.epochs} {shown}".strip())
-
-
-def _run_step(step: Step, out: Path, threads: int, channel) -> None:
-    """Entry point of a step's process: run it through the Python API, report how it ended."""
-    os.setpgrp()  # a terminal's Ctrl-C reaches the study alone, which stops its steps with SIGTERM
-    torch.set_num_threads(threads)
-    events = _Events(channel, step.name)
-    from rnas.engine.loop import RunStopped
-
-    try:
-        kind = STEP_KINDS[step.kind]
-        if kind.trains:  # a training step checkpoints and stops; derive and eval just end
-            with StopSignal() as stop:
-                kind.run(step, out, events, lambda: stop.received or 0)
-        else:
-            kind.run(step, out, events, lambda: 0)
-        events.send("done")
-    except RunStopped as stopped:
-        events.send("stopped", stopped.signum)
-    except (*USER_ERRORS, TrainingDiverged) as err:
-        events.send("failed", str(err).splitlines()[0] if str(err) else type(err).__name__)
-    except Exception as err:  # noqa: BLE001 - any crash of a step is reported, and the independent steps go on
-        events.send("failed", f"{type(err).__name__}: {first_line(err, 300)}")
 
 
 # ---- the study process -----------------------------------------------------------------------------
@@ -148,7 +100,10 @@ def write_state(study: Study, records: dict) -> None:
         steps.append({"name": step.name, "kind": step.kind, "dir": step.path,
                       "deps": sorted(study.graph.predecessors(step.name)), "state": record["state"],
                       "error": record.get("error"), "seconds": round(record.get("seconds", 0.0), 1)})
-    state = {"format": STUDY_STATE, "name": study.name, "spec": "study.yaml", "steps": steps, "models": study.models}
+        if record.get("job"):
+            steps[-1]["job"] = record["job"]
+    state = {"format": STUDY_STATE, "name": study.name, "spec": "study.yaml", "executor": study.executor.kind,
+             "steps": steps, "models": study.models}
     atomic_write_json(study.out / STATE_FILE, state)
 
 
@@ -178,9 +133,13 @@ def _previous_seconds(out: Path) -> dict:
 def run_study(study: Study, jobs: int | None = None, threads: int | None = None, console=None,
               should_stop=None) -> dict:
     """Run every step not yet complete; returns {step name: state}. ``should_stop()`` (a signal number
-    or 0) stops the running steps (they checkpoint) and raises ``StudyStopped``."""
-    jobs = jobs or study.jobs
-    threads = threads or study.threads or max(1, (os.cpu_count() or 1) // jobs)
+    or 0) stops the running steps (they checkpoint) and raises ``StudyStopped``. The study's executor
+    launches the steps (local: processes here; ray, slurm: on a cluster, every ready step at once unless
+    ``jobs`` says otherwise)."""
+    check_available(study.executor)
+    cluster = study.executor.kind != "local"
+    jobs = jobs or (study.jobs if study.jobs_given or not cluster else len(study.graph))
+    local_threads = threads or study.threads or max(1, (os.cpu_count() or 1) // jobs)
     out = study.out
     out.mkdir(parents=True, exist_ok=True)
     steps = study.steps()
@@ -204,7 +163,8 @@ def run_study(study: Study, jobs: int | None = None, threads: int | None = None,
             if records[step.name]["state"] == "failed":
                 _block(study, records, step.name)
         write_state(study, records)
-        _Scheduler(study, records, jobs, threads, console).loop(should_stop)
+        executor = make_executor(study, threads or study.threads, local_threads)
+        _Scheduler(study, records, jobs, executor, console).loop(should_stop)
     return {name: r["state"] for name, r in records.items()}
 
 
@@ -215,24 +175,24 @@ def _block(study: Study, records: dict, name: str) -> None:
 
 
 class _Scheduler:
-    """The study process's loop: starts ready steps (up to ``jobs`` at once, ``threads`` torch threads each),
-    reads their messages, records how each ended in study.json, and stops them on a signal."""
+    """The study process's loop: starts ready steps through the executor (up to ``jobs`` at once), reads their
+    messages, records how each ended in study.json, and stops them on a signal."""
 
-    def __init__(self, study: Study, records: dict, jobs: int, threads: int, console):
-        self.study, self.records, self.jobs, self.threads, self.console = study, records, jobs, threads, console
+    def __init__(self, study: Study, records: dict, jobs: int, executor: Executor, console):
+        self.study, self.records, self.jobs, self.executor, self.console = study, records, jobs, executor, console
         self.steps = study.steps()
         self.by_name = {s.name: s for s in self.steps}
         self.number = {s.name: i + 1 for i, s in enumerate(self.steps)}
-        self.context = multiprocessing.get_context("spawn")
-        self.channel = self.context.Queue()
-        self.running: dict[str, tuple] = {}  # name -> (process, start time)
+        self.running: dict[str, float] = {}  # name -> start time
+        self.stopping = 0
 
     def finish(self, name: str, kind: str, value=None) -> None:
         step = self.by_name[name]
-        process, started = self.running.pop(name)
-        process.join(timeout=30)
+        started = self.running.pop(name)
         record = self.records[name]
         record["seconds"] = record.get("seconds", 0.0) + time.monotonic() - started
+        if kind == "lost":  # its process, worker or job ended without saying how
+            kind = "stopped" if self.stopping else "failed"
         if kind == "done" and is_complete(step, self.study.out):
             record.update(state="done", error=None)
         elif kind == "stopped":
@@ -248,20 +208,15 @@ class _Scheduler:
         name, kind, *values = message
         if name not in self.running:
             return
+        step = self.by_name[name]
         if kind in ("progress", "epoch"):
-            self.console.progress(self.number[name], self.by_name[name], values[0],
-                                  values[1] if kind == "epoch" else None)
-        else:
+            self.console.progress(self.number[name], step, values[0], values[1] if kind == "epoch" else None)
+        elif kind == "note":
+            self.console.line(f"[{self.number[name]}/{self.console.total}] {step.kind} {step.path}: {values[0]}")
+            self.records[name]["job"] = self.executor.job_id(name) or self.records[name].get("job")
+            write_state(self.study, self.records)
+        elif kind in FINAL:
             self.finish(name, kind, values[0] if values else None)
-
-    def drain(self) -> None:
-        """Handle every message already sent (a process's last one is in the pipe before it exits)."""
-        deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline:
-            try:
-                self.handle(self.channel.get(timeout=0.2))
-            except queue.Empty:
-                return
 
     def start_ready(self) -> None:
         """Start pending steps whose inputs are done, up to ``jobs`` at once, in the plan's order."""
@@ -272,46 +227,33 @@ class _Scheduler:
             if records[step.name]["state"] != "pending" or not all(
                     records[p]["state"] == "done" for p in self.study.graph.predecessors(step.name)):
                 continue
-            process = self.context.Process(target=_run_step, args=(step, out, self.threads, self.channel),
-                                           daemon=False)
-            process.start()
-            self.running[step.name] = (process, time.monotonic())
+            job = self.executor.launch(step)
+            self.running[step.name] = time.monotonic()
             records[step.name]["state"] = "running"
+            records[step.name]["job"] = job
             target = target_epochs(step, out) if STEP_KINDS[step.kind].trains else None
             fraction = min(1.0, epochs_done(out / step.path) / target) if target else 0.0
             self.console.begin(self.number[step.name], step, fraction)
             write_state(self.study, records)
 
     def loop(self, should_stop) -> None:
-        stopping = 0
         try:
+            self.executor.open()
             while True:
                 signum = int(should_stop() or 0)
                 if signum:  # first signal: the steps checkpoint and stop; a second one kills them
-                    for process, _ in self.running.values():
-                        if process.is_alive():
-                            os.kill(process.pid, signal.SIGKILL if stopping else signal.SIGTERM)
-                    stopping = stopping or signum
-                if not stopping:
+                    self.executor.stop(kill=bool(self.stopping))
+                    self.stopping = self.stopping or signum
+                if not self.stopping:
                     self.start_ready()
                 if not self.running:
                     break
-                try:
-                    self.handle(self.channel.get(timeout=0.2))  # a signal is acted on within 0.2 s
-                except queue.Empty:
-                    pass
-                for name, (process, _) in list(self.running.items()):
-                    if process.exitcode is not None:  # ended: read what it said last, else it died silently
-                        self.drain()
-                        if name in self.running:
-                            self.finish(name, "stopped" if stopping else "failed",
-                                        f"its process exited with code {process.exitcode}")
+                for message in self.executor.poll(0.2):  # a signal is acted on within 0.2 s
+                    self.handle(message)
         finally:
-            for process, _ in self.running.values():  # the study itself failed: leave no step running behind it
-                process.kill()
-                process.join(timeout=10)
-        if stopping:
-            raise StudyStopped(stopping, self.study.again)
+            self.executor.close()  # the study itself failed: leave no step running behind it
+        if self.stopping:
+            raise StudyStopped(self.stopping, self.study.again)
 
 
 def summary(study: Study, states: dict) -> tuple[str, int]:
