@@ -7,6 +7,7 @@ import signal
 import sys
 from importlib import import_module
 
+from rnas import __version__
 from rnas.commands.args import Parser
 from rnas.errors import USER_ERRORS, TrainingDiverged
 
@@ -38,6 +39,7 @@ def build_parser(argv: list[str] | None = None) -> Parser:
     imported only when it runs or shows its --help). ``argv=None``: every command's flags."""
     chosen = None if argv is None else chosen_command(argv)
     parser = Parser(prog="rnas", description="Robust neural architecture search by cross-layer distillation.")
+    parser.add_argument("--version", action="version", version=f"rnas {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name, module_name, help_text in COMMANDS:
         command = sub.add_parser(name, help=help_text)

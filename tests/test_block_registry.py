@@ -100,3 +100,13 @@ def test_specs_and_networks_copy_and_pickle():
     assert copy.deepcopy(block) == block == pickle.loads(pickle.dumps(block)) and copy.deepcopy(block).kernel == 3
     net = Network(load_space("s3"))
     assert copy.deepcopy(net).spec == net.spec
+
+
+def test_an_unregistered_block_type_is_refused_by_specs_again(plain_block):
+    spec = parse_space(plain_space(), "plain")
+    assert spec.stages[0].block.type == "plain_test"
+    entry = unregister_block("plain_test")
+    assert entry.cls is PlainBlock and "plain_test" not in BLOCKS
+    with pytest.raises(SpecError, match="plain_test"):
+        parse_space(plain_space(), "plain")
+    register_block("plain_test", entry.params, entry.check_widths)(PlainBlock)  # for the fixture's teardown

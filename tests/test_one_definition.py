@@ -118,3 +118,25 @@ def test_specs_parse_without_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr[-500:]
+
+
+def test_both_jobs_of_the_loop_have_every_member_of_its_protocol():
+    from rnas.engine.loop import Job
+    from rnas.engine.search import Searcher
+
+    members = {name for name in vars(Job) if not name.startswith("_")} | set(Job.__annotations__)
+    assert {"dist", "log_tables", "loader", "train_step", "state"} <= members
+    for job in (Searcher, Trainer):
+        instance_fields = set(inspect.getsource(job.__init__).split("self.")[1:])  # attributes set in __init__
+        missing = [m for m in members if not hasattr(job, m)
+                   and not any(part.startswith(m) for part in instance_fields)]
+        assert missing == [], (job.__name__, missing)
+
+
+def test_data_and_cost_helpers_take_their_settings_by_keyword():
+    from rnas.data import make_loaders
+
+    for func, first_keyword in ((make_loaders, "val_size"), (distill.flop_factor, "exponent"),
+                                (distill.rnas_loss, "gamma")):
+        kinds = {name: p.kind for name, p in inspect.signature(func).parameters.items()}
+        assert kinds[first_keyword] is inspect.Parameter.KEYWORD_ONLY, func.__name__

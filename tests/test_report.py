@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from helpers import main_in_process, write_cifar10, write_space, write_teacher
 
 from rnas.config.defaults import TUTOR_OBJECTIVE
@@ -312,3 +313,38 @@ def test_report_reads_nothing_outside_a_tampered_study(study, tmp_path, change, 
     code, err = main_in_process("report", copy, "-o", tmp_path / "out")
     assert code == 2 and err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_of_run_directories_is_reported_like_the_runs_in_it(study, tmp_path):
+    """`rnas report FOLDER` (rnas quickstart's output, say): every search and retrain run inside it, a teacher's
+    run dir skipped, the eval JSONs of each retrain run in the table."""
+    root, evals = study
+    folder = tmp_path / "quick"
+    folder.mkdir()
+    for name, src in (("search", root / "study" / "search-t"), ("retrain-cl", root / "study" / "t" / "rnas-cl")):
+        (folder / name).symlink_to(src, target_is_directory=True)
+    (folder / "teacher").mkdir()
+    (folder / "teacher" / "config.yaml").write_text("arch: wrn-10-1\nat: pgd\n")
+    out = tmp_path / "report"
+    code, err = main_in_process("report", folder, "-o", out)
+    assert code == 0, err
+    (model,) = json.loads((out / "models.json").read_text())["models"]
+    assert model["accuracy"]["pgd20"]["accuracy"] == _row(evals["cl-pixel"], "pgd20")["accuracy"]
+    assert len(json.loads((out / "searches.json").read_text())) == 1
+
+
+def test_a_run_writes_its_config_and_hparams_to_tensorboard(study):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    root, _ = study
+    run = root / "study" / "t" / "rnas-cl"
+    events = EventAccumulator(str(run / "tb"), size_guidance={"tensors": 0})
+    events.Reload()
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["device"] == "cpu"  # --device auto, recorded as what it resolved to
+    (text,) = events.Tensors("config/text_summary")
+    shown = text.tensor_proto.string_val[0].decode()
+    assert f"gamma_t: {config['gamma_t']!r}" in shown and f"baseline: {config['baseline']!r}" in shown
+    plugins = events.PluginTagToContent("hparams")
+    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(plugins)
+    assert b"gamma_t" in plugins["_hparams_/session_start_info"]

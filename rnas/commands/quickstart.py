@@ -16,6 +16,7 @@ from rnas.errors import UserError
 from rnas.evaluation.evaluate import eval_batches, evaluate, load_model
 from rnas.method.baselines import BASELINES
 from rnas.nets.derivation import format_arch, write_arch
+from rnas.runtime.rundir import atomic_write_json
 
 AUTOATTACK_N = 10  # AutoAttack standard is thorough and slow on a CPU: a subset, as the table says
 
@@ -83,7 +84,8 @@ def run_quickstart(out: str | Path, seed: int = 0) -> dict:
     print("\n" + table)
     summary = {"rows": rows, "seconds": round(time.perf_counter() - start, 1), "arch": str(arch_path)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    print(f"\nrun directories and summary.json are in {out}/ ({summary['seconds']:.0f} s)")
+    print(f"\nrun directories (each with its eval JSON) and summary.json are in {out}/ ({summary['seconds']:.0f} s)"
+          f"\nthe report with figures: rnas report {out} -o {out / 'report'}")
     return summary
 
 
@@ -95,9 +97,17 @@ def evaluate_run(run: str) -> dict:
     model = load_model(Path(run) / "checkpoint.pt")
     full, n, _ = eval_batches("digits", None, "val", None, None, 500, "cpu")
     subset, n_subset, _ = eval_batches("digits", None, "val", None, AUTOATTACK_N, 500, "cpu")
-    result = {r["attack"]: r["accuracy"] for r in evaluate(model, full, ["clean", "pgd20"], [8 / 255])}
-    result.update({f"{r['attack']}_subset": r["accuracy"]
-                   for r in evaluate(model, subset, ["pgd20", "autoattack"], [8 / 255])})
+    rows = evaluate(model, full, ["clean", "pgd20"], [8 / 255])
+    subset_rows = evaluate(model, subset, ["pgd20", "autoattack"], [8 / 255])
+    # the same files `rnas eval --json` writes, so that `rnas report` shows them
+    for name, found, size in (("eval.json", rows, n), (f"eval-autoattack-n{n_subset}.json", subset_rows, n_subset)):
+        atomic_write_json(Path(run) / name, {
+            "checkpoint": str(Path(run) / "checkpoint.pt"), "params": model.rnas_checkpoint["arch"]["params"],
+            "macs": model.rnas_checkpoint["arch"]["macs"], "data": "digits", "split": "val",
+            "split_source": "validation split: the digits' last 297 images", "n": size, "seed": 0,
+            "eps_space": "pixel", "results": found})
+    result = {r["attack"]: r["accuracy"] for r in rows}
+    result.update({f"{r['attack']}_subset": r["accuracy"] for r in subset_rows})
     return {**result, "n": n, "n_subset": n_subset}
 
 

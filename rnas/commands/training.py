@@ -55,14 +55,16 @@ def run_training(args, config_cls, runner, command: str, positional: str | None 
 
 
 class ConsoleProgress:
-    """What the CLI shows of a run: a progress bar per epoch on a terminal, one line per epoch otherwise."""
+    """What the CLI shows of a run: on a terminal a progress bar per epoch; everywhere one line per epoch (loss,
+    validation accuracy, throughput and the whole run's ETA) that stays on screen."""
 
     def __init__(self):
-        self.quiet = not sys.stderr.isatty()
+        self.terminal = sys.stderr.isatty()
         self.bar = None
+        self.epoch_seconds: list[float] = []
 
     def on_step(self, job, terms) -> None:
-        if self.quiet:
+        if not self.terminal:
             return
         if self.bar is None:
             from tqdm import tqdm
@@ -75,12 +77,28 @@ class ConsoleProgress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        if self.quiet:
-            shown = {k: record[k] for k in ("val_acc", "expected_macs", "tau") if record.get(k) is not None}
-            loss = next((record[k] for k in ("weight/total", "total") if k in record), float("nan"))
-            print(f"{job.command} epoch {record['epoch'] + 1}/{job.cfg.epochs}: loss {loss:.4f} "
-                  + " ".join(f"{k} {v:.4g}" for k, v in shown.items()) + f" ({record['images_per_s']} img/s)",
-                  flush=True)
+        self.epoch_seconds.append(float(record.get("seconds", 0.0)))
+        print(epoch_line(job.command, record, job.cfg.epochs, self.epoch_seconds), file=sys.stderr, flush=True)
+
+
+def epoch_line(command: str, record: dict, epochs: int, epoch_seconds: list[float]) -> str:
+    """One epoch's summary: loss, the shown metrics, throughput, and the run's ETA from the mean epoch time."""
+    shown = {k: record[k] for k in ("val_acc", "expected_macs", "tau") if record.get(k) is not None}
+    loss = next((record[k] for k in ("weight/total", "total") if k in record), float("nan"))
+    left = max(0, epochs - record["epoch"] - 1)
+    eta = sum(epoch_seconds) / len(epoch_seconds) * left if epoch_seconds else 0.0
+    return (f"{command} epoch {record['epoch'] + 1}/{epochs}: loss {loss:.4f} "
+            + " ".join(f"{k} {v:.4g}" for k, v in shown.items())
+            + f" ({record['images_per_s']} img/s{f', ETA {duration(eta)}' if left else ', done'})")
+
+
+def duration(seconds: float) -> str:
+    """'45 s', '12 min', '3 h 05 min'."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
 
 
 def main_rank() -> bool:

@@ -121,6 +121,13 @@ def _argparse_type(parse):
     return convert
 
 
+def shown_default(value) -> str:
+    """A default as --help shows it: a budget such as 8/255 as the fraction it was written as."""
+    if isinstance(value, float) and 0 < value < 1 and abs(value * 255 - round(value * 255)) < 1e-9:
+        return f"{round(value * 255)}/255"
+    return str(value)
+
+
 def add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
     """One flag per dataclass field; defaults are suppressed so only explicit flags reach the namespace."""
     hints = typing.get_type_hints(cls)
@@ -131,8 +138,9 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...]
         tp = _base_type(hints[f.name])
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         helptext = f.metadata.get("help", "")
-        notes = [] if default is None and "default" in helptext else [f"default: {default}"]  # it says its own
+        notes = [] if default is None and "default" in helptext else [f"default: {shown_default(default)}"]
         notes += [f"range: {f.metadata['range']}"] if "range" in f.metadata else []
+        notes += [f"choices: {', '.join(f.metadata['choices'])}"] if "choices" in f.metadata else []
         text = (helptext + (f" ({'; '.join(notes)})" if notes else "")).replace("%", "%%")  # argparse formats help
         kwargs = {"default": argparse.SUPPRESS, "help": text}
         if "choices" in f.metadata:

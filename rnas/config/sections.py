@@ -68,7 +68,8 @@ class OptimSection:
 class RuntimeSection:
     out: str = flag("runs/run", "run directory")
     seed: int = flag(0, "random seed", range=">= 0")
-    device: str = flag("cpu", "cpu, cuda, cuda:N or auto (under torchrun: cpu -> gloo, cuda -> NCCL, one GPU per rank)")
+    device: str = flag("auto", "auto (cuda when present, else cpu; config.yaml keeps what it resolved to), cpu, "
+                       "cuda, cuda:N (under torchrun: cpu -> gloo, cuda -> NCCL, one GPU per rank)")
     workers: int = flag(2, "DataLoader workers (folder datasets)", range=">= 0")
     amp: str = flag("none", "mixed precision of the forward passes: bf16, or fp16 with a gradient scaler (GPUs); "
                     "a bare --amp is bf16", choices=AMP_MODES, const="bf16", parse=parse_amp)

@@ -9,6 +9,7 @@ a stop request is the ``should_stop()`` callable, and a stop or a failure is an 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from pathlib import Path
 from typing import Protocol
@@ -54,6 +55,9 @@ class _NoMetrics:
 
     tb = None
 
+    def settings(self, config: dict) -> None:
+        pass
+
     def write(self, record: dict) -> None:
         pass
 
@@ -97,6 +101,8 @@ def run_job(job: Job, run: Path | str, resume: bool = False, *, callbacks=(), sh
             if not (run / "checkpoint.pt").exists():
                 atomic_save(job.state(), run / "checkpoint.pt")
         metrics = Metrics(run, job.epoch if resume else None) if dist.main else _NoMetrics()
+        if not resume and dataclasses.is_dataclass(job.cfg):
+            metrics.settings(dataclasses.asdict(job.cfg))
         try:
             train_epochs(job, run, metrics, *_hooks(callbacks), should_stop or (lambda: 0))
         finally:

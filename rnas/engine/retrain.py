@@ -20,7 +20,7 @@ from rnas.method.taps import conv_taps
 from rnas.robust.adversarial import convert_to_mbn
 from rnas.robust.attacks import parse_eps
 from rnas.runtime.device import place
-from rnas.runtime.distributed import Dist, convert_sync_bn, join_job, on_every_rank
+from rnas.runtime.distributed import Dist, convert_sync_bn, device_name, join_job, on_every_rank
 from rnas.runtime.rundir import TRAIN_CHECKPOINT, load_checkpoint, resume_checkpoint, seed_everything
 from rnas.teachers import load_teacher
 from supernets import build_model, read_arch
@@ -172,6 +172,7 @@ def build_retrain(cfg: RetrainConfig, dist: Dist | None = None) -> Trainer:
     if cfg.from_scratch and (cfg.at == "none" or cfg.init):
         raise UserError("--from-scratch goes with --at and without --init (it replaces the --init fine-tuning)")
     device, dist = join_job(cfg.device, dist)
+    cfg.device = device_name(device, dist)  # config.yaml says where it ran
     seed_everything(cfg.seed)
     data = loaders_for(cfg, device)
     model = build_model(arch)

@@ -42,6 +42,7 @@ from rnas.runtime.distributed import (
     Dist,
     check_batch,
     convert_sync_bn,
+    device_name,
     join_job,
     note_world_change,
     on_every_rank,
@@ -175,6 +176,7 @@ class Searcher:
     def from_config(cls, cfg: SearchConfig, spec=None, dist: Dist | None = None) -> Searcher:
         """Data, teacher and supernet built from the config's names (what ``rnas search`` runs)."""
         device, dist = join_job(cfg.device, dist)
+        cfg.device = device_name(device, dist)  # config.yaml says where it ran
         spec = spec or load_space(cfg.space)
         if cfg.teacher_ckpt is None and not cfg.random_teacher:
             raise UserError("no teacher checkpoint: give --teacher-ckpt (or --random-teacher for a smoke run)")
@@ -352,7 +354,12 @@ class Searcher:
         for b, block in enumerate(self.supernet.searched_blocks):
             for k, width in enumerate(block.width_choices):
                 tb.add_scalar(f"width/block{b:02d}/{width}", probs[b, k].item(), epoch)
-        tb.add_image("tutor_probabilities", self.tutor.tutor_probs().detach().cpu()[None], epoch, dataformats="CHW")
+        probs = self.tutor.tutor_probs().detach().cpu()
+        figure = tutor_figure(probs, self.student_layers, self.teacher_layers, epoch)
+        if figure is not None:
+            tb.add_figure("tutor_probabilities", figure, epoch)
+        else:  # without matplotlib: the matrix upscaled, in colour, scaled to its own range
+            tb.add_image("tutor_probabilities", heat_image(probs), epoch, dataformats="CHW")
 
     def close(self) -> None:
         self.meter.remove()
@@ -384,6 +391,41 @@ class Searcher:
         self.meter.load_state(ckpt.get("cost"))
         set_rng_state(ckpt["rng"])
         note_world_change(ckpt.get("world_size", 1), self.dist)
+
+
+def tutor_figure(probs: torch.Tensor, student: list[str], teacher: list[str], epoch: int):
+    """The tutor probability matrix as a labelled heatmap (a matplotlib figure), or None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    rows, cols = probs.shape
+    fig, ax = plt.subplots(figsize=(2.5 + 0.32 * cols, 1.5 + 0.28 * rows))
+    image = ax.imshow(probs.numpy(), cmap="viridis", vmin=0.0, vmax=max(float(probs.max()), 1e-6), aspect="auto")
+    ax.set_xticks(range(cols), [_short(t) for t in teacher], rotation=90, fontsize=6)
+    ax.set_yticks(range(rows), [_short(s) for s in student], fontsize=6)
+    ax.set_xlabel("teacher layer (tutor)")
+    ax.set_ylabel("student layer")
+    ax.set_title(f"tutor probabilities, epoch {epoch + 1}", fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    return fig
+
+
+def _short(layer: str) -> str:
+    return layer.replace("blocks.", "b").replace("block", "B").replace(".layer.", ".")[-18:]
+
+
+def heat_image(probs: torch.Tensor, cell: int = 12) -> torch.Tensor:
+    """(3, H, W) in [0, 1]: each entry a ``cell``-pixel square, coloured dark blue (the matrix's minimum)
+    through green to yellow (its maximum)."""
+    low, high = probs.min(), probs.max()
+    t = ((probs - low) / (high - low).clamp_min(1e-12)).clamp(0, 1)
+    rgb = torch.stack([t.square(), 0.15 + 0.75 * t, 0.5 * (1 - t) + 0.1], 0)
+    return rgb.repeat_interleave(cell, 1).repeat_interleave(cell, 2).clamp(0, 1)
 
 
 def run_search(cfg: SearchConfig, run: Path, resume: bool = False, *, callbacks=(), should_stop=None,

@@ -17,7 +17,7 @@ from rnas.engine.trainer import Objective, Trainer
 from rnas.errors import UserError
 from rnas.robust.attacks import parse_eps, pgd
 from rnas.runtime.device import place
-from rnas.runtime.distributed import Dist, convert_sync_bn, join_job, on_every_rank
+from rnas.runtime.distributed import Dist, convert_sync_bn, device_name, join_job, on_every_rank
 from rnas.runtime.rundir import check_can_create, resume_checkpoint, seed_everything
 from rnas.teachers import teacher_arch
 
@@ -44,6 +44,7 @@ class TeacherTrainConfig(RuntimeSection, OptimSection, DataSection):
 
 def build_teacher_training(cfg: TeacherTrainConfig, dist: Dist | None = None) -> Trainer:
     device, dist = join_job(cfg.device, dist)
+    cfg.device = device_name(device, dist)  # config.yaml says where it ran
     seed_everything(cfg.seed)
     data = loaders_for(cfg, device)
     arch = teacher_arch(cfg.arch, cfg.data)

@@ -8,7 +8,6 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -94,20 +93,28 @@ def input_std(model: nn.Module, what: str = "the model") -> torch.Tensor:
 
 def evaluate(model: nn.Module, batches, attacks: list[str], eps_values: list[float], progress=None, *,
              cw_steps: int = CW_STEPS, seed: int = 0, dist: Dist = SINGLE,
-             eps_scale: torch.Tensor | None = None, state: EvalState | None = None) -> list[dict]:
+             eps_scale: torch.Tensor | None = None, state: EvalState | None = None, watch=None) -> list[dict]:
     """Accuracy (%) per (attack, eps) row; ``batches()`` yields (x in [0, 1], y) on the model's device.
     ``eps_scale`` [1, C, 1, 1] (the input std, for --eps-space normalized): l_inf attacks run at the
     per-channel pixel budget eps·eps_scale, recorded as the row's ``pixel_eps``; ``eps`` stays nominal.
     Under torchrun rank r attacks batches r, r + W, ... and the counts are summed over the ranks after every
     round of W batches. ``state`` (rnas eval --json) records each round: the rows it holds as finished are
-    taken from it, and the row in progress continues after its recorded batches."""
+    taken from it, and the row in progress continues after its recorded batches. ``watch(name, eps, part)`` is
+    called when a row starts (``part`` as resumed) and after every round of batches (the CLI's progress)."""
     state = EvalState() if state is None else state
     rows = []
     for index, (name, eps) in enumerate(attack_rows(attacks, eps_values)):
         row = state.finished_row(index)
         if row is None:
-            row = _evaluate_row(model, batches, name, eps, state.row_progress(index),
-                                partial(state.save_progress, index, name, eps), cw_steps=cw_steps, seed=seed,
+            part = state.row_progress(index)
+
+            def save(part: RowProgress, index=index, name=name, eps=eps) -> None:
+                state.save_progress(index, name, eps, part)
+                if watch:
+                    watch(name, eps, part)
+            if watch:
+                watch(name, eps, part)
+            row = _evaluate_row(model, batches, name, eps, part, save, cw_steps=cw_steps, seed=seed,
                                 dist=dist, eps_scale=eps_scale)
             state.save_row(row)
         rows.append(row)
@@ -175,6 +182,9 @@ def eval_request(cfg: EvalConfig, data_settings: dict) -> dict:
             "eps_space": cfg.eps_space, "cw_steps": cfg.cw_steps, "seed": cfg.seed}
 
 
+AA_VERSIONS = ("standard", "rand", "plus")
+
+
 @dataclass
 class EvalConfig:
     checkpoint: str = flag("", "rnas checkpoint (or a RobustBench file with --teacher-arch)")
@@ -183,6 +193,9 @@ class EvalConfig:
     eps_space: str = flag("pixel", "units of --eps / --eps-sweep for the l_inf attacks: pixel (the standard threat "
                           "model, [0, 1] images) or normalized (the official RNAS-CL protocol: eps on the normalised "
                           "input, a per-channel pixel budget eps·std; no AutoAttack)", choices=("pixel", "normalized"))
+    aa_version: str = flag("standard", "the AutoAttack version of --attacks autoattack: standard (the RobustBench "
+                           "protocol), rand (randomised defences) or plus (more restarts and targets); the results "
+                           "name it (autoattack-rand, autoattack-plus)", choices=AA_VERSIONS)
     eps_sweep: list[str] | None = flag(None, "several budgets, e.g. 2/255 4/255 8/255 (replaces --eps)")
     n: int | None = flag(None, "evaluate the first N images of the split (--num-images under torchrun, whose own "
                          "flags make --n ambiguous)", range=">= 1", aliases=("--num-images",))
@@ -194,7 +207,7 @@ class EvalConfig:
     batch_size: int = flag(500, "evaluation batch size", range=">= 1")
     json: str | None = flag(None, "also write the results to this JSON file")
     teacher_arch: str | None = flag(None, "treat CHECKPOINT as a RobustBench-layout teacher of this architecture")
-    device: str = flag("cpu", "cpu, cuda, cuda:N or auto")
+    device: str = flag("auto", "auto (cuda when present, else cpu), cpu, cuda, cuda:N")
     seed: int = flag(0, "random seed of the PGD / CW random starts and of AutoAttack (recorded in --json)",
                      range=">= 0")
     cw_steps: int = flag(CW_STEPS, f"steps of the cw attack; {CW_STEPS} is the seeds' CW-{CW_STEPS} "
@@ -204,6 +217,8 @@ class EvalConfig:
     def attack_list(self) -> list[str]:
         """The attacks of ``--attacks``, each checked (a one-line UserError for a typo or an empty list)."""
         attacks = [a.strip() for a in self.attacks.split(",") if a.strip()]
+        if self.aa_version != "standard":
+            attacks = [f"autoattack-{self.aa_version}" if a == "autoattack" else a for a in attacks]
         if not attacks:
             raise UserError(f"--attacks {self.attacks!r}: empty list (give at least one, e.g. clean,pgd20)")
         for name in attacks:
@@ -314,14 +329,53 @@ def run_eval(cfg: EvalConfig, out=print, progress=None, resume: bool = False) ->
                 progress(r)
 
         with _interrupt_note(state):
-            rows = evaluate(model, batches, attacks, eps_values, cw_steps=cfg.cw_steps, seed=cfg.seed, dist=dist,
-                            eps_scale=eps_scale, progress=report, state=state)
+            with RowWatch(n, enabled=dist.main and progress is None) as watch:
+                rows = evaluate(model, batches, attacks, eps_values, cw_steps=cfg.cw_steps, seed=cfg.seed,
+                                dist=dist, eps_scale=eps_scale, progress=report, state=state, watch=watch)
         result = {"checkpoint": str(cfg.checkpoint), "params": params, "macs": macs, "data": data, "split": split,
                   "split_source": source, "n": n, "seed": cfg.seed, "eps_space": cfg.eps_space, "results": rows}
         if cfg.json and dist.main:
             atomic_write_json(Path(cfg.json), result)
             state.remove()
         return result
+
+
+class RowWatch:
+    """Progress of the row being attacked, on stderr: on a terminal a bar of images named by the row from its
+    start (AutoAttack on a few hundred images runs for minutes); in a log, a line after a round of batches
+    once ``every`` seconds have passed since the row started or the last line."""
+
+    def __init__(self, n: int, enabled: bool = True, every: float = 10.0):
+        self.n, self.enabled, self.every, self.terminal = n, enabled, every, sys.stderr.isatty()
+        self.bar, self.row, self.last = None, None, 0.0
+
+    def __enter__(self):
+        return self if self.enabled else None
+
+    def __exit__(self, *exc):
+        self._close()
+
+    def _close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __call__(self, name: str, eps: float, part: RowProgress) -> None:
+        label = f"{name} {_eps_text(eps)}" if name != "clean" else name
+        if (name, eps) != self.row:  # a row starts (or resumes)
+            self._close()
+            self.row, self.last = (name, eps), time.monotonic()
+            if self.terminal:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=self.n, initial=part.n, desc=label, unit="img", leave=False)
+            return
+        if self.bar is not None:
+            self.bar.update(part.n - self.bar.n)
+        elif part.n < self.n and time.monotonic() - self.last >= self.every:
+            self.last = time.monotonic()
+            print(f"rnas eval: {label}: {part.n}/{self.n} images, {100.0 * part.correct / part.n:.1f} % so far, "
+                  f"{part.seconds:.0f} s", file=sys.stderr, flush=True)
 
 
 def normalized_warning(eps_values: list[float], std: torch.Tensor) -> str:
@@ -374,7 +428,10 @@ def eval_batches(data: str, data_dir, split: str, val_size: int | None, n: int |
     info = dataset_info(data, trainable=True)
     images = info.read(data_dir, "test" if split == "test" or info.held_out_val else "train", False)
     if not isinstance(images, ImageTensors):  # a folder dataset, read by DataLoader workers
-        subset = torch.utils.data.Subset(images, range(len(images) if n is None else min(n, len(images))))
+        if n is not None and n > len(images):
+            raise UserError(f"--n {n}: the {split} split has only {len(images)} images; give --n {len(images)} or "
+                            "less (or drop --n for all of them)")
+        subset = torch.utils.data.Subset(images, range(len(images) if n is None else n))
 
         def folder_batches():
             for xb, yb in torch.utils.data.DataLoader(subset, batch_size, num_workers=2):
@@ -382,7 +439,10 @@ def eval_batches(data: str, data_dir, split: str, val_size: int | None, n: int |
         return folder_batches, len(subset), info.input_size
     if split == "val":
         _, images = split_train_val(images, info.validation_size(val_size), None)
-    n = len(images) if n is None else min(n, len(images))
+    if n is not None and n > len(images):
+        raise UserError(f"--n {n}: the {split} split has only {len(images)} images; give --n {len(images)} or less "
+                        "(or drop --n for all of them)")
+    n = len(images) if n is None else n
     x, y = images.images[:n].to(device), images.labels[:n].to(device)
 
     def tensor_batches():

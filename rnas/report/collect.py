@@ -72,18 +72,32 @@ def is_eval(data) -> bool:
     return isinstance(data, dict) and isinstance(data.get("results"), list)
 
 
-def run_kind(path: Path) -> str:
-    """study, search or retrain; a one-line UserError for anything else."""
+def _run_kind_or_none(path: Path) -> str | None:
+    """search or retrain, or None for another run (a teacher's)."""
+    config = read_config(path)
+    if "baseline" in config and "arch" in config:
+        return "retrain"
+    if "space" in config and "gamma_s" in config:
+        return "search"
+    return None
+
+
+def run_kind(path: Path, runs_inside: bool = False) -> str:
+    """study, search or retrain (or with ``runs_inside``, runs: a folder whose subfolders hold search or retrain
+    runs); a one-line UserError for anything else."""
     if (path / "study.json").is_file():
         return "study"
+    if runs_inside and not (path / "config.yaml").is_file() and any(
+            (child / "config.yaml").is_file() and _run_kind_or_none(child) for child in path.iterdir()
+            if child.is_dir()):
+        return "runs"
     if (path / "config.yaml").is_file():
-        config = read_config(path)
-        if "baseline" in config and "arch" in config:
-            return "retrain"
-        if "space" in config and "gamma_s" in config:
-            return "search"
-        raise UserError(f"{path}: config.yaml is neither a search nor a retrain run's (teacher runs are not reported)")
-    raise UserError(f"{path}: not a run directory (no config.yaml) nor a study directory (no study.json)")
+        if (kind := _run_kind_or_none(path)) is None:
+            raise UserError(f"{path}: config.yaml is neither a search nor a retrain run's (teacher runs are not "
+                            "reported)")
+        return kind
+    raise UserError(f"{path}: not a run directory (no config.yaml), a study directory (no study.json) nor a folder "
+                    "of run directories")
 
 
 def _read_run(path: Path, name: str, kind: str) -> Run:
@@ -233,8 +247,12 @@ def gather(paths: list[str | Path]) -> Inputs:
         path = Path(raw)
         if not path.is_dir():
             raise UserError(f"{path}: no such directory (give search / retrain run dirs or study dirs)")
-        kind = run_kind(path)
-        if kind == "study":
+        kind = run_kind(path, runs_inside=True)
+        if kind == "runs":  # a folder of run directories (rnas quickstart's, say): each search and retrain run
+            for child in sorted(p for p in path.iterdir() if p.is_dir()):
+                if (child / "config.yaml").is_file() and (found := _run_kind_or_none(child)) is not None:
+                    add_run(child, child.name, found, model=found == "retrain")
+        elif kind == "study":
             study, models, searches, runs = read_study(path)
             inputs.studies.append((path, study))
             inputs.models += models

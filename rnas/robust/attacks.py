@@ -180,6 +180,10 @@ def cw_linf(model, x, y, eps: Budget, steps: int = CW_STEPS, step: Budget | None
                  description="AutoAttack standard, l1 threat model (unseen-threat row)")
 @register_attack("autoattack-l2", threat="l2", default_eps=0.5, channel_budget=False, call_kwargs={"norm": "L2"},
                  description="AutoAttack standard, l2 threat model (unseen-threat row)")
+@register_attack("autoattack-rand", threat="linf", channel_budget=False, call_kwargs={"version": "rand"},
+                 description="AutoAttack rand: APGD-CE and APGD-DLR with EOT, for randomised defences")
+@register_attack("autoattack-plus", threat="linf", channel_budget=False, call_kwargs={"version": "plus"},
+                 description="AutoAttack plus: the standard attacks with more restarts and target classes")
 @register_attack("autoattack", threat="linf", channel_budget=False,
                  description="AutoAttack standard (Croce & Hein) via the optional pyautoattack")
 def autoattack(model, x, y, eps: float, norm: str = "Linf", version: str = "standard", seed: int = 0) -> torch.Tensor:

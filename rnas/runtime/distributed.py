@@ -217,6 +217,12 @@ def join_job(device_name: str, dist: Dist | None = None) -> tuple[torch.device, 
     return rank_device(device, dist), dist
 
 
+def device_name(device: torch.device, dist: Dist) -> str:
+    """What ``--device`` resolved to, as a run's config records it: cpu, cuda:N, or cuda under torchrun (where
+    each rank takes the GPU of its local rank)."""
+    return device.type if dist.enabled else str(device)
+
+
 def rank_device(device: torch.device, dist: Dist) -> torch.device:
     """The device of this rank: ``cuda`` becomes ``cuda:<local rank>`` in a multi-rank job."""
     if device.type != "cuda" or not dist.enabled:

@@ -247,6 +247,18 @@ class Metrics:
         for key, value in values.items():
             self.tb.add_scalar(key, value, step)
 
+    def settings(self, config: dict, metrics: tuple[str, ...] = ("epoch/val_acc",)) -> None:
+        """The run's resolved config in TensorBoard: as text (every key) and in the HParams dashboard (the
+        scalar settings, against ``metrics``, the epoch scalars of the same names)."""
+        from torch.utils.tensorboard.summary import hparams
+
+        text = "\n".join(f"    {k}: {v!r}" for k, v in config.items())  # indented: markdown shows it verbatim
+        self.tb.add_text("config", text, 0)
+        scalars = {k: v for k, v in config.items() if isinstance(v, (bool, int, float, str))}
+        writer = self.tb._get_file_writer()
+        for summary in hparams(scalars, dict.fromkeys(metrics, 0.0)):
+            writer.add_summary(summary)
+
     def close(self) -> None:
         self.tb.close()
 
