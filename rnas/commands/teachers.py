@@ -1,17 +1,25 @@
-"""`rnas teachers`: the teacher zoo (name, input size, classes, mean/std, cost)."""
+"""`rnas teachers`: the teacher zoo (name, input size, classes, mean/std, cost), or the RobustBench entries it
+loads by name (--robustbench)."""
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON (a list of objects) instead of a table")
+    parser.add_argument("--robustbench", action="store_true",
+                        help="list the RobustBench leaderboard entries --teacher robustbench:NAME loads (offline, "
+                             "from MODEL_DIR/<dataset>/<threat>/NAME.pt)")
 
 
 def run(args) -> int:
+    import json
+
+    if args.robustbench:
+        from rnas.teachers.robustbench import ENTRIES, format_entries
+
+        rows = [{"name": n, "dataset": d, "threat": t, "architecture": arch}
+                for (d, t), table in ENTRIES.items() for n, (arch, _) in table.items()]
+        print(json.dumps(rows, indent=1) if args.json else format_entries())
+        return 0
     from rnas.teachers import format_teacher_table, teacher_table
 
-    if args.json:
-        import json
-
-        print(json.dumps(teacher_table(), indent=1))
-    else:
-        print(format_teacher_table())
+    print(json.dumps(teacher_table(), indent=1) if args.json else format_teacher_table())
     return 0

@@ -22,7 +22,7 @@ from rnas.robust.attacks import parse_eps
 from rnas.runtime.device import place
 from rnas.runtime.distributed import Dist, convert_sync_bn, device_name, join_job, on_every_rank
 from rnas.runtime.rundir import TRAIN_CHECKPOINT, load_checkpoint, resume_checkpoint, seed_everything
-from rnas.teachers import load_teacher
+from rnas.teachers import default_checkpoint, load_teacher
 from supernets import build_model, read_arch
 
 AT_MODES = ("none", "trades", "pgd", "nfgsm")
@@ -195,7 +195,8 @@ def build_retrain(cfg: RetrainConfig, dist: Dist | None = None) -> Trainer:
     place(model, device)
     teacher = None
     if BASELINES[cfg.baseline].needs_teacher:
-        if cfg.teacher_ckpt is None and not cfg.random_teacher:
+        if cfg.teacher_ckpt is None and not cfg.random_teacher and \
+                default_checkpoint(cfg.teacher, cfg.data, cfg.threat) is None:
             raise UserError("no teacher checkpoint: give --teacher-ckpt (or --random-teacher for a smoke run)")
         teacher = place(load_teacher(cfg.teacher, cfg.teacher_ckpt, cfg.model_dir, cfg.data, cfg.threat,
                                      data.num_classes), device)

@@ -9,7 +9,13 @@ from torch import nn
 
 from rnas.data import class_positions, dataset_info
 from rnas.errors import UserError
-from rnas.teachers import imagenet, resnet, robustresnet, wideresnet  # noqa: F401  (each registers its architectures)
+from rnas.teachers import (  # noqa: F401  (each registers its architectures)
+    dmwideresnet,
+    imagenet,
+    resnet,
+    robustresnet,
+    wideresnet,
+)
 from rnas.teachers.checkpoint import load_into, read_checkpoint, resolve_checkpoint
 from rnas.teachers.registry import (
     CIFAR10_MEAN,
@@ -26,11 +32,12 @@ from rnas.teachers.registry import (
     teacher_table,
     unregister_teacher,
 )
+from rnas.teachers.robustbench import default_checkpoint, resolve_teacher
 from supernets.layers import Normalize
 
 __all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "IMAGENET_MEAN", "IMAGENET_STD", "TEACHERS", "Teacher", "TeacherArch",
-           "TeacherInfo", "format_teacher_table",
-           "load_teacher", "register_teacher", "teacher_arch", "teacher_names", "teacher_table",
+           "TeacherInfo", "default_checkpoint", "format_teacher_table",
+           "load_teacher", "register_teacher", "resolve_teacher", "teacher_arch", "teacher_names", "teacher_table",
            "unregister_teacher"]
 
 
@@ -75,15 +82,20 @@ def _checkpoint_outputs(net: nn.Module, state: dict[str, torch.Tensor]) -> int |
 def load_teacher(name: str, checkpoint: str | Path | None = None, model_dir: str | Path | None = None,
                  dataset: str = "cifar10", threat: str = "Linf", num_classes: int | None = None,
                  mean=None, std=None) -> Teacher:
-    """The wrapped teacher (an nn.Module on [0, 1] images). ``checkpoint``: a file, or a RobustBench
-    model name looked up as ``<model_dir>/<dataset>/<threat>/<name>.pt``; None gives random weights.
+    """The wrapped teacher (an nn.Module on [0, 1] images). ``name``: a zoo architecture or a RobustBench entry
+    (``robustbench:NAME``). ``checkpoint``: a file, or a RobustBench model name looked up as
+    ``<model_dir>/<dataset>/<threat>/<name>.pt`` (a RobustBench entry's own name by default); None (and no entry)
+    gives random weights.
     Normalisation: ``mean``/``std`` if given, else the checkpoint's own buffers, else the architecture's.
     A checkpoint with more outputs than ``dataset`` has classes (an ImageNet-1k one for ImageNet-100) gives
     only the logits of ``dataset``'s classes, in its label order, found by name in the registered dataset of
     that many classes (``teacher.class_subset``); an explicit ``num_classes`` other than the dataset's keeps
     every output."""
     classes = dataset_info(dataset).num_classes  # an unknown dataset is a one-line error
-    arch = teacher_arch(name, dataset)
+    arch = resolve_teacher(name, dataset, threat)
+    if checkpoint is None and (default := default_checkpoint(name, dataset, threat)) is not None and \
+            model_dir is not None:
+        checkpoint = default  # a RobustBench entry: <model_dir>/<dataset>/<threat>/<name>.pt
     net = arch.build(num_classes or classes)
     found: dict = {}
     subset, index = None, None

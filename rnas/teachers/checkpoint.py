@@ -56,8 +56,8 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torc
             if theirs in state:
                 norm[ours] = state[theirs].flatten()
         state = {k: v for k, v in state.items() if not k.startswith(("attacker.", "normalizer."))}
-    for ours, theirs in (("mean", "mu"), ("std", "sigma")):  # RobustBench entries with normalisation buffers
-        if theirs in state:
+    for ours, theirs in (("mean", "mu"), ("std", "sigma"), ("mean", "mean"), ("std", "std")):
+        if theirs in state:  # RobustBench entries with normalisation buffers (mu / sigma; mean / std: DMWideResNet)
             norm[ours] = state.pop(theirs).flatten()
     state = _strip_common_prefix(state, "model.")
     # TRADES / Rice et al. WideResNets define a `sub_block1` that their forward never uses
