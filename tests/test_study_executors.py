@@ -14,7 +14,7 @@ import torch
 import yaml
 from helpers import main_in_process, rnas_cmd, wait_for, write_tiny_setup
 
-EPOCHS = 3  # the retrains: long enough to be killed between their first and last checkpoint
+EPOCHS = 8  # the retrains: long enough to be killed between their first and last checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +47,17 @@ EVALS = ("tiny/rnas-cl/eval-pixel.json", "tiny/ce/eval-pixel.json")
 
 
 def evaluations(out) -> dict:
-    """The study's eval JSONs without their timings."""
+    """The study's eval JSONs without their timings and checkpoint path, and its retrained weights."""
     found = {}
     for name in EVALS:
         result = json.loads((out / name).read_text())
         for row in result["results"]:
             row.pop("seconds", None)
         result.pop("seconds", None)
+        assert result.pop("checkpoint") == str(out / name.rsplit("/", 1)[0] / "checkpoint.pt")
         found[name] = result
+        weights = torch.load(out / name.rsplit("/", 1)[0] / "checkpoint.pt", weights_only=True)["model"]
+        found[name + ":weights"] = {k: v.numpy().tobytes() for k, v in weights.items()}
     return found
 
 
@@ -86,16 +89,23 @@ def each_epoch_once(run) -> bool:
     return epochs == list(range(EPOCHS))
 
 
-def kill_mid_step(out, step_dir: str, run: str) -> int:
-    """SIGKILL the process running ``step_dir`` (its pid file) once ``run`` has checkpointed its first epoch
-    and before its last; the pid killed."""
-    pid_file = out / ".executor" / step_dir / "pid"
-    metrics = out / run / "metrics.jsonl"
-    assert wait_for(lambda: pid_file.is_file() and metrics.is_file() and metrics.read_text().strip(), timeout=400)
-    pid = int(pid_file.read_text())
-    os.kill(pid, signal.SIGKILL)
-    assert torch.load(out / run / "checkpoint.pt", weights_only=True)["epoch"] < EPOCHS
-    return pid
+def signal_mid_step(out, signals: dict) -> dict:
+    """Send each retrain run of ``signals`` ({run: signal}) its signal, to the process running its step (its
+    pid file), as soon as it has checkpointed its first epoch (of ``EPOCHS``); {run: pid signalled}."""
+    sent = {}
+
+    def act() -> bool:
+        for run, signum in signals.items():
+            pid_file = out / ".executor" / f"retrain__{run.replace('/', '__')}" / "pid"
+            metrics = out / run / "metrics.jsonl"
+            if run not in sent and pid_file.is_file() and metrics.is_file() and metrics.read_text().strip():
+                sent[run] = int(pid_file.read_text())
+                os.kill(sent[run], signum)
+                assert torch.load(out / run / "checkpoint.pt", weights_only=True)["epoch"] < EPOCHS  # mid-run
+        return len(sent) == len(signals)
+
+    assert wait_for(act, timeout=400)
+    return sent
 
 
 # ---- settings, checked before anything runs -------------------------------------------------------------
@@ -216,7 +226,7 @@ def test_ray_gives_the_local_results_and_retries_a_killed_worker(root, tmp_path,
     start = time.time()
     proc = _start(study, out)
     try:
-        killed = kill_mid_step(out, "retrain__tiny__rnas-cl", "tiny/rnas-cl")
+        killed = signal_mid_step(out, {"tiny/rnas-cl": signal.SIGKILL})["tiny/rnas-cl"]
     finally:
         code, printed, err = _finish(proc)
     print(f"\nray executor, one worker killed: {time.time() - start:.1f} s (local {reference[2]:.1f} s)")
@@ -245,11 +255,8 @@ def test_submitit_jobs_give_the_local_results_and_resume_after_a_kill_or_a_preem
     start = time.time()
     proc = _start(study, out)
     try:
-        kill_mid_step(out, "retrain__tiny__rnas-cl", "tiny/rnas-cl")
-        pid_file = out / ".executor" / "retrain__tiny__ce" / "pid"
-        metrics = out / "tiny" / "ce" / "metrics.jsonl"
-        assert wait_for(lambda: pid_file.is_file() and metrics.is_file() and metrics.read_text().strip(), 400)
-        os.kill(int(pid_file.read_text()), signal.SIGUSR2)  # preempted: checkpoint hook, requeue
+        # killed: resubmitted by the study; preempted (SIGUSR2): submitit's checkpoint hook requeues it
+        signal_mid_step(out, {"tiny/rnas-cl": signal.SIGKILL, "tiny/ce": signal.SIGUSR2})
     finally:
         code, printed, err = _finish(proc)
     print(f"\nsubmitit local executor, one job killed, one preempted: {time.time() - start:.1f} s "
@@ -257,8 +264,10 @@ def test_submitit_jobs_give_the_local_results_and_resume_after_a_kill_or_a_preem
     assert code == 0, err
     assert "retrain tiny/rnas-cl: job ended without a result" in err and "resubmitted as job" in err
     assert set(states(out).values()) == {"done"}
-    logs = "".join(p.read_text() for p in (out / ".executor" / "submitit").glob("*.err"))
-    assert "this job is preempted" in logs and "Requeued job" in logs
+    preempted = [p.read_text() for p in (out / ".executor" / "submitit").glob("*_log.out")
+                 if "this job is preempted" in p.read_text()]  # the same job, started again by the hook
+    assert len(preempted) == 1 and "Requeued job" in preempted[0], preempted
+    assert preempted[0].count("Starting with JobEnvironment") == 2 and "Job completed successfully" in preempted[0]
     for arm in ("rnas-cl", "ce"):
         assert each_epoch_once(out / "tiny" / arm)
     assert evaluations(out) == reference[1]
