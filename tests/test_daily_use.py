@@ -115,3 +115,21 @@ def test_rnas_eval_reports_a_long_row_as_it_goes(monkeypatch):
     assert [line.split(",")[0] for line in err.getvalue().splitlines()] == [
         "rnas eval: clean: 4/10 images", "rnas eval: clean: 8/10 images", "rnas eval: fgsm 8/255: 4/10 images",
         "rnas eval: fgsm 8/255: 8/10 images"]
+
+
+def test_a_trainer_built_in_python_from_a_retrain_config_trains(tmp_path):
+    """The settings a RetrainConfig leaves to its dataset (lr, milestones, ...) are filled as rnas retrain fills them."""
+    import json
+
+    from rnas.data import make_loaders
+    from rnas.engine.retrain import RetrainConfig
+    from rnas.engine.trainer import Objective, Trainer
+    from supernets import build_model, build_supernet, derive
+
+    model = build_model(derive(build_supernet("s3", 10)))
+    data = make_loaders("digits", None, 64, "cpu", 0, limit=128)
+    cfg = RetrainConfig(epochs=1, data="digits", out=str(tmp_path / "run"))
+    Trainer("retrain", cfg, model, data, Objective(distill="none"), torch.device("cpu")).fit(tmp_path / "run")
+    assert (cfg.lr, cfg.milestones) == (0.1, [1, 1])
+    (record,) = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert record["epoch"] == 0 and record["lr"] == 0.1

@@ -4,6 +4,20 @@ from __future__ import annotations
 import torch
 
 
+def fill_recipe(cfg) -> None:
+    """The optimisation settings a config leaves to its dataset (None: epochs, batch size, lr, weight decay,
+    cosine) from the dataset's recipe, and milestones at 75 % and 90 % of the epochs; what rnas retrain resolves
+    for itself, for a config built in Python and handed to ``Trainer`` directly."""
+    from rnas.data import dataset_info
+
+    recipe = dataset_info(getattr(cfg, "data", None) or "cifar10", trainable=True).recipe
+    for key in ("epochs", "batch_size", "lr", "weight_decay", "cosine"):
+        if hasattr(cfg, key) and getattr(cfg, key) is None:
+            setattr(cfg, key, getattr(recipe, key))
+    if getattr(cfg, "milestones", ()) is None:
+        cfg.milestones = [round(0.75 * cfg.epochs), round(0.9 * cfg.epochs)]
+
+
 def make_optimizer(params, cfg) -> torch.optim.SGD:
     """SGD with momentum and weight decay (``OptimSection`` fields of ``cfg``)."""
     return torch.optim.SGD(params, cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)

@@ -14,7 +14,7 @@ from rnas.config import defaults
 from rnas.data import keyed_generator
 from rnas.engine.cost import CostMeter, count_macs
 from rnas.engine.loop import clean_accuracy, run_job, share_step
-from rnas.engine.optim import make_grad_scaler, make_optimizer, make_scheduler
+from rnas.engine.optim import fill_recipe, make_grad_scaler, make_optimizer, make_scheduler
 from rnas.method.distill import (
     attention_maps,
     backward_with_share,
@@ -64,6 +64,7 @@ class Trainer:
     def __init__(self, command: str, cfg, model: nn.Module, data, objective: Objective, device: torch.device,
                  teacher: nn.Module | None = None, tutors: dict | None = None, extra_state: dict | None = None,
                  dist: Dist = SINGLE, macs: tuple[int, int] | None = None):
+        fill_recipe(cfg)  # a config built in Python leaves these to its dataset, as the CLI does
         self.command, self.cfg, self.model, self.obj = command, cfg, model, objective
         self.device, self.teacher, self.extra_state, self.dist = device, teacher, extra_state or {}, dist
         check_batch(data.train.batch_size, dist)
