@@ -279,3 +279,45 @@ def test_submitit_jobs_give_the_local_results_and_resume_after_a_kill_or_a_preem
 def main_status(out) -> tuple[int, str]:
     proc = subprocess.run(rnas_cmd("study", "--status", out), capture_output=True, text=True, timeout=60)
     return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_sigterm_stops_the_ray_steps_with_a_checkpoint_and_a_rerun_finishes_identically(root, tmp_path, reference):
+    pytest.importorskip("ray")
+    study = write_study(tmp_path / "tiny.yaml", study_dict(root, executor={"kind": "ray"}))
+    out = tmp_path / "out"
+    proc = _start(study, out)
+    try:
+        metrics = out / "tiny" / "rnas-cl" / "metrics.jsonl"
+        assert wait_for(lambda: metrics.is_file() and metrics.read_text().strip(), timeout=400)
+        proc.send_signal(signal.SIGTERM)
+    finally:
+        code, _, err = _finish(proc)
+    assert code == 128 + signal.SIGTERM, err
+    assert f"rnas study {study} --out {out} continues it" in err
+    assert states(out)["retrain/tiny/rnas-cl"] == "pending"
+    assert 1 <= torch.load(out / "tiny" / "rnas-cl" / "checkpoint.pt", weights_only=True)["epoch"] < EPOCHS
+    worker = int((out / ".executor" / "retrain__tiny__rnas-cl" / "pid").read_text())
+    assert wait_for(lambda: not os.path.exists(f"/proc/{worker}"), timeout=30)  # the local cluster is gone
+
+    code, log, _ = run_timed(study, out)
+    assert code == 0, log
+    assert "retrain tiny/rnas-cl: started (resuming at" in log
+    assert each_epoch_once(out / "tiny" / "rnas-cl")
+    assert evaluations(out) == reference[1]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_step_of_nproc_2_runs_under_torchrun(root, tmp_path):
+    """``nproc: 2`` on an arm's retrain: the step runs on 2 gloo ranks (torchrun), reports its epochs, and its
+    checkpoint says so."""
+    spec = study_dict(root, retrain={"epochs": 2, "batch_size": 24}, jobs=2,
+                      arms=[{"arm": "ce", "resources": {"retrain": {"nproc": 2}}}])
+    out = tmp_path / "out"
+    code, log, seconds = run_timed(write_study(tmp_path / "tiny.yaml", spec), out)
+    assert code == 0, log
+    assert "retrain tiny/ce: epoch 2/2" in log
+    assert torch.load(out / "tiny" / "ce" / "checkpoint.pt", weights_only=True)["world_size"] == 2
+    assert len((out / "tiny" / "ce" / "metrics.jsonl").read_text().splitlines()) == 2

@@ -3,14 +3,13 @@ executor (``STEP_KINDS[kind].run``), its progress as messages, how it ended as a
 ``("stopped", signum)`` or ``("failed", one line)``.
 
 A step of ``nproc: N`` runs under torchrun: ``python -m torch.distributed.run --standalone --nproc-per-node N -m
-rnas.study.worker STEP_FILE``, every rank running the same call (the engine joins the torchrun job), rank 0
+rnas.study.rank STEP_FILE``, every rank running the same call (the engine joins the torchrun job), rank 0
 reporting. Away from the study process (Ray, SLURM, torchrun ranks) messages go to an events file under the
 study directory (``.executor/<step>/events.jsonl``, which the study process reads), and a step stops when its
 ``stop`` file appears there (it checkpoints first, as on SIGTERM)."""
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import signal
 import subprocess
@@ -129,7 +128,7 @@ def _torchrun(step, out: Path, threads: int, events: _Events, should_stop) -> tu
     with open(here / "step.pkl", "wb") as fh:
         pickle.dump((step, str(out), threads), fh)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-               str(step.resources["nproc"]), "-m", "rnas.study.worker", str(here / "step.pkl")]
+               str(step.resources["nproc"]), "-m", "rnas.study.rank", str(here / "step.pkl")]
     reader = FileReader(here / "events.jsonl")
     with open(here / "torchrun.log", "w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -153,30 +152,8 @@ def _torchrun(step, out: Path, threads: int, events: _Events, should_stop) -> tu
         return ("failed", f"torchrun exited with code {process.returncode}" + (f": {log[-1][:200]}" if log else ""))
 
 
-def _rank_main(step_file: str) -> None:
-    """A torchrun rank: the step's engine call; rank 0 writes the messages and the result."""
-    here = Path(step_file).parent
-    with open(step_file, "rb") as fh:
-        step, out, threads = pickle.load(fh)
-    rank = int(os.environ.get("RANK", "0"))
-    channel = FileChannel(here / "events.jsonl") if rank == 0 else _Nowhere()
-    with StopSignal() as signals:
-        result = execute(_single(step), Path(out), threads, channel, StopFile(here / "stop", signals))
-    if rank == 0:
-        (here / "result.json").write_text(json.dumps(list(result)))
+class Nowhere:
+    """The channel of ranks other than 0."""
 
-
-class _Nowhere:
     def put(self, message) -> None:
         pass
-
-
-def _single(step):
-    """The step as each rank runs it (not again under torchrun)."""
-    import dataclasses
-
-    return dataclasses.replace(step, resources={**step.resources, "nproc": 1})
-
-
-if __name__ == "__main__":
-    _rank_main(sys.argv[1])
