@@ -153,16 +153,3 @@ class FileExecutor(Executor):
         for name in names:
             (step_dir(self.out, name) / "stop").touch()
 
-
-def make_executor(study: Study, threads: int | None, local_threads: int) -> Executor:
-    """The study's executor (its extra checked installed before anything is written)."""
-    kind = study.executor.kind
-    if kind == "ray":
-        from rnas.study.ray_executor import RayExecutor
-
-        return RayExecutor(study, threads)
-    if kind == "slurm":
-        from rnas.study.slurm_executor import SlurmExecutor
-
-        return SlurmExecutor(study, threads)
-    return LocalExecutor(study, local_threads)

@@ -15,7 +15,7 @@ import networkx as nx
 from rnas.errors import UserError
 from rnas.runtime.rundir import STUDY_STATE, RunLock, atomic_write_json
 from rnas.study.cluster import check_available
-from rnas.study.executors import FINAL, Executor, make_executor
+from rnas.study.executors import FINAL, Executor, LocalExecutor
 from rnas.study.plan import Step, Study
 from rnas.study.steps import STEP_KINDS, check_inputs, check_settings, epochs_done, is_complete, target_epochs
 
@@ -172,6 +172,20 @@ def _block(study: Study, records: dict, name: str) -> None:
     for later in nx.descendants(study.graph, name):
         if records[later]["state"] == "pending":
             records[later].update(state="blocked", error=f"needs {name}")
+
+
+def make_executor(study: Study, threads: int | None, local_threads: int) -> Executor:
+    """The study's executor (its extra checked installed before anything is written)."""
+    kind = study.executor.kind
+    if kind == "ray":
+        from rnas.study.ray_executor import RayExecutor
+
+        return RayExecutor(study, threads)
+    if kind == "slurm":
+        from rnas.study.slurm_executor import SlurmExecutor
+
+        return SlurmExecutor(study, threads)
+    return LocalExecutor(study, local_threads)
 
 
 class _Scheduler:
