@@ -118,7 +118,7 @@ def test_rnas_eval_reports_a_long_row_as_it_goes(monkeypatch):
 
 
 def test_a_trainer_built_in_python_from_a_retrain_config_trains(tmp_path):
-    """The settings a RetrainConfig leaves to its dataset (lr, milestones, ...) are filled as rnas retrain fills them."""
+    """What a RetrainConfig leaves to its dataset (lr, milestones, ...) is filled as rnas retrain fills it."""
     import json
 
     from rnas.data import make_loaders

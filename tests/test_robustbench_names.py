@@ -12,7 +12,8 @@ from conftest import randomize_batchnorm
 
 from rnas.errors import UserError
 from rnas.teachers import load_teacher
-from rnas.teachers.robustbench import ENTRIES, default_checkpoint
+from rnas.teachers.resolve import default_checkpoint
+from rnas.teachers.robustbench import ENTRIES
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2471, 0.2435, 0.2616)
@@ -188,3 +189,18 @@ def test_unknown_entries_and_the_default_checkpoint():
     with pytest.raises(UserError, match="no RobustBench entries for cifar100 Linf"):
         load_teacher("robustbench:Carmon2019Unlabeled", None, None, "cifar100", "Linf")
     assert len(ENTRIES[("cifar10", "Linf")]) >= 40
+
+
+def test_a_timm_model_is_a_teacher_with_its_pretrained_normalisation(tmp_path):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    original = randomize_batchnorm(timm.create_model("resnet18", pretrained=False, num_classes=10)).eval()
+    torch.save(original.state_dict(), tmp_path / "resnet18.pt")
+    teacher = load_teacher("timm:resnet18", tmp_path / "resnet18.pt", None, "cifar10", "Linf")
+    cfg = timm.models.get_pretrained_cfg("resnet18")
+    x = torch.rand(2, 3, 32, 32)
+    mean, std = torch.tensor(cfg.mean).view(1, 3, 1, 1), torch.tensor(cfg.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        assert torch.allclose(teacher(x), original((x - mean) / std), atol=1e-5)
+    with pytest.raises(UserError, match="not a timm model name"):
+        load_teacher("timm:no-such-net", None, None, "cifar10", "Linf")

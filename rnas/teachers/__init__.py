@@ -32,7 +32,7 @@ from rnas.teachers.registry import (
     teacher_table,
     unregister_teacher,
 )
-from rnas.teachers.robustbench import default_checkpoint, resolve_teacher
+from rnas.teachers.resolve import default_checkpoint, resolve_teacher
 from supernets.layers import Normalize
 
 __all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "IMAGENET_MEAN", "IMAGENET_STD", "TEACHERS", "Teacher", "TeacherArch",

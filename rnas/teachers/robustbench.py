@@ -3,10 +3,8 @@ entry's architecture in the teacher zoo, and the normalisation its model applies
 from ``<model_dir>/<dataset>/<threat>/<NAME>.pt``, RobustBench's own layout (its downloads land there)."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 from rnas.errors import UserError
-from rnas.teachers.registry import CIFAR10_MEAN, CIFAR10_STD, TeacherArch, teacher_arch
+from rnas.teachers.registry import CIFAR10_MEAN, CIFAR10_STD
 
 PREFIX = "robustbench:"
 RAW = (None, None)  # the model reads [0, 1] images as they are
@@ -84,22 +82,6 @@ def entry_name(name: str, dataset: str, threat: str) -> str | None:
 def entry(name: str, dataset: str, threat: str) -> tuple[str, tuple]:
     """(zoo architecture, (mean, std)) of a RobustBench entry."""
     return ENTRIES[(dataset, threat)][entry_name(name, dataset, threat)]
-
-
-def resolve_teacher(name: str, dataset: str, threat: str = "Linf") -> TeacherArch:
-    """A zoo name or a RobustBench entry (``robustbench:NAME`` / NAME) as the architecture to build, with the
-    normalisation of that entry."""
-    found = entry_name(name, dataset, threat)
-    if found is None:
-        return teacher_arch(name, dataset)
-    arch_name, (mean, std) = ENTRIES[(dataset, threat)][found]
-    arch = teacher_arch(arch_name, dataset)
-    return replace(arch, description=f"RobustBench {found} ({arch.description})", mean=mean, std=std)
-
-
-def default_checkpoint(name: str, dataset: str, threat: str = "Linf") -> str | None:
-    """The checkpoint a RobustBench entry is read from when none is given: its name (in the model dir)."""
-    return entry_name(name, dataset, threat)
 
 
 def format_entries() -> str:
