@@ -144,7 +144,7 @@ def test_search_and_train_loss_assembly():
     assert torch.allclose(search["total"], train["total"] * n_f.float())
     search["total"].backward()
     assert all(torch.all(p.grad != 0) for p in net.arch_parameters())
-    trades = rnas_loss(s, t, y, attn, base=torch.tensor(1.5))
+    trades = rnas_loss(s, t, y, attn, gamma=1.0, base=torch.tensor(1.5))
     assert torch.allclose(trades["total"], 1.5 + kl_divergence(s, t) + attn)
 
 
