@@ -124,13 +124,24 @@ class LocalExecutor(Executor):
     def stop(self, kill: bool) -> None:
         for process in self.processes.values():
             if process.is_alive():
-                os.kill(process.pid, signal.SIGKILL if kill else signal.SIGTERM)
+                if kill:
+                    _kill_group(process)
+                else:
+                    os.kill(process.pid, signal.SIGTERM)
 
     def close(self) -> None:
         for process in self.processes.values():  # the study itself failed: leave no step running behind it
-            process.kill()
+            _kill_group(process)
             process.join(timeout=10)
         self.processes.clear()
+
+
+def _kill_group(process) -> None:
+    """SIGKILL a step's process and what it started (its process group: torchrun ranks, data loaders)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):  # not yet in its own group, or gone
+        process.kill()
 
 
 class FileExecutor(Executor):

@@ -29,6 +29,7 @@ class RayExecutor(FileExecutor):
     def __init__(self, study, threads):
         super().__init__(study, threads)
         self.refs: dict[str, object] = {}
+        self.kinds: dict[str, str] = {}
         self.started = False
 
     def open(self) -> None:
@@ -50,7 +51,7 @@ class RayExecutor(FileExecutor):
                                 max_retries=self.settings.retries, retry_exceptions=False,
                                 name=f"rnas {step.kind} {step.path}").remote(step, str(self.out),
                                                                             self.step_threads(step))
-        self.refs[step.name] = ref
+        self.refs[step.name], self.kinds[step.name] = ref, step.kind
         return ref.task_id().hex()
 
     def poll(self, timeout: float) -> list[tuple]:
@@ -75,7 +76,7 @@ class RayExecutor(FileExecutor):
 
         self.request_stop(self.refs)
         for name, ref in self.refs.items():
-            if kill or not STEP_KINDS[name.split("/")[0]].trains:  # derive and eval end; they have no checkpoint
+            if kill or not STEP_KINDS[self.kinds[name]].trains:  # derive and eval end; they have no checkpoint
                 ray.cancel(ref, force=True)
 
     def close(self) -> None:

@@ -135,7 +135,11 @@ def _torchrun(step, out: Path, threads: int, events: _Events, should_stop) -> tu
     try:
         while process.poll() is None:
             time.sleep(0.2)
-            if should_stop() and STEP_KINDS[step.kind].trains:
+            if signum := should_stop():
+                if not STEP_KINDS[step.kind].trains:  # an evaluation has no checkpoint: it just ends
+                    process.terminate()
+                    process.wait()
+                    return ("stopped", signum)
                 (here / "stop").touch()
             for message in reader.read():
                 events.send(*message[1:])
