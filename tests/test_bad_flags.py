@@ -97,7 +97,7 @@ CASES = [  # (id, command builder, extra args, expected message fragment)
     ("arch-num-classes", retrain, ("{root}/ten.json",), "ten.json: num_classes: expected int, got 'ten'"),
     ("arch-missing-widths", retrain, ("{root}/nowidths.json",), "nowidths.json: widths: missing required key"),
     ("teacher-epochs-0", teacher, ("--epochs", 0), "--epochs 0: must be >= 1"),
-    ("teacher-eval-n", teacher, ("--eval-n", 0), "--eval-n 0: must be >= 1"),
+    ("teacher-eval-n", teacher, ("--eval-n", 0), "--n 0: must be >= 1"),
     ("eval-n-0", evaluate, ("--n", 0), "--n 0: must be >= 1"),
     ("eval-n-negative", evaluate, ("--n", -5), "--n -5: must be >= 1"),
     ("eval-batch-0", evaluate, ("--batch-size", 0), "--batch-size 0: must be >= 1"),

@@ -36,8 +36,9 @@ def test_version():
     (("retrain",), ["choices: cl, ce, kd, fixed", "choices: paper, hinton", "(default: 8/255; range: > 0)",
                     "choices: cifar10, cifar100, imagenet100, digits"]),
     (("search",), ["choices: power, linear, fbnetv2, none", "(default: 8/255"]),
+    (("teacher", "train"), ["--teacher TEACHER", "(also --arch)", "--n N", "(also --eval-n)"]),
     (("eval",), ["choices: auto, val, test", "choices: pixel, normalized", "choices: standard, rand, plus",
-                 "(default: 8/255; range: >= 0)"]),
+                 "(default: 8/255; range: >= 0)", "--teacher TEACHER", "(also --teacher-arch)"]),
 ])
 def test_help_lists_every_choice_and_shows_budgets_as_fractions(command, shown):
     text = _help(*command)

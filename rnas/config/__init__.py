@@ -58,7 +58,12 @@ def parse_range(text: str) -> Range:
     raise ValueError(f"bad range {text!r}")
 
 
-def _flag_name(field: str) -> str:
+def _flag_name(field: str, cls=None) -> str:
+    """The CLI flag of a config field: ``--batch-size`` for batch_size, or the name its ``flag(cli=...)`` gives."""
+    if cls is not None:
+        f = next((f for f in dataclasses.fields(cls) if f.name == field), None)
+        if f is not None and "cli" in f.metadata:
+            return f.metadata["cli"]
     return "--" + field.replace("_", "-")
 
 
@@ -67,13 +72,14 @@ def validate(config) -> None:
     for f in dataclasses.fields(config):
         choices = f.metadata.get("choices")
         if choices is not None and getattr(config, f.name) is not None and getattr(config, f.name) not in choices:
-            raise UserError(f"{_flag_name(f.name)} {getattr(config, f.name)}: must be one of {', '.join(choices)}")
+            raise UserError(f"{_flag_name(f.name, type(config))} {getattr(config, f.name)}: must be one of "
+                            f"{', '.join(choices)}")
         value, valid = getattr(config, f.name), f.metadata.get("range")
         if valid is None or value is None:
             continue
         for v in value if isinstance(value, list) else [value]:
             if v not in valid:
-                raise UserError(f"{_flag_name(f.name)} {v:g}: must be {valid}")
+                raise UserError(f"{_flag_name(f.name, type(config))} {v:g}: must be {valid}")
     batch, limit = getattr(config, "batch_size", None), getattr(config, "limit", None)
     if batch is not None and limit is not None and batch > limit:
         raise UserError(f"--batch-size {batch} is larger than the training set (--limit {limit} images): "
@@ -134,7 +140,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...]
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
-        name = "--" + f.name.replace("_", "-")
+        name = _flag_name(f.name, cls)
         tp = _base_type(hints[f.name])
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         helptext = f.metadata.get("help", "")
@@ -148,14 +154,18 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...]
         if "const" in f.metadata:  # --flag alone means const
             kwargs.update(nargs="?", const=f.metadata["const"])
         names = [name, *f.metadata.get("aliases", ())]
+        if f.metadata.get("aliases"):
+            kwargs["help"] += f" (also {', '.join(f.metadata['aliases'])})".replace("%", "%%")
+        kwargs["dest"] = f.name
+        metavar = name.lstrip("-").replace("-", "_").upper()
         if "parse" in f.metadata:
-            parser.add_argument(*names, type=_argparse_type(f.metadata["parse"]), metavar=f.name.upper(), **kwargs)
+            parser.add_argument(*names, type=_argparse_type(f.metadata["parse"]), metavar=metavar, **kwargs)
         elif tp is bool:
             parser.add_argument(*names, action=argparse.BooleanOptionalAction, **kwargs)
         elif typing.get_origin(tp) is list:
             parser.add_argument(*names, type=typing.get_args(tp)[0], nargs="*", **kwargs)
         else:
-            parser.add_argument(*names, type=tp, metavar=f.name.upper(), dest=f.name, **kwargs)
+            parser.add_argument(*names, type=tp, metavar=metavar, **kwargs)
 
 
 def _scalar(tp, value):

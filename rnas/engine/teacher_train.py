@@ -24,7 +24,8 @@ from rnas.teachers import teacher_arch
 
 @dataclass
 class TeacherTrainConfig(RuntimeSection, OptimSection, DataSection):
-    arch: str = flag("wrn-16-2", "teacher architecture (wrn-D-K, r18, r50, ...)")
+    arch: str = flag("wrn-16-2", "teacher architecture (wrn-D-K, r18, r50, ...)", cli="--teacher",
+                     aliases=("--arch",))
     at: str = flag("pgd", "adversarial training: pgd (Madry), trades, nfgsm", choices=("pgd", "trades", "nfgsm"))
     name: str | None = flag(None, "checkpoint name (default: <arch>-<at>)")
     model_dir: str | None = flag(None, "where the RobustBench-layout checkpoint goes (default: <out>/models)")
@@ -39,7 +40,8 @@ class TeacherTrainConfig(RuntimeSection, OptimSection, DataSection):
     step: float = flag(defaults.STEP, "PGD / TRADES step size", parse=parse_eps, range="> 0")
     steps: int = flag(defaults.STEPS, "PGD / TRADES steps", range=">= 1")
     beta: float = flag(defaults.TRADES_BETA, "TRADES beta", range=">= 0")
-    eval_n: int = flag(1000, "validation images for the final clean / PGD-10 accuracy", range=">= 1")
+    eval_n: int = flag(1000, "validation images for the final clean / PGD-10 accuracy", range=">= 1", cli="--n",
+                       aliases=("--eval-n",))
 
 
 def build_teacher_training(cfg: TeacherTrainConfig, dist: Dist | None = None) -> Trainer:
@@ -49,7 +51,7 @@ def build_teacher_training(cfg: TeacherTrainConfig, dist: Dist | None = None) ->
     data = loaders_for(cfg, device)
     arch = teacher_arch(cfg.arch, cfg.data)
     if arch.mean is not None:
-        raise UserError(f"--arch {cfg.arch}: its checkpoints expect outside normalisation; train a wrn-D-K or r18")
+        raise UserError(f"--teacher {cfg.arch}: its checkpoints expect outside normalisation; train a wrn-D-K or r18")
     model = arch.build(dataset_info(cfg.data).num_classes)
     model = place(convert_sync_bn(model, device) if cfg.sync_bn else model, device)
     objective = Objective(base=cfg.at, distill="none", eps=cfg.eps, step=cfg.step, steps=cfg.steps, beta=cfg.beta)

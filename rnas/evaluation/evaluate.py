@@ -41,7 +41,7 @@ def load_model(path: str | Path) -> nn.Module:
     ckpt = load_checkpoint(Path(path))
     if not isinstance(ckpt, dict) or ckpt.get("format") != TRAIN_CHECKPOINT:
         raise UserError(f"{path}: not an rnas model checkpoint (from rnas retrain or rnas teacher train); "
-                        "for a RobustBench file use rnas eval --teacher-arch NAME")
+                        "for a RobustBench file use rnas eval --teacher NAME")
     kinds = {"retrain": "arch", "teacher train": "teacher_arch"}  # the commands that write model checkpoints
     kind = ckpt.get("kind")
     if kind not in kinds:
@@ -187,7 +187,7 @@ AA_VERSIONS = ("standard", "rand", "plus")
 
 @dataclass
 class EvalConfig:
-    checkpoint: str = flag("", "rnas checkpoint (or a RobustBench file with --teacher-arch)")
+    checkpoint: str = flag("", "rnas checkpoint (or a RobustBench file with --teacher)")
     attacks: str = flag("clean,fgsm,pgd20,mifgsm,cw,autoattack", "comma-separated attacks")
     eps: float = flag(defaults.EPS, "l_inf budget in pixel units (see --eps-space)", parse=parse_eps, range=">= 0")
     eps_space: str = flag("pixel", "units of --eps / --eps-sweep for the l_inf attacks: pixel (the standard threat "
@@ -206,7 +206,8 @@ class EvalConfig:
     val_size: int | None = flag(None, "validation size (default: the checkpoint's)", range=">= 0")
     batch_size: int = flag(500, "evaluation batch size", range=">= 1")
     json: str | None = flag(None, "also write the results to this JSON file")
-    teacher_arch: str | None = flag(None, "treat CHECKPOINT as a RobustBench-layout teacher of this architecture")
+    teacher_arch: str | None = flag(None, "treat CHECKPOINT as a teacher of this architecture (a zoo name, "
+                                    "robustbench:NAME or timm:NAME)", cli="--teacher", aliases=("--teacher-arch",))
     device: str = flag("auto", "auto (cuda when present, else cpu), cpu, cuda, cuda:N")
     seed: int = flag(0, "random seed of the PGD / CW random starts and of AutoAttack (recorded in --json)",
                      range=">= 0")
