@@ -1,7 +1,8 @@
 """Running a study's graph: every step whose output is complete is skipped, an interrupted run directory
 is resumed, up to ``jobs`` independent steps run at once (each in its own process, driving the engine's
-Python API), a failed step blocks only the steps that need its output, and ``study.json`` records the
-state after every change so ``rnas report`` and a later ``rnas study`` see where things stand."""
+Python API, launched by the study's executor: here, as Ray tasks or as SLURM jobs, rnas.study.executors),
+a failed step blocks only the steps that need its output, and ``study.json`` records the state after every
+change so ``rnas report`` and a later ``rnas study`` see where things stand."""
 from __future__ import annotations
 
 import json
