@@ -146,6 +146,23 @@ def test_an_executor_without_its_extra_is_one_line(root, tmp_path, monkeypatch, 
     assert not (tmp_path / "out").exists()
 
 
+def test_an_unreachable_ray_cluster_or_a_missing_study_dir_is_one_line(root, tmp_path, capsys):
+    pytest.importorskip("ray")
+    study = write_study(tmp_path / "s.yaml", study_dict(root))
+    proc = subprocess.run(rnas_cmd("study", study, "--out", tmp_path / "out", "--executor", "ray", "--ray-address",
+                                   "nowhere"), capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "--executor ray: cannot start (Invalid address format: nowhere); no step ran" in lines[0]
+    assert set(states(tmp_path / "out").values()) == {"pending"}
+    code, err = main_in_process("study", "--status", tmp_path / "absent")
+    assert code == 2 and "absent: no such study file or directory" in err
+    capsys.readouterr()
+    code, _ = main_in_process("study", "--status", tmp_path / "out")
+    printed = capsys.readouterr().out
+    assert code == 0 and "(executor ray)" in printed and printed.strip().endswith("6 pending"), printed
+
+
 def test_resources_per_step_kind_overridden_per_arm(root, tmp_path):
     from rnas.study.plan import plan_study
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import networkx as nx
 
 from rnas.errors import UserError
-from rnas.runtime.rundir import STUDY_STATE, RunLock, atomic_write_json
+from rnas.runtime.rundir import STUDY_STATE, RunLock, atomic_write_json, first_line
 from rnas.study.cluster import check_available
 from rnas.study.executors import FINAL, Executor, LocalExecutor
 from rnas.study.plan import Step, Study
@@ -253,7 +253,11 @@ class _Scheduler:
 
     def loop(self, should_stop) -> None:
         try:
-            self.executor.open()
+            try:
+                self.executor.open()
+            except Exception as err:  # noqa: BLE001 - no cluster to reach: one line, the steps stay pending
+                raise UserError(f"--executor {self.executor.kind}: cannot start ({first_line(err, 200)}); "
+                                "no step ran") from None
             while True:
                 signum = int(should_stop() or 0)
                 if signum:  # first signal: the steps checkpoint and stop; a second one kills them
