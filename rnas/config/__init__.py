@@ -275,8 +275,8 @@ def read_run_config(cls, path: Path, command: str = "") -> dict:
     return {key: coerce_field(cls, key, value, str(path)) for key, value in data.items()}
 
 
-RESUMABLE = ("epochs", "device", "workers", "data_dir", "model_dir", "checkpoint_every", "log_every", "compile",
-             "out")
+RESUMABLE = ("epochs", "device", "workers", "data_dir", "model_dir", "checkpoint_every", "log_every", "log",
+             "compile", "out")
 
 
 def changed_setting(base: dict, config, unset_ok: bool = False) -> tuple[str, object, object] | None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from rnas.config import flag, parse_range
 from rnas.data import TRAINABLE
+from rnas.runtime.loggers import parse_loggers
 
 AMP_MODES = ("none", "bf16", "fp16")
 
@@ -77,3 +78,7 @@ class RuntimeSection:
     sync_bn: bool = flag(False, "under torchrun: BatchNorm statistics over the global batch instead of each rank's")
     checkpoint_every: int = flag(0, "also checkpoint every N steps (0: at epoch ends only)", range=">= 0")
     log_every: int = flag(20, "TensorBoard step-logging interval", range=">= 0")
+    log: str = flag("tensorboard", "where the scalars go besides metrics.jsonl: tensorboard (always), wandb, mlflow, "
+                    "comma-separated (optional extras .[wandb] / .[mlflow]; W&B runs offline unless WANDB_MODE "
+                    "says otherwise, MLflow writes RUN/mlruns unless MLFLOW_TRACKING_URI is set)",
+                    parse=parse_loggers)

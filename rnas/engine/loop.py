@@ -20,6 +20,7 @@ from rnas.config import save_config
 from rnas.errors import TrainingDiverged, UserError
 from rnas.runtime.device import eval_mode
 from rnas.runtime.distributed import SINGLE, Dist, kill_point
+from rnas.runtime.loggers import make_sinks
 from rnas.runtime.rundir import Metrics, RunLock, atomic_save, holds_run
 
 
@@ -100,7 +101,9 @@ def run_job(job: Job, run: Path | str, resume: bool = False, *, callbacks=(), sh
             save_config(job.cfg, run / "config.yaml")
             if not (run / "checkpoint.pt").exists():
                 atomic_save(job.state(), run / "checkpoint.pt")
-        metrics = Metrics(run, job.epoch if resume else None) if dist.main else _NoMetrics()
+        sinks = make_sinks(getattr(job.cfg, "log", "tensorboard"), run, dataclasses.asdict(job.cfg)) \
+            if dist.main and dataclasses.is_dataclass(job.cfg) else []
+        metrics = Metrics(run, job.epoch if resume else None, sinks) if dist.main else _NoMetrics()
         if not resume and dataclasses.is_dataclass(job.cfg):
             metrics.settings(dataclasses.asdict(job.cfg))
         try:

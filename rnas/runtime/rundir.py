@@ -229,7 +229,7 @@ def _epoch_of(line: str) -> int | None:
 class Metrics:
     """metrics.jsonl (one JSON object per line) plus TensorBoard events under RUN/tb."""
 
-    def __init__(self, run: Path, resume_epoch: int | None = None):
+    def __init__(self, run: Path, resume_epoch: int | None = None, sinks: list | None = None):
         self.path = run / "metrics.jsonl"
         if resume_epoch is not None and self.path.exists():  # drop lines of epochs that will be redone
             kept = [line for line in self.path.read_text(errors="replace").splitlines()
@@ -238,6 +238,7 @@ class Metrics:
         from torch.utils.tensorboard import SummaryWriter
 
         self.tb = SummaryWriter(str(run / "tb"))
+        self.sinks = list(sinks or [])  # W&B, MLflow (rnas.runtime.loggers): the same scalars
 
     def write(self, record: dict) -> None:
         with open(self.path, "a") as fh:
@@ -246,6 +247,8 @@ class Metrics:
     def scalars(self, values: dict[str, float], step: int) -> None:
         for key, value in values.items():
             self.tb.add_scalar(key, value, step)
+        for sink in self.sinks:
+            sink.scalars(values, step)
 
     def settings(self, config: dict, metrics: tuple[str, ...] = ("epoch/val_acc",)) -> None:
         """The run's resolved config in TensorBoard: as text (every key) and in the HParams dashboard (the
@@ -261,6 +264,8 @@ class Metrics:
 
     def close(self) -> None:
         self.tb.close()
+        for sink in self.sinks:
+            sink.close()
 
 
 class StopSignal:
