@@ -46,10 +46,10 @@ def write_study(path, study: dict):
 EVALS = ("tiny/rnas-cl/eval-pixel.json", "tiny/ce/eval-pixel.json")
 
 
-def evaluations(out) -> dict:
+def evaluations(out, names=EVALS) -> dict:
     """The study's eval JSONs without their timings and checkpoint path, and its retrained weights."""
     found = {}
-    for name in EVALS:
+    for name in names:
         result = json.loads((out / name).read_text())
         for row in result["results"]:
             row.pop("seconds", None)
@@ -327,14 +327,18 @@ def test_sigterm_stops_the_ray_steps_with_a_checkpoint_and_a_rerun_finishes_iden
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_a_step_of_nproc_2_runs_under_torchrun(root, tmp_path):
+def test_a_step_of_nproc_2_runs_under_torchrun_locally_and_in_a_ray_task(root, tmp_path):
     """``nproc: 2`` on an arm's retrain: the step runs on 2 gloo ranks (torchrun), reports its epochs, and its
-    checkpoint says so."""
+    checkpoint says so; inside a Ray task the same, with the same weights bit for bit."""
     spec = study_dict(root, retrain={"epochs": 2, "batch_size": 24}, jobs=2,
                       arms=[{"arm": "ce", "resources": {"retrain": {"nproc": 2}}}])
-    out = tmp_path / "out"
-    code, log, seconds = run_timed(write_study(tmp_path / "tiny.yaml", spec), out)
+    study, out = write_study(tmp_path / "tiny.yaml", spec), tmp_path / "out"
+    code, log, seconds = run_timed(study, out)
     assert code == 0, log
     assert "retrain tiny/ce: epoch 2/2" in log
     assert torch.load(out / "tiny" / "ce" / "checkpoint.pt", weights_only=True)["world_size"] == 2
     assert len((out / "tiny" / "ce" / "metrics.jsonl").read_text().splitlines()) == 2
+    pytest.importorskip("ray")
+    code, log, _ = run_timed(study, tmp_path / "ray", "--executor", "ray")
+    assert code == 0, log
+    assert evaluations(tmp_path / "ray", ("tiny/ce/eval-pixel.json",)) == evaluations(out, ("tiny/ce/eval-pixel.json",))
