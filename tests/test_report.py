@@ -132,7 +132,7 @@ def test_study_report_figures_are_pngs_linked_and_embedded(report):
     page = _Page((report / "index.html").read_text())
     expected = {"pareto.png", "cost.png", "eps_sweep.png", "search-t-losses.png", "search-t-schedule.png",
                 "search-t-widths.png", "search-t-tutors.png", "search-t-arch.png", "retrain-t-rnas-cl-curves.png",
-                "retrain-t-ce-curves.png"}
+                "retrain-t-ce-curves.png", "retrain-overlay.png"}
     assert expected <= set(page.links) and len(page.links) == len(set(page.links)) == len(page.images)
     for name, src in zip(page.links, page.images, strict=True):
         data = (report / name).read_bytes()
@@ -348,3 +348,13 @@ def test_a_run_writes_its_config_and_hparams_to_tensorboard(study):
     plugins = events.PluginTagToContent("hparams")
     assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(plugins)
     assert b"gamma_t" in plugins["_hparams_/session_start_info"]
+
+
+def test_arms_of_one_net_are_drawn_clean_against_robust_and_variants_get_their_own_colour(report):
+    page = (report / "index.html").read_text()
+    assert "Every model has the same MACs: clean against PGD-20 accuracy" in page
+    assert "Every retrain run on shared axes" in page
+    from rnas.report.figures import variant
+
+    assert [variant(m) for m in ({"arm": "rnas-cl"}, {"arm": "rnas-cl", "finetune": "trades"})] == [
+        "rnas-cl", "rnas-cl+trades"]

@@ -105,14 +105,14 @@ def _label_offsets(xs: list[float], ys: list[float], x_span: float, y_span: floa
 def pareto(models: list[dict], robust: str | None, path: Path, cost: str = "macs", x_label: str = "MACs (M)",
            x_scale: float = 1e-6) -> Path | None:
     """MACs (or another cost ``cost``, shown × ``x_scale`` as ``x_label``) vs clean and vs ``robust`` accuracy: one
-    numbered point per model (key on the right, colour by arm), the Pareto front (less cost, more accuracy)
-    starred and joined. ``models``: [{"name", "arm", "macs", "clean", "robust"}]."""
+    numbered point per model (key on the right, colour by variant: its arm and fine-tune), the Pareto front (less
+    cost, more accuracy) starred and joined. ``models``: [{"name", "arm", "finetune", "macs", "clean", "robust"}]."""
     panels = [("clean", "clean accuracy (%)")] + ([("robust", f"{robust} accuracy (%)")] if robust else [])
     panels = [p for p in panels if any(m.get(p[0]) is not None and m.get(cost) for m in models)]
     if not panels:
         return None
     shown = [m for m in models if m.get(cost) and any(m.get(k) is not None for k, _ in panels)]
-    arms = sorted({str(m.get("arm")) for m in shown})
+    arms = sorted({variant(m) for m in shown})
     colour = {a: plt.get_cmap("tab10")(i % 10) for i, a in enumerate(arms)}
     fig = plt.figure(figsize=(13, max(4.6, 1.2 + 0.16 * (len(shown) + len(arms)))))
     grid = fig.add_gridspec(1, 3, width_ratios=[1, 1, 0.5])
@@ -120,7 +120,7 @@ def pareto(models: list[dict], robust: str | None, path: Path, cost: str = "macs
     log_x = max(costs) / min(costs) > 5
     for col, (key, label) in enumerate(panels):
         ax = fig.add_subplot(grid[0, col])
-        pts = [(n, m[cost] * x_scale, m[key], m.get("arm")) for n, m in enumerate(shown, 1) if m.get(key) is not None]
+        pts = [(n, m[cost] * x_scale, m[key], variant(m)) for n, m in enumerate(shown, 1) if m.get(key) is not None]
         front = set(pareto_front([(x, y) for _, x, y, _ in pts]))
         for i, (_, x, y, arm) in enumerate(pts):
             ax.plot(x, y, "*" if i in front else "o", ms=15 if i in front else 7, color=colour[str(arm)],
@@ -149,6 +149,72 @@ def pareto(models: list[dict], robust: str | None, path: Path, cost: str = "macs
     key.text(0, 1, "\n".join(lines), va="top", family="monospace", fontsize=8, transform=key.transAxes)
     key.legend([plt.Line2D([], [], ls="", marker="o", color=colour[a]) for a in arms], arms, title="arm",
                loc="lower left", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def variant(model: dict) -> str:
+    """An arm and its fine-tune as one label (its own colour): rnas-cl, rnas-cl+trades."""
+    return str(model.get("arm")) + (f"+{model['finetune']}" if model.get("finetune") else "")
+
+
+def clean_vs_robust(models: list[dict], robust: str, path: Path) -> Path | None:
+    """Clean (x) against ``robust`` (y) accuracy, one numbered point per model coloured by variant: what a MACs
+    axis cannot show when every model has the same MACs (the arms of one net)."""
+    shown = [m for m in models if m.get("clean") is not None and m.get("robust") is not None]
+    if not shown:
+        return None
+    arms = sorted({variant(m) for m in shown})
+    colour = {a: plt.get_cmap("tab10")(i % 10) for i, a in enumerate(arms)}
+    fig = plt.figure(figsize=(10, max(4.6, 1.2 + 0.16 * (len(shown) + len(arms)))))
+    grid = fig.add_gridspec(1, 2, width_ratios=[1, 0.55])
+    ax = fig.add_subplot(grid[0, 0])
+    xs, ys = [m["clean"] for m in shown], [m["robust"] for m in shown]
+    offsets = _label_offsets(xs, ys, (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0)
+    for number, (m, dy) in enumerate(zip(shown, offsets, strict=True), 1):
+        ax.plot(m["clean"], m["robust"], "o", ms=9, color=colour[variant(m)], zorder=3)
+        ax.annotate(str(number), (m["clean"], m["robust"]), xytext=(8, dy), textcoords="offset points", fontsize=8,
+                    va="center")
+    ax.margins(0.15)
+    ax.set_xlabel("clean accuracy (%)")
+    ax.set_ylabel(f"{robust} accuracy (%)")
+    ax.set_title(f"clean vs {robust} accuracy (every model: {shown[0]['macs'] / 1e6:.3g}M MACs)")
+    key = fig.add_subplot(grid[0, 1])
+    key.axis("off")
+    key.text(0, 1, "\n".join(f"{n:>2d}  {m['name']}" for n, m in enumerate(shown, 1)), va="top",
+             family="monospace", fontsize=8, transform=key.transAxes)
+    key.legend([plt.Line2D([], [], ls="", marker="o", color=colour[a]) for a in arms], arms, title="arm",
+               loc="lower left", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+OVERLAY_PANELS = [("validation accuracy (%)", ("val_acc",)), ("training loss", ("weight/total", "total")),
+                  ("adversarial loss", ("base", "adv")), ("attention term", ("attn_weighted",))]
+
+
+def overlay(runs: list[tuple[str, list[dict]]], path: Path) -> Path | None:
+    """The runs' curves on shared axes, one panel per metric and one line per run (colour by run)."""
+    def series(records, keys):
+        key = next((k for k in keys if any(k in r for r in records)), None)
+        return [] if key is None else [(r["epoch"] + 1, r[key]) for r in records if r.get(key) is not None]
+    panels = [(title, keys) for title, keys in OVERLAY_PANELS
+              if sum(bool(series(records, keys)) for _, records in runs) >= 1]
+    if len(runs) < 2 or not panels:
+        return None
+    fig, axes = _grid(len(panels), 2, 5.2, 3.2)
+    colour = {name: plt.get_cmap("tab10")(i % 10) for i, (name, _) in enumerate(runs)}
+    for ax, (title, keys) in zip(axes, panels, strict=True):
+        for name, records in runs:
+            points = series(records, keys)
+            if points:
+                ax.plot([e for e, _ in points], [v for _, v in points], "o-" if len(points) < 30 else "-", ms=3,
+                        color=colour[name], label=name)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    axes[0].legend(fontsize=8)
+    fig.suptitle("the retrain runs on shared axes", fontsize=11)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -218,7 +284,8 @@ def tutor_heatmap(arch: dict, title: str, path: Path) -> Path | None:
         return None
     n_s, n_t = len(probs), len(probs[0])
     fig, ax = plt.subplots(figsize=(3.5 + 0.42 * n_t, 2.2 + 0.24 * n_s))
-    image = ax.imshow(probs, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    # the colours span the matrix's own range (probabilities of 19 tutors are all well below 1)
+    image = ax.imshow(probs, vmin=0, vmax=max(max(row) for row in probs), cmap="viridis", aspect="auto")
     for i, j in enumerate(arch.get("tutors", [])):
         ax.plot(j, i, "o", ms=9, mfc="none", mec="red", mew=1.8)
     ax.set_yticks(range(n_s), [_short(s) for s in arch.get("student_layers", range(n_s))], fontsize=8)

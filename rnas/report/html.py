@@ -98,10 +98,15 @@ def _robust_attack(table: dict) -> str | None:
 
 def _pareto_section(table: dict, out: Path) -> str:
     robust = _robust_attack(table)
-    points = [{"name": m["name"], "arm": m["arm"], "macs": m["macs"],
+    points = [{"name": m["name"], "arm": m["arm"], "finetune": m.get("finetune"), "macs": m["macs"],
                "clean": m["accuracy"].get("clean", {}).get("accuracy"),
                "robust": m["accuracy"].get(robust, {}).get("accuracy") if robust else None} for m in table["models"]]
     robust_label = robust and TABLE_ATTACKS[robust]
+    if robust and len({p["macs"] for p in points if p["macs"]}) == 1:  # the arms of one net: MACs say nothing
+        path = figures.clean_vs_robust(points, robust_label, out / "pareto.png")
+        if path is not None:
+            return _figure(path, f"Every model has the same MACs: clean against {robust_label} accuracy at eps "
+                                 f"{_eps_text(table['main_eps'])}, one colour per arm and fine-tune.")
     path = figures.pareto(points, robust_label, out / "pareto.png")
     if path is None:
         return _note("No model has both MACs and an accuracy yet.")
@@ -180,6 +185,11 @@ def _retrain_section(run: Run, out: Path) -> str:
                    if path else _note("No metrics.jsonl records yet."))
 
 
+def _overlay_section(runs: list[Run], out: Path) -> str:
+    path = figures.overlay([(r.name, r.records) for r in runs], out / "retrain-overlay.png")
+    return _figure(path, "Every retrain run on shared axes, one colour per run.") if path else ""
+
+
 def _steps_section(path: Path, study: dict) -> str:
     steps = study.get("steps", [])
     states = {}
@@ -209,7 +219,8 @@ def render_page(inputs: Inputs, table: dict, out: Path, sources: list) -> str:
                 ("4. Robust accuracy vs eps", _sweep_section(sweeps(inputs.models), out)),
                 ("5. Search runs", "".join(_search_section(r, out) for r in inputs.searches)
                  or _note("No search run among the inputs.")),
-                ("6. Retrain runs", "".join(_retrain_section(r, out) for r in inputs.retrains)
+                ("6. Retrain runs", _overlay_section(inputs.retrains, out)
+                 + "".join(_retrain_section(r, out) for r in inputs.retrains)
                  or _note("No retrain run with metrics among the inputs.")),
                 ("7. Study steps", "".join(_steps_section(p, s) for p, s in inputs.studies)
                  or _note("No study among the inputs."))]
