@@ -186,9 +186,10 @@ def test_unknown_entries_and_the_default_checkpoint():
     assert default_checkpoint("wrn-28-10", "cifar10", "Linf") is None
     with pytest.raises(UserError, match=r"^--teacher robustbench:Nobody2099: not a supported RobustBench cifar10 Linf"):
         load_teacher("robustbench:Nobody2099", None, None, "cifar10", "Linf")
-    with pytest.raises(UserError, match="no RobustBench entries for cifar100 Linf"):
-        load_teacher("robustbench:Carmon2019Unlabeled", None, None, "cifar100", "Linf")
-    assert len(ENTRIES[("cifar10", "Linf")]) >= 40
+    with pytest.raises(UserError, match="no RobustBench entries for cifar100 L2"):
+        load_teacher("robustbench:Carmon2019Unlabeled", None, None, "cifar100", "L2")
+    assert len(ENTRIES[("cifar10", "Linf")]) >= 40 and len(ENTRIES[("cifar10", "L2")]) >= 10
+    assert default_checkpoint("Rebuffi2021Fixing_28_10_cutmix_ddpm", "cifar100", "Linf") is not None
 
 
 def test_a_timm_model_is_a_teacher_with_its_pretrained_normalisation(tmp_path):

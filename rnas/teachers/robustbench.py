@@ -9,6 +9,7 @@ from rnas.teachers.registry import CIFAR10_MEAN, CIFAR10_STD
 PREFIX = "robustbench:"
 RAW = (None, None)  # the model reads [0, 1] images as they are
 DM = (CIFAR10_MEAN, CIFAR10_STD)  # the DeepMind models normalise with CIFAR-10's statistics (also in the file)
+DM100 = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))  # ... and CIFAR-100's on CIFAR-100
 
 # (dataset, threat) -> entry name -> (teacher zoo architecture, (mean, std)); from RobustBench's model zoo
 ENTRIES: dict[tuple[str, str], dict[str, tuple[str, tuple]]] = {("cifar10", "Linf"): {
@@ -60,6 +61,24 @@ ENTRIES: dict[tuple[str, str], dict[str, tuple[str, tuple]]] = {("cifar10", "Lin
     "Wang2023Better_WRN-28-10": ("dm-wrn-swish-28-10", DM),
     "Wang2023Better_WRN-70-16": ("dm-wrn-swish-70-16", DM),
     "Xu2023Exploring_WRN-28-10": ("dm-wrn-swish-28-10", DM),
+}, ("cifar10", "L2"): {
+    "Standard": ("wrn-28-10", RAW),
+    "Wu2020Adversarial": ("wrn-34-10", RAW),
+    "Gowal2020Uncovering": ("dm-wrn-swish-70-16", DM),
+    "Gowal2020Uncovering_extra": ("dm-wrn-swish-70-16", DM),
+    "Sehwag2021Proxy": ("wrn-34-10", RAW),
+    "Rebuffi2021Fixing_70_16_cutmix_ddpm": ("dm-wrn-swish-70-16", DM),
+    "Rebuffi2021Fixing_28_10_cutmix_ddpm": ("dm-wrn-swish-28-10", DM),
+    "Rebuffi2021Fixing_70_16_cutmix_extra": ("dm-wrn-swish-70-16", DM),
+    "Augustin2020Adversarial_34_10": ("wrn-34-10", DM),  # its mu / sigma buffers are in the file as well
+    "Augustin2020Adversarial_34_10_extra": ("wrn-34-10", DM),
+    "Rebuffi2021Fixing_R18_cutmix_ddpm": ("dm-preact-r18-swish", DM),
+    "Rade2021Helper_R18_ddpm": ("dm-preact-r18-swish", DM),
+    "Wang2023Better_WRN-28-10": ("dm-wrn-swish-28-10", DM),
+    "Wang2023Better_WRN-70-16": ("dm-wrn-swish-70-16", DM),
+}, ("cifar100", "Linf"): {
+    "Rebuffi2021Fixing_28_10_cutmix_ddpm": ("dm-wrn-swish-28-10", DM100),
+    "Rebuffi2021Fixing_70_16_cutmix_ddpm": ("dm-wrn-swish-70-16", DM100),
 }}
 
 
