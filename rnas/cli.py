@@ -66,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         if main_rank:
             print(f"rnas: error: {err}", file=sys.stderr)
+        else:  # rank 0 says it; torchrun stops every rank once one exits, so give rank 0 the time to
+            import time
+
+            time.sleep(5)
         return 2
     except TrainingDiverged as err:
         if main_rank:
