@@ -147,23 +147,6 @@ class Dist:
 SINGLE = Dist()
 
 
-class _DifferentiableSum(torch.autograd.Function):
-    """All-reduce (sum) whose backward all-reduces the incoming gradient: d(sum_r t_r)/d t_r = 1 on every
-    rank for every rank's loss, so each rank receives the sum of the ranks' upstream gradients."""
-
-    @staticmethod
-    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
-        t = t.clone(memory_format=torch.contiguous_format)
-        torch.distributed.all_reduce(t)
-        return t
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.clone(memory_format=torch.contiguous_format)
-        torch.distributed.all_reduce(grad)
-        return grad
-
-
 def from_environment() -> Dist:
     """The place ``torchrun`` gives this process (RANK / WORLD_SIZE / LOCAL_RANK), or a world of one."""
     rank, world, local_rank = environment_place()

@@ -61,81 +61,81 @@ class ExecutorSettings:
     slurm: dict = field(default_factory=dict)
 
 
-def _fail(where: str, message: str) -> UserError:
+def fail(where: str, message: str) -> UserError:
     return UserError(f"{where}: {message}")
 
 
-def _mapping(value, where: str) -> dict:
+def mapping(value, where: str) -> dict:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise _fail(where, f"expected a mapping, got {type(value).__name__}")
+        raise fail(where, f"expected a mapping, got {type(value).__name__}")
     return value
 
 
 def check_kind(kind, where: str) -> str:
     if kind not in EXECUTORS:
-        raise _fail(where, f"{kind!r}: one of {', '.join(EXECUTORS)}")
+        raise fail(where, f"{kind!r}: one of {', '.join(EXECUTORS)}")
     return kind
 
 
 def resources(value, where: str, kinds=STEP_KIND_NAMES) -> dict:
     """``{kind: {cpus: 8, gpus: 1, ...}}`` checked: known kinds, known resources, values of the right type."""
     out = {}
-    for kind, values in _mapping(value, where).items():
+    for kind, values in mapping(value, where).items():
         if kind not in kinds:
-            raise _fail(f"{where}.{kind}", f"not a step kind (one of {', '.join(kinds)})")
+            raise fail(f"{where}.{kind}", f"not a step kind (one of {', '.join(kinds)})")
         out[kind] = {}
-        for key, amount in _mapping(values, f"{where}.{kind}").items():
+        for key, amount in mapping(values, f"{where}.{kind}").items():
             if key not in RESOURCES:
-                raise _fail(f"{where}.{kind}.{key}", f"unknown resource (one of {', '.join(RESOURCES)})")
+                raise fail(f"{where}.{kind}.{key}", f"unknown resource (one of {', '.join(RESOURCES)})")
             check, what = RESOURCES[key]
             if not check(amount):
-                raise _fail(f"{where}.{kind}.{key}", f"{amount!r}: {what}")
+                raise fail(f"{where}.{kind}.{key}", f"{amount!r}: {what}")
             out[kind][key] = amount
         if kind == "derive" and out[kind].get("nproc", 1) > 1:
-            raise _fail(f"{where}.derive.nproc", "derive runs in one process")
+            raise fail(f"{where}.derive.nproc", "derive runs in one process")
     return out
 
 
 def read_settings(data: dict, where: str, kind: str | None = None, address: str | None = None) -> ExecutorSettings:
     """The file's ``executor`` and ``slurm`` sections; ``kind`` / ``address`` (the command line) replace the
     file's."""
-    section = _mapping(data.get("executor"), f"{where}: executor")
+    section = mapping(data.get("executor"), f"{where}: executor")
     for key in section:
         if key not in EXECUTOR_KEYS:
-            raise _fail(f"{where}: executor.{key}", f"unknown key (one of {', '.join(EXECUTOR_KEYS)})")
+            raise fail(f"{where}: executor.{key}", f"unknown key (one of {', '.join(EXECUTOR_KEYS)})")
     kind = check_kind(kind or section.get("kind", "local"), f"{where}: executor.kind" if not kind else "--executor")
     retries = section.get("retries", 2)
     if not _whole(0)[0](retries):
-        raise _fail(f"{where}: executor.retries", f"{retries!r}: a whole number >= 0")
+        raise fail(f"{where}: executor.retries", f"{retries!r}: a whole number >= 0")
     address = address or section.get("address")
     if address is not None and (not isinstance(address, str) or not address):
-        raise _fail(f"{where}: executor.address", f"{address!r}: a Ray address (auto, HOST:PORT, ray://HOST:PORT)")
-    slurm = dict(_mapping(data.get("slurm"), f"{where}: slurm"))
+        raise fail(f"{where}: executor.address", f"{address!r}: a Ray address (auto, HOST:PORT, ray://HOST:PORT)")
+    slurm = dict(mapping(data.get("slurm"), f"{where}: slurm"))
     for key, value in slurm.items():
         here = f"{where}: slurm.{key}"
         if key not in SLURM_KEYS:
-            raise _fail(here, f"unknown key (one of {', '.join(SLURM_KEYS)})")
+            raise fail(here, f"unknown key (one of {', '.join(SLURM_KEYS)})")
         if key in ("partition", "account", "qos", "constraint") and (not isinstance(value, str) or not value):
-            raise _fail(here, f"{value!r}: a name")
+            raise fail(here, f"{value!r}: a name")
         if key in ("time", "cpus_per_task") and not _whole(1)[0](value):
-            raise _fail(here, f"{value!r}: a whole number >= 1" + (" (minutes)" if key == "time" else ""))
+            raise fail(here, f"{value!r}: a whole number >= 1" + (" (minutes)" if key == "time" else ""))
         if key == "gpus_per_node" and not _whole(0)[0](value):
-            raise _fail(here, f"{value!r}: a whole number >= 0")
+            raise fail(here, f"{value!r}: a whole number >= 0")
         if key == "mem_gb" and not _number(True)[0](value):
-            raise _fail(here, f"{value!r}: a number > 0")
+            raise fail(here, f"{value!r}: a number > 0")
         if key == "setup" and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
-            raise _fail(here, "a list of shell lines")
+            raise fail(here, "a list of shell lines")
         if key == "additional":
-            _mapping(value, here)
+            mapping(value, here)
         if key == "cluster" and value not in SLURM_CLUSTERS:
-            raise _fail(here, f"{value!r}: one of {', '.join(SLURM_CLUSTERS)}")
+            raise fail(here, f"{value!r}: one of {', '.join(SLURM_CLUSTERS)}")
     settings = ExecutorSettings(kind, address, retries, resources(section.get("resources"),
                                                                   f"{where}: executor.resources"), slurm)
     for step_kind, values in settings.resources.items():
         if kind == "slurm" and not float(values.get("gpus", 0)).is_integer():
-            raise _fail(f"{where}: executor.resources.{step_kind}.gpus", "whole GPUs on SLURM")
+            raise fail(f"{where}: executor.resources.{step_kind}.gpus", "whole GPUs on SLURM")
     return settings
 
 

@@ -33,7 +33,15 @@ from rnas.errors import UserError
 from rnas.evaluation.evaluate import EvalConfig
 from rnas.method.baselines import BASELINES
 from rnas.robust.attacks import check_attack, parse_eps
-from rnas.study.cluster import ARM_KINDS, ExecutorSettings, read_settings, resources, step_resources
+from rnas.study.cluster import (
+    ARM_KINDS,
+    ExecutorSettings,
+    fail,
+    mapping,
+    read_settings,
+    resources,
+    step_resources,
+)
 from search_spaces.spec import read_yaml, yaml_problem
 
 ARMS = {**{b.arm: {"baseline": b.name} for b in BASELINES.values()},
@@ -82,27 +90,15 @@ class Study:
             self.graph, key=lambda n: self.graph.nodes[n]["index"])]
 
 
-def _fail(where: str, message: str) -> UserError:
-    return UserError(f"{where}: {message}")
-
-
-def _mapping(value, where: str) -> dict:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise _fail(where, f"expected a mapping, got {type(value).__name__}")
-    return value
-
-
 def _flags(cls, values: dict, where: str, owned=OWNED) -> dict:
     """A section of flag names (``-`` or ``_``) checked against ``cls``'s fields and coerced to their types."""
     names = {f.name for f in dataclasses.fields(cls)}
     out = {}
-    for key, value in _mapping(values, where).items():
+    for key, value in mapping(values, where).items():
         name = str(key).replace("-", "_")
         if name not in names or name in owned:
             why = "set by the study itself" if name in owned else "not a flag of this command"
-            raise _fail(f"{where}.{key}", f"unknown key ({why})")
+            raise fail(f"{where}.{key}", f"unknown key ({why})")
         out[name] = coerce_field(cls, name, value, where)
     return out
 
@@ -113,9 +109,9 @@ def _build(cls, values: dict, where: str):
         config = cls(**values)
         validate(config)
     except UserError as err:
-        raise _fail(where, str(err)) from None
+        raise fail(where, str(err)) from None
     except TypeError as err:
-        raise _fail(where, f"not a setting of this step ({err})") from None
+        raise fail(where, f"not a setting of this step ({err})") from None
     return config
 
 
@@ -128,7 +124,7 @@ def _list(value, where: str) -> list:
     if isinstance(value, (str, int, float)):
         return [value]
     if not isinstance(value, list) or not value:
-        raise _fail(where, "expected a non-empty list")
+        raise fail(where, "expected a non-empty list")
     return value
 
 
@@ -158,17 +154,17 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
     cwd = cwd or Path.cwd()
     for key in data:
         if key not in TOP_KEYS:
-            raise _fail(f"{where}: {key}", f"unknown key (one of {', '.join(TOP_KEYS)})")
+            raise fail(f"{where}: {key}", f"unknown key (one of {', '.join(TOP_KEYS)})")
     name = data.get("name") or path.stem
     if not isinstance(name, str) or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise _fail(f"{where}: name", f"{name!r}: letters, digits, - _ . only")
+        raise fail(f"{where}: name", f"{name!r}: letters, digits, - _ . only")
     overrides = overrides or {}
     settings = read_settings(data, where, overrides.get("executor"), overrides.get("ray_address"))
 
     common = _flags(SearchConfig, data.get("data"), f"{where}: data", owned=set())
     for key in common:
         if key not in DATA_KEYS:
-            raise _fail(f"{where}: data.{key}", f"not a data setting ({', '.join(DATA_KEYS)}); "
+            raise fail(f"{where}: data.{key}", f"not a data setting ({', '.join(DATA_KEYS)}); "
                                                  "put it in search / retrain / finetune")
     common.update({k: v for k, v in overrides.items() if k == "data_dir" and v})
     teacher = _teacher(data.get("teacher"), f"{where}: teacher", overrides, True, cwd)
@@ -179,9 +175,9 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
     dataset = common.get("data") or SearchConfig.data
     needs_dir = dataset in TRAINABLE and dataset_info(dataset).data_dir is not None
     if needs_dir and not common.get("data_dir"):
-        raise _fail(f"{where}: data.data_dir", f"missing (where the {dataset} data is; or --data-dir)")
+        raise fail(f"{where}: data.data_dir", f"missing (where the {dataset} data is; or --data-dir)")
     if needs_dir and not Path(common["data_dir"]).is_dir():
-        raise _fail(f"{where}: data.data_dir", f"{common['data_dir']}: no such directory")
+        raise fail(f"{where}: data.data_dir", f"{common['data_dir']}: no such directory")
     for section, values in (("teacher", teacher), ("control_teacher", control)):
         _check_teacher(values, dataset, f"{where}: {section}")
 
@@ -197,19 +193,19 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
 
     searches = _list(data.get("searches"), f"{where}: searches")
     arms = _arms(data.get("arms"), f"{where}: arms", control is not None)
-    finetune = dict(_mapping(data.get("finetune"), f"{where}: finetune"))
+    finetune = dict(mapping(data.get("finetune"), f"{where}: finetune"))
     finetune_flags = _flags(RetrainConfig, finetune, f"{where}: finetune")
     evals = _evals(data.get("eval"), f"{where}: eval", common)
 
     for i, entry in enumerate(searches):
         here = f"{where}: searches[{i}]"
-        entry = {"space": entry} if isinstance(entry, str) else _mapping(entry, here)
+        entry = {"space": entry} if isinstance(entry, str) else mapping(entry, here)
         unknown = [k for k in entry if k not in ("space", "budgets")]
         if unknown:
-            raise _fail(f"{here}.{unknown[0]}", "unknown key (space, budgets)")
+            raise fail(f"{here}.{unknown[0]}", "unknown key (space, budgets)")
         space = entry.get("space")
         if not isinstance(space, str) or not space:
-            raise _fail(f"{here}.space", "missing (a built-in space name or a YAML path)")
+            raise fail(f"{here}.space", "missing (a built-in space name or a YAML path)")
         smallest = _smallest_macs(_space(space, cwd), dataset_info(common.get("data") or "cifar10").num_classes,
                                   f"{here}.space")
         tag = Path(space).stem.lower()
@@ -220,7 +216,7 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
             [_budget(b, f"{here}.budgets") for b in _list(entry["budgets"], f"{here}.budgets")]
         for budget in budgets:
             if budget is not None and budget < smallest:
-                raise _fail(f"{here}.budgets", f"{budget:,.0f} MACs is below the smallest net of {space} "
+                raise fail(f"{here}.budgets", f"{budget:,.0f} MACs is below the smallest net of {space} "
                                                f"({smallest:,} MACs)")
         derive = add(Step(f"derive/{tag}", "derive", f"search-{tag}", extra={
             "budgets": budgets, "epochs": cfg.epochs}), search.name)
@@ -263,27 +259,27 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
                                    arm_teacher.get("teacher"), "run": model.path, "search": search.path,
                                    "arch": arch, "evals": entry_evals})
     if len({m["name"] for m in models}) != len(models):
-        raise _fail(f"{where}: searches", "two searches of the same space (give each space once)")
+        raise fail(f"{where}: searches", "two searches of the same space (give each space once)")
     jobs = data.get("jobs", 1)
     threads = data.get("threads")
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
-        raise _fail(f"{where}: jobs", f"{jobs!r}: a whole number >= 1")
+        raise fail(f"{where}: jobs", f"{jobs!r}: a whole number >= 1")
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)
                                 or not 1 <= threads <= MAX_THREADS):
-        raise _fail(f"{where}: threads", f"{threads!r}: a whole number from 1 to {MAX_THREADS}")
+        raise fail(f"{where}: threads", f"{threads!r}: a whole number from 1 to {MAX_THREADS}")
     return Study(name, path, out, graph, models, jobs, threads, executor=settings, jobs_given="jobs" in data)
 
 
 def _teacher(values, where: str, overrides: dict, required: bool, cwd: Path) -> dict | None:
     if values is None and not required:
         return None
-    values = _mapping(values, where)
+    values = mapping(values, where)
     unknown = [k for k in values if str(k).replace("-", "_") not in ("teacher", "teacher_ckpt", "model_dir", "threat")]
     if unknown:
-        raise _fail(f"{where}.{unknown[0]}", "unknown key (teacher, teacher_ckpt, model_dir, threat)")
+        raise fail(f"{where}.{unknown[0]}", "unknown key (teacher, teacher_ckpt, model_dir, threat)")
     out = _resolve_paths(_flags(SearchConfig, values, where, owned=set()), cwd)
     if not out.get("teacher"):
-        raise _fail(f"{where}.teacher", "missing (a teacher architecture, e.g. wrn-16-2)")
+        raise fail(f"{where}.teacher", "missing (a teacher architecture, e.g. wrn-16-2)")
     if overrides.get("model_dir"):
         out["model_dir"] = str((cwd / overrides["model_dir"]).resolve())
     return out
@@ -298,7 +294,7 @@ def _check_teacher(values: dict | None, dataset: str, where: str) -> None:
     try:
         resolve_checkpoint(values["teacher_ckpt"], values.get("model_dir"), dataset, values.get("threat") or "Linf")
     except UserError as err:
-        raise _fail(f"{where}.teacher_ckpt", str(err)) from None
+        raise fail(f"{where}.teacher_ckpt", str(err)) from None
 
 
 def _arm_name(arm: str, at: str, compute: float | None) -> str:
@@ -316,27 +312,27 @@ def _arms(value, where: str, have_control: bool) -> list[tuple[str, str, float |
         if isinstance(entry, dict):
             unknown = [k for k in entry if k not in ("arm", "finetune", "at", "budget", "resources")]
             if unknown:
-                raise _fail(f"{here}.{unknown[0]}", "unknown key (arm, at, budget, finetune, resources)")
+                raise fail(f"{here}.{unknown[0]}", "unknown key (arm, at, budget, finetune, resources)")
             res = resources(entry.get("resources"), f"{here}.resources", ARM_KINDS)
             arm, tunes = entry.get("arm"), _list(entry.get("finetune") or [], f"{here}.finetune") \
                 if entry.get("finetune") else []
             at = entry.get("at", "none")
             if at not in AT_MODES:
-                raise _fail(f"{here}.at", f"{at!r}: one of {', '.join(AT_MODES)}")
+                raise fail(f"{here}.at", f"{at!r}: one of {', '.join(AT_MODES)}")
             if entry.get("budget") is not None:
                 budgets = [_compute(b, f"{here}.budget") for b in _list(entry["budget"], f"{here}.budget")]
         else:
             arm, tunes = entry, []
         if not isinstance(arm, str) or arm not in ARMS:
-            raise _fail(here, f"{arm!r}: not an arm (one of {', '.join(ARMS)})")
+            raise fail(here, f"{arm!r}: not an arm (one of {', '.join(ARMS)})")
         if arm == "control-teacher" and not have_control:
-            raise _fail(here, "control-teacher needs a control_teacher section")
+            raise fail(here, "control-teacher needs a control_teacher section")
         for tune in tunes:
             if not isinstance(tune, str) or tune not in FINETUNES:
-                raise _fail(f"{here}.finetune", f"{tune!r}: one of {', '.join(FINETUNES)}")
+                raise fail(f"{here}.finetune", f"{tune!r}: one of {', '.join(FINETUNES)}")
         for compute in dict.fromkeys(budgets):
             if any(a[:3] == (arm, at, compute) for a in arms):
-                raise _fail(here, f"{_arm_name(arm, at, compute)} is listed twice")
+                raise fail(here, f"{_arm_name(arm, at, compute)} is listed twice")
             arms.append((arm, at, compute, list(dict.fromkeys(tunes)), res))
     return arms
 
@@ -345,17 +341,17 @@ def _compute(value, where: str) -> float:
     """A compute budget in CE-epoch equivalents: a number > 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value != value \
             or value == float("inf"):
-        raise _fail(where, f"{value!r}: a number of CE-epoch equivalents > 0")
+        raise fail(where, f"{value!r}: a number of CE-epoch equivalents > 0")
     return float(value)
 
 
 def _evals(value, where: str, shared: dict) -> dict[str, EvalConfig]:
     """The study's evaluations: ``pixel`` (the table), optionally ``normalized`` (the official protocol's
     attacks) and ``sweep`` (accuracy vs eps)."""
-    value = _mapping(value, where)
+    value = mapping(value, where)
     for key in value:
         if key not in EVAL_KEYS:
-            raise _fail(f"{where}.{key}", f"unknown key (one of {', '.join(EVAL_KEYS)})")
+            raise fail(f"{where}.{key}", f"unknown key (one of {', '.join(EVAL_KEYS)})")
     base = {k: v for k, v in shared.items() if k in ("data", "data_dir", "val_size", "device") and v is not None}
     for key in ("n", "batch_size", "seed"):
         if key in value:
@@ -367,14 +363,14 @@ def _evals(value, where: str, shared: dict) -> dict[str, EvalConfig]:
     if value.get("normalized"):
         attacks = _attacks(value["normalized"], f"{where}.normalized")
         if "eps_space" not in {f.name for f in dataclasses.fields(EvalConfig)}:
-            raise _fail(f"{where}.normalized", "this rnas has no --eps-space")
+            raise fail(f"{where}.normalized", "this rnas has no --eps-space")
         evals["normalized"] = _eval_config({**base, "attacks": attacks, "eps_space": "normalized"},
                                            f"{where}.normalized")
     if value.get("sweep"):
-        sweep = _mapping(value["sweep"], f"{where}.sweep")
+        sweep = mapping(value["sweep"], f"{where}.sweep")
         unknown = [k for k in sweep if k not in ("attacks", "eps", "n")]
         if unknown:
-            raise _fail(f"{where}.sweep.{unknown[0]}", "unknown key (attacks, eps, n)")
+            raise fail(f"{where}.sweep.{unknown[0]}", "unknown key (attacks, eps, n)")
         eps = [_eps(e, f"{where}.sweep.eps") for e in _list(sweep.get("eps"), f"{where}.sweep.eps")]
         values = {**base, "attacks": _attacks(sweep.get("attacks", ["pgd20"]), f"{where}.sweep.attacks"),
                   "eps_sweep": [str(e) for e in eps]}
@@ -397,7 +393,7 @@ def _attacks(value, where: str) -> str:
         try:
             check_attack(name)
         except UserError as err:
-            raise _fail(where, str(err)) from None
+            raise fail(where, str(err)) from None
     return ",".join(names)
 
 
@@ -405,14 +401,14 @@ def _eps(value, where: str) -> float:
     try:
         return parse_eps(value)
     except UserError as err:
-        raise _fail(where, str(err)) from None
+        raise fail(where, str(err)) from None
 
 
 def _budget(value, where: str) -> int:
     try:
         return int(parse_macs(value))
     except UserError as err:
-        raise _fail(where, str(err)) from None
+        raise fail(where, str(err)) from None
 
 
 def _budget_text(budget: int) -> str:
@@ -434,7 +430,7 @@ def _smallest_macs(space: str, num_classes: int, where: str) -> int:
     try:
         spec = load_space(space)
     except (SpecError, UserError) as err:
-        raise _fail(where, str(err)) from None
+        raise fail(where, str(err)) from None
     net = Network(spec, num_classes)
     return net.cost([len(b.width_choices) - 1 for b in net.searched_blocks])[1]
 
