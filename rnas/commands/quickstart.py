@@ -85,8 +85,16 @@ def run_quickstart(out: str | Path, seed: int = 0) -> dict:
     summary = {"rows": rows, "seconds": round(time.perf_counter() - start, 1), "arch": str(arch_path)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(f"\nrun directories (each with its eval JSON) and summary.json are in {out}/ ({summary['seconds']:.0f} s)"
-          f"\nthe report with figures: rnas report {out} -o {out / 'report'}")
+          f"\nthe report with figures: {report_command(out)}")
     return summary
+
+
+def report_command(out: Path) -> str:
+    """`rnas report` of the quickstart's runs, with the extra it needs when matplotlib is not installed."""
+    import importlib.util
+
+    command = f"rnas report {out} -o {out / 'report'}"
+    return command if importlib.util.find_spec("matplotlib") else f"pip install -e '.[report]' && {command}"
 
 
 def evaluate_run(run: str) -> dict:
