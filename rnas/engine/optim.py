@@ -6,15 +6,17 @@ import torch
 
 def fill_recipe(cfg) -> None:
     """The optimisation settings a config leaves to its dataset (None: epochs, batch size, lr, weight decay,
-    cosine) from the dataset's recipe, and milestones at 75 % and 90 % of the epochs; what rnas retrain resolves
-    for itself, for a config built in Python and handed to ``Trainer`` directly."""
+    cosine) from the dataset's recipe, and milestones at 75 % and 90 % of the epochs once the epochs are known
+    (a ``budget`` leaves the epochs to the compute it buys). rnas retrain resolves its config with it, and so does
+    ``Trainer`` for a config built in Python; a second call changes nothing."""
     from rnas.data import dataset_info
 
     recipe = dataset_info(getattr(cfg, "data", None) or "cifar10", trainable=True).recipe
-    for key in ("epochs", "batch_size", "lr", "weight_decay", "cosine"):
+    keys = ("batch_size", "lr", "weight_decay", "cosine") + (() if getattr(cfg, "budget", None) else ("epochs",))
+    for key in keys:
         if hasattr(cfg, key) and getattr(cfg, key) is None:
             setattr(cfg, key, getattr(recipe, key))
-    if getattr(cfg, "milestones", ()) is None:
+    if getattr(cfg, "milestones", ()) is None and cfg.epochs is not None:
         cfg.milestones = [round(0.75 * cfg.epochs), round(0.9 * cfg.epochs)]
 
 

@@ -10,8 +10,9 @@ import torch
 
 from rnas.config import defaults, flag
 from rnas.config.sections import DataSection, OptimSection, RuntimeSection, TeacherSection, shared
-from rnas.data import dataset_info, loaders_for
+from rnas.data import loaders_for
 from rnas.engine.cost import count_macs, passes_per_image, training_macs
+from rnas.engine.optim import fill_recipe
 from rnas.engine.trainer import Objective, Trainer
 from rnas.errors import UserError
 from rnas.method.baselines import BASELINES
@@ -22,7 +23,7 @@ from rnas.robust.attacks import parse_eps
 from rnas.runtime.device import place
 from rnas.runtime.distributed import Dist, convert_sync_bn, device_name, join_job, on_every_rank
 from rnas.runtime.rundir import TRAIN_CHECKPOINT, load_checkpoint, resume_checkpoint, seed_everything
-from rnas.teachers import default_checkpoint, load_teacher
+from rnas.teachers import load_teacher, require_weights
 from supernets import build_model, read_arch
 
 AT_MODES = ("none", "trades", "pgd", "nfgsm")
@@ -94,16 +95,11 @@ def fill_defaults(cfg: RetrainConfig, arch: dict) -> RetrainConfig:
         cfg.teacher = teacher.get("name", "wrt34")
         cfg.teacher_ckpt = default(cfg.teacher_ckpt, teacher.get("checkpoint"))
         cfg.model_dir = default(cfg.model_dir, teacher.get("model_dir"))
-    recipe = dataset_info(cfg.data, trainable=True).recipe
-    finetune = cfg.at != "none" and cfg.init is not None  # a short adversarial fine-tune
-    if cfg.budget is None:
-        cfg.epochs = default(cfg.epochs, 20 if finetune else recipe.epochs)
-    cfg.batch_size = default(cfg.batch_size, recipe.batch_size)
-    cfg.lr = default(cfg.lr, 0.01 if finetune else recipe.lr)
-    cfg.weight_decay = default(cfg.weight_decay, recipe.weight_decay)
-    cfg.cosine = default(cfg.cosine, recipe.cosine)
-    if cfg.milestones is None and cfg.epochs is not None:
-        cfg.milestones = [round(0.75 * cfg.epochs), round(0.9 * cfg.epochs)]
+    if cfg.at != "none" and cfg.init is not None:  # a short adversarial fine-tune
+        if cfg.budget is None:
+            cfg.epochs = default(cfg.epochs, 20)
+        cfg.lr = default(cfg.lr, 0.01)
+    fill_recipe(cfg)  # the rest from the dataset's recipe
     return cfg
 
 
@@ -123,8 +119,7 @@ def resolve_budget(cfg: RetrainConfig, student_macs: int, teacher_macs: int) -> 
         raise UserError(f"--epochs {cfg.epochs} and --budget {cfg.budget:g} ({epochs} epochs of this training): "
                         "give one")
     cfg.epochs = epochs
-    if cfg.milestones is None:
-        cfg.milestones = [round(0.75 * cfg.epochs), round(0.9 * cfg.epochs)]
+    fill_recipe(cfg)  # the milestones of these epochs
 
 
 def _tutors(cfg: RetrainConfig, arch: dict, teacher, model, example) -> dict | None:
@@ -195,9 +190,7 @@ def build_retrain(cfg: RetrainConfig, dist: Dist | None = None) -> Trainer:
     place(model, device)
     teacher = None
     if BASELINES[cfg.baseline].needs_teacher:
-        if cfg.teacher_ckpt is None and not cfg.random_teacher and \
-                default_checkpoint(cfg.teacher, cfg.data, cfg.threat) is None:
-            raise UserError("no teacher checkpoint: give --teacher-ckpt (or --random-teacher for a smoke run)")
+        require_weights(cfg)
         teacher = place(load_teacher(cfg.teacher, cfg.teacher_ckpt, cfg.model_dir, cfg.data, cfg.threat,
                                      data.num_classes), device)
     size = arch["spec"]["input_size"]
