@@ -13,11 +13,9 @@ def run(args) -> int:
     import json
 
     if args.robustbench:
-        from rnas.teachers.robustbench import ENTRIES, format_entries
+        from rnas.teachers.robustbench import entry_table, format_entries
 
-        rows = [{"name": n, "dataset": d, "threat": t, "architecture": arch}
-                for (d, t), table in ENTRIES.items() for n, (arch, _) in table.items()]
-        print(json.dumps(rows, indent=1) if args.json else format_entries())
+        print(json.dumps(entry_table(), indent=1) if args.json else format_entries())
         return 0
     from rnas.teachers import format_teacher_table, teacher_table
 

@@ -48,7 +48,7 @@ from rnas.runtime.distributed import (
     on_every_rank,
 )
 from rnas.runtime.rundir import SEARCH_CHECKPOINT, resume_checkpoint, rng_state, seed_everything, set_rng_state
-from rnas.teachers import default_checkpoint, load_teacher
+from rnas.teachers import load_teacher, require_weights
 from search_spaces import load_space, parse_space, spec_to_dict
 from supernets import Network
 
@@ -178,9 +178,7 @@ class Searcher:
         device, dist = join_job(cfg.device, dist)
         cfg.device = device_name(device, dist)  # config.yaml says where it ran
         spec = spec or load_space(cfg.space)
-        if cfg.teacher_ckpt is None and not cfg.random_teacher and \
-                default_checkpoint(cfg.teacher, cfg.data, cfg.threat) is None:
-            raise UserError("no teacher checkpoint: give --teacher-ckpt (or --random-teacher for a smoke run)")
+        require_weights(cfg)
         seed_everything(cfg.seed)
         data = loaders_for(cfg, device)
         check_input_size(spec, data, cfg.space, f"--data {cfg.data}")  # before the teacher is loaded

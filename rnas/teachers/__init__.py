@@ -32,12 +32,12 @@ from rnas.teachers.registry import (
     teacher_table,
     unregister_teacher,
 )
-from rnas.teachers.resolve import default_checkpoint, resolve_teacher
+from rnas.teachers.resolve import default_checkpoint, require_weights, resolve_teacher
 from supernets.layers import Normalize
 
 __all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "IMAGENET_MEAN", "IMAGENET_STD", "TEACHERS", "Teacher", "TeacherArch",
-           "TeacherInfo", "default_checkpoint", "format_teacher_table",
-           "load_teacher", "register_teacher", "resolve_teacher", "teacher_arch", "teacher_names", "teacher_table",
+           "TeacherInfo", "default_checkpoint", "format_teacher_table", "load_teacher", "register_teacher",
+           "require_weights", "resolve_teacher", "teacher_arch", "teacher_names", "teacher_table",
            "unregister_teacher"]
 
 

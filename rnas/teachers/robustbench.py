@@ -98,14 +98,15 @@ def entry_name(name: str, dataset: str, threat: str) -> str | None:
     return None
 
 
-def entry(name: str, dataset: str, threat: str) -> tuple[str, tuple]:
-    """(zoo architecture, (mean, std)) of a RobustBench entry."""
-    return ENTRIES[(dataset, threat)][entry_name(name, dataset, threat)]
+def entry_table() -> list[dict]:
+    """Every supported entry as name, dataset, threat and architecture (`rnas teachers --robustbench --json`)."""
+    return [{"name": n, "dataset": d, "threat": t, "architecture": arch}
+            for (d, t), table in ENTRIES.items() for n, (arch, _) in table.items()]
 
 
 def format_entries() -> str:
     """`rnas teachers --robustbench`: every supported entry with its dataset, threat model and architecture."""
-    rows = [("name", "dataset", "threat", "architecture")]
-    rows += [(n, d, t, arch) for (d, t), table in ENTRIES.items() for n, (arch, _) in table.items()]
+    keys = ("name", "dataset", "threat", "architecture")
+    rows = [keys] + [tuple(row[k] for k in keys) for row in entry_table()]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:3], widths, strict=True)) + "  " + r[3] for r in rows)
