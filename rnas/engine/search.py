@@ -349,12 +349,15 @@ class Searcher:
 
     def log_tables(self, tb, epoch: int) -> None:
         """TensorBoard: every block's width probabilities and the tutor probability matrix as an image."""
+        from rnas.nets.graph import tutor_heatmap_figure  # networkx and matplotlib: only when logging tables
+
         probs = self.supernet.width_probs().detach().cpu()
         for b, block in enumerate(self.supernet.searched_blocks):
             for k, width in enumerate(block.width_choices):
                 tb.add_scalar(f"width/block{b:02d}/{width}", probs[b, k].item(), epoch)
         probs = self.tutor.tutor_probs().detach().cpu()
-        figure = tutor_figure(probs, self.student_layers, self.teacher_layers, epoch)
+        figure = tutor_heatmap_figure(probs.tolist(), self.student_layers, self.teacher_layers,
+                                      f"tutor probabilities, epoch {epoch + 1}")
         if figure is not None:
             tb.add_figure("tutor_probabilities", figure, epoch)
         else:  # without matplotlib: the matrix upscaled, in colour, scaled to its own range
@@ -390,32 +393,6 @@ class Searcher:
         self.meter.load_state(ckpt.get("cost"))
         set_rng_state(ckpt["rng"])
         note_world_change(ckpt.get("world_size", 1), self.dist)
-
-
-def tutor_figure(probs: torch.Tensor, student: list[str], teacher: list[str], epoch: int):
-    """The tutor probability matrix as a labelled heatmap (a matplotlib figure), or None without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    rows, cols = probs.shape
-    fig, ax = plt.subplots(figsize=(2.5 + 0.32 * cols, 1.5 + 0.28 * rows))
-    image = ax.imshow(probs.numpy(), cmap="viridis", vmin=0.0, vmax=max(float(probs.max()), 1e-6), aspect="auto")
-    ax.set_xticks(range(cols), [_short(t) for t in teacher], rotation=90, fontsize=6)
-    ax.set_yticks(range(rows), [_short(s) for s in student], fontsize=6)
-    ax.set_xlabel("teacher layer (tutor)")
-    ax.set_ylabel("student layer")
-    ax.set_title(f"tutor probabilities, epoch {epoch + 1}", fontsize=9)
-    fig.colorbar(image, ax=ax, fraction=0.04)
-    fig.tight_layout()
-    return fig
-
-
-def _short(layer: str) -> str:
-    return layer.replace("blocks.", "b").replace("block", "B").replace(".layer.", ".")[-18:]
 
 
 def heat_image(probs: torch.Tensor, cell: int = 12) -> torch.Tensor:

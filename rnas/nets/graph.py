@@ -125,3 +125,35 @@ def draw_arch_graph(arch: dict, path: str | Path) -> Path:
                  f"tutors from teacher {g['teacher']} (line opacity and width: tutor probability)", fontsize=10)
     fig.savefig(path, format="png")
     return Path(path)
+
+
+def short_layer(layer: str) -> str:
+    """A tap's name as a figure's tick label: net.block1.layer.0.conv1 -> block1.0.conv1."""
+    return layer.removeprefix("net.").replace("tap_", "").replace(".layer.", ".")
+
+
+def tutor_heatmap_figure(probs, student_layers, teacher_layers, title: str, chosen=None):
+    """The tutor probabilities g_ij (student taps x teacher layers) as a labelled heatmap whose colours span the
+    matrix's own range (the probabilities of many tutors are all well below 1), the chosen tutor of each row
+    circled when ``chosen`` is given: a matplotlib Figure outside pyplot, or None without matplotlib (the
+    search's TensorBoard table and rnas report draw it alike)."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    probs = [[float(p) for p in row] for row in probs]
+    n_s, n_t = len(probs), len(probs[0])
+    fig = Figure(figsize=(3.5 + 0.42 * n_t, 2.2 + 0.24 * n_s))
+    ax = fig.add_subplot()
+    image = ax.imshow(probs, vmin=0, vmax=max(max(row) for row in probs), cmap="viridis", aspect="auto")
+    for i, j in enumerate(chosen or ()):
+        ax.plot(j, i, "o", ms=9, mfc="none", mec="red", mew=1.8)
+    ax.set_yticks(range(n_s), [short_layer(s) for s in student_layers], fontsize=8)
+    ax.set_xticks(range(n_t), [short_layer(t) for t in teacher_layers], fontsize=8, rotation=60, ha="right")
+    ax.set_ylabel("student tap")
+    ax.set_xlabel("teacher layer")
+    ax.grid(False)
+    fig.colorbar(image, ax=ax, label="tutor probability", fraction=0.04)
+    ax.set_title(title + (" (red circle: chosen tutor)" if chosen is not None else ""))
+    fig.tight_layout()
+    return fig

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
+from rnas.nets.graph import tutor_heatmap_figure  # noqa: E402
 from rnas.report.tables import TABLE_ATTACKS, attack_label, pareto_front  # noqa: E402
 
 plt.rcParams.update({"font.size": 10, "axes.titlesize": 10, "legend.fontsize": 8, "figure.dpi": 100,
@@ -273,31 +274,15 @@ def width_probs(records: list[dict], choices: list[list[int]] | None, title: str
     return _save(fig, path)
 
 
-def _short(layer: str) -> str:
-    return layer.removeprefix("net.").replace("tap_", "").replace(".layer.", ".")
-
-
 def tutor_heatmap(arch: dict, title: str, path: Path) -> Path | None:
     """Tutor probabilities g_ij (student taps × teacher layers), the chosen tutor j* of each row marked."""
     probs = arch.get("tutor_probabilities")
     if not probs:
         return None
     n_s, n_t = len(probs), len(probs[0])
-    fig, ax = plt.subplots(figsize=(3.5 + 0.42 * n_t, 2.2 + 0.24 * n_s))
-    # the colours span the matrix's own range (probabilities of 19 tutors are all well below 1)
-    image = ax.imshow(probs, vmin=0, vmax=max(max(row) for row in probs), cmap="viridis", aspect="auto")
-    for i, j in enumerate(arch.get("tutors", [])):
-        ax.plot(j, i, "o", ms=9, mfc="none", mec="red", mew=1.8)
-    ax.set_yticks(range(n_s), [_short(s) for s in arch.get("student_layers", range(n_s))], fontsize=8)
-    ax.set_xticks(range(n_t), [_short(t) for t in arch.get("teacher_layers", range(n_t))], fontsize=8,
-                  rotation=60, ha="right")
-    ax.set_ylabel("student tap")
-    ax.set_xlabel("teacher layer")
-    ax.grid(False)
-    fig.colorbar(image, ax=ax, label="tutor probability", fraction=0.04)
-    ax.set_title(title + " (red circle: chosen tutor)")
-    fig.tight_layout()
-    return _save(fig, path)
+    return _save(tutor_heatmap_figure(probs, arch.get("student_layers", [str(i) for i in range(n_s)]),
+                                      arch.get("teacher_layers", [str(j) for j in range(n_t)]), title,
+                                      chosen=arch.get("tutors", [])), path)
 
 
 def derived_widths(archs: dict[str, dict], title: str, path: Path) -> Path | None:
