@@ -101,11 +101,11 @@ def run_job(job: Job, run: Path | str, resume: bool = False, *, callbacks=(), sh
             save_config(job.cfg, run / "config.yaml")
             if not (run / "checkpoint.pt").exists():
                 atomic_save(job.state(), run / "checkpoint.pt")
-        sinks = make_sinks(getattr(job.cfg, "log", "tensorboard"), run, dataclasses.asdict(job.cfg)) \
-            if dist.main and dataclasses.is_dataclass(job.cfg) else []
+        config = dataclasses.asdict(job.cfg) if dist.main and dataclasses.is_dataclass(job.cfg) else None
+        sinks = make_sinks(getattr(job.cfg, "log", "tensorboard"), run, config) if config is not None else []
         metrics = Metrics(run, job.epoch if resume else None, sinks) if dist.main else _NoMetrics()
-        if not resume and dataclasses.is_dataclass(job.cfg):
-            metrics.settings(dataclasses.asdict(job.cfg))
+        if not resume and config is not None:
+            metrics.settings(config)
         try:
             train_epochs(job, run, metrics, *_hooks(callbacks), should_stop or (lambda: 0))
         finally:

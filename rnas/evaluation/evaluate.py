@@ -423,16 +423,21 @@ def resolve_split(data: str, data_dir, split: str, val_size: int | None) -> tupl
     return "val", f"validation split: last {size} training images ({why})"
 
 
+def _first_n(n: int | None, split: str, available: int) -> int:
+    """How many images ``--n`` takes from a split of ``available``: all of them without --n; more is an error."""
+    if n is not None and n > available:
+        raise UserError(f"--n {n}: the {split} split has only {available} images; give --n {available} or less "
+                        "(or drop --n for all of them)")
+    return available if n is None else n
+
+
 def eval_batches(data: str, data_dir, split: str, val_size: int | None, n: int | None, batch_size: int, device):
     """(batches(), n, image side) for the first ``n`` images of ``val`` (tail of train, or the held-out split
     of a dataset validated on it) or ``test`` (the official held-out split)."""
     info = dataset_info(data, trainable=True)
     images = info.read(data_dir, "test" if split == "test" or info.held_out_val else "train", False)
     if not isinstance(images, ImageTensors):  # a folder dataset, read by DataLoader workers
-        if n is not None and n > len(images):
-            raise UserError(f"--n {n}: the {split} split has only {len(images)} images; give --n {len(images)} or "
-                            "less (or drop --n for all of them)")
-        subset = torch.utils.data.Subset(images, range(len(images) if n is None else n))
+        subset = torch.utils.data.Subset(images, range(_first_n(n, split, len(images))))
 
         def folder_batches():
             for xb, yb in torch.utils.data.DataLoader(subset, batch_size, num_workers=2):
@@ -440,10 +445,7 @@ def eval_batches(data: str, data_dir, split: str, val_size: int | None, n: int |
         return folder_batches, len(subset), info.input_size
     if split == "val":
         _, images = split_train_val(images, info.validation_size(val_size), None)
-    if n is not None and n > len(images):
-        raise UserError(f"--n {n}: the {split} split has only {len(images)} images; give --n {len(images)} or less "
-                        "(or drop --n for all of them)")
-    n = len(images) if n is None else n
+    n = _first_n(n, split, len(images))
     x, y = images.images[:n].to(device), images.labels[:n].to(device)
 
     def tensor_batches():
