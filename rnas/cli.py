@@ -75,11 +75,20 @@ def main(argv: list[str] | None = None) -> int:
         if main_rank:
             print(f"rnas: error: {err}", file=sys.stderr)
         return 3
+    except BrokenPipeError:  # stdout closed early (rnas ... | head): a normal end, as for any Unix tool
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 128 + signal.SIGPIPE
     except KeyboardInterrupt:  # Ctrl-C outside a run's own handler (export, report, derive ...)
         if main_rank:
             print("rnas: stopped (Ctrl-C)", file=sys.stderr)
         return 128 + signal.SIGINT
     except Exception as err:  # a bug: one line and the traceback in a file, never a raw traceback
+        if _no_space(err):
+            if main_rank:  # every checkpoint is written to a temp file and renamed: the last one is whole
+                print(f"rnas: error: {err.filename or 'a file'}: {err.strerror} while writing it; every "
+                      "checkpoint already written is intact (free space, then run again; a run continues "
+                      "exactly with --resume)", file=sys.stderr)
+            return 2
         if os.environ.get("RNAS_DEBUG"):  # the tests set it: a case that reaches here fails them
             raise
         from rnas.runtime.rundir import first_line
@@ -93,6 +102,13 @@ def main(argv: list[str] | None = None) -> int:
             from rnas.runtime.distributed import shutdown
 
             shutdown()
+
+
+def _no_space(err: Exception) -> bool:
+    """A full disk met by a write outside rnas's own checked writes (a library's log file, say)."""
+    import errno
+
+    return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def write_traceback(err: BaseException) -> str:

@@ -1,8 +1,10 @@
 """Kill/resume soak: a tiny search SIGKILLed at many moments (before its first checkpoint, inside checkpoint
 writes, at chosen steps between them) and restarted the way a user would, ends bit-identical to an uninterrupted run,
 metrics.jsonl included (but for its wall-clock fields)."""
+import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -116,3 +118,54 @@ def test_a_run_stopped_before_its_first_checkpoint_restarts_either_way(soak, tmp
     (run / "config.yaml").write_text((reference / "config.yaml").read_text().replace(str(reference), str(run)))
     finish(root, run)
     assert_identical(run, reference)
+
+
+@pytest.mark.parametrize("save", [1, 4, 13])
+def test_a_full_disk_in_a_checkpoint_write_keeps_the_last_one_and_resumes_exactly(soak, tmp_path, monkeypatch, save):
+    """ENOSPC inside the n-th checkpoint write (through fsync, as a full disk or quota reports it): one line
+    naming the file, exit 2, the checkpoint before it intact, no temp file left; a resume ends identical."""
+    root, reference = soak
+    run = tmp_path / "run"
+    fsync, seen = os.fsync, []
+
+    def full_disk_at(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("checkpoint.pt.tmp"):
+            seen.append(fd)
+            if len(seen) == save:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_disk_at)
+    code, err = main_in_process(*search_args(root, run, "--checkpoint-every", 1))
+    monkeypatch.setattr(os, "fsync", fsync)
+    kept = "no checkpoint.pt was written" if save == 1 else "the previous checkpoint.pt is intact"
+    assert code == 2 and err.strip().splitlines()[-1] == (
+        f"rnas: error: {run / 'checkpoint.pt'}: No space left on device while writing it; {kept} (free space, "
+        "then run again; a run continues exactly with --resume)"), err
+    assert not (run / "checkpoint.pt.tmp").exists()
+    if save > 1:
+        assert torch.load(run / "checkpoint.pt", weights_only=True)["format"] == "rnas-search-1"
+    finish(root, run)
+    assert_identical(run, reference)
+
+
+def test_a_run_on_a_really_full_disk_stops_in_one_line_and_resumes_elsewhere(soak, tmp_path):
+    """A tmpfs that holds the run's first checkpoint but not a second beside it (where the machine lets the
+    tests mount one): the error names the file, the last checkpoint loads, and the copied run resumes exactly."""
+    root, reference = soak
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    size = (reference / "checkpoint.pt").stat().st_size * 3 // 2
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", disk], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        process = subprocess.run(command(root, disk / "run"), capture_output=True, text=True, timeout=120)
+        assert process.returncode == 2 and len(process.stderr.strip().splitlines()) == 1, process.stderr
+        assert "No space left on device while writing it" in process.stderr and "intact" in process.stderr
+        assert not (disk / "run" / "checkpoint.pt.tmp").exists()
+        shutil.copytree(disk / "run", tmp_path / "run")
+    finally:
+        subprocess.run(["umount", disk], check=True)
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["format"] == "rnas-search-1"
+    finish(root, tmp_path / "run")
+    assert_identical(tmp_path / "run", reference)

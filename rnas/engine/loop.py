@@ -65,7 +65,7 @@ class _NoMetrics:
     def scalars(self, values: dict, step: int) -> None:
         pass
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         pass
 
 
@@ -108,9 +108,12 @@ def run_job(job: Job, run: Path | str, resume: bool = False, *, callbacks=(), sh
             metrics.settings(config)
         try:
             train_epochs(job, run, metrics, *_hooks(callbacks), should_stop or (lambda: 0))
-        finally:
-            metrics.close()
+        except BaseException:
+            metrics.close(failed=True)
             job.close()
+            raise
+        metrics.close()
+        job.close()
     return run
 
 

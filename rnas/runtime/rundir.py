@@ -1,6 +1,9 @@
 """Run directories: atomic checkpoints, RNG state, metrics.jsonl, TensorBoard events, signals."""
 from __future__ import annotations
 
+import contextlib
+import errno
+import io
 import json
 import os
 import random
@@ -22,8 +25,12 @@ STUDY_STATE = "rnas-study-1"  # STUDY/study.json
 
 def atomic_save(obj, path: Path) -> None:
     """torch.save to a temp file in the same directory, fsync, then rename over ``path``: a reader
-    (or a crash at any moment) sees either the old complete file or the new complete file."""
-    _atomic_write(path, lambda fh: torch.save(obj, fh), fault_point=True)
+    (or a crash at any moment) sees either the old complete file or the new complete file. Serialised in
+    memory first: torch.save's own writer turns a full disk into an unreadable RuntimeError, a plain write
+    into ENOSPC."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    _atomic_write(path, lambda fh: fh.write(buffer.getbuffer()), fault_point=True)
 
 
 def atomic_write_json(path: Path, obj) -> None:
@@ -38,10 +45,16 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def _atomic_write(path: Path, write, fault_point: bool = False) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.errno in NO_SPACE:
+            raise DiskFull(path, err) from None
+        raise
     if fault_point:
         _fault_point()
     os.replace(tmp, path)
@@ -50,6 +63,33 @@ def _atomic_write(path: Path, write, fault_point: bool = False) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+RUN_KEPT = "the run's checkpoint.pt of its last saved step is intact"
+
+
+class DiskFull(UserError):
+    """A write that found no space: which file, and that the file as it was before is intact."""
+
+    def __init__(self, path: Path, err: OSError, kept: str | None = None):
+        if kept is None:
+            kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
+        super().__init__(f"{path}: {err.strerror or 'no space left on device'} while writing it; {kept} "
+                         f"(free space, then run again; a run continues exactly with --resume)")
+
+
+@contextlib.contextmanager
+def no_space_in(path: Path, kept: str | None = None):
+    """A full disk while writing ``path`` becomes DiskFull naming it; other OS errors pass."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno in NO_SPACE:
+            raise DiskFull(path, err, kept) from None
+        raise
 
 
 _saves = 0
@@ -237,16 +277,18 @@ class Metrics:
             atomic_write_text(self.path, "".join(line + "\n" for line in kept))
         from torch.utils.tensorboard import SummaryWriter
 
-        self.tb = SummaryWriter(str(run / "tb"))
+        with no_space_in(run / "tb", RUN_KEPT):
+            self.tb = SummaryWriter(str(run / "tb"))
         self.sinks = list(sinks or [])  # W&B, MLflow (rnas.runtime.loggers): the same scalars
 
     def write(self, record: dict) -> None:
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        with no_space_in(self.path, RUN_KEPT), open(self.path, "a") as fh:  # a partial last line is skipped
+            fh.write(json.dumps(record) + "\n")  # by --resume and rnas report
 
     def scalars(self, values: dict[str, float], step: int) -> None:
-        for key, value in values.items():
-            self.tb.add_scalar(key, value, step)
+        with self._writing_events():
+            for key, value in values.items():
+                self.tb.add_scalar(key, value, step)
         for sink in self.sinks:
             sink.scalars(values, step)
 
@@ -258,14 +300,26 @@ class Metrics:
         text = "\n".join(f"    {k}: {v!r}" for k, v in config.items())  # indented: markdown shows it verbatim
         self.tb.add_text("config", text, 0)
         scalars = {k: v for k, v in config.items() if isinstance(v, (bool, int, float, str))}
-        writer = self.tb._get_file_writer()
-        for summary in hparams(scalars, dict.fromkeys(metrics, 0.0)):
-            writer.add_summary(summary)
+        with self._writing_events():
+            writer = self.tb._get_file_writer()
+            for summary in hparams(scalars, dict.fromkeys(metrics, 0.0)):
+                writer.add_summary(summary)
 
-    def close(self) -> None:
-        self.tb.close()
+    def close(self, failed: bool = False) -> None:
+        """Flush and close; ``failed``: the run is already ending in an error, which a failed flush (of a
+        full disk, say) must not replace."""
+        try:
+            with self._writing_events():
+                self.tb.close()
+        except (OSError, DiskFull):
+            if not failed:
+                raise
         for sink in self.sinks:
             sink.close()
+
+    def _writing_events(self):
+        """TensorBoard's writer thread reports a failed write at the next call: name the folder."""
+        return no_space_in(Path(self.tb.log_dir), RUN_KEPT)
 
 
 class StopSignal:
