@@ -15,3 +15,18 @@ def test_help_renders(command):
     assert exit_.value.code == 0 and "usage: rnas" in out.getvalue()
     if command == ["retrain"]:  # its milestones help has literal percent signs
         assert "75 % and 90 % of --epochs" in " ".join(out.getvalue().split())
+
+
+@pytest.mark.parametrize("command,code", [(["teachers", "--robustbench"], 141), (["eval", "--list-attacks"], 141),
+                                          (["--help"], 0)])  # argparse ignores a failed write of its help
+def test_a_reader_that_stops_early_is_a_quiet_end(command, code):
+    """rnas ... | head: stdout closed before rnas writes is the end of the output (128 + SIGPIPE, as for a Unix
+    tool), not an internal error."""
+    import subprocess
+
+    from helpers import rnas_cmd
+
+    process = subprocess.Popen(rnas_cmd(*command), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # the reader is gone before the first line
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=60) == code and err == ""
