@@ -361,3 +361,51 @@ def test_resume_of_a_run_whose_config_was_edited_is_one_line(retrained, tmp_path
     code, err = main_in_process("retrain", "--resume", run)
     assert code == 2 and message in one_line(err), err
     assert snapshot(run) == before
+
+
+def _write_half_then_ctrl_c(*args, **kwargs):
+    """A stand-in for a writer: it writes part of its output (to its first path or file argument), then is
+    stopped by Ctrl-C."""
+    for arg in args:
+        if isinstance(arg, Path) or hasattr(arg, "write"):
+            (arg.write(b"half") if hasattr(arg, "write") else arg.write_bytes(b"half"))
+            break
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_in_report_export_and_derive_leaves_no_partial_file(retrained, model_run, tmp_path, monkeypatch):
+    """Ctrl-C in the middle of each command's writing: exit 130, one line, and the output folder holds what it
+    held before (no report folder, no export file, no arch.json or temp file)."""
+    import dataclasses
+    import shutil
+
+    import rnas.evaluation.export
+    import rnas.report.collect
+    import rnas.runtime.rundir
+
+    arch, run = retrained
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setattr(rnas.report.collect, "write_models_csv", _write_half_then_ctrl_c)
+    code, err = main_in_process("report", run, "-o", out / "report")
+    assert code == 130 and one_line(err) == "rnas: stopped (Ctrl-C)"
+    form = rnas.evaluation.export.FORMATS["torchscript"]
+    monkeypatch.setitem(rnas.evaluation.export.FORMATS, "torchscript",
+                        dataclasses.replace(form, write=lambda module, example, batch, path:
+                                            _write_half_then_ctrl_c(path)))
+    code, err = main_in_process("export", model_run / "checkpoint.pt", "--format", "torchscript", "-o", out / "n.pt")
+    assert code == 130 and one_line(err) == "rnas: stopped (Ctrl-C)"
+    search = tmp_path / "search"
+    shutil.copytree(arch.parent, search)
+    (search / "arch.json").unlink()
+    before = snapshot(search)
+    atomic_write = rnas.runtime.rundir._atomic_write
+
+    def half_written(path, write, fault_point=False):
+        return atomic_write(path, _write_half_then_ctrl_c)
+
+    monkeypatch.setattr(rnas.runtime.rundir, "_atomic_write", half_written)
+    code, err = main_in_process("derive", search)
+    assert code == 130 and one_line(err) == "rnas: stopped (Ctrl-C)"
+    assert snapshot(search) == before
+    assert sorted(out.iterdir()) == []

@@ -50,9 +50,9 @@ def _atomic_write(path: Path, write, fault_point: bool = False) -> None:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-    except OSError as err:
+    except BaseException as err:  # a full disk, Ctrl-C: no partial temp file is left (SIGKILL leaves one)
         tmp.unlink(missing_ok=True)
-        if err.errno in NO_SPACE:
+        if isinstance(err, OSError) and err.errno in NO_SPACE:
             raise DiskFull(path, err) from None
         raise
     if fault_point:

@@ -14,7 +14,7 @@ from pathlib import Path
 import networkx as nx
 
 from rnas.errors import UserError
-from rnas.runtime.rundir import STUDY_STATE, RunLock, atomic_write_json, first_line
+from rnas.runtime.rundir import STUDY_STATE, RunLock, atomic_write_json, atomic_write_text, first_line
 from rnas.study.cluster import check_available
 from rnas.study.executors import FINAL, Executor, LocalExecutor
 from rnas.study.plan import Step, Study
@@ -149,7 +149,7 @@ def run_study(study: Study, jobs: int | None = None, threads: int | None = None,
     seconds = _previous_seconds(out)
     with RunLock(out):
         check_same_study(study)
-        (out / "study.yaml").write_text(study.source.read_text())
+        atomic_write_text(out / "study.yaml", study.source.read_text())
         records = {}
         for step in steps:
             try:
