@@ -409,3 +409,52 @@ def test_ctrl_c_in_report_export_and_derive_leaves_no_partial_file(retrained, mo
     assert code == 130 and one_line(err) == "rnas: stopped (Ctrl-C)"
     assert snapshot(search) == before
     assert sorted(out.iterdir()) == []
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """A function that makes a folder (with what is in it) read-only for this process: a read-only bind mount
+    for root (whom permissions do not stop), chmod otherwise."""
+    import os
+    import subprocess
+
+    mounted = []
+
+    def make(folder: Path) -> Path:
+        if os.geteuid() != 0:
+            folder.chmod(0o555)
+            return folder
+        for cmd in (["mount", "--bind", folder, folder], ["mount", "-o", "remount,bind,ro", folder]):
+            if subprocess.run(cmd, capture_output=True).returncode:
+                pytest.skip("cannot make a read-only mount here")
+        mounted.append(folder)
+        return folder
+
+    yield make
+    for folder in mounted:
+        subprocess.run(["umount", folder], check=True)
+    for folder in tmp_path.rglob("*"):
+        if folder.is_dir():
+            folder.chmod(0o755)
+
+
+def test_derive_and_export_into_a_read_only_directory_are_one_line(retrained, model_run, tmp_path, read_only):
+    import shutil
+
+    arch, _ = retrained
+    search = tmp_path / "search"
+    shutil.copytree(arch.parent, search)
+    (search / "arch.json").unlink()
+    before = snapshot(search)
+    read_only(search)
+    code, err = main_in_process("derive", search)
+    assert code == 2 and one_line(err) == (f"rnas: error: {search}: not writable; rnas derive writes its arch "
+                                           "files into the search run (copy the run to a writable place and "
+                                           "derive there)")
+    assert snapshot(search) == before
+    (tmp_path / "shelf").mkdir()
+    shelf = read_only(tmp_path / "shelf")
+    code, err = main_in_process("export", model_run / "checkpoint.pt", "--format", "torchscript", "-o",
+                                shelf / "net.pt")
+    assert code == 2 and one_line(err) == f"rnas: error: -o {shelf / 'net.pt'}: directory {shelf} is not writable"
+    assert list(shelf.iterdir()) == []

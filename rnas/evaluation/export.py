@@ -200,6 +200,8 @@ def _check_request(fmt: str, out: Path, input_size: int | None = None, batch: in
         raise UserError(f"-o {out}: already exists; rnas export does not overwrite (remove it or choose another name)")
     if not out.parent.is_dir():
         raise UserError(f"-o {out}: directory {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK):
+        raise UserError(f"-o {out}: directory {out.parent} is not writable")
 
 
 def publish(partial: Path, out: Path) -> None:

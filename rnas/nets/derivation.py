@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from rnas import __version__
@@ -126,6 +127,9 @@ def write_archs(run: str | Path, mac_targets: list[float | None], graph: bool = 
     GraphML (arch.graphml, arch-<budget>.graphml). Every budget is derived (and checked) before any file
     is written."""
     loaded = load_search(run)
+    if not os.access(run, os.W_OK):
+        raise UserError(f"{run}: not writable; rnas derive writes its arch files into the search run (copy "
+                        "the run to a writable place and derive there)")
     archs = [(Path(run) / arch_filename(t, tutor_derive, widths_from), derive_run(run, t, loaded, tutor_derive,
                                                                                   widths_from))
              for t in mac_targets]

@@ -54,6 +54,8 @@ def _atomic_write(path: Path, write, fault_point: bool = False) -> None:
         tmp.unlink(missing_ok=True)
         if isinstance(err, OSError) and err.errno in NO_SPACE:
             raise DiskFull(path, err) from None
+        if isinstance(err, OSError) and err.errno in NOT_WRITABLE:
+            raise UserError(f"{path}: cannot write it ({err.strerror}); nothing there was changed") from None
         raise
     if fault_point:
         _fault_point()
@@ -66,6 +68,7 @@ def _atomic_write(path: Path, write, fault_point: bool = False) -> None:
 
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 RUN_KEPT = "the run's checkpoint.pt of its last saved step is intact"
