@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from helpers import main_in_process, search_args, write_tiny_setup
+from helpers import TINY_SPACE, main_in_process, search_args, trained_checkpoint, write_tiny_setup
 
 from rnas.errors import UserError
 from rnas.runtime.rundir import RunLock, load_checkpoint
@@ -218,3 +218,42 @@ def test_a_space_too_large_for_memory_is_refused_before_allocating(root, tmp_pat
     line = one_line(err)
     assert code == 2 and f"--space {path}: the network has" in line and "GiB free on cpu" in line
     assert not out.exists()
+
+
+def _nan_weight(state):
+    key = next(k for k, v in state.items() if v.is_floating_point() and k.endswith("weight"))
+    state[key] = state[key].clone().fill_(float("nan"))
+    return state
+
+
+TEACHER_VALUES = {
+    "nan-weight": (_nan_weight, "hold NaN or inf values (saved after its training diverged?); refused"),
+    "zero-std": (lambda s: {**s, "mu": torch.zeros(1, 3, 1, 1), "sigma": torch.tensor([0.2, 0.0, 0.2])},
+                 "every value must be finite and every std above 0"),
+    "inf-mean": (lambda s: {**s, "mu": torch.tensor([0.5, float("inf"), 0.5]), "sigma": torch.ones(3)},
+                 "every value must be finite and every std above 0"),
+    "2-channel": (lambda s: {**s, "mu": torch.zeros(2), "sigma": torch.ones(2)},
+                  "mean has 2 and std 2 values; RGB images need 3 each (or 1)"),
+}
+
+
+@pytest.mark.parametrize("how", list(TEACHER_VALUES))
+def test_a_teacher_that_cannot_teach_is_refused_as_bad_input(root, tmp_path, how):
+    """NaN weights or an unusable normalisation: exit 2 before training, not a divergence (exit 3) later."""
+    edit, message = TEACHER_VALUES[how]
+    folder = root / "models" / "cifar10" / "Linf"
+    checkpoint = torch.load(folder / "tiny.pt", weights_only=True)  # RobustBench's {'state_dict': ...}
+    torch.save({"state_dict": edit(checkpoint["state_dict"])}, folder / f"bad-{how}.pt")
+    code, err = main_in_process(*search_args(root, tmp_path / "run", "--teacher-ckpt", f"bad-{how}"))
+    assert code == 2 and message in one_line(err), err
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_refuses_a_model_with_nan_weights(root, tmp_path):
+    arch = {"spec": TINY_SPACE, "widths": [8, 16, 16], "num_classes": 10}
+    path = trained_checkpoint(root, arch, images=100, steps=1)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["model"] = _nan_weight(ckpt["model"])
+    torch.save(ckpt, tmp_path / "checkpoint.pt")
+    code, err = main_in_process("eval", tmp_path / "checkpoint.pt", "--attacks", "clean", "--n", 10)
+    assert code == 2 and "hold NaN or inf values" in one_line(err), err

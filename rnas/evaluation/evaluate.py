@@ -30,7 +30,14 @@ from rnas.robust.attacks import (
 )
 from rnas.runtime.device import place
 from rnas.runtime.distributed import SINGLE, Dist, join_job
-from rnas.runtime.rundir import TRAIN_CHECKPOINT, OutputLock, atomic_write_json, first_line, load_checkpoint
+from rnas.runtime.rundir import (
+    TRAIN_CHECKPOINT,
+    OutputLock,
+    atomic_write_json,
+    first_line,
+    load_checkpoint,
+    require_finite,
+)
 from rnas.teachers import load_teacher, teacher_arch
 from supernets import Normalize, build_model
 
@@ -66,6 +73,7 @@ def load_model(path: str | Path) -> nn.Module:
             from None
     try:
         model.load_state_dict(ckpt["model"])
+        require_finite(ckpt["model"], path)
     except (RuntimeError, KeyError, TypeError) as err:
         mbn = " (is its mbn flag right?)" if kind == "retrain" else ""
         raise UserError(f"{path}: its weights do not fit its {kinds[kind]}{mbn}: {first_line(err, 200)}") from None

@@ -373,3 +373,17 @@ def check_can_create(path: Path, what: str) -> None:
     existing = next(p for p in [path, *Path(path).resolve().parents] if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK):
         raise UserError(f"{what}: {existing} is not a writable directory (checked before anything runs)")
+
+
+def require_finite(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse weights with NaN or inf (a model saved after its training diverged): they cannot teach, and
+    an evaluation of them reports meaningless accuracies."""
+    floating = [(k, v) for k, v in state.items() if v.is_floating_point()]
+    if not floating:
+        return
+    finite = torch.stack([torch.isfinite(v).all() for _, v in floating])
+    if not bool(finite.all()):
+        bad = [k for (k, _), ok in zip(floating, finite.tolist(), strict=True) if not ok]
+        shown = ", ".join(bad[:4]) + (f", ... (+{len(bad) - 4} more)" if len(bad) > 4 else "")
+        raise UserError(f"{path}: {shown} hold NaN or inf values (saved after its training diverged?); "
+                        "refused")

@@ -2,6 +2,7 @@
 file), checkpoint loading, and the frozen wrapper that takes images in [0, 1] with normalisation inside."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -113,4 +114,13 @@ def load_teacher(name: str, checkpoint: str | Path | None = None, model_dir: str
         mean, std = found.get("mean", arch.mean), found.get("std", arch.std)
     if mean is not None:
         mean, std = [float(v) for v in mean], [float(v) for v in std]
+        _check_normalisation(mean, std, f"{path}: its normalisation" if "mean" in found else f"teacher {name}")
     return Teacher(net, mean, std, name, index, subset)
+
+
+def _check_normalisation(mean: list[float], std: list[float], where: str) -> None:
+    """A mean and std rnas can apply to its RGB images: 3 (or 1) finite values each, every std above 0."""
+    if len(mean) != len(std) or len(mean) not in (1, 3):
+        raise UserError(f"{where}: mean has {len(mean)} and std {len(std)} values; RGB images need 3 each (or 1)")
+    if not all(math.isfinite(v) for v in mean + std) or min(std) <= 0:
+        raise UserError(f"{where}: mean {mean} / std {std}: every value must be finite and every std above 0")

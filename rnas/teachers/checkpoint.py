@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from rnas.errors import UserError
-from rnas.runtime.rundir import unreadable_reason
+from rnas.runtime.rundir import require_finite, unreadable_reason
 
 
 def resolve_checkpoint(checkpoint: str | Path, model_dir: str | Path | None, dataset: str, threat: str) -> Path:
@@ -86,4 +86,5 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path, arch
         if unexpected:
             parts.append(f"unexpected keys {_listing(unexpected)}")
         raise UserError(f"{path}: does not fit {arch}: " + "; ".join(parts))
+    require_finite(state, path)
     model.load_state_dict(state)
