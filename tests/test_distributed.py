@@ -137,6 +137,33 @@ def test_killed_rank_stops_the_job_and_resume_is_bit_identical(root):
     assert metrics(root / "killed") == metrics(root / "whole")
 
 
+def test_a_stopped_rank_ends_the_job_after_the_collective_timeout(root):
+    """Rank 1 freezes (SIGSTOP) in epoch 2: rank 0 gives up after RNAS_COLLECTIVE_TIMEOUT with one line, the
+    job ends instead of hanging, the last checkpoint is intact and the run lock is free for the resume."""
+    import time
+
+    start = time.monotonic()
+    stopped = run(root, *search_args("stopped", "--checkpoint-every", 2, "--limit", 100), ranks=2,
+                  env={"RNAS_STOP_RANK_AT_STEP": "1:7", "RNAS_COLLECTIVE_TIMEOUT": "10"}, timeout=240)
+    assert stopped.returncode != 0 and time.monotonic() - start < 200
+    said = [line for line in stopped.stderr.splitlines() if line.startswith("rnas:")]
+    assert said == ["rnas: error: rank 0: lost the other ranks (no answer within 10 s, RNAS_COLLECTIVE_TIMEOUT; "
+                    "a rank stopped or stuck); the last checkpoint stopped/checkpoint.pt is intact: rnas search "
+                    "--resume stopped"], printed(stopped)
+    ckpt = torch.load(root / "stopped" / "checkpoint.pt", weights_only=True)
+    assert (ckpt["epoch"], ckpt["step"]) == (1, 2)
+    resumed = run(root, "search", "--resume", "stopped", ranks=2)
+    assert resumed.returncode == 0, printed(resumed)
+
+
+@pytest.mark.parametrize("value", ["0", "soon", "inf"])
+def test_a_bad_collective_timeout_is_one_line(root, value):
+    result = run(root, *search_args("bad-timeout"), ranks=2, env={"RNAS_COLLECTIVE_TIMEOUT": value}, timeout=120)
+    assert result.returncode != 0  # torchrun's own code; the rank exits 2
+    assert f"rnas: error: RNAS_COLLECTIVE_TIMEOUT={value!r}: give the seconds" in result.stderr, printed(result)
+    assert not (root / "bad-timeout").exists()
+
+
 def test_resume_on_another_world_size_is_allowed_and_says_so(root, searches):
     one = searches[0]
     extended = run(root, "search", "--resume", one, "--epochs", 3, ranks=2, float64=True)

@@ -46,9 +46,12 @@ def run_training(args, config_cls, runner, command: str, positional: str | None 
         except RuntimeError as err:  # a collective failed: another rank died or the network broke
             if from_environment().world == 1 or isinstance(err, TrainingDiverged):
                 raise
+            from rnas.runtime.distributed import collective_timeout
             from rnas.runtime.rundir import first_line
 
-            print(f"rnas: error: rank {from_environment().rank}: lost the other ranks ({first_line(err, 100)}); "
+            why = (f"no answer within {collective_timeout():g} s, RNAS_COLLECTIVE_TIMEOUT; a rank stopped or stuck"
+                   if "timed out" in str(err).lower() or "timeout" in str(err).lower() else first_line(err, 100))
+            print(f"rnas: error: rank {from_environment().rank}: lost the other ranks ({why}); "
                   f"the last checkpoint {run / 'checkpoint.pt'} is intact: rnas {command} --resume {run}",
                   file=sys.stderr)
             raise SystemExit(1) from None

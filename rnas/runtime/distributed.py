@@ -170,10 +170,23 @@ class _DifferentiableSum(torch.autograd.Function):
         return grad
 
 
-def init_distributed(device: torch.device, timeout_minutes: float = 30.0) -> Dist:
+def collective_timeout() -> float:
+    """Seconds a rank waits for the others in one collective before it gives up (a rank stopped, stuck or
+    killed without the job noticing): RNAS_COLLECTIVE_TIMEOUT, 1800 by default."""
+    value = os.environ.get("RNAS_COLLECTIVE_TIMEOUT", "1800")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise UserError(f"RNAS_COLLECTIVE_TIMEOUT={value!r}: give the seconds a rank waits for the others (> 0)")
+    return seconds
+
+
+def init_distributed(device: torch.device) -> Dist:
     """Join the ``torchrun`` job (a no-op outside one): NCCL when ``device`` is CUDA, gloo otherwise. On CUDA
     each rank takes the GPU of its local rank (``--device cuda`` or ``auto``; ``cuda:N`` is refused, since
-    torchrun assigns the GPUs)."""
+    torchrun assigns the GPUs). A collective that waits longer than ``collective_timeout()`` fails."""
     dist = from_environment()
     if not dist.enabled or torch.distributed.is_initialized():
         return dist
@@ -186,7 +199,8 @@ def init_distributed(device: torch.device, timeout_minutes: float = 30.0) -> Dis
     # so the group would outlive destroy_process_group and gloo's threads would be torn down at interpreter exit,
     # where a rank can abort (SIGABRT) after its work is done; imported first, it holds none (~1 s, once)
     importlib.import_module("torch._dynamo")
-    torch.distributed.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes))
+    timeout = datetime.timedelta(seconds=collective_timeout())
+    torch.distributed.init_process_group(backend, timeout=timeout)
     return dist
 
 
@@ -235,12 +249,12 @@ def check_batch(batch_size: int | None, dist: Dist) -> None:
 
 def kill_point(dist: Dist, step: int) -> None:
     """Fault injection for the kill tests: with RNAS_KILL_RANK_AT_STEP=R:N rank R SIGKILLs itself when it
-    reaches global step N."""
-    spec = os.environ.get("RNAS_KILL_RANK_AT_STEP")
-    if spec and spec == f"{dist.rank}:{step}":
-        import signal
+    reaches global step N; with RNAS_STOP_RANK_AT_STEP=R:N it stops itself (SIGSTOP), as a frozen node would."""
+    import signal
 
-        os.kill(os.getpid(), signal.SIGKILL)
+    for variable, signum in (("RNAS_KILL_RANK_AT_STEP", signal.SIGKILL), ("RNAS_STOP_RANK_AT_STEP", signal.SIGSTOP)):
+        if os.environ.get(variable) == f"{dist.rank}:{step}":
+            os.kill(os.getpid(), signum)
 
 
 class SyncBatchNorm2d(nn.BatchNorm2d):
