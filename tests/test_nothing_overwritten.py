@@ -458,3 +458,60 @@ def test_derive_and_export_into_a_read_only_directory_are_one_line(retrained, mo
                                 shelf / "net.pt")
     assert code == 2 and one_line(err) == f"rnas: error: -o {shelf / 'net.pt'}: directory {shelf} is not writable"
     assert list(shelf.iterdir()) == []
+
+
+def _edit_json(name, change):
+    def edit(run):
+        data = json.loads((run / name).read_text()) if name != "metrics.jsonl" else None
+        if data is None:
+            lines = [json.loads(line) for line in (run / name).read_text().splitlines()]
+            change(lines[0])
+            (run / name).write_text("".join(json.dumps(line) + "\n" for line in lines))
+        else:
+            change(data)
+            (run / name).write_text(json.dumps(data))
+    return edit
+
+
+def _results(rows):
+    return _edit_json("eval-pixel.json", lambda d: d.update(results=rows))
+
+
+DAMAGED_RUNS = {  # (search or retrain, edit of a copy of the run, the one line)
+    "width-probs-ragged": ("search", _edit_json("metrics.jsonl", lambda r: r.update(width_probs=[[0.5, "x"], 3])),
+                           "metrics.jsonl:1: width_probs is not a list of probability rows"),
+    "width-probs-string": ("search", _edit_json("metrics.jsonl", lambda r: r.update(width_probs="abc")),
+                           "metrics.jsonl:1: width_probs is not a list of probability rows"),
+    "arch-macs-string": ("search", _edit_json("arch.json", lambda a: a.update(macs="lots")),
+                         "arch.json: macs: expected a number >= 0, got 'lots'"),
+    "arch-choices": ("search", _edit_json("arch.json", lambda a: a.update(width_choices=[8, 16])),
+                     "arch.json: width_choices: expected a list of lists of widths"),
+    "binary-config-search": ("search", lambda run: (run / "config.yaml").write_bytes(b"\x00\xff binary"),
+                             "config.yaml: not a text file (byte 0xff at offset 1 is not UTF-8)"),
+    "binary-config-retrain": ("retrain", lambda run: (run / "config.yaml").write_bytes(b"\x00\xff binary"),
+                              "config.yaml: not a text file (byte 0xff at offset 1 is not UTF-8)"),
+    "eval-row-number": ("retrain", _results([7]), "eval-pixel.json: results[0]: not an object"),
+    "eval-row-attack": ("retrain", _results([{"attack": 3, "accuracy": 1.0}]), "results[0]: attack is not a name"),
+    "eval-row-accuracy": ("retrain", _results([{"attack": "clean", "accuracy": "high"}]),
+                          "results[0]: accuracy is not a number"),
+    "eval-row-n": ("retrain", _results([{"attack": "clean", "accuracy": 1.0, "n": "ten"}]),
+                   "results[0]: n is not a whole number"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGED_RUNS))
+def test_report_of_a_damaged_run_directory_is_one_line(retrained, tmp_path, case):
+    import shutil
+
+    kind, edit, message = DAMAGED_RUNS[case]
+    arch, run = retrained
+    copy = tmp_path / "run"
+    shutil.copytree(arch.parent if kind == "search" else run, copy)
+    if kind == "retrain":
+        code, err = main_in_process("eval", copy / "checkpoint.pt", "--attacks", "clean", "--n", 10, "--json",
+                                    copy / "eval-pixel.json")
+        assert code == 0, err
+    edit(copy)
+    code, err = main_in_process("report", copy, "-o", tmp_path / "report")
+    assert code == 2 and message in one_line(err), err
+    assert not (tmp_path / "report").exists()

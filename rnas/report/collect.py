@@ -27,21 +27,68 @@ MANIFEST = ".rnas-report"  # names of the files a report wrote: only those may b
 
 
 # ---- reading ---------------------------------------------------------------------------------------
+def read_text(path: Path) -> str:
+    """A text file's contents, or a one-line UserError naming it (unreadable, or not UTF-8: a binary file)."""
+    try:
+        return path.read_text()
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not a text file (byte {err.object[err.start]:#04x} at offset {err.start} is not "
+                        "UTF-8)") from None
+
+
 def read_json(path: Path) -> dict | list:
     """A JSON file, or a one-line UserError naming it."""
     try:
-        return json.loads(path.read_text())
+        return json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: unreadable JSON ({err.msg} at line {err.lineno})") from None
-    except OSError as err:
-        raise UserError(f"{path}: cannot read ({err.strerror})") from None
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _rows_of_numbers(value) -> bool:
+    return isinstance(value, list) and all(isinstance(row, list) and all(map(_number, row)) for row in value)
+
+
+def read_arch_file(path: Path) -> dict:
+    """An arch*.json of rnas derive, with the fields a report reads checked (a one-line UserError naming the
+    field otherwise)."""
+    arch = read_json(path)
+    if not isinstance(arch, dict):
+        raise UserError(f"{path}: expected a JSON object (an arch.json of rnas derive), got {type(arch).__name__}")
+    for key in ("macs", "params"):
+        if key in arch and not (_number(arch[key]) and arch[key] >= 0):
+            raise UserError(f"{path}: {key}: expected a number >= 0, got {arch[key]!r}"[:200])
+    if "width_choices" in arch and not _rows_of_numbers(arch["width_choices"]):
+        raise UserError(f"{path}: width_choices: expected a list of lists of widths"[:200])
+    return arch
+
+
+def read_eval(path: Path) -> dict | None:
+    """An `rnas eval --json` file with its rows checked, or None for a JSON file that is not one."""
+    data = read_json(path)
+    if not is_eval(data):
+        return None
+    for number, row in enumerate(data["results"]):
+        problem = ("not an object" if not isinstance(row, dict) else
+                   "attack is not a name" if not isinstance(row.get("attack"), str) else
+                   "accuracy is not a number" if not _number(row.get("accuracy")) else
+                   "eps is not a number" if "eps" in row and not _number(row["eps"]) else
+                   "n is not a whole number" if "n" in row and not isinstance(row["n"], int) else None)
+        if problem:
+            raise UserError(f"{path}: results[{number}]: {problem} (a damaged or edited eval JSON)")
+    return data
 
 
 def read_metrics(path: Path) -> list[dict]:
     """metrics.jsonl records; a last line without its newline is being written and is skipped."""
     if not path.exists():
         return []
-    text = path.read_text()
+    text = read_text(path)
     records = []
     for number, line in enumerate(text.splitlines(), 1):
         try:
@@ -52,6 +99,8 @@ def read_metrics(path: Path) -> list[dict]:
             raise UserError(f"{path}:{number}: unreadable JSON ({err.msg})") from None
         if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
             raise UserError(f"{path}:{number}: not a metrics record (a JSON object with an integer epoch)")
+        if "width_probs" in record and not _rows_of_numbers(record["width_probs"]):
+            raise UserError(f"{path}:{number}: width_probs is not a list of probability rows")
         records.append(record)
     return records
 
@@ -59,7 +108,7 @@ def read_metrics(path: Path) -> list[dict]:
 def read_config(run: Path) -> dict:
     """RUN/config.yaml as a mapping, or a one-line UserError naming it."""
     try:
-        config = yaml.safe_load((run / "config.yaml").read_text())
+        config = yaml.safe_load(read_text(run / "config.yaml"))
     except yaml.YAMLError as err:
         raise UserError(f"{run}/config.yaml: unreadable YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(config, dict):
@@ -104,7 +153,7 @@ def _read_run(path: Path, name: str, kind: str) -> Run:
     """A search or retrain run dir: config, metrics.jsonl and, for a search, its arch*.json (arch.json first)."""
     archs, records = {}, read_metrics(path / "metrics.jsonl")
     if kind == "search":
-        archs = {p.name: read_json(p) for p in sorted(path.glob("arch*.json"))}
+        archs = {p.name: read_arch_file(p) for p in sorted(path.glob("arch*.json"))}
         archs = dict(sorted(archs.items(), key=lambda item: item[0] != "arch.json"))
         if archs and not all("width_probs" in r for r in records):
             records = width_probs_from_tensorboard(path / "tb", records, next(iter(archs.values()))["width_choices"])
@@ -138,7 +187,7 @@ def width_probs_from_tensorboard(tb: Path, records: list[dict], width_choices: l
 
 def _read_arch(path: Path | None) -> dict | None:
     """The arch.json at ``path`` when one is named and written, else None."""
-    return read_json(path) if path is not None and path.is_file() else None
+    return read_arch_file(path) if path is not None and path.is_file() else None
 
 
 def training_cost(run_dir: Path | None) -> dict | None:
@@ -160,8 +209,7 @@ def _model_of_run(run: Run) -> Model:
     arch = _read_arch(Path(cfg["arch"]) if cfg.get("arch") else None)
     evals = {}
     for path in sorted(run.dir.glob("*.json")):
-        data = read_json(path)
-        if is_eval(data):
+        if (data := read_eval(path)) is not None:
             evals[path.name] = data
     at = adversarial_training(cfg)
     finetune = (f"{at}+mbn" if cfg.get("mbn") else at) if at != "none" else None
@@ -212,8 +260,7 @@ def read_study(path: Path) -> tuple[dict, list[Model], list[Path], list[tuple[st
         for label, rel in (_field(entry, "evals", here, dict) or {}).items():
             file = _inside(path, rel, f"{here}.evals.{label}")
             if file.is_file():
-                data = read_json(file)
-                if not is_eval(data):
+                if (data := read_eval(file)) is None:
                     raise UserError(f"{file}: not an rnas eval JSON (no \"results\" list)")
                 evals[label] = data
             else:
