@@ -156,26 +156,30 @@ class DMPreActResNet(nn.Module):
         return self.logits(out.view(out.size(0), -1))
 
 
-def _written_by_robustbench(model_dir, name: str, net: nn.Module) -> nn.Module:
+def _written_by_robustbench(model_dir, name: str, net: nn.Module, dataset: str = "cifar10") -> nn.Module:
     randomize_batchnorm(net).eval()
-    path = model_dir / "cifar10" / "Linf" / f"{name}.pt"
+    path = model_dir / dataset / "Linf" / f"{name}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), path)
     return net
 
 
-@pytest.mark.parametrize(("name", "build"), [
-    ("Rebuffi2021Fixing_28_10_cutmix_ddpm", lambda: DMWideResNet(10, 28, 10, activation_fn=Swish)),
-    ("Rebuffi2021Fixing_R18_ddpm", lambda: DMPreActResNet(10, activation_fn=Swish)),
+CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)  # RobustBench's dm_wide_resnet
+
+
+@pytest.mark.parametrize(("name", "build", "dataset"), [
+    ("Rebuffi2021Fixing_28_10_cutmix_ddpm", lambda: DMWideResNet(10, 28, 10, activation_fn=Swish), "cifar10"),
+    ("Rebuffi2021Fixing_R18_ddpm", lambda: DMPreActResNet(10, activation_fn=Swish), "cifar10"),
+    ("Rade2021Helper_R18_ddpm", lambda: DMPreActResNet(100, Swish, CIFAR100_MEAN, CIFAR100_STD), "cifar100"),
 ])
-def test_a_robustbench_checkpoint_loads_by_name_with_the_same_logits(tmp_path, name, build):
+def test_a_robustbench_checkpoint_loads_by_name_with_the_same_logits(tmp_path, name, build, dataset):
     torch.manual_seed(0)
-    original = _written_by_robustbench(tmp_path, name, build())
+    original = _written_by_robustbench(tmp_path, name, build(), dataset)
     x = torch.rand(4, 3, 32, 32)
     with torch.no_grad():
         expected = original(x)
     for spelled in (f"robustbench:{name}", name):
-        teacher = load_teacher(spelled, None, tmp_path, "cifar10", "Linf")  # the checkpoint: the entry's own name
+        teacher = load_teacher(spelled, None, tmp_path, dataset, "Linf")  # the checkpoint: the entry's own name
         with torch.no_grad():
             got = teacher(x)
         assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4), (got - expected).abs().max()
@@ -190,6 +194,23 @@ def test_unknown_entries_and_the_default_checkpoint():
         load_teacher("robustbench:Carmon2019Unlabeled", None, None, "cifar100", "L2")
     assert len(ENTRIES[("cifar10", "Linf")]) >= 40 and len(ENTRIES[("cifar10", "L2")]) >= 10
     assert default_checkpoint("Rebuffi2021Fixing_28_10_cutmix_ddpm", "cifar100", "Linf") is not None
+    assert len(ENTRIES[("cifar100", "Linf")]) == 15
+
+
+@pytest.mark.parametrize(("name", "mean", "std"), [
+    ("Hendrycks2019Using", [0.5] * 3, [0.5] * 3),  # RobustBench's forward: 2x - 1
+    ("Wu2020Adversarial", [0.5070751592371323, 0.48654887331495095, 0.4409178433670343],
+     [0.2673342858792401, 0.2564384629170883, 0.27615047132568404]),
+    ("Sitawarin2020Improving", None, None),  # reads [0, 1] images as they are
+])
+def test_cifar100_entries_apply_their_robustbench_normalisation(name, mean, std):
+    teacher = load_teacher(f"robustbench:{name}", None, None, "cifar100", "Linf")  # no weights: the layout only
+    if mean is None:
+        assert isinstance(teacher.normalize, nn.Identity)
+    else:
+        assert torch.allclose(teacher.normalize.mean.flatten(), torch.tensor(mean))
+        assert torch.allclose(teacher.normalize.std.flatten(), torch.tensor(std))
+    assert teacher(torch.rand(1, 3, 32, 32)).shape == (1, 100)
 
 
 def test_a_timm_model_is_a_teacher_with_its_pretrained_normalisation(tmp_path):

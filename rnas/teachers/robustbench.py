@@ -10,6 +10,8 @@ PREFIX = "robustbench:"
 RAW = (None, None)  # the model reads [0, 1] images as they are
 DM = (CIFAR10_MEAN, CIFAR10_STD)  # the DeepMind models normalise with CIFAR-10's statistics (also in the file)
 DM100 = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))  # ... and CIFAR-100's on CIFAR-100
+WU100 = ((0.5070751592371323, 0.48654887331495095, 0.4409178433670343),  # Wu et al.'s CIFAR-100 statistics
+         (0.2673342858792401, 0.2564384629170883, 0.27615047132568404))  # (its mu / sigma buffers, also in the file)
 
 # (dataset, threat) -> entry name -> (teacher zoo architecture, (mean, std)); from RobustBench's model zoo
 ENTRIES: dict[tuple[str, str], dict[str, tuple[str, tuple]]] = {("cifar10", "Linf"): {
@@ -77,8 +79,21 @@ ENTRIES: dict[tuple[str, str], dict[str, tuple[str, tuple]]] = {("cifar10", "Lin
     "Wang2023Better_WRN-28-10": ("dm-wrn-swish-28-10", DM),
     "Wang2023Better_WRN-70-16": ("dm-wrn-swish-70-16", DM),
 }, ("cifar100", "Linf"): {
-    "Rebuffi2021Fixing_28_10_cutmix_ddpm": ("dm-wrn-swish-28-10", DM100),
+    "Gowal2020Uncovering": ("dm-wrn-swish-70-16", DM100),
+    "Gowal2020Uncovering_extra": ("dm-wrn-swish-70-16", DM100),
+    "Cui2020Learnable_34_20_LBGAT6": ("wrn-34-20", RAW),
+    "Cui2020Learnable_34_10_LBGAT0": ("wrn-34-10", RAW),
+    "Cui2020Learnable_34_10_LBGAT6": ("wrn-34-10", RAW),
+    "Chen2020Efficient": ("wrn-34-10", ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))),  # also in the file
+    "Wu2020Adversarial": ("wrn-34-10", WU100),
+    "Sitawarin2020Improving": ("wrn-34-10", RAW),
+    "Hendrycks2019Using": ("wrn-28-10", ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))),  # its forward: 2x - 1
     "Rebuffi2021Fixing_70_16_cutmix_ddpm": ("dm-wrn-swish-70-16", DM100),
+    "Rebuffi2021Fixing_28_10_cutmix_ddpm": ("dm-wrn-swish-28-10", DM100),
+    "Rebuffi2021Fixing_R18_ddpm": ("dm-preact-r18-swish", DM100),
+    "Rade2021Helper_R18_ddpm": ("dm-preact-r18-swish", DM100),
+    "Addepalli2021Towards_WRN34": ("wrn-34-10", RAW),
+    "Chen2021LTD_WRN34_10": ("wrn-34-10", RAW),
 }}
 
 
