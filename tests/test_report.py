@@ -358,3 +358,27 @@ def test_arms_of_one_net_are_drawn_clean_against_robust_and_variants_get_their_o
 
     assert [variant(m) for m in ({"arm": "rnas-cl"}, {"arm": "rnas-cl", "finetune": "trades"})] == [
         "rnas-cl", "rnas-cl+trades"]
+
+
+def test_the_cost_figure_colours_variants_as_the_accuracy_figure_does(tmp_path, monkeypatch):
+    """A fine-tuned or adversarially trained variant (rnas-cl+nfgsm) gets its own colour and legend entry on
+    the training-cost figure too, not its base arm's."""
+    import rnas.report.figures
+
+    drawn = {}
+    pareto = rnas.report.figures.pareto
+
+    def recording(models, robust, path, **kwargs):
+        drawn[path.name] = sorted({rnas.report.figures.variant(m) for m in models})
+        return pareto(models, robust, path, **kwargs)
+
+    monkeypatch.setattr(rnas.report.figures, "pareto", recording)
+    from rnas.report.html import _cost_section
+
+    table = {"main_eps": 8 / 255, "models": [
+        {"name": "a", "arm": "rnas-cl", "finetune": None, "cost": {"ce_epochs": 16.0},
+         "accuracy": {"clean": {"accuracy": 60.0}, "pgd20": {"accuracy": 10.0}}},
+        {"name": "b", "arm": "rnas-cl", "finetune": "nfgsm", "cost": {"ce_epochs": 13.0},
+         "accuracy": {"clean": {"accuracy": 50.0}, "pgd20": {"accuracy": 25.0}}}]}
+    _cost_section(table, tmp_path)
+    assert drawn["cost.png"] == ["rnas-cl", "rnas-cl+nfgsm"]

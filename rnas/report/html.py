@@ -116,7 +116,8 @@ def _pareto_section(table: dict, out: Path) -> str:
 
 def _cost_section(table: dict, out: Path) -> str:
     robust = _robust_attack(table)
-    points = [{"name": m["name"], "arm": m["arm"], "ce_epochs": (m.get("cost") or {}).get("ce_epochs"),
+    points = [{"name": m["name"], "arm": m["arm"], "finetune": m.get("finetune"),
+               "ce_epochs": (m.get("cost") or {}).get("ce_epochs"),
                "clean": m["accuracy"].get("clean", {}).get("accuracy"),
                "robust": m["accuracy"].get(robust, {}).get("accuracy") if robust else None} for m in table["models"]]
     robust_label = robust and TABLE_ATTACKS[robust]
