@@ -117,7 +117,7 @@ def write_traceback(err: BaseException) -> str:
     import traceback
 
     fd, path = tempfile.mkstemp(prefix="rnas-internal-error-", suffix=".txt")
-    with os.fdopen(fd, "w") as fh:
+    with os.fdopen(fd, "w", errors="backslashreplace") as fh:  # argv may hold non-UTF-8 bytes
         fh.write(f"rnas {' '.join(sys.argv[1:])}\n\n")
         traceback.print_exception(err, file=fh)
     return path

@@ -271,6 +271,8 @@ NUMBERS_AND_PATHS = [
       "{root}/data", "--out", "{tmp}/run", "--device", "meta"], "--device meta: not a device rnas runs on"),
     (["search", "--space", "{root}/tiny.yaml", "--teacher", "wrn-10-1", "--random-teacher", "--data-dir",
       "{root}/data", "--out", "{tmp}/dangling"], "dangling: a symbolic link to"),
+    (["search", "--space", "{root}/tiny.yaml", "--teacher", "wrn-10-1", "--random-teacher", "--data-dir",
+      "{root}/data", "--out", "{tmp}/run\udcff"], "run\\xff: the path is not valid UTF-8"),  # argv's bytes 0xff
 ]
 
 

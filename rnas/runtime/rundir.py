@@ -369,7 +369,14 @@ def prepare_run_dir(out: str | Path, resume: bool) -> Path:
 
 def check_can_create(path: Path, what: str) -> None:
     """One-line UserError unless ``path`` can be created: its nearest existing ancestor (or itself) is a
-    writable directory. Checked before anything runs, so a long job never fails at its first write."""
+    writable directory, and its name is UTF-8 (config.yaml and TensorBoard record it). Checked before anything
+    runs, so a long job never fails at its first write."""
+    try:
+        str(Path(path).resolve()).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise UserError(f"{what.split(' ')[0]} {shown}: the path is not valid UTF-8 (config.yaml and TensorBoard "
+                        "record it); choose a UTF-8 name") from None
     existing = next(p for p in [path, *Path(path).resolve().parents] if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK):
         raise UserError(f"{what}: {existing} is not a writable directory (checked before anything runs)")
