@@ -61,8 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="rnas: %(message)s", level=logging.WARNING if main_rank else logging.ERROR)
     try:
         argv = sys.argv[1:] if argv is None else list(argv)
-        args = build_parser(argv).parse_args(argv)
-        return args.func(args)
+        try:
+            args = build_parser(argv).parse_args(argv)
+            code = args.func(args)
+        except SystemExit:  # --help, --version
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()  # a reader gone early fails here, inside the guard, not at the interpreter's exit
+        return code
     except USER_ERRORS as err:
         if main_rank:
             print(f"rnas: error: {err}", file=sys.stderr)

@@ -244,7 +244,10 @@ def resolve_config(cls, args: argparse.Namespace, base: dict | None = None):
 
 
 def save_config(config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+    """config.yaml, replaced atomically: a full disk or Ctrl-C while a resume rewrites it leaves the old one."""
+    from rnas.runtime.rundir import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
 
 
 # settings added after runs were written: such a run ran with this value, whatever the default is now

@@ -109,11 +109,15 @@ def run_job(job: Job, run: Path | str, resume: bool = False, *, callbacks=(), sh
         try:
             train_epochs(job, run, metrics, *_hooks(callbacks), should_stop or (lambda: 0))
         except BaseException:
-            metrics.close(failed=True)
-            job.close()
+            try:
+                metrics.close(failed=True)
+            finally:
+                job.close()
             raise
-        metrics.close()
-        job.close()
+        try:
+            metrics.close()
+        finally:
+            job.close()
     return run
 
 

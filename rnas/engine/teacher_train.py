@@ -3,7 +3,6 @@ layout (``<model-dir>/<data>/Linf/<name>.pt`` = {'state_dict': ...}) with a .jso
 clean and PGD accuracy."""
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from rnas.errors import UserError
 from rnas.robust.attacks import parse_eps, pgd
 from rnas.runtime.device import place
 from rnas.runtime.distributed import Dist, convert_sync_bn, device_name, join_job, on_every_rank
-from rnas.runtime.rundir import check_can_create, resume_checkpoint, seed_everything
+from rnas.runtime.rundir import atomic_save, atomic_write_json, check_can_create, resume_checkpoint, seed_everything
 from rnas.teachers import teacher_arch
 
 
@@ -105,9 +104,9 @@ def run_teacher_training(cfg: TeacherTrainConfig, run: Path, resume: bool = Fals
     if not trainer.dist.main:
         return folder / f"{name}.pt"
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": trainer.model.state_dict()}, folder / f"{name}.pt")
+    atomic_save({"state_dict": trainer.model.state_dict()}, folder / f"{name}.pt")
     summary = {"arch": cfg.arch, "training": cfg.at, "data": cfg.data, "epochs": cfg.epochs, "eps": cfg.eps}
     if trainer.data.val is not None:
         summary["val"] = robust_accuracy(trainer.model, trainer.data.val, cfg.eval_n, cfg.eps)
-    (folder / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    atomic_write_json(folder / f"{name}.json", summary)
     return folder / f"{name}.pt"

@@ -51,7 +51,8 @@ def _atomic_write(path: Path, write, fault_point: bool = False) -> None:
             fh.flush()
             os.fsync(fh.fileno())
     except BaseException as err:  # a full disk, Ctrl-C: no partial temp file is left (SIGKILL leaves one)
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only file system refuses even the unlink
+            tmp.unlink()
         if isinstance(err, OSError) and err.errno in NO_SPACE:
             raise DiskFull(path, err) from None
         if isinstance(err, OSError) and err.errno in NOT_WRITABLE:
