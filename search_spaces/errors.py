@@ -2,6 +2,11 @@
 (ArchError). Each message is one line naming the file, the field and the problem."""
 
 
+def not_text(err: UnicodeDecodeError) -> str:
+    """What is wrong with a file that does not decode as UTF-8, for a one-line error naming it."""
+    return f"not a text file (byte {err.object[err.start]:#04x} at offset {err.start} is not UTF-8)"
+
+
 class SpecError(ValueError):
     """A malformed search-space spec; ``str(err)`` is one line: ``file: field: problem``."""
 

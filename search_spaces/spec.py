@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from .blocks import BLOCK_TYPES
-from .errors import SpecError
+from .errors import SpecError, not_text
 
 ACTIVATIONS = ("relu", "hswish", "swish", "gelu")
 STEM_TYPES = ("conv", "convstem")
@@ -316,8 +316,7 @@ def read_space_file(path: Path, source: str | None = None) -> SpaceSpec:
     except OSError as err:
         raise SpecError(source, "", f"cannot read file ({err.strerror})") from None
     except UnicodeDecodeError as err:
-        raise SpecError(source, "", f"not a text file (byte {err.object[err.start]:#04x} at offset {err.start} "
-                        "is not UTF-8)") from None
+        raise SpecError(source, "", not_text(err)) from None
     try:
         data = read_yaml(text)
     except yaml.YAMLError as err:

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from search_spaces import ArchError, SpecError, parse_space, spec_to_dict
+from search_spaces.errors import not_text
 
 from .channels import Channels
 from .network import Network
@@ -135,8 +136,7 @@ def read_arch(arch: dict | str | Path) -> tuple[dict, str]:
     except OSError as err:
         raise ArchError(f"{path}: cannot read arch file ({err.strerror})") from None
     except UnicodeDecodeError as err:
-        raise ArchError(f"{path}: not a text file (byte {err.object[err.start]:#04x} at offset {err.start} "
-                        "is not UTF-8)") from None
+        raise ArchError(f"{path}: {not_text(err)}") from None
     except json.JSONDecodeError as err:
         raise ArchError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
     return _checked(data, str(path)), str(path)

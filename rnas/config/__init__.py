@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from rnas.errors import UserError
+from search_spaces.errors import not_text
 from search_spaces.spec import read_yaml, yaml_problem
 
 
@@ -215,8 +216,7 @@ def load_config_file(cls, path: str | Path) -> dict:
     except OSError as err:
         raise UserError(f"--config {path}: cannot read ({err.strerror})") from None
     except UnicodeDecodeError as err:
-        raise UserError(f"--config {path}: not a text file (byte {err.object[err.start]:#04x} at offset "
-                        f"{err.start} is not UTF-8)") from None
+        raise UserError(f"--config {path}: {not_text(err)}") from None
     except yaml.YAMLError as err:
         raise UserError(f"--config {path}: bad YAML{yaml_problem(err)}") from None
     if not isinstance(data, dict):

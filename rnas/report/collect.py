@@ -22,6 +22,7 @@ from rnas.method.baselines import BASELINES
 from rnas.report.runs import Inputs, Model, Run
 from rnas.report.tables import adversarial_training, model_table, search_summary, write_models_csv
 from rnas.runtime.rundir import STUDY_STATE
+from search_spaces.errors import not_text
 
 MANIFEST = ".rnas-report"  # names of the files a report wrote: only those may be replaced by the next one
 
@@ -34,8 +35,7 @@ def read_text(path: Path) -> str:
     except OSError as err:
         raise UserError(f"{path}: cannot read ({err.strerror})") from None
     except UnicodeDecodeError as err:
-        raise UserError(f"{path}: not a text file (byte {err.object[err.start]:#04x} at offset {err.start} is not "
-                        "UTF-8)") from None
+        raise UserError(f"{path}: {not_text(err)}") from None
 
 
 def read_json(path: Path) -> dict | list:
