@@ -89,11 +89,9 @@ def main(argv: list[str] | None = None) -> int:
             print("rnas: stopped (Ctrl-C)", file=sys.stderr)
         return 128 + signal.SIGINT
     except Exception as err:  # a bug: one line and the traceback in a file, never a raw traceback
-        if _no_space(err):
-            if main_rank:  # every checkpoint is written to a temp file and renamed: the last one is whole
-                print(f"rnas: error: {err.filename or 'a file'}: {err.strerror} while writing it; every "
-                      "checkpoint already written is intact (free space, then run again; a run continues "
-                      "exactly with --resume)", file=sys.stderr)
+        if (full := _disk_full(err)) is not None:
+            if main_rank:
+                print(f"rnas: error: {full}", file=sys.stderr)
             return 2
         if os.environ.get("RNAS_DEBUG"):  # the tests set it: a case that reaches here fails them
             raise
@@ -110,11 +108,18 @@ def main(argv: list[str] | None = None) -> int:
             shutdown()
 
 
-def _no_space(err: Exception) -> bool:
-    """A full disk met by a write outside rnas's own checked writes (a library's log file, say)."""
-    import errno
+def _disk_full(err: Exception):
+    """A full disk met by a write outside rnas's own checked writes (a library's log file, say) as the
+    DiskFull rnas's writes raise, else None. Every checkpoint is written to a temp file and renamed, so the
+    last one written is whole."""
+    if not isinstance(err, OSError):
+        return None
+    from pathlib import Path
 
-    return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    from rnas.runtime.rundir import NO_SPACE, DiskFull
+
+    return DiskFull(Path(err.filename or "a file"), err, "every checkpoint already written is intact") \
+        if err.errno in NO_SPACE else None
 
 
 def write_traceback(err: BaseException) -> str:

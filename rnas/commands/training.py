@@ -49,8 +49,9 @@ def run_training(args, config_cls, runner, command: str, positional: str | None 
             from rnas.runtime.distributed import collective_timeout
             from rnas.runtime.rundir import first_line
 
+            message = str(err).lower()
             why = (f"no answer within {collective_timeout():g} s, RNAS_COLLECTIVE_TIMEOUT; a rank stopped or stuck"
-                   if "timed out" in str(err).lower() or "timeout" in str(err).lower() else first_line(err, 100))
+                   if "timed out" in message or "timeout" in message else first_line(err, 100))
             print(f"rnas: error: rank {from_environment().rank}: lost the other ranks ({why}); "
                   f"the last checkpoint {run / 'checkpoint.pt'} is intact: rnas {command} --resume {run}",
                   file=sys.stderr)

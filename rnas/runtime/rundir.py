@@ -46,15 +46,13 @@ def atomic_write_text(path: Path, text: str) -> None:
 def _atomic_write(path: Path, write, fault_point: bool = False) -> None:
     tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as fh:
+        with no_space_in(path), open(tmp, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
     except BaseException as err:  # a full disk, Ctrl-C: no partial temp file is left (SIGKILL leaves one)
         with contextlib.suppress(OSError):  # a read-only file system refuses even the unlink
             tmp.unlink()
-        if isinstance(err, OSError) and err.errno in NO_SPACE:
-            raise DiskFull(path, err) from None
         if isinstance(err, OSError) and err.errno in NOT_WRITABLE:
             raise UserError(f"{path}: cannot write it ({err.strerror}); nothing there was changed") from None
         raise

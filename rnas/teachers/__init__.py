@@ -110,11 +110,13 @@ def load_teacher(name: str, checkpoint: str | Path | None = None, model_dir: str
         load_into(net, state, path, f"{name} = {arch.description}")
     if (mean is None) != (std is None):
         raise UserError("teacher normalisation: give both mean and std, or neither")
+    where = f"teacher {name}"
     if mean is None:
         mean, std = found.get("mean", arch.mean), found.get("std", arch.std)
+        where = f"{path}: its normalisation" if "mean" in found else where
     if mean is not None:
         mean, std = [float(v) for v in mean], [float(v) for v in std]
-        _check_normalisation(mean, std, f"{path}: its normalisation" if "mean" in found else f"teacher {name}")
+        _check_normalisation(mean, std, where)
     return Teacher(net, mean, std, name, index, subset)
 
 
