@@ -300,9 +300,9 @@ class Metrics:
         from torch.utils.tensorboard.summary import hparams
 
         text = "\n".join(f"    {k}: {v!r}" for k, v in config.items())  # indented: markdown shows it verbatim
-        self.tb.add_text("config", text, 0)
         scalars = {k: v for k, v in config.items() if isinstance(v, (bool, int, float, str))}
         with self._writing_events():
+            self.tb.add_text("config", text, 0)
             writer = self.tb._get_file_writer()
             for summary in hparams(scalars, dict.fromkeys(metrics, 0.0)):
                 writer.add_summary(summary)
@@ -370,13 +370,14 @@ def check_can_create(path: Path, what: str) -> None:
     """One-line UserError unless ``path`` can be created: its nearest existing ancestor (or itself) is a
     writable directory, and its name is UTF-8 (config.yaml and TensorBoard record it). Checked before anything
     runs, so a long job never fails at its first write."""
+    resolved = Path(path).resolve()
     try:
-        str(Path(path).resolve()).encode("utf-8")
+        str(resolved).encode("utf-8")
     except UnicodeEncodeError:
         shown = str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
         raise UserError(f"{what.split(' ')[0]} {shown}: the path is not valid UTF-8 (config.yaml and TensorBoard "
                         "record it); choose a UTF-8 name") from None
-    existing = next(p for p in [path, *Path(path).resolve().parents] if p.exists())
+    existing = next(p for p in [path, *resolved.parents] if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK):
         raise UserError(f"{what}: {existing} is not a writable directory (checked before anything runs)")
 
