@@ -1,8 +1,11 @@
 """`rnas export` and `rnas.evaluation.export.standalone` on a tiny retrained checkpoint."""
 import contextlib
+import errno
 import functools
 import io
+import os
 import re
+import subprocess
 import sys
 
 import pytest
@@ -157,6 +160,42 @@ def test_numerical_mismatch_exits_1_and_writes_nothing(retrained, tmp_path, monk
     code, out, err = run_export(retrained, "--format", "torchscript", "-o", path)
     assert code == 1 and err.count("\n") == 1 and "max abs difference" in err and "tolerance -1" in err
     assert not path.exists() and not list(tmp_path.iterdir())
+
+
+def full_disk_line(path) -> str:
+    return (f"rnas: error: {path}: No space left on device while writing it; nothing was written at {path.name} "
+            "(free space, then run rnas export again)")
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(retrained, tmp_path, monkeypatch):
+    """ENOSPC as a full disk or quota reports it (through fsync): one line naming -o, no file, no partial."""
+    def fsync(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    path = tmp_path / "net.pt2"
+    code, out, err = run_export(retrained, "--format", "pt2", "-o", path)
+    assert code == 2 and out == "" and err.strip() == full_disk_line(path), err
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "pt2"])
+def test_a_really_full_disk_is_one_line(retrained, tmp_path, fmt):
+    """A tmpfs too small for the file (where the machine lets the tests mount one): the command, in its own
+    process, says so in one line (torch's own writers said 'unexpected pos' or left a traceback) and leaves
+    the disk as it was."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", disk], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        path = disk / f"net.{fmt}"
+        process = subprocess.run([sys.executable, "-m", "rnas", "export", str(retrained), "--format", fmt, "-o",
+                                  str(path)], capture_output=True, text=True, timeout=120)
+        assert process.returncode == 2 and process.stderr.strip() == full_disk_line(path), process.stderr
+        assert not list(disk.iterdir())
+    finally:
+        subprocess.run(["umount", disk], check=True)
 
 
 def test_onnx_without_onnxruntime_says_checker_only(retrained, tmp_path, monkeypatch):

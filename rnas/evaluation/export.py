@@ -3,6 +3,7 @@ ONNX), verified by loading the written file back and comparing its logits with t
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 import warnings
 from collections.abc import Callable
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from rnas.errors import UserError
+from rnas.runtime.rundir import no_space_in
 from supernets import Network, build_model, derive
 
 TOLERANCE = 1e-4  # max |logit difference| accepted; the exporters' graph rewrites stay near float32 rounding (~1e-7)
@@ -96,21 +98,26 @@ def _quiet(call: Callable, *args):
         return call(*args)
 
 
-def _write_torchscript(module, example, batch, path: Path) -> None:
+def _torchscript_bytes(module, example, batch) -> bytes:
     # trace, not script: an exported graph module is straight-line code, which tracing records exactly
     traced = _quiet(torch.jit.trace, module, example)
-    _quiet(torch.jit.save, traced, str(path))
+    buffer = io.BytesIO()
+    _quiet(torch.jit.save, traced, buffer)
+    return buffer.getvalue()
 
 
-def _write_pt2(module, example, batch, path: Path) -> None:
+def _pt2_bytes(module, example, batch) -> bytes:
     program = torch.export.export(module, (example,), dynamic_shapes=_dynamic(batch))
-    _quiet(torch.export.save, program, str(path))
+    buffer = io.BytesIO()
+    _quiet(torch.export.save, program, buffer)
+    return buffer.getvalue()
 
 
-def _write_onnx(module, example, batch, path: Path) -> None:
+def _onnx_bytes(module, example, batch) -> bytes:
     program = torch.export.export(module, (example,), dynamic_shapes=_dynamic(batch))
-    _quiet(lambda: torch.onnx.export(program, (example,), str(path), dynamo=True, external_data=False,
-                                     input_names=["images"], output_names=["logits"], verbose=False))
+    onnx_program = _quiet(lambda: torch.onnx.export(program, (example,), dynamo=True, input_names=["images"],
+                                                    output_names=["logits"], verbose=False))
+    return onnx_program.model_proto.SerializeToString()  # the weights inside: one self-contained file
 
 
 def _read_torchscript(path: Path):
@@ -136,7 +143,7 @@ def _read_onnx(path: Path):
 
 @dataclass(frozen=True)
 class Format:
-    write: Callable  # (standalone module, example input, batch or None, path) -> None
+    to_bytes: Callable  # (standalone module, example input, batch or None) -> the file's bytes
     read: Callable  # path -> (callable on a batch or None, what checked it)
     exporter: str
     use: str
@@ -144,11 +151,11 @@ class Format:
 
 
 FORMATS = {
-    "onnx": Format(_write_onnx, _read_onnx, "torch.onnx.export(dynamo=True) of the torch.export program",
+    "onnx": Format(_onnx_bytes, _read_onnx, "torch.onnx.export(dynamo=True) of the torch.export program",
                    "ONNX Runtime, TensorRT, OpenVINO, browsers", ("onnx", "onnxscript")),
-    "torchscript": Format(_write_torchscript, _read_torchscript, "torch.jit.trace + torch.jit.save",
+    "torchscript": Format(_torchscript_bytes, _read_torchscript, "torch.jit.trace + torch.jit.save",
                           "libtorch (C++) and Python without rnas; deprecated upstream, prefer pt2"),
-    "pt2": Format(_write_pt2, _read_pt2, "torch.export.export + torch.export.save",
+    "pt2": Format(_pt2_bytes, _read_pt2, "torch.export.export + torch.export.save",
                   "torch.export.load in Python, AOTInductor / ExecuTorch"),
 }
 
@@ -204,6 +211,16 @@ def _check_request(fmt: str, out: Path, input_size: int | None = None, batch: in
         raise UserError(f"-o {out}: directory {out.parent} is not writable")
 
 
+def _write_new(partial: Path, data: bytes, out: Path) -> None:
+    """``data`` as the file ``partial`` (made in memory first: the exporters' own writers turn a full disk into
+    errors that do not say so); a full disk is one line naming ``out``."""
+    with no_space_in(out, kept=f"nothing was written at {out.name}", then="free space, then run rnas export again"), \
+            open(partial, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+
+
 def publish(partial: Path, out: Path) -> None:
     """Give the finished ``partial`` file the name ``out`` unless a file of that name appeared meanwhile (a
     second rnas export to the same -o): a hard link is created atomically or not at all."""
@@ -233,7 +250,7 @@ def export(checkpoint: str | Path, fmt: str, out: str | Path, input_size: int | 
     # the file appears at `out` only once it is verified; this process's own partial file
     partial = out.with_name(f".partial-{os.getpid()}-{out.name}")
     try:
-        form.write(module, _example(shape, batch), batch, partial)
+        _write_new(partial, form.to_bytes(module, _example(shape, batch), batch), out)
         run, checked_with = form.read(partial)
         diff = None if run is None else max_abs_difference(run, model, shape, batches)
         if diff is not None and diff > tolerance:

@@ -71,26 +71,27 @@ NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 RUN_KEPT = "the run's checkpoint.pt of its last saved step is intact"
+RESUME_ADVICE = "free space, then run again; a run continues exactly with --resume"
 
 
 class DiskFull(UserError):
     """A write that found no space: which file, and that the file as it was before is intact."""
 
-    def __init__(self, path: Path, err: OSError, kept: str | None = None):
+    def __init__(self, path: Path, err: OSError, kept: str | None = None, then: str = RESUME_ADVICE):
         if kept is None:
             kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
-        super().__init__(f"{path}: {err.strerror or 'no space left on device'} while writing it; {kept} "
-                         f"(free space, then run again; a run continues exactly with --resume)")
+        super().__init__(f"{path}: {err.strerror or 'no space left on device'} while writing it; {kept} ({then})")
 
 
 @contextlib.contextmanager
-def no_space_in(path: Path, kept: str | None = None):
-    """A full disk while writing ``path`` becomes DiskFull naming it; other OS errors pass."""
+def no_space_in(path: Path, kept: str | None = None, then: str = RESUME_ADVICE):
+    """A full disk while writing ``path`` becomes DiskFull naming it (``kept``: what is intact, ``then``: what to
+    do); other OS errors pass."""
     try:
         yield
     except OSError as err:
         if err.errno in NO_SPACE:
-            raise DiskFull(path, err, kept) from None
+            raise DiskFull(path, err, kept, then) from None
         raise
 
 
