@@ -54,17 +54,55 @@ def _rows_of_numbers(value) -> bool:
     return isinstance(value, list) and all(isinstance(row, list) and all(map(_number, row)) for row in value)
 
 
+TUTOR_FIELDS = ("student_layers", "teacher_layers", "tutors", "tutor_probabilities")
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _arch_problem(arch: dict) -> str | None:
+    """What is wrong with the fields of an arch.json that a report reads (None: nothing)."""
+    missing = [key for key in ("params", "macs", "widths", "width_choices") if key not in arch]
+    if missing:
+        return f"no {', '.join(missing)}"
+    for key in ("macs", "params"):
+        if not (_number(arch[key]) and arch[key] >= 0):
+            return f"{key}: expected a number >= 0, got {arch[key]!r}"
+    widths, choices = arch["widths"], arch["width_choices"]
+    if not (isinstance(widths, list) and widths and all(_whole(w) and w > 0 for w in widths)):
+        return f"widths: expected a list of positive whole numbers, got {widths!r}"
+    if not (_rows_of_numbers(choices) and all(choices)):
+        return "width_choices: expected a list of lists of widths"
+    if len(choices) != len(widths):
+        return f"width_choices: {len(choices)} blocks but widths has {len(widths)}"
+    present = [key for key in TUTOR_FIELDS if key in arch]
+    if not present:
+        return None
+    if len(present) < len(TUTOR_FIELDS):
+        return f"no {', '.join(k for k in TUTOR_FIELDS if k not in present)} beside {', '.join(present)}"
+    students, teachers, tutors, probs = (arch[key] for key in TUTOR_FIELDS)
+    for key, layers in (("student_layers", students), ("teacher_layers", teachers)):
+        if not (isinstance(layers, list) and layers and all(isinstance(name, str) for name in layers)):
+            return f"{key}: expected a list of layer names"
+    if not (_rows_of_numbers(probs) and len(probs) == len(students) and all(len(r) == len(teachers) for r in probs)):
+        return (f"tutor_probabilities: expected {len(students)} rows (student_layers) of {len(teachers)} numbers "
+                "(teacher_layers)")
+    if not (isinstance(tutors, list) and len(tutors) == len(students)
+            and all(_whole(j) and 0 <= j < len(teachers) for j in tutors)):
+        return f"tutors: expected {len(students)} teacher layer indices in 0..{len(teachers) - 1}"
+    return None
+
+
 def read_arch_file(path: Path) -> dict:
     """An arch*.json of rnas derive, with the fields a report reads checked (a one-line UserError naming the
     field otherwise)."""
     arch = read_json(path)
     if not isinstance(arch, dict):
         raise UserError(f"{path}: expected a JSON object (an arch.json of rnas derive), got {type(arch).__name__}")
-    for key in ("macs", "params"):
-        if key in arch and not (_number(arch[key]) and arch[key] >= 0):
-            raise UserError(f"{path}: {key}: expected a number >= 0, got {arch[key]!r}"[:200])
-    if "width_choices" in arch and not _rows_of_numbers(arch["width_choices"]):
-        raise UserError(f"{path}: width_choices: expected a list of lists of widths"[:200])
+    problem = _arch_problem(arch)
+    if problem:
+        raise UserError(f"{path}: {problem} (a damaged or edited arch.json: write it again with rnas derive)"[:300])
     return arch
 
 
