@@ -182,7 +182,12 @@ def test_unwritable_out_and_quickstart_out_a_file_are_refused_first(root, tmp_pa
     blocker = tmp_path / "a-file"
     blocker.write_text("mine")
     code, err = main_in_process(*search_args(root, blocker / "run"))
-    assert code == 2 and "is not a writable directory (checked before anything runs)" in one_line(err)
+    assert code == 2 and one_line(err) == (f"rnas: error: --out {blocker / 'run'}: {blocker} is not a writable "
+                                           "directory (checked before anything runs)")
+    code, err = main_in_process("teacher", "train", "--arch", "wrn-10-1", "--data-dir", root / "data",
+                                "--model-dir", blocker / "models", "--epochs", 1)
+    assert code == 2 and one_line(err) == (f"rnas: error: --model-dir {blocker / 'models'}: {blocker} is not a "
+                                           "writable directory (checked before anything runs)")
     code, err = main_in_process("quickstart", "--out", blocker)
     assert code == 2 and "exists and is not a directory" in one_line(err) and blocker.read_text() == "mine"
 

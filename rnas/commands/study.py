@@ -56,7 +56,7 @@ def run(args) -> int:
 
     check_available(study.executor)
 
-    check_can_create(study.out, f"--out {study.out}")
+    check_can_create(study.out, "--out")
     study.again = " ".join(["rnas study", str(source), "--out", str(study.out)]
                            + [f"--{k.replace('_', '-')} {v}" for k, v in (("data_dir", args.data_dir),
                                                                       ("model_dir", args.model_dir),

@@ -90,7 +90,7 @@ def run_teacher_training(cfg: TeacherTrainConfig, run: Path, resume: bool = Fals
     if taken:
         raise UserError(f"{taken[0]}: a teacher of that name is already there; give another --name or --model-dir "
                         "(nothing was overwritten)")
-    check_can_create(folder, f"--model-dir {cfg.model_dir}")
+    check_can_create(folder, "--model-dir", cfg.model_dir)
     dist = join_job(cfg.device, dist)[1]
 
     def build() -> Trainer:

@@ -363,24 +363,26 @@ def prepare_run_dir(out: str | Path, resume: bool) -> Path:
         raise UserError(f"--out {run}: exists and is not a directory")
     elif run.is_symlink() and not run.exists():
         raise UserError(f"--out {run}: a symbolic link to {os.readlink(run)}, which does not exist")
-    check_can_create(run, f"--out {run}")
+    check_can_create(run, "--out")
     return run
 
 
-def check_can_create(path: Path, what: str) -> None:
+def check_can_create(path: Path, flag: str, given=None) -> None:
     """One-line UserError unless ``path`` can be created: its nearest existing ancestor (or itself) is a
     writable directory, and its name is UTF-8 (config.yaml and TensorBoard record it). Checked before anything
-    runs, so a long job never fails at its first write."""
+    runs, so a long job never fails at its first write. The message names ``flag`` and the value the user gave
+    (``given``, default ``path``)."""
+    given = path if given is None else given
     resolved = Path(path).resolve()
     try:
         str(resolved).encode("utf-8")
     except UnicodeEncodeError:
         shown = str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        raise UserError(f"{what.split(' ')[0]} {shown}: the path is not valid UTF-8 (config.yaml and TensorBoard "
+        raise UserError(f"{flag} {shown}: the path is not valid UTF-8 (config.yaml and TensorBoard "
                         "record it); choose a UTF-8 name") from None
     existing = next(p for p in [path, *resolved.parents] if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK):
-        raise UserError(f"{what}: {existing} is not a writable directory (checked before anything runs)")
+        raise UserError(f"{flag} {given}: {existing} is not a writable directory (checked before anything runs)")
 
 
 def require_finite(state: dict[str, torch.Tensor], path: Path) -> None:
