@@ -382,3 +382,23 @@ def test_the_cost_figure_colours_variants_as_the_accuracy_figure_does(tmp_path, 
          "accuracy": {"clean": {"accuracy": 50.0}, "pgd20": {"accuracy": 25.0}}}]}
     _cost_section(table, tmp_path)
     assert drawn["cost.png"] == ["rnas-cl", "rnas-cl+nfgsm"]
+
+
+def test_a_search_with_a_scaled_net_beside_its_arch_is_reported(study, tmp_path):
+    """`rnas scale -o SEARCH/arch-grown.json` puts a deeper net (more blocks, no tutor_probabilities) beside
+    arch.json: the report lists both with their own widths and draws them in one widths figure."""
+    root, _ = study
+    search = tmp_path / "search-t"
+    shutil.copytree(root / "study" / "search-t", search)
+    arch = json.loads((search / "arch.json").read_text())
+    code, err = main_in_process("scale", search / "arch.json", "--macs", str(3 * arch["macs"]), "-o",
+                                search / "arch-grown.json")
+    assert code == 0, err
+    grown = json.loads((search / "arch-grown.json").read_text())
+    assert len(grown["widths"]) > len(arch["widths"]) and "tutor_probabilities" not in grown
+    code, err = main_in_process("report", search, "-o", tmp_path / "out")
+    assert code == 0, err
+    (summary,) = json.loads((tmp_path / "out" / "searches.json").read_text())
+    assert [(name, a["widths"], a["macs"]) for name, a in summary["archs"].items()] == \
+        [("arch.json", arch["widths"], arch["macs"]), ("arch-grown.json", grown["widths"], grown["macs"])]
+    assert (tmp_path / "out" / "search-t-arch.png").read_bytes()[:4] == b"\x89PNG"

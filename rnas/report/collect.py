@@ -54,7 +54,7 @@ def _rows_of_numbers(value) -> bool:
     return isinstance(value, list) and all(isinstance(row, list) and all(map(_number, row)) for row in value)
 
 
-TUTOR_FIELDS = ("student_layers", "teacher_layers", "tutors", "tutor_probabilities")
+TUTOR_FIELDS = ("student_layers", "teacher_layers", "tutors", "tutor_probabilities")  # the last is optional
 
 
 def _whole(value) -> bool:
@@ -79,12 +79,13 @@ def _arch_problem(arch: dict) -> str | None:
     present = [key for key in TUTOR_FIELDS if key in arch]
     if not present:
         return None
-    if len(present) < len(TUTOR_FIELDS):
-        return f"no {', '.join(k for k in TUTOR_FIELDS if k not in present)} beside {', '.join(present)}"
-    students, teachers, tutors, probs = (arch[key] for key in TUTOR_FIELDS)
+    if missing := [k for k in TUTOR_FIELDS[:3] if k not in present]:  # a scaled net has no tutor_probabilities
+        return f"no {', '.join(missing)} beside {', '.join(present)}"
+    students, teachers, tutors = (arch[key] for key in TUTOR_FIELDS[:3])
     for key, layers in (("student_layers", students), ("teacher_layers", teachers)):
         if not (isinstance(layers, list) and layers and all(isinstance(name, str) for name in layers)):
             return f"{key}: expected a list of layer names"
+    probs = arch.get("tutor_probabilities", [[0] * len(teachers)] * len(students))
     if not (_rows_of_numbers(probs) and len(probs) == len(students) and all(len(r) == len(teachers) for r in probs)):
         return (f"tutor_probabilities: expected {len(students)} rows (student_layers) of {len(teachers)} numbers "
                 "(teacher_layers)")

@@ -291,11 +291,11 @@ def derived_widths(archs: dict[str, dict], title: str, path: Path) -> Path | Non
     if not archs:
         return None
     first = next(iter(archs.values()))
-    nblocks = len(first["widths"])
+    nblocks = max(len(arch["widths"]) for arch in archs.values())  # a scaled net (rnas scale) has more blocks
     fig, ax = plt.subplots(figsize=(min(12.5, 3.5 + 0.35 * nblocks * len(archs)), 4.0))
     bar = 0.8 / len(archs)
     for i, (name, arch) in enumerate(archs.items()):
-        xs = [b - 0.4 + bar * (i + 0.5) for b in range(nblocks)]
+        xs = [b - 0.4 + bar * (i + 0.5) for b in range(len(arch["widths"]))]
         bars = ax.bar(xs, arch["widths"], bar * 0.9,
                       label=f"{name}: {arch['params'] / 1e6:.3f}M params, {arch['macs'] / 1e6:.2f}M MACs")
         if len(archs) <= 2:
@@ -307,6 +307,8 @@ def derived_widths(archs: dict[str, dict], title: str, path: Path) -> Path | Non
     ax.set_ylabel("output channels")
     ax.set_title(title)
     ax.legend(loc="upper left", fontsize=8)
-    ax.set_ylim(0, max(max(c) for c in first.get("width_choices", [first["widths"]])) * 1.35)
+    tallest = max(max(w for arch in archs.values() for w in arch["widths"]),
+                  max(max(c) for c in first.get("width_choices", [first["widths"]])))
+    ax.set_ylim(0, tallest * 1.35)
     fig.tight_layout()
     return _save(fig, path)
