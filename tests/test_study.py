@@ -65,6 +65,7 @@ BAD = [
     ({"searches": []}, "searches: expected a non-empty list"),
     ({"searches": [{"space": "s3", "budget": 5}]}, "searches[0].budget: unknown key"),
     ({"searches": [{"space": "s3", "budgets": ["6Q"]}]}, "searches[0].budgets: bad MAC count '6Q'"),
+    ({"searches": [{"space": "s3", "scale": ["big"]}]}, "searches[0].scale: bad MAC count 'big'"),
     ({"arms": [{"arm": "ce", "at": "fgsm"}]}, "arms[0].at: 'fgsm': one of none, trades, pgd, nfgsm"),
     ({"arms": [{"arm": "ce", "budget": [15, "lots"]}]}, "arms[0].budget: 'lots': a number of CE-epoch equivalents"),
     ({"arms": [{"arm": "ce", "budget": 0}]}, "arms[0].budget: 0: a number of CE-epoch equivalents > 0"),
@@ -260,3 +261,33 @@ def test_a_run_that_left_val_size_to_its_dataset_is_the_same_as_one_naming_that_
     assert changed_setting(base, asked, unset_ok=True) == (("val_size", None, 4000) if refused else None)
     assert changed_setting({**base, "val_size": 4000}, asked, unset_ok=True) == (
         None if now in (None, 4000) else ("val_size", 4000, 5000))
+
+
+def test_a_search_scaled_to_a_budget_trains_its_robustscaling_and_widened_nets(root, tmp_path, capsys):
+    """`scale: X` grows the derived net to X MACs by RobustScaling and by width alone, as `rnas scale` does,
+    and trains every arm on each; a second run finds every step done."""
+    spec = study_dict(root, arms=["ce"], eval={"attacks": ["clean"], "n": 10}, control_teacher=None,
+                      searches=[{"space": str(root / "tiny.yaml"), "scale": "0.5M"}])
+    study, out = write_study(tmp_path / "s.yaml", spec), tmp_path / "out"
+    code, _ = main_in_process("study", study, "--out", out, "--dry-run")
+    listed = [line.split()[1:3] for line in capsys.readouterr().out.splitlines()]
+    assert code == 0 and [p for kind, p in listed if kind == "retrain"] == ["tiny/ce", "tiny-scaled-0.5M/ce",
+                                                                           "tiny-widened-0.5M/ce"]
+    code, err = main_in_process("study", study, "--out", out)
+    assert code == 0, err
+    arch = json.loads((out / "search-tiny" / "arch.json").read_text())
+    for rule, flag in (("scaled", []), ("widened", ["--width-only"])):
+        grown = json.loads((out / "search-tiny" / f"arch-{rule}-0.5M.json").read_text())
+        code, err = main_in_process("scale", out / "search-tiny" / "arch.json", "--macs", "0.5M", *flag, "-o",
+                                    tmp_path / f"{rule}.json")
+        assert code == 0, err
+        by_hand = json.loads((tmp_path / f"{rule}.json").read_text())
+        assert (grown["widths"], grown["macs"], grown["spec"]) == (by_hand["widths"], by_hand["macs"], by_hand["spec"])
+        assert arch["macs"] < grown["macs"] <= 500_000
+        saved = torch.load(out / f"tiny-{rule}-0.5M" / "ce" / "checkpoint.pt", weights_only=True)
+        assert saved["arch"]["widths"] == grown["widths"] and saved["epoch"] == 1
+    models = {m["name"]: m for m in json.loads((out / "study.json").read_text())["models"]}
+    assert (models["tiny-widened-0.5M/ce"]["scale"], models["tiny-widened-0.5M/ce"]["budget"]) == ("widened", 500_000)
+    capsys.readouterr()
+    code, _ = main_in_process("study", study, "--out", out, "--dry-run")
+    assert code == 0 and all(line.split()[-1] == "done" for line in capsys.readouterr().out.splitlines())

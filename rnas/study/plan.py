@@ -15,6 +15,10 @@ for a compute budget instead of epochs (``budget: 15`` or ``[15, 30]``, in CE-ep
 ``rnas retrain --budget``; it replaces ``retrain.epochs`` and ``retrain.milestones`` for that arm), so arms
 can be matched on cost: ``{arm: rnas-cl, at: nfgsm, budget: [15, 30]}`` runs ``<net>/rnas-cl-nfgsm-15ce``
 and ``<net>/rnas-cl-nfgsm-30ce``.
+
+A search may also grow its derived net to larger MAC budgets (``scale: 15.6M`` or a list, as ``rnas scale
+ARCH --macs``): each budget gives two more nets with every arm, ``<space>-scaled-<budget>`` (RobustScaling:
+depth and width in the paper's ratios) and ``<space>-widened-<budget>`` (the same budget by width alone).
 """
 from __future__ import annotations
 
@@ -200,9 +204,9 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
     for i, entry in enumerate(searches):
         here = f"{where}: searches[{i}]"
         entry = {"space": entry} if isinstance(entry, str) else mapping(entry, here)
-        unknown = [k for k in entry if k not in ("space", "budgets")]
+        unknown = [k for k in entry if k not in ("space", "budgets", "scale")]
         if unknown:
-            raise fail(f"{here}.{unknown[0]}", "unknown key (space, budgets)")
+            raise fail(f"{here}.{unknown[0]}", "unknown key (space, budgets, scale)")
         space = entry.get("space")
         if not isinstance(space, str) or not space:
             raise fail(f"{here}.space", "missing (a built-in space name or a YAML path)")
@@ -218,11 +222,16 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
             if budget is not None and budget < smallest:
                 raise fail(f"{here}.budgets", f"{budget:,.0f} MACs is below the smallest net of {space} "
                                                f"({smallest:,} MACs)")
+        scales = [] if entry.get("scale") is None else \
+            [_budget(b, f"{here}.scale") for b in _list(entry["scale"], f"{here}.scale")]
         derive = add(Step(f"derive/{tag}", "derive", f"search-{tag}", extra={
-            "budgets": budgets, "epochs": cfg.epochs}), search.name)
-        for budget in budgets:
-            net = tag if budget is None else f"{tag}-{_budget_text(budget)}"
-            arch = f"search-{tag}/" + ("arch.json" if budget is None else f"arch-{_budget_text(budget)}.json")
+            "budgets": budgets, "scale": scales, "epochs": cfg.epochs}), search.name)
+        nets = [(tag if budget is None else f"{tag}-{_budget_text(budget)}",
+                 f"search-{tag}/" + ("arch.json" if budget is None else f"arch-{_budget_text(budget)}.json"), budget,
+                 None) for budget in budgets]
+        nets += [(f"{tag}-{rule}-{_budget_text(budget)}", f"search-{tag}/{scaled_filename(budget, rule)}", budget,
+                  rule) for budget in scales for rule in SCALE_RULES]
+        for net, arch, budget, rule in nets:
             for arm, at, compute, tunes, res in arms:
                 arm_teacher = control if arm == "control-teacher" else teacher
                 run = f"{net}/{_arm_name(arm, at, compute)}"
@@ -255,7 +264,7 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
                         entry_evals[protocol] = file
                     models.append({"name": model.path, "arm": arm, "finetune": tune, "at": at,
                                    "compute_budget": compute, "space": tag.upper(),
-                                   "budget": budget, "teacher": arm_teacher.get("teacher_ckpt") or
+                                   "budget": budget, "scale": rule, "teacher": arm_teacher.get("teacher_ckpt") or
                                    arm_teacher.get("teacher"), "run": model.path, "search": search.path,
                                    "arch": arch, "evals": entry_evals})
     if len({m["name"] for m in models}) != len(models):
@@ -409,6 +418,15 @@ def _budget(value, where: str) -> int:
         return int(parse_macs(value))
     except UserError as err:
         raise fail(where, str(err)) from None
+
+
+SCALE_RULES = {"scaled": False, "widened": True}  # a search's `scale:` nets: RobustScaling, and width alone
+
+
+def scaled_filename(budget: int, rule: str) -> str:
+    """arch-scaled-15.6M.json (RobustScaling) or arch-widened-15.6M.json (width alone): the search's arch.json
+    grown to ``budget`` MACs by the derive step of a search with ``scale:``."""
+    return f"arch-{rule}-{_budget_text(budget)}.json"
 
 
 def _budget_text(budget: int) -> str:

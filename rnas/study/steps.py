@@ -80,9 +80,12 @@ def _evaluated(step: Step, out: Path) -> bool:
 
 def _derived(step: Step, out: Path) -> bool:
     from rnas.nets.derivation import arch_filename
+    from rnas.study.plan import SCALE_RULES, scaled_filename
 
     searched = epochs_done(out / step.path)
-    arch = [_read_json(out / step.path / arch_filename(b)) for b in step.extra["budgets"]]
+    files = [arch_filename(b) for b in step.extra["budgets"]]
+    files += [scaled_filename(b, rule) for b in step.extra.get("scale", []) for rule in SCALE_RULES]
+    arch = [_read_json(out / step.path / name) for name in files]
     return searched > 0 and all(a is not None and a.get("search_epochs_done") == searched for a in arch)
 
 
@@ -144,9 +147,18 @@ def _run_retrain(step: Step, out: Path, events, should_stop) -> None:
 
 
 def _run_derive(step: Step, out: Path, events, should_stop) -> None:
+    """The search's arch files, then its arch.json grown to each ``scale`` budget by each rule (rnas scale)."""
     from rnas.nets.derivation import write_archs
+    from rnas.nets.scaling import scale_arch
+    from rnas.study.plan import SCALE_RULES, scaled_filename
 
-    write_archs(out / step.path, step.extra["budgets"])
+    run, budgets, scales = out / step.path, step.extra["budgets"], step.extra.get("scale", [])
+    archs = dict(write_archs(run, budgets + ([None] if scales and None not in budgets else [])))
+    grown = [(run / scaled_filename(budget, rule), scale_arch(archs[run / "arch.json"], budget, str(run / "arch.json"),
+                                                                width_only))
+             for budget in scales for rule, width_only in SCALE_RULES.items()]
+    for path, arch in grown:  # every net grown (and checked) before any file is written
+        atomic_write_json(path, arch)
 
 
 def _run_eval(step: Step, out: Path, events, should_stop) -> None:
