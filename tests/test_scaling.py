@@ -304,3 +304,28 @@ def test_rnas_retrain_takes_a_grown_net_with_its_carried_tutors(tmp_path):
                                 "--limit", 20, "--batch-size", 10, "--epochs", 1, "--out", root / "retrain")
     assert code == 0, err
     assert load_checkpoint(root / "retrain" / "checkpoint.pt")["tutors"]["mapping"] == grown["tutors"]
+
+
+def test_the_shipped_scaling_study_plans_s3_grown_both_ways_against_an_s7_search(tmp_path):
+    """studies/cifar10-scaling.yaml: the S3 net, it grown to 15.58M MACs by RobustScaling and by width alone,
+    and S7 derived at 15.58M, each retrained 15 epochs with RNAS-CL and evaluated with AutoAttack."""
+    from helpers import write_cifar10, write_teacher
+
+    from rnas.study.plan import plan_study
+
+    write_cifar10(tmp_path / "data")
+    write_teacher(tmp_path / "teachers", name="wrn-16-2-nfgsm", depth=16, widen=2)
+    study = Path(__file__).resolve().parents[1] / "studies" / "cifar10-scaling.yaml"
+    plan = plan_study(study, tmp_path / "out", {"data_dir": str(tmp_path / "data"),
+                                                "model_dir": str(tmp_path / "teachers")}, cwd=tmp_path)
+    retrains = {s.path: s.config for s in plan.steps() if s.kind == "retrain"}
+    assert list(retrains) == ["s3/rnas-cl", "s3-scaled-15.58M/rnas-cl", "s3-widened-15.58M/rnas-cl",
+                              "s7-15.58M/rnas-cl"]
+    assert {Path(c.arch).name for c in retrains.values()} == {"arch.json", "arch-scaled-15.58M.json",
+                                                             "arch-widened-15.58M.json", "arch-15.58M.json"}
+    assert all(c.epochs == 15 and c.baseline == "cl" for c in retrains.values())
+    derive = {s.path: s.extra for s in plan.steps() if s.kind == "derive"}
+    assert (derive["search-s3"]["scale"], derive["search-s7"]["budgets"]) == ([15_580_000], [15_580_000])
+    evals = [s for s in plan.steps() if s.kind == "eval"]
+    assert len(evals) == 4 and all(e.config.attack_list() == ["clean", "pgd20", "autoattack"] and e.config.n == 1000
+                                   for e in evals)
