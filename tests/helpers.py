@@ -52,6 +52,17 @@ def write_teacher(model_dir: Path, name: str = "tiny", depth: int = 10, widen: i
     return path
 
 
+def plan_shipped_study(name: str, tmp_path: Path):
+    """The plan of studies/NAME.yaml over tiny CIFAR-10 data and a WRN-16-2 teacher named as the shared one."""
+    from rnas.study.plan import plan_study
+
+    write_cifar10(tmp_path / "data")
+    write_teacher(tmp_path / "teachers", name="wrn-16-2-nfgsm", depth=16, widen=2)
+    study = Path(__file__).resolve().parents[1] / "studies" / f"{name}.yaml"
+    return plan_study(study, tmp_path / "out", {"data_dir": str(tmp_path / "data"),
+                                                "model_dir": str(tmp_path / "teachers")}, cwd=tmp_path)
+
+
 def write_space(path: Path) -> Path:
     path.write_text(yaml.safe_dump(TINY_SPACE))
     return path

@@ -309,15 +309,9 @@ def test_rnas_retrain_takes_a_grown_net_with_its_carried_tutors(tmp_path):
 def test_the_shipped_scaling_study_plans_s3_grown_both_ways_against_an_s7_search(tmp_path):
     """studies/cifar10-scaling.yaml: the S3 net, it grown to 15.58M MACs by RobustScaling and by width alone,
     and S7 derived at 15.58M, each retrained 15 epochs with RNAS-CL and evaluated with AutoAttack."""
-    from helpers import write_cifar10, write_teacher
+    from helpers import plan_shipped_study
 
-    from rnas.study.plan import plan_study
-
-    write_cifar10(tmp_path / "data")
-    write_teacher(tmp_path / "teachers", name="wrn-16-2-nfgsm", depth=16, widen=2)
-    study = Path(__file__).resolve().parents[1] / "studies" / "cifar10-scaling.yaml"
-    plan = plan_study(study, tmp_path / "out", {"data_dir": str(tmp_path / "data"),
-                                                "model_dir": str(tmp_path / "teachers")}, cwd=tmp_path)
+    plan = plan_shipped_study("cifar10-scaling", tmp_path)
     retrains = {s.path: s.config for s in plan.steps() if s.kind == "retrain"}
     assert list(retrains) == ["s3/rnas-cl", "s3-scaled-15.58M/rnas-cl", "s3-widened-15.58M/rnas-cl",
                               "s7-15.58M/rnas-cl"]

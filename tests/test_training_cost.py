@@ -2,7 +2,6 @@
 costs (rnas/cost.py): examples inside their budgets, the combined objective equal to its terms computed
 apart, measured pass counts equal to a hand count for a 2-step run of each mode, exact resume."""
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -197,15 +196,9 @@ def test_epochs_and_a_budget_that_disagree_are_one_line(arch, tmp_path):
 
 def test_the_shipped_study_of_adversarial_training_at_equal_compute_plans(tmp_path):
     """studies/cifar10-vs-at.yaml: every arm at both budgets, from scratch, each model evaluated."""
-    from helpers import write_cifar10, write_teacher
+    from helpers import plan_shipped_study
 
-    from rnas.study.plan import plan_study
-
-    write_cifar10(tmp_path / "data")
-    write_teacher(tmp_path / "teachers", name="wrn-16-2-nfgsm", depth=16, widen=2)
-    study = Path(__file__).resolve().parents[1] / "studies" / "cifar10-vs-at.yaml"
-    plan = plan_study(study, tmp_path / "out", {"data_dir": str(tmp_path / "data"),
-                                                "model_dir": str(tmp_path / "teachers")}, cwd=tmp_path)
+    plan = plan_shipped_study("cifar10-vs-at", tmp_path)
     retrains = {s.path: s.config for s in plan.steps() if s.kind == "retrain"}
     arms = ["ce-pgd", "ce-trades", "ce-nfgsm", "rnas-cl", "fixed", "rnas-cl-nfgsm", "rnas-cl-trades"]
     assert list(retrains) == [f"s3/{a}-{b}ce" for a in arms for b in (15, 30)]
