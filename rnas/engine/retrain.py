@@ -75,6 +75,11 @@ class RetrainConfig(RuntimeSection, OptimSection, TeacherSection, DataSection):
     nfgsm_noise: float = flag(defaults.NFGSM_NOISE, "N-FGSM: uniform noise radius in units of eps (de Jorge et al.: 2)",
                                range=">= 0")
     mbn: bool = flag(False, "Mixture BN: separate clean/adversarial BN while training (needs --at)")
+    robust_val: int = flag(0, "each epoch, PGD-10 accuracy at --eps (step --step) on this many of the last "
+                           "validation images (whole validation batches of 500; not the first ones, which rnas "
+                           "eval --n reports on): val_robust_acc in metrics.jsonl, and the epoch with the best one "
+                           "kept as RUN/best.pt (early stopping, Rice et al.; rnas eval RUN/best.pt). Not counted "
+                           "in the training cost. 0: off", range=">= 0")
     budget: float | None = flag(None, "train for this compute instead of --epochs, in epochs of plain CE training of "
                                 "this net on this training set (student forward + backward MACs, plus the teacher's "
                                 "forwards and every attack step): the epochs are the budget over one epoch's cost "
@@ -170,6 +175,8 @@ def build_retrain(cfg: RetrainConfig, dist: Dist | None = None) -> Trainer:
     cfg.device = device_name(device, dist)  # config.yaml says where it ran
     seed_everything(cfg.seed)
     data = loaders_for(cfg, device)
+    if cfg.robust_val and data.val is None:
+        raise UserError(f"--robust-val {cfg.robust_val}: this run has no validation split to attack (--val-size 0?)")
     model = build_model(arch)
     if model.num_classes != data.num_classes:
         raise UserError(f"{cfg.arch}: the arch has {model.num_classes} classes, --data {cfg.data} has "

@@ -15,6 +15,7 @@ from rnas.data import keyed_generator
 from rnas.engine.cost import CostMeter, count_macs
 from rnas.engine.loop import clean_accuracy, run_job, share_step
 from rnas.engine.optim import fill_recipe, make_grad_scaler, make_optimizer, make_scheduler
+from rnas.errors import UserError
 from rnas.method.distill import (
     attention_maps,
     backward_with_share,
@@ -33,9 +34,33 @@ from rnas.robust.adversarial import (
     trades_examples,
     trades_terms,
 )
-from rnas.runtime.device import autocast, compile_model, full_precision
+from rnas.robust.attacks import pgd
+from rnas.runtime.device import autocast, compile_model, eval_mode, full_precision
 from rnas.runtime.distributed import SINGLE, Dist, check_batch, note_world_change
-from rnas.runtime.rundir import TRAIN_CHECKPOINT, rng_state, set_rng_state
+from rnas.runtime.rundir import TRAIN_CHECKPOINT, atomic_save, rng_state, set_rng_state
+
+
+@torch.no_grad()
+def _correct(model, x, y) -> torch.Tensor:
+    return torch.stack([(model(x).argmax(1) == y).sum(), torch.tensor(len(y), device=y.device)])
+
+
+def robust_accuracy(model, loader, n: int, eps: float, step: float, taps=None, dist: Dist = SINGLE,
+                    key: tuple[int, ...] = (0,), steps: int = 10) -> tuple[float, int]:
+    """(PGD-``steps`` accuracy in %, images attacked) on the last ceil(n / batch) batches of ``loader``: the end
+    of the validation split, away from the first images ``rnas eval --n`` reports on. Random starts from
+    ``key`` (seed, epoch), so a resumed run measures the same; under torchrun each rank attacks its share."""
+    if loader is None:
+        raise UserError(f"--robust-val {n}: no validation split to attack (--val-size 0?)")
+    batches = min(len(loader), -(-n // loader.batch_size)) if loader.batch_size else len(loader)
+    counts = torch.zeros(2, dtype=torch.long)
+    dist.broadcast_buffers(model)
+    with eval_mode(model), (taps.paused() if taps is not None else contextlib.nullcontext()):
+        for i, (x, y) in enumerate(loader.epoch(0, len(loader) - batches)):
+            noise = keyed_generator(x.device, *key, i, 3, dist.rank)
+            counts = counts.to(x.device) + _correct(model, pgd(model, x, y, eps, step, steps, generator=noise), y)
+    correct, total = dist.sum(counts).tolist()
+    return round(100.0 * correct / total, 4), int(total)
 
 
 @dataclasses.dataclass
@@ -94,6 +119,7 @@ class Trainer:
         self.scheduler = make_scheduler(self.opt, cfg)
         self.scaler = make_grad_scaler(getattr(cfg, "amp", "none"), device)
         self.epoch, self.step, self.progress = 0, 0, None
+        self.best, self.run = None, None  # --robust-val: {"epoch", "val_robust_acc"} of the best epoch so far
 
     BUILDERS: dict[type, Callable] = {}  # config class -> builder; retrain.py and teacher_train.py add theirs
 
@@ -113,7 +139,8 @@ class Trainer:
         """Train into the run directory ``run`` (see ``rnas.engine.loop.run_job``); returns it."""
         from pathlib import Path
 
-        return run_job(self, Path(run), resume, callbacks=callbacks, should_stop=should_stop)
+        self.run = Path(run)  # where best.pt goes (--robust-val)
+        return run_job(self, self.run, resume, callbacks=callbacks, should_stop=should_stop)
 
     def _noise(self) -> torch.Generator | None:
         """Random starts of adversarial examples: the global stream in one process; under torchrun a stream
@@ -194,14 +221,31 @@ class Trainer:
     def epoch_record(self) -> dict:
         with self.meter.paused():
             val_acc = clean_accuracy(self.model, self.data.val, self.student_taps, self.dist)
-        return {"val_acc": val_acc, **self.meter.record(self.dist)}
+            robust = self.robust_validation()
+        return {"val_acc": val_acc, **robust, **self.meter.record(self.dist)}
+
+    def robust_validation(self) -> dict:
+        """With ``robust_val`` N > 0: PGD-10 accuracy at the run's eps on the last N validation images, and
+        when it is the best so far this epoch's model as RUN/best.pt (Rice et al.'s early stopping)."""
+        n = getattr(self.cfg, "robust_val", 0) or 0
+        if not n:
+            return {}
+        accuracy, attacked = robust_accuracy(self.model, self.data.val, n, self.obj.eps, self.obj.step,
+                                             self.student_taps, self.dist, (getattr(self.cfg, "seed", 0), self.epoch))
+        if self.best is None or accuracy > self.best["val_robust_acc"]:
+            self.best = {"epoch": self.epoch + 1, "val_robust_acc": accuracy}
+            if self.dist.main and self.run is not None:
+                best = {**self.state(), "epoch": self.epoch + 1, "step": 0, "progress": None}  # a model file
+                atomic_save(best, self.run / "best.pt")
+        return {"val_robust_acc": accuracy, "val_robust_n": attacked, "best_epoch": self.best["epoch"]}
 
     def state(self) -> dict:
         return {"format": TRAIN_CHECKPOINT, "kind": self.command, "epoch": self.epoch, "step": self.step,
                 "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "rng": rng_state(), "progress": self.progress,
                 "world_size": self.dist.world, "scaler": self.scaler.state_dict(),
-                "config": dataclasses.asdict(self.cfg), "cost": self.meter.state(), **self.extra_state}
+                "config": dataclasses.asdict(self.cfg), "cost": self.meter.state(), "best": self.best,
+                **self.extra_state}
 
     def load_state(self, ckpt: dict) -> None:
         self.model.load_state_dict(ckpt["model"])
@@ -211,6 +255,7 @@ class Trainer:
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.meter.load_state(ckpt.get("cost"))
+        self.best = ckpt.get("best")
         set_rng_state(ckpt["rng"])
         note_world_change(ckpt.get("world_size", 1), self.dist)
 
