@@ -11,7 +11,7 @@ import rnas
 from rnas.data import keyed_generator
 from rnas.data.loaders import InMemoryLoader
 from rnas.data.readers import ImageTensors
-from rnas.engine.trainer import robust_accuracy
+from rnas.engine.early_stopping import robust_accuracy
 from rnas.robust.attacks import pgd
 
 pytestmark = pytest.mark.slow  # end-to-end runs: deselect with -m "not slow"
@@ -38,7 +38,7 @@ def records(run) -> list[dict]:
 
 def by_hand(model, x, y, key) -> float:
     """PGD-10 at 8/255, step 2/255, with the random start of batch 0 of ``key``: accuracy in %."""
-    x_adv = pgd(model, x, y, EPS, STEP, 10, generator=keyed_generator(x.device, *key, 0, 3, 0))
+    x_adv = pgd(model, x, y, EPS, STEP, 10, generator=keyed_generator(x.device, *key, 0, 3))
     with torch.no_grad():
         return round(100.0 * (model(x_adv).argmax(1) == y).sum().item() / len(y), 4)
 
@@ -54,11 +54,13 @@ def test_robust_validation_is_pgd10_on_the_split_and_best_pt_is_its_best_epoch(r
     run = tmp_path / "run"
     code, err = retrain(root, run, "--epochs", 4)
     assert code == 0, err
+    assert "rnas: note: --robust-val 20: best.pt is chosen on all 50 validation images, so its accuracy on them " \
+           "is optimistic; report on other images" in err.splitlines()
     history = records(run)
     assert [r["val_robust_n"] for r in history] == [50] * 4  # one validation batch of 50: all of it
     accuracies = [r["val_robust_acc"] for r in history]
     best = max(range(4), key=lambda e: (accuracies[e], -e))  # the first epoch of the highest accuracy
-    assert history[-1]["best_epoch"] == best + 1
+    assert history[-1]["best_epoch"] == best  # the record's own epoch index
     saved = torch.load(run / "best.pt", weights_only=True)
     assert saved["epoch"] == best + 1 and saved["best"] == {"epoch": best + 1, "val_robust_acc": accuracies[best]}
     x, y = val_images(root)
@@ -83,27 +85,41 @@ def test_a_resumed_run_measures_and_keeps_the_same(root, tmp_path):
     assert all(torch.equal(one["model"][k], other["model"][k]) for k in one["model"])
 
 
-def test_the_attacked_images_are_the_last_whole_batches():
-    """10 images in batches of 4: 5 asked for -> the last two batches, images 4..9 (6 of them)."""
+@pytest.mark.parametrize("size,asked,first", [(10, 5, 4), (13, 5, 8), (9, 6, 0), (10, 40, 0)])
+def test_the_attacked_images_are_the_fewest_last_whole_batches_holding_n(size, asked, first):
+    """Batches of 4: 5 of 10 images -> images 4..9; 5 of 13 -> 8..12; 6 of 9 -> all; more than there are -> all."""
     generator = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8, generator=generator)
-    labels = torch.arange(10) % 3
+    images = torch.randint(0, 256, (size, 3, 8, 8), dtype=torch.uint8, generator=generator)
+    labels = torch.arange(size) % 3
     loader = InMemoryLoader(ImageTensors(images, labels), 4, "cpu", 0, augment=False, shuffle=False)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 3)).eval()
-    accuracy, attacked = robust_accuracy(model, loader, 5, EPS, STEP, key=(7, 2))
+    accuracy, attacked = robust_accuracy(model, loader, asked, EPS, STEP, key=(7, 2))
     x, y = images.to(torch.get_default_dtype()) / 255, labels
     correct = 0
-    for i, (start, stop) in enumerate([(4, 8), (8, 10)]):
-        x_adv = pgd(model, x[start:stop], y[start:stop], EPS, STEP, 10,
-                    generator=keyed_generator(x.device, 7, 2, i, 3, 0))
-        correct += (model(x_adv).argmax(1) == y[start:stop]).sum().item()
-    assert attacked == 6 and accuracy == round(100.0 * correct / 6, 4)
+    for i, start in enumerate(range(first, size, 4)):
+        part = slice(start, start + 4)
+        x_adv = pgd(model, x[part], y[part], EPS, STEP, 10, generator=keyed_generator(x.device, 7, 2, i, 3))
+        correct += (model(x_adv).argmax(1) == y[part]).sum().item()
+    assert attacked == size - first >= min(asked, size)
+    assert accuracy == round(100.0 * correct / attacked, 4)
+
+
+def test_a_run_stopped_between_its_checkpoint_and_best_pt_gets_it_on_resume(root, tmp_path):
+    run = tmp_path / "run"
+    assert retrain(root, run, "--epochs", 1)[0] == 0
+    (run / "best.pt").unlink()  # as if killed after the epoch's checkpoint, before best.pt was written
+    code, err = retrain(root, run, "--epochs", 1, "--resume", run)
+    assert code == 0, err
+    best, last = (torch.load(run / name, weights_only=True) for name in ("best.pt", "checkpoint.pt"))
+    assert best["epoch"] == last["epoch"] == 1 and best["best"] == last["best"]
+    assert all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"])
+    assert "optimizer" not in best  # a model file, not a resume point
 
 
 def test_no_validation_split_is_one_line_before_training(root, tmp_path):
     code, err = main_in_process("retrain", root / "search" / "arch.json", "--baseline", "ce", "--data-dir",
                                 root / "data", "--val-size", 0, "--limit", 100, "--batch-size", 25, "--epochs", 1,
                                 "--robust-val", 20, "--out", tmp_path / "run")
-    assert code == 2 and err.strip() == ("rnas: error: --robust-val 20: this run has no validation split to attack "
-                                         "(--val-size 0?)"), err
+    assert code == 2 and err.strip() == ("rnas: error: --robust-val 20: needs a validation split of known size and "
+                                         "batch size (--val-size 0, or a validation loader of unknown length?)"), err
     assert not (tmp_path / "run" / "metrics.jsonl").exists()

@@ -401,4 +401,7 @@ def test_a_search_with_a_scaled_net_beside_its_arch_is_reported(study, tmp_path)
     (summary,) = json.loads((tmp_path / "out" / "searches.json").read_text())
     assert [(name, a["widths"], a["macs"]) for name, a in summary["archs"].items()] == \
         [("arch.json", arch["widths"], arch["macs"]), ("arch-grown.json", grown["widths"], grown["macs"])]
+    carried = summary["archs"]["arch-grown.json"]["tutors"]
+    assert [(t["student"], t["teacher"], t["probability"]) for t in carried] == \
+        [(s, grown["teacher_layers"][j], None) for s, j in zip(grown["student_layers"], grown["tutors"], strict=True)]
     assert (tmp_path / "out" / "search-t-arch.png").read_bytes()[:4] == b"\x89PNG"

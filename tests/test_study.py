@@ -66,6 +66,8 @@ BAD = [
     ({"searches": [{"space": "s3", "budget": 5}]}, "searches[0].budget: unknown key"),
     ({"searches": [{"space": "s3", "budgets": ["6Q"]}]}, "searches[0].budgets: bad MAC count '6Q'"),
     ({"searches": [{"space": "s3", "scale": ["big"]}]}, "searches[0].scale: bad MAC count 'big'"),
+    ({"searches": [{"space": "s3", "scale": "9M", "budgets": ["6M"]}]},
+     "searches[0].scale: grows the search's own net (arch.json), which budgets leaves out"),
     ({"arms": [{"arm": "ce", "at": "fgsm"}]}, "arms[0].at: 'fgsm': one of none, trades, pgd, nfgsm"),
     ({"arms": [{"arm": "ce", "budget": [15, "lots"]}]}, "arms[0].budget: 'lots': a number of CE-epoch equivalents"),
     ({"arms": [{"arm": "ce", "budget": 0}]}, "arms[0].budget: 0: a number of CE-epoch equivalents > 0"),

@@ -168,6 +168,8 @@ def train_epochs(job: Job, run: Path, metrics, on_step: list, on_epoch: list, sh
     steps = len(loader)
     if steps == 0:
         raise UserError(f"--batch-size {cfg.batch_size}: larger than the training set")
+    after_checkpoint = getattr(job, "after_checkpoint", lambda run: None)  # a job's files beside its checkpoint
+    after_checkpoint(run)  # as of the checkpoint it starts or resumes from
     while job.epoch < cfg.epochs:
         epoch, start = job.epoch, job.step
         job.begin_epoch(epoch)
@@ -212,6 +214,7 @@ def train_epochs(job: Job, run: Path, metrics, on_step: list, on_epoch: list, sh
                         epoch)
         job.epoch, job.step, job.progress = epoch + 1, 0, None
         _save(job, run)
+        after_checkpoint(run)
         for hook in on_epoch:
             hook(job, record)
 

@@ -3,6 +3,7 @@
 (``--mbn``). Distillation (``--baseline``) and adversarial training (``--at``) are independent axes."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from rnas.config import defaults, flag
 from rnas.config.sections import DataSection, OptimSection, RuntimeSection, TeacherSection, shared
 from rnas.data import loaders_for
 from rnas.engine.cost import count_macs, passes_per_image, training_macs
+from rnas.engine.early_stopping import attacked_range
 from rnas.engine.optim import fill_recipe
 from rnas.engine.trainer import Objective, Trainer
 from rnas.errors import UserError
@@ -175,8 +177,13 @@ def build_retrain(cfg: RetrainConfig, dist: Dist | None = None) -> Trainer:
     cfg.device = device_name(device, dist)  # config.yaml says where it ran
     seed_everything(cfg.seed)
     data = loaders_for(cfg, device)
-    if cfg.robust_val and data.val is None:
-        raise UserError(f"--robust-val {cfg.robust_val}: this run has no validation split to attack (--val-size 0?)")
+    if cfg.robust_val:
+        _, first, size = attacked_range(data.val, cfg.robust_val)  # a one-line error without a usable split
+        if dist.main:
+            print(f"rnas: note: --robust-val {cfg.robust_val}: best.pt is chosen on validation images {first}-"
+                  f"{size - 1}; report on others (e.g. rnas eval --n {first})" if first else
+                  f"rnas: note: --robust-val {cfg.robust_val}: best.pt is chosen on all {size} validation images, "
+                  "so its accuracy on them is optimistic; report on other images", file=sys.stderr)
     model = build_model(arch)
     if model.num_classes != data.num_classes:
         raise UserError(f"{cfg.arch}: the arch has {model.num_classes} classes, --data {cfg.data} has "

@@ -13,9 +13,9 @@ from torch.nn import functional as F
 from rnas.config import defaults
 from rnas.data import keyed_generator
 from rnas.engine.cost import CostMeter, count_macs
+from rnas.engine.early_stopping import BEST, best_epoch_of, robust_accuracy, write_best
 from rnas.engine.loop import clean_accuracy, run_job, share_step
 from rnas.engine.optim import fill_recipe, make_grad_scaler, make_optimizer, make_scheduler
-from rnas.errors import UserError
 from rnas.method.distill import (
     attention_maps,
     backward_with_share,
@@ -34,33 +34,9 @@ from rnas.robust.adversarial import (
     trades_examples,
     trades_terms,
 )
-from rnas.robust.attacks import pgd
-from rnas.runtime.device import autocast, compile_model, eval_mode, full_precision
+from rnas.runtime.device import autocast, compile_model, full_precision
 from rnas.runtime.distributed import SINGLE, Dist, check_batch, note_world_change
-from rnas.runtime.rundir import TRAIN_CHECKPOINT, atomic_save, rng_state, set_rng_state
-
-
-@torch.no_grad()
-def _correct(model, x, y) -> torch.Tensor:
-    return torch.stack([(model(x).argmax(1) == y).sum(), torch.tensor(len(y), device=y.device)])
-
-
-def robust_accuracy(model, loader, n: int, eps: float, step: float, taps=None, dist: Dist = SINGLE,
-                    key: tuple[int, ...] = (0,), steps: int = 10) -> tuple[float, int]:
-    """(PGD-``steps`` accuracy in %, images attacked) on the last ceil(n / batch) batches of ``loader``: the end
-    of the validation split, away from the first images ``rnas eval --n`` reports on. Random starts from
-    ``key`` (seed, epoch), so a resumed run measures the same; under torchrun each rank attacks its share."""
-    if loader is None:
-        raise UserError(f"--robust-val {n}: no validation split to attack (--val-size 0?)")
-    batches = min(len(loader), -(-n // loader.batch_size)) if loader.batch_size else len(loader)
-    counts = torch.zeros(2, dtype=torch.long)
-    dist.broadcast_buffers(model)
-    with eval_mode(model), (taps.paused() if taps is not None else contextlib.nullcontext()):
-        for i, (x, y) in enumerate(loader.epoch(0, len(loader) - batches)):
-            noise = keyed_generator(x.device, *key, i, 3, dist.rank)
-            counts = counts.to(x.device) + _correct(model, pgd(model, x, y, eps, step, steps, generator=noise), y)
-    correct, total = dist.sum(counts).tolist()
-    return round(100.0 * correct / total, 4), int(total)
+from rnas.runtime.rundir import TRAIN_CHECKPOINT, rng_state, set_rng_state
 
 
 @dataclasses.dataclass
@@ -119,7 +95,7 @@ class Trainer:
         self.scheduler = make_scheduler(self.opt, cfg)
         self.scaler = make_grad_scaler(getattr(cfg, "amp", "none"), device)
         self.epoch, self.step, self.progress = 0, 0, None
-        self.best, self.run = None, None  # --robust-val: {"epoch", "val_robust_acc"} of the best epoch so far
+        self.best, self.best_written = None, None  # --robust-val: {"epoch", "val_robust_acc"} of the best epoch
 
     BUILDERS: dict[type, Callable] = {}  # config class -> builder; retrain.py and teacher_train.py add theirs
 
@@ -139,8 +115,7 @@ class Trainer:
         """Train into the run directory ``run`` (see ``rnas.engine.loop.run_job``); returns it."""
         from pathlib import Path
 
-        self.run = Path(run)  # where best.pt goes (--robust-val)
-        return run_job(self, self.run, resume, callbacks=callbacks, should_stop=should_stop)
+        return run_job(self, Path(run), resume, callbacks=callbacks, should_stop=should_stop)
 
     def _noise(self) -> torch.Generator | None:
         """Random starts of adversarial examples: the global stream in one process; under torchrun a stream
@@ -225,19 +200,29 @@ class Trainer:
         return {"val_acc": val_acc, **robust, **self.meter.record(self.dist)}
 
     def robust_validation(self) -> dict:
-        """With ``robust_val`` N > 0: PGD-10 accuracy at the run's eps on the last N validation images, and
-        when it is the best so far this epoch's model as RUN/best.pt (Rice et al.'s early stopping)."""
+        """With ``robust_val`` N > 0: PGD-10 accuracy at the run's eps on the end of the validation split, and
+        the best epoch so far (RUN/best.pt holds its model once the epoch's checkpoint is written)."""
         n = getattr(self.cfg, "robust_val", 0) or 0
         if not n:
             return {}
         accuracy, attacked = robust_accuracy(self.model, self.data.val, n, self.obj.eps, self.obj.step,
                                              self.student_taps, self.dist, (getattr(self.cfg, "seed", 0), self.epoch))
         if self.best is None or accuracy > self.best["val_robust_acc"]:
-            self.best = {"epoch": self.epoch + 1, "val_robust_acc": accuracy}
-            if self.dist.main and self.run is not None:
-                best = {**self.state(), "epoch": self.epoch + 1, "step": 0, "progress": None}  # a model file
-                atomic_save(best, self.run / "best.pt")
-        return {"val_robust_acc": accuracy, "val_robust_n": attacked, "best_epoch": self.best["epoch"]}
+            self.best = {"epoch": self.epoch + 1, "val_robust_acc": accuracy}  # epochs done, as in checkpoints
+        return {"val_robust_acc": accuracy, "val_robust_n": attacked, "best_epoch": self.best["epoch"] - 1}
+
+    def after_checkpoint(self, run) -> None:
+        """After an epoch's checkpoint (and when a run starts or resumes): when the model of this moment is the
+        best epoch's, write it as RUN/best.pt unless that file already holds it (a run stopped between its
+        checkpoint and best.pt gets it on resume)."""
+        from pathlib import Path
+
+        best = self.best
+        if not (best and best["epoch"] == self.epoch and self.step == 0 and self.dist.main):
+            return
+        if self.best_written != self.epoch and best_epoch_of(Path(run) / BEST) != self.epoch:
+            write_best(self, Path(run))
+        self.best_written = self.epoch
 
     def state(self) -> dict:
         return {"format": TRAIN_CHECKPOINT, "kind": self.command, "epoch": self.epoch, "step": self.step,

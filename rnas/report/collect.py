@@ -61,20 +61,21 @@ def _whole(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _arch_problem(arch: dict) -> str | None:
-    """What is wrong with the fields of an arch.json that a report reads (None: nothing)."""
-    missing = [key for key in ("params", "macs", "widths", "width_choices") if key not in arch]
+def _arch_problem(arch: dict, required: tuple[str, ...]) -> str | None:
+    """What is wrong with the fields of an arch.json that a report reads (None: nothing); ``required``: the
+    fields it must have (a search's figures need them; a hand-written arch a retrain ran on may leave them out)."""
+    missing = [key for key in required if key not in arch]
     if missing:
         return f"no {', '.join(missing)}"
     for key in ("macs", "params"):
-        if not (_number(arch[key]) and arch[key] >= 0):
+        if key in arch and not (_number(arch[key]) and arch[key] >= 0):
             return f"{key}: expected a number >= 0, got {arch[key]!r}"
-    widths, choices = arch["widths"], arch["width_choices"]
+    widths, choices = arch.get("widths", [1]), arch.get("width_choices")
     if not (isinstance(widths, list) and widths and all(_whole(w) and w > 0 for w in widths)):
         return f"widths: expected a list of positive whole numbers, got {widths!r}"
-    if not (_rows_of_numbers(choices) and all(choices)):
+    if choices is not None and not (_rows_of_numbers(choices) and all(choices)):
         return "width_choices: expected a list of lists of widths"
-    if len(choices) != len(widths):
+    if choices is not None and "widths" in arch and len(choices) != len(widths):
         return f"width_choices: {len(choices)} blocks but widths has {len(widths)}"
     present = [key for key in TUTOR_FIELDS if key in arch]
     if not present:
@@ -95,13 +96,16 @@ def _arch_problem(arch: dict) -> str | None:
     return None
 
 
-def read_arch_file(path: Path) -> dict:
+SEARCH_ARCH_FIELDS = ("params", "macs", "widths", "width_choices")  # what rnas derive writes and a search page draws
+
+
+def read_arch_file(path: Path, required: tuple[str, ...] = SEARCH_ARCH_FIELDS) -> dict:
     """An arch*.json of rnas derive, with the fields a report reads checked (a one-line UserError naming the
-    field otherwise)."""
+    field otherwise); ``required``: the fields it must have."""
     arch = read_json(path)
     if not isinstance(arch, dict):
         raise UserError(f"{path}: expected a JSON object (an arch.json of rnas derive), got {type(arch).__name__}")
-    problem = _arch_problem(arch)
+    problem = _arch_problem(arch, required)
     if problem:
         raise UserError(f"{path}: {problem} (a damaged or edited arch.json: write it again with rnas derive)"[:300])
     return arch
@@ -226,7 +230,7 @@ def width_probs_from_tensorboard(tb: Path, records: list[dict], width_choices: l
 
 def _read_arch(path: Path | None) -> dict | None:
     """The arch.json at ``path`` when one is named and written, else None."""
-    return read_arch_file(path) if path is not None and path.is_file() else None
+    return read_arch_file(path, required=()) if path is not None and path.is_file() else None
 
 
 def training_cost(run_dir: Path | None) -> dict | None:

@@ -141,9 +141,10 @@ def search_summary(run: Run) -> dict:
     last = run.records[-1] if run.records else {}
     archs = {}
     for name, arch in run.archs.items():
-        tutors = [{"student": s, "teacher": arch["teacher_layers"][j], "probability": row[j]}
-                  for s, j, row in zip(arch.get("student_layers", []), arch.get("tutors", []),
-                                       arch.get("tutor_probabilities", []), strict=False)]
+        students = arch.get("student_layers", [])
+        probs = arch.get("tutor_probabilities") or [None] * len(students)  # a scaled net carries tutors only
+        tutors = [{"student": s, "teacher": arch["teacher_layers"][j], "probability": None if row is None else row[j]}
+                  for s, j, row in zip(students, arch.get("tutors", []), probs, strict=False)]
         archs[name] = {"widths": arch.get("widths"), "width_choices": arch.get("width_choices"),
                        "params": arch.get("params"), "macs": arch.get("macs"), "mac_target": arch.get("mac_target"),
                        "tutors": tutors, "tutor_objective": arch.get("tutor_objective", "paper"),

@@ -143,12 +143,14 @@ def fgsm(model, x, y, eps: Budget) -> torch.Tensor:
 @register_attack("pgd<steps>", threat="linf", step_rule="eps/4", example="pgd20",
                  description="PGD on the cross-entropy, uniform random start (Madry et al.)")
 def pgd(model, x, y, eps: Budget, step: Budget = 2 / 255, steps: int = 20, random_start: bool = True,
-        loss: str = "ce", generator: torch.Generator | None = None) -> torch.Tensor:
-    """Projected gradient ascent (Madry et al.) on ``ce`` or the CW ``margin`` loss, uniform random start."""
+        loss: str = "ce", generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Projected gradient ascent (Madry et al.) on ``ce`` or the CW ``margin`` loss, uniform random start
+    (``noise``: its U[0, 1) draws of x's shape, when the caller made them; else drawn from ``generator``)."""
     with eval_mode(model):
         x_adv = x.clone()
         if random_start:
-            noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            if noise is None:
+                noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             x_adv = project_linf(x + (2 * noise - 1) * eps, x, eps)
         for _ in range(steps):
             x_adv = project_linf(x_adv + step * _input_grad(model, x_adv, y, loss).sign(), x, eps)

@@ -224,6 +224,9 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
                                                f"({smallest:,} MACs)")
         scales = [] if entry.get("scale") is None else \
             [_budget(b, f"{here}.scale") for b in _list(entry["scale"], f"{here}.scale")]
+        if scales and None not in budgets:
+            raise fail(f"{here}.scale", "grows the search's own net (arch.json), which budgets leaves out; give "
+                                        "scale without budgets")
         derive = add(Step(f"derive/{tag}", "derive", f"search-{tag}", extra={
             "budgets": budgets, "scale": scales, "epochs": cfg.epochs}), search.name)
         nets = [(tag if budget is None else f"{tag}-{_budget_text(budget)}",
