@@ -157,7 +157,7 @@ def _run_derive(step: Step, out: Path, events, should_stop) -> None:
     grown = [(run / scaled_filename(budget, rule), scale_arch(archs[run / "arch.json"], budget, str(run / "arch.json"),
                                                                 width_only))
              for budget in scales for rule, width_only in SCALE_RULES.items()]
-    for path, arch in grown:  # every net grown (and checked) before any file is written
+    for path, arch in grown:  # every net grown (and checked) before any grown file is written
         atomic_write_json(path, arch)
 
 
