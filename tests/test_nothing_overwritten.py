@@ -203,13 +203,13 @@ def test_a_second_export_to_the_same_file_keeps_the_first(model_run, tmp_path, m
 
     out = tmp_path / "net.pt"
     form = rnas.evaluation.export.FORMATS["torchscript"]
-    write = form.write
+    to_bytes = form.to_bytes
 
-    def slow_write(module, example, batch, path):
+    def slow_bytes(module, example, batch):
         out.write_bytes(b"the first export's file")  # the other process published meanwhile
-        write(module, example, batch, path)
+        return to_bytes(module, example, batch)
 
-    monkeypatch.setitem(rnas.evaluation.export.FORMATS, "torchscript", dataclasses.replace(form, write=slow_write))
+    monkeypatch.setitem(rnas.evaluation.export.FORMATS, "torchscript", dataclasses.replace(form, to_bytes=slow_bytes))
     code, err = main_in_process("export", model_run / "checkpoint.pt", "--format", "torchscript", "-o", out)
     assert code == 2 and "written by another process while this export ran" in one_line(err)
     assert out.read_bytes() == b"the first export's file"
@@ -378,7 +378,6 @@ def _write_half_then_ctrl_c(*args, **kwargs):
 def test_ctrl_c_in_report_export_and_derive_leaves_no_partial_file(retrained, model_run, tmp_path, monkeypatch):
     """Ctrl-C in the middle of each command's writing: exit 130, one line, and the output folder holds what it
     held before (no report folder, no export file, no arch.json or temp file)."""
-    import dataclasses
     import shutil
 
     import rnas.evaluation.export
@@ -391,10 +390,8 @@ def test_ctrl_c_in_report_export_and_derive_leaves_no_partial_file(retrained, mo
     monkeypatch.setattr(rnas.report.collect, "write_models_csv", _write_half_then_ctrl_c)
     code, err = main_in_process("report", run, "-o", out / "report")
     assert code == 130 and one_line(err) == "rnas: stopped (Ctrl-C)"
-    form = rnas.evaluation.export.FORMATS["torchscript"]
-    monkeypatch.setitem(rnas.evaluation.export.FORMATS, "torchscript",
-                        dataclasses.replace(form, write=lambda module, example, batch, path:
-                                            _write_half_then_ctrl_c(path)))
+    monkeypatch.setattr(rnas.evaluation.export, "_write_new",
+                        lambda partial, data, out: _write_half_then_ctrl_c(partial))
     code, err = main_in_process("export", model_run / "checkpoint.pt", "--format", "torchscript", "-o", out / "n.pt")
     assert code == 130 and one_line(err) == "rnas: stopped (Ctrl-C)"
     search = tmp_path / "search"
