@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from rnas.data import keyed_generator
+from rnas.engine.loop import correct_count
 from rnas.errors import UserError
 from rnas.robust.attacks import pgd
 from rnas.runtime.device import eval_mode
@@ -37,11 +38,6 @@ def attacked_range(loader, n: int) -> tuple[int, int, int]:
     return start, start * batch, size
 
 
-@torch.no_grad()
-def _correct(model, x, y) -> torch.Tensor:
-    return torch.stack([(model(x).argmax(1) == y).sum(), torch.tensor(len(y), device=y.device)])
-
-
 def robust_accuracy(model, loader, n: int, eps: float, step: float, taps=None, dist: Dist = SINGLE,
                     key: tuple[int, ...] = (0,), steps: int = 10) -> tuple[float, int]:
     """(PGD-``steps`` accuracy in %, images attacked) on the ``attacked_range`` of ``loader``. Each batch's
@@ -57,7 +53,7 @@ def robust_accuracy(model, loader, n: int, eps: float, step: float, taps=None, d
                                device=x.device, dtype=x.dtype)
             if (keep := loader.keep(whole)) is not None:
                 noise = noise[keep.to(x.device)]
-            counts = counts.to(x.device) + _correct(model, pgd(model, x, y, eps, step, steps, noise=noise), y)
+            counts = counts.to(x.device) + correct_count(model, pgd(model, x, y, eps, step, steps, noise=noise), y)
     correct, total = dist.sum(counts).tolist()
     return round(100.0 * correct / total, 4), int(total)
 

@@ -226,6 +226,12 @@ def share_step(job: Job) -> bool:
 
 
 @torch.no_grad()
+def correct_count(model, x, y) -> torch.Tensor:
+    """[correct predictions, images] of one batch, on its device (summed over batches, then over ranks)."""
+    return torch.stack([(model(x).argmax(1) == y).sum(), torch.tensor(len(y), device=y.device)])
+
+
+@torch.no_grad()
 def clean_accuracy(model, loader, taps=None, dist=SINGLE) -> float | None:
     """Top-1 accuracy (%) on ``loader`` in eval mode (restored after); ``taps`` are paused meanwhile.
     Under torchrun each rank counts its share of every batch and the counts are summed."""
@@ -235,7 +241,7 @@ def clean_accuracy(model, loader, taps=None, dist=SINGLE) -> float | None:
     dist.broadcast_buffers(model)
     with eval_mode(model), (taps.paused() if taps is not None else contextlib.nullcontext()):
         for x, y in loader.epoch(0):
-            batch = torch.stack([(model(x).argmax(1) == y).sum(), torch.tensor(len(y), device=y.device)])
+            batch = correct_count(model, x, y)
             counts = batch if counts is None else counts + batch
     correct, total = dist.sum(counts).tolist()
     return 100.0 * correct / total

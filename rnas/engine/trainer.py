@@ -95,7 +95,7 @@ class Trainer:
         self.scheduler = make_scheduler(self.opt, cfg)
         self.scaler = make_grad_scaler(getattr(cfg, "amp", "none"), device)
         self.epoch, self.step, self.progress = 0, 0, None
-        self.best, self.best_written = None, None  # --robust-val: {"epoch", "val_robust_acc"} of the best epoch
+        self.best = None  # --robust-val: {"epoch", "val_robust_acc"} of the best epoch
 
     BUILDERS: dict[type, Callable] = {}  # config class -> builder; retrain.py and teacher_train.py add theirs
 
@@ -220,9 +220,8 @@ class Trainer:
         best = self.best
         if not (best and best["epoch"] == self.epoch and self.step == 0 and self.dist.main):
             return
-        if self.best_written != self.epoch and best_epoch_of(Path(run) / BEST) != self.epoch:
+        if best_epoch_of(Path(run) / BEST) != self.epoch:
             write_best(self, Path(run))
-        self.best_written = self.epoch
 
     def state(self) -> dict:
         return {"format": TRAIN_CHECKPOINT, "kind": self.command, "epoch": self.epoch, "step": self.step,

@@ -86,8 +86,9 @@ def _arch_problem(arch: dict, required: tuple[str, ...]) -> str | None:
     for key, layers in (("student_layers", students), ("teacher_layers", teachers)):
         if not (isinstance(layers, list) and layers and all(isinstance(name, str) for name in layers)):
             return f"{key}: expected a list of layer names"
-    probs = arch.get("tutor_probabilities", [[0] * len(teachers)] * len(students))
-    if not (_rows_of_numbers(probs) and len(probs) == len(students) and all(len(r) == len(teachers) for r in probs)):
+    probs = arch.get("tutor_probabilities")
+    if probs is not None and not (_rows_of_numbers(probs) and len(probs) == len(students)
+                                  and all(len(r) == len(teachers) for r in probs)):
         return (f"tutor_probabilities: expected {len(students)} rows (student_layers) of {len(teachers)} numbers "
                 "(teacher_layers)")
     if not (isinstance(tutors, list) and len(tutors) == len(students)

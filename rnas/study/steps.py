@@ -153,7 +153,7 @@ def _run_derive(step: Step, out: Path, events, should_stop) -> None:
     from rnas.study.plan import SCALE_RULES, scaled_filename
 
     run, budgets, scales = out / step.path, step.extra["budgets"], step.extra.get("scale", [])
-    archs = dict(write_archs(run, budgets + ([None] if scales and None not in budgets else [])))
+    archs = dict(write_archs(run, budgets))  # the plan asks for arch.json (budget None) whenever it scales
     grown = [(run / scaled_filename(budget, rule), scale_arch(archs[run / "arch.json"], budget, str(run / "arch.json"),
                                                                 width_only))
              for budget in scales for rule, width_only in SCALE_RULES.items()]
