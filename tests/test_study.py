@@ -293,3 +293,30 @@ def test_a_search_scaled_to_a_budget_trains_its_robustscaling_and_widened_nets(r
     capsys.readouterr()
     code, _ = main_in_process("study", study, "--out", out, "--dry-run")
     assert code == 0 and all(line.split()[-1] == "done" for line in capsys.readouterr().out.splitlines())
+
+
+def test_runs_with_robust_validation_have_their_best_epoch_evaluated_as_a_row_of_its_own(root, tmp_path, capsys):
+    """`retrain: {robust_val: N}`: each eval is done on checkpoint.pt and on best.pt, best.pt's as `<run>@best`,
+    with the accuracy `rnas eval best.pt` gives, and `rnas report` lists both rows."""
+    spec = study_dict(root, arms=["ce"], eval={"attacks": ["clean"], "n": 10}, control_teacher=None,
+                      retrain={"epochs": 2, "batch_size": 25, "robust_val": 20, "steps": 2})
+    study, out = write_study(tmp_path / "s.yaml", spec), tmp_path / "out"
+    code, _ = main_in_process("study", study, "--out", out, "--dry-run")
+    listed = [line.split()[1:3] for line in capsys.readouterr().out.splitlines()]
+    assert code == 0 and [p for kind, p in listed if kind == "eval"] == ["tiny/ce/eval-pixel.json",
+                                                                        "tiny/ce/eval-best-pixel.json"]
+    code, err = main_in_process("study", study, "--out", out)
+    assert code == 0, err
+    models = {m["name"]: m for m in json.loads((out / "study.json").read_text())["models"]}
+    assert models["tiny/ce@best"]["evals"] == {"pixel": "tiny/ce/eval-best-pixel.json"}
+    assert models["tiny/ce@best"]["run"] == models["tiny/ce"]["run"] == "tiny/ce"
+    code, err = main_in_process("eval", out / "tiny/ce/best.pt", "--attacks", "clean", "--n", 10, "--json",
+                                tmp_path / "by-hand.json")
+    assert code == 0, err
+    accuracy = [json.loads(p.read_text())["results"][0]["accuracy"]
+                for p in (out / "tiny/ce/eval-best-pixel.json", tmp_path / "by-hand.json")]
+    assert accuracy[0] == accuracy[1]
+    code, err = main_in_process("report", out, "-o", tmp_path / "report")
+    assert code == 0, err
+    rows = {m["name"] for m in json.loads((tmp_path / "report" / "models.json").read_text())["models"]}
+    assert rows == {"tiny/ce", "tiny/ce@best"}

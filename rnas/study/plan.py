@@ -15,6 +15,9 @@ for a compute budget instead of epochs (``budget: 15`` or ``[15, 30]``, in CE-ep
 ``rnas retrain --budget``; it replaces ``retrain.epochs`` and ``retrain.milestones`` for that arm), so arms
 can be matched on cost: ``{arm: rnas-cl, at: nfgsm, budget: [15, 30]}`` runs ``<net>/rnas-cl-nfgsm-15ce``
 and ``<net>/rnas-cl-nfgsm-30ce``.
+With ``retrain: {robust_val: N}`` (``rnas retrain --robust-val``) every run also keeps its best epoch's model
+(``best.pt``), and each evaluation is done twice: ``eval-<protocol>.json`` of the last epoch and
+``eval-best-<protocol>.json`` of ``best.pt``, the latter a model row of its own (``<run>@best``).
 
 A search may also grow its derived net to larger MAC budgets (``scale: 15.6M`` or a list, as ``rnas scale
 ARCH --macs``): each budget gives two more nets with every arm, ``<space>-scaled-<budget>`` (RobustScaling:
@@ -31,6 +34,7 @@ import yaml
 
 from rnas.config import coerce_field, parse_macs, validate
 from rnas.data import TRAINABLE, dataset_info
+from rnas.engine.early_stopping import BEST
 from rnas.engine.retrain import AT_MODES, RetrainConfig
 from rnas.engine.search import SearchConfig
 from rnas.errors import UserError
@@ -248,7 +252,7 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
                                               "out": str(out / run)},
                               f"{where}: retrain ({_arm_name(arm, at, compute)})")
                 trained = add(Step(f"retrain/{run}", "retrain", run, rcfg), derive.name, arm=res)
-                variants = [(None, trained)]
+                variants = [(None, trained, rcfg)]
                 for tune in tunes:
                     tuned = f"{run}-{tune.replace('+', '-')}"
                     fcfg = _build(RetrainConfig, {**common, **arm_teacher, **retrain_flags, **finetune_flags,
@@ -256,20 +260,24 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
                                                   "init": str(out / run / "checkpoint.pt"), "out": str(out / tuned)},
                                   f"{where}: finetune ({arm} {tune})")
                     variants.append((tune, add(Step(f"finetune/{tuned}", "finetune", tuned, fcfg), trained.name,
-                                               arm=res)))
-                for tune, model in variants:
-                    entry_evals = {}
-                    for protocol, ecfg in evals.items():
-                        file = f"{model.path}/eval-{protocol}.json"
-                        ecfg = dataclasses.replace(ecfg, checkpoint=str(out / model.path / "checkpoint.pt"),
-                                                   json=str(out / file))
-                        add(Step(f"eval/{model.path}/{protocol}", "eval", file, ecfg), model.name, arm=res)
-                        entry_evals[protocol] = file
-                    models.append({"name": model.path, "arm": arm, "finetune": tune, "at": at,
-                                   "compute_budget": compute, "space": tag.upper(),
-                                   "budget": budget, "scale": rule, "teacher": arm_teacher.get("teacher_ckpt") or
-                                   arm_teacher.get("teacher"), "run": model.path, "search": search.path,
-                                   "arch": arch, "evals": entry_evals})
+                                               arm=res), fcfg))
+                for tune, model, trained_cfg in variants:
+                    # a run with --robust-val also keeps its best epoch's model (best.pt): evaluated as its own row
+                    for checkpoint in ("checkpoint.pt", BEST) if trained_cfg.robust_val else ("checkpoint.pt",):
+                        best = checkpoint == BEST
+                        entry_evals = {}
+                        for protocol, ecfg in evals.items():
+                            file = f"{model.path}/eval-{'best-' if best else ''}{protocol}.json"
+                            ecfg = dataclasses.replace(ecfg, checkpoint=str(out / model.path / checkpoint),
+                                                       json=str(out / file))
+                            add(Step(f"eval/{model.path}/{'best/' if best else ''}{protocol}", "eval", file, ecfg),
+                                model.name, arm=res)
+                            entry_evals[protocol] = file
+                        models.append({"name": model.path + ("@best" if best else ""), "arm": arm, "finetune": tune,
+                                       "at": at, "compute_budget": compute, "space": tag.upper(), "budget": budget,
+                                       "scale": rule, "teacher": arm_teacher.get("teacher_ckpt") or
+                                       arm_teacher.get("teacher"), "run": model.path, "search": search.path,
+                                       "arch": arch, "evals": entry_evals})
     if len({m["name"] for m in models}) != len(models):
         raise fail(f"{where}: searches", "two searches of the same space (give each space once)")
     jobs = data.get("jobs", 1)
