@@ -179,11 +179,10 @@ def build_retrain(cfg: RetrainConfig, dist: Dist | None = None) -> Trainer:
     data = loaders_for(cfg, device)
     if cfg.robust_val:
         _, first, size = attacked_range(data.val, cfg.robust_val)  # a one-line error without a usable split
+        images = (f"validation images {first}-{size - 1}; report on others (e.g. rnas eval --n {first})" if first
+                  else f"all {size} validation images, so its accuracy on them is optimistic; report on other images")
         if dist.main:
-            print(f"rnas: note: --robust-val {cfg.robust_val}: best.pt is chosen on validation images {first}-"
-                  f"{size - 1}; report on others (e.g. rnas eval --n {first})" if first else
-                  f"rnas: note: --robust-val {cfg.robust_val}: best.pt is chosen on all {size} validation images, "
-                  "so its accuracy on them is optimistic; report on other images", file=sys.stderr)
+            print(f"rnas: note: --robust-val {cfg.robust_val}: best.pt is chosen on {images}", file=sys.stderr)
     model = build_model(arch)
     if model.num_classes != data.num_classes:
         raise UserError(f"{cfg.arch}: the arch has {model.num_classes} classes, --data {cfg.data} has "
