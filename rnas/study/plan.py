@@ -199,6 +199,20 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
             graph.add_edge(dep, step.name)
         return step
 
+    def add_model(model: Step, trained_cfg: RetrainConfig, res: dict | None, row: dict) -> None:
+        """The evaluations of one trained model and its row in study.json; a run with --robust-val also
+        keeps its best epoch's model (best.pt), evaluated as a row of its own (``<run>@best``)."""
+        for checkpoint in ("checkpoint.pt", BEST) if trained_cfg.robust_val else ("checkpoint.pt",):
+            prefix = "best-" if checkpoint == BEST else ""
+            files = {}
+            for protocol, ecfg in evals.items():
+                files[protocol] = f"{model.path}/eval-{prefix}{protocol}.json"
+                ecfg = dataclasses.replace(ecfg, checkpoint=str(out / model.path / checkpoint),
+                                           json=str(out / files[protocol]))
+                add(Step(f"eval/{model.path}/{prefix.replace('-', '/')}{protocol}", "eval", files[protocol], ecfg),
+                    model.name, arm=res)
+            models.append({"name": model.path + ("@best" if prefix else ""), **row, "evals": files})
+
     searches = _list(data.get("searches"), f"{where}: searches")
     arms = _arms(data.get("arms"), f"{where}: arms", control is not None)
     finetune = dict(mapping(data.get("finetune"), f"{where}: finetune"))
@@ -262,22 +276,11 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
                     variants.append((tune, add(Step(f"finetune/{tuned}", "finetune", tuned, fcfg), trained.name,
                                                arm=res), fcfg))
                 for tune, model, trained_cfg in variants:
-                    # a run with --robust-val also keeps its best epoch's model (best.pt): evaluated as its own row
-                    for checkpoint in ("checkpoint.pt", BEST) if trained_cfg.robust_val else ("checkpoint.pt",):
-                        best = checkpoint == BEST
-                        entry_evals = {}
-                        for protocol, ecfg in evals.items():
-                            file = f"{model.path}/eval-{'best-' if best else ''}{protocol}.json"
-                            ecfg = dataclasses.replace(ecfg, checkpoint=str(out / model.path / checkpoint),
-                                                       json=str(out / file))
-                            add(Step(f"eval/{model.path}/{'best/' if best else ''}{protocol}", "eval", file, ecfg),
-                                model.name, arm=res)
-                            entry_evals[protocol] = file
-                        models.append({"name": model.path + ("@best" if best else ""), "arm": arm, "finetune": tune,
-                                       "at": at, "compute_budget": compute, "space": tag.upper(), "budget": budget,
-                                       "scale": rule, "teacher": arm_teacher.get("teacher_ckpt") or
-                                       arm_teacher.get("teacher"), "run": model.path, "search": search.path,
-                                       "arch": arch, "evals": entry_evals})
+                    add_model(model, trained_cfg, res, {
+                        "arm": arm, "finetune": tune, "at": at, "compute_budget": compute, "space": tag.upper(),
+                        "budget": budget, "scale": rule,
+                        "teacher": arm_teacher.get("teacher_ckpt") or arm_teacher.get("teacher"),
+                        "run": model.path, "search": search.path, "arch": arch})
     if len({m["name"] for m in models}) != len(models):
         raise fail(f"{where}: searches", "two searches of the same space (give each space once)")
     jobs = data.get("jobs", 1)
