@@ -107,7 +107,7 @@ def derive(supernet: Network, choices: list[int] | None = None) -> dict:
     block): space, spec, widths per block, choice probabilities per block, exact params and MACs
     (conv + linear, at the spec's input size)."""
     probs = supernet.width_probs().detach().cpu()
-    choices = probs.argmax(-1).tolist() if choices is None else list(choices)
+    choices = supernet.argmax_choices() if choices is None else list(choices)
     widths, probabilities, searched = [], [], 0
     for block in supernet.blocks:
         if hasattr(block, "width_logits"):

@@ -129,6 +129,11 @@ class Network(nn.Module):
         """(B, Kmax) choice probabilities softmax(logits) (0 on padding)."""
         return self.width_logit_matrix().softmax(-1)
 
+    def argmax_choices(self) -> list[int]:
+        """The argmax choice index per searched block, taken on the logits as the ``argmax`` mode does (a
+        softmax can round two near-equal logits to one probability and pick the other)."""
+        return self.width_logit_matrix().argmax(-1).tolist()
+
     @property
     def current_mode(self) -> str:
         if self.mode is not None:
@@ -184,7 +189,7 @@ class Network(nn.Module):
     def cost(self, choices: list[int] | None = None) -> tuple[int, int]:
         """Exact (params, MACs) of the derived net for a choice index per searched block (default argmax)."""
         if choices is None:
-            choices = self.width_logit_matrix().argmax(-1).tolist()
+            choices = self.argmax_choices()
         w = self.one_hot(choices)
         return round(self.expected_params(w).item()), round(self.expected_macs(w).item())
 

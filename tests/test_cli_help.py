@@ -33,3 +33,19 @@ def test_a_reader_that_stops_early_is_a_quiet_end(command, code):
     process.stdout.close()  # the reader is gone before the first line
     err = process.stderr.read().decode()
     assert process.wait(timeout=60) == code and err == ""
+
+
+def test_defaults_show_as_fractions_of_255_only_where_the_flag_reads_fractions():
+    """--eps 8/255 is shown as written; the 80/20 split's 0.2 is 0.2, not the 51/255 it happens to equal."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        main(["search", "--help"])
+    text = " ".join(out.getvalue().split())
+    assert "used for the arch step (default: 0.2;" in text
+    assert "alpha of the fbnetv2 factor (default: 0.2;" in text
+    assert "51/255" not in text
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        main(["retrain", "--help"])
+    text = " ".join(out.getvalue().split())
+    assert "(default: 8/255; range: > 0)" in text and "(default: 2/255; range: > 0)" in text

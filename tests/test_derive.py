@@ -67,3 +67,28 @@ def test_bad_arch_is_one_line_error(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ArchError, match="arch.json: not valid JSON"):
         build_model(bad)
+
+
+def test_a_near_tie_of_two_width_logits_derives_the_choice_the_argmax_forward_makes():
+    """Two logits one float32 step apart have equal softmax probabilities; derive, cost and the argmax
+    forward must still agree on the larger logit (a softmax argmax would pick the first of the tie)."""
+    supernet = randomize(Network(tiny_spec(TINY_BLOCKS["mbconv"]))).eval()
+    block = supernet.searched_blocks[0]
+    k = len(block.width_choices)
+    assert k >= 2
+    a = torch.tensor(0.3)
+    tied = torch.full((block.width_logits.numel(),), -5.0)
+    tied[0], tied[1] = a, torch.nextafter(a, torch.tensor(1.0))
+    with torch.no_grad():
+        block.width_logits.copy_(tied)
+    probs = supernet.width_probs()[0]
+    assert probs[0] == probs[1]  # the softmax cannot tell them apart
+    assert supernet.argmax_choices()[0] == 1
+    arch = derive(supernet)
+    assert arch["widths"][list(supernet.blocks).index(block)] == block.width_choices[1]
+    assert supernet.cost()[1] == arch["macs"]
+    supernet.mode = "argmax"
+    model = build_model(arch, supernet).eval()
+    x = torch.rand(3, 3, 16, 16)
+    with torch.no_grad():
+        assert (supernet(x) - model(x)).abs().max().item() <= 1e-5

@@ -128,9 +128,10 @@ def _argparse_type(parse):
     return convert
 
 
-def shown_default(value) -> str:
-    """A default as --help shows it: a budget such as 8/255 as the fraction it was written as."""
-    if isinstance(value, float) and 0 < value < 1 and abs(value * 255 - round(value * 255)) < 1e-9:
+def shown_default(value, fraction: bool = False) -> str:
+    """A default as --help shows it; with ``fraction`` (a flag whose parser reads fractions: eps, step) a
+    budget such as 8/255 as the fraction it was written as, not 0.0313..."""
+    if fraction and isinstance(value, float) and 0 < value < 1 and abs(value * 255 - round(value * 255)) < 1e-9:
         return f"{round(value * 255)}/255"
     return str(value)
 
@@ -145,7 +146,8 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...]
         tp = _base_type(hints[f.name])
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         helptext = f.metadata.get("help", "")
-        notes = [] if default is None and "default" in helptext else [f"default: {shown_default(default)}"]
+        shown = shown_default(default, fraction="parse" in f.metadata)
+        notes = [] if default is None and "default" in helptext else [f"default: {shown}"]
         notes += [f"range: {f.metadata['range']}"] if "range" in f.metadata else []
         notes += [f"choices: {', '.join(f.metadata['choices'])}"] if "choices" in f.metadata else []
         text = (helptext + (f" ({'; '.join(notes)})" if notes else "")).replace("%", "%%")  # argparse formats help

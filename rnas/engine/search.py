@@ -334,7 +334,7 @@ class Searcher:
     def epoch_record(self) -> dict:
         """Validation accuracy of the argmax architecture, its MACs, and TensorBoard width/tutor tables."""
         probs = self.supernet.width_probs().detach().cpu()
-        widths = [b.width_choices[k] for b, k in zip(self.supernet.searched_blocks, probs.argmax(-1).tolist(),
+        widths = [b.width_choices[k] for b, k in zip(self.supernet.searched_blocks, self.supernet.argmax_choices(),
                                                         strict=True)]
         record = {"tau": self.supernet.tau, "tutor_tau": self.tutor.tau,
                   "expected_macs": self.supernet.expected_macs().item(), "argmax_macs": self.supernet.cost()[1],
