@@ -22,6 +22,7 @@ from rnas.data import (
 from rnas.errors import UserError
 
 RECIPE = Recipe(epochs=2, batch_size=20, lr=0.05, weight_decay=1e-4, cosine=True)
+SEARCH_RECIPE = Recipe(epochs=1, batch_size=20, lr=0.02, weight_decay=3e-4, cosine=True)
 
 
 def write_stripes(root, n: int, split: str, seed: int) -> None:
@@ -47,7 +48,8 @@ def stripes(tmp_path):
     info = register_dataset(DatasetInfo("stripes", 4, 32, "Stripes", read_stripes, val_size=40,
                                         test_name="stripes_test.npz",
                                         test_path=lambda root: root / "stripes_test.npz",
-                                        data_dir="stripes_{train,test}.npz", recipe=RECIPE))
+                                        data_dir="stripes_{train,test}.npz", recipe=RECIPE,
+                                        search_recipe=SEARCH_RECIPE))
     data = tmp_path / "data"
     data.mkdir()
     write_stripes(data, 200, "train", 0)
@@ -70,8 +72,11 @@ def test_a_registered_dataset_runs_every_command_with_its_own_entry(stripes, tmp
     write_space(tmp_path / "tiny.yaml")
     code, err = main_in_process("search", "--data", "stripes", "--data-dir", data, "--space", tmp_path / "tiny.yaml",
                                 "--teacher", "wrn-10-1", "--teacher-ckpt", "wrn-10-1-nfgsm", "--model-dir", models,
-                                "--epochs", 1, "--batch-size", 20, "--out", tmp_path / "search")
+                                "--out", tmp_path / "search")
     assert code == 0, err
+    config = yaml.safe_load((tmp_path / "search" / "config.yaml").read_text())  # the entry's search recipe
+    assert (config["epochs"], config["batch_size"], config["lr"], config["weight_decay"], config["cosine"]) == \
+        (1, 20, 0.02, 3e-4, True)
     assert main_in_process("derive", tmp_path / "search")[0] == 0
     arch = json.loads((tmp_path / "search" / "arch.json").read_text())
     assert arch["data"] == "stripes" and arch["num_classes"] == 4
@@ -115,4 +120,6 @@ def test_the_built_in_entries():
     assert [(DATASETS[d].num_classes, DATASETS[d].input_size, DATASETS[d].val_size) for d in DATASETS] == \
         [(10, 32, 5000), (100, 32, 5000), (100, 224, 0), (1000, 224, 0), (10, 32, 297)]
     assert DATASETS["imagenet100"].recipe == Recipe(200, 256, 0.05, 4e-5, True)
+    assert DATASETS["imagenet100"].search_recipe == Recipe(100, 256, 0.05, 4e-5, True)  # the paper's search
+    assert DATASETS["cifar10"].search_recipe == Recipe(100, 128, 0.1, 2e-4, False)
     assert DATASETS["cifar10"].recipe == Recipe(100, 128, 0.1, 2e-4, False) and DATASETS["imagenet"].read is None

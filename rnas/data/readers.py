@@ -244,6 +244,7 @@ register_dataset(DatasetInfo("imagenet100", 100, 224, "ImageNet-100", _read_imag
                              val_size=0, test_name="val/ folder", test_path=lambda root: root / "val",
                              held_out_val=True, data_dir="an ImageFolder root with train/ and val/",
                              recipe=Recipe(epochs=200, batch_size=256, lr=0.05, weight_decay=4e-5, cosine=True),
+                             search_recipe=Recipe(epochs=100, batch_size=256, lr=0.05, weight_decay=4e-5, cosine=True),
                              classes=imagenet100_classes))
 # the 1000 classes of the robust ImageNet teachers' checkpoints (the `robustness` library's): no reader here
 register_dataset(DatasetInfo("imagenet", 1000, 224, "ImageNet-1k", val_size=0, data_dir="an ImageFolder root",

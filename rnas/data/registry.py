@@ -13,8 +13,9 @@ from rnas.errors import UserError
 
 @dataclass(frozen=True)
 class Recipe:
-    """A dataset's retrain defaults (every one can be overridden by its flag; TRADES fine-tunes override
-    epochs and lr). The milestones default to 75 % and 90 % of the epochs unless ``cosine``."""
+    """A dataset's optimisation defaults for retrain (``recipe``) or search (``search_recipe``); every one
+    can be overridden by its flag (TRADES fine-tunes override epochs and lr). A retrain's milestones default
+    to 75 % and 90 % of its epochs unless ``cosine``; a search keeps the paper's epochs 75 and 90."""
 
     epochs: int = 100
     batch_size: int = 128
@@ -46,6 +47,7 @@ class DatasetInfo:
     held_out_val: bool = False  # validation is the held-out split itself (folder datasets), not train's tail
     data_dir: str | None = "torchvision's on-disk layout"  # what --data-dir must hold; None: no --data-dir needed
     recipe: Recipe = Recipe()
+    search_recipe: Recipe = Recipe()  # rnas search's batch, lr, weight decay and schedule (the paper's per dataset)
     classes: Callable[[], list[str]] | None = None  # the class names in label order (e.g. WordNet ids)
 
     def validation_size(self, requested: int | None) -> int:

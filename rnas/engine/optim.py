@@ -4,14 +4,16 @@ from __future__ import annotations
 import torch
 
 
-def fill_recipe(cfg) -> None:
+def fill_recipe(cfg, search: bool = False) -> None:
     """The optimisation settings a config leaves to its dataset (None: epochs, batch size, lr, weight decay,
-    cosine) from the dataset's recipe, and milestones at 75 % and 90 % of the epochs once the epochs are known
-    (a ``budget`` leaves the epochs to the compute it buys). rnas retrain resolves its config with it, and so does
-    ``Trainer`` for a config built in Python; a second call changes nothing."""
+    cosine) from the dataset's recipe (``search``: its search recipe), and milestones at 75 % and 90 % of the
+    epochs once the epochs are known (a ``budget`` leaves the epochs to the compute it buys). rnas retrain
+    and rnas search resolve their configs with it, and so do ``Trainer`` and ``Searcher`` for a config built
+    in Python; a second call changes nothing."""
     from rnas.data import dataset_info
 
-    recipe = dataset_info(getattr(cfg, "data", None) or "cifar10", trainable=True).recipe
+    info = dataset_info(getattr(cfg, "data", None) or "cifar10", trainable=True)
+    recipe = info.search_recipe if search else info.recipe
     keys = ("batch_size", "lr", "weight_decay", "cosine") + (() if getattr(cfg, "budget", None) else ("epochs",))
     for key in keys:
         if hasattr(cfg, key) and getattr(cfg, key) is None:

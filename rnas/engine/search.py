@@ -20,7 +20,7 @@ from rnas.config.sections import DataSection, OptimSection, RuntimeSection, Teac
 from rnas.data import DataBundle, keyed_generator, loaders_for
 from rnas.engine.cost import CostMeter, count_macs
 from rnas.engine.loop import clean_accuracy, run_job, share_step
-from rnas.engine.optim import make_grad_scaler, make_optimizer, make_scheduler
+from rnas.engine.optim import fill_recipe, make_grad_scaler, make_optimizer, make_scheduler
 from rnas.errors import UserError
 from rnas.method.distill import (
     FLOP_KINDS,
@@ -57,11 +57,16 @@ from supernets import Network
 class SearchConfig(RuntimeSection, OptimSection, TeacherSection, DataSection):
     space: str = flag("S5", "search space: built-in name (s3 s5 s7 m l is im i) or a YAML path")
     out: str = shared(RuntimeSection, "out", "runs/search")
-    epochs: int = shared(OptimSection, "epochs", 100, "search epochs")
-    batch_size: int = shared(OptimSection, "batch_size", 128, "global batch size, split 80/20 into weight and "
-                             "arch samples (all ranks together under torchrun)", range=">= 2")
-    cosine: bool = shared(OptimSection, "cosine", False, "cosine lr schedule to zero instead of milestones "
-                          "(ImageNet-100 recipe)")
+    epochs: int | None = shared(OptimSection, "epochs", None, "search epochs (default: 100)", range=">= 1")
+    batch_size: int | None = shared(OptimSection, "batch_size", None, "global batch size, split 80/20 into weight "
+                                    "and arch samples, all ranks together under torchrun (default: 128; 256 on "
+                                    "ImageNet-100)", range=">= 2")
+    lr: float | None = shared(OptimSection, "lr", None, "SGD lr of the weights (default: 0.1; 0.05 on ImageNet-100)",
+                              range="> 0")
+    weight_decay: float | None = shared(OptimSection, "weight_decay", None, "SGD weight decay (default: 2e-4; 4e-5 "
+                                        "on ImageNet-100)", range=">= 0")
+    cosine: bool | None = shared(OptimSection, "cosine", None, "cosine lr schedule to zero instead of milestones "
+                                 "(default: on for ImageNet-100)")
     arch_lr: float = flag(0.01, "Adam learning rate of the width and tutor logits", range="> 0")
     arch_split: float = flag(0.2, "fraction of each batch used for the arch step", range="(0, 1)")
     tau: float = flag(5.0, "initial Gumbel temperature of the width choices", range="> 0")
@@ -133,6 +138,7 @@ class Searcher:
 
     def __init__(self, supernet: Network, teacher: torch.nn.Module, data: DataBundle, cfg: SearchConfig, *,
                  device: torch.device | None = None, dist: Dist = SINGLE):
+        fill_recipe(cfg, search=True)  # a config built in Python leaves these to its dataset, as the CLI does
         self.cfg, self.dist = cfg, dist
         if not 0 < cfg.arch_split < 1:
             raise UserError(f"--arch-split {cfg.arch_split}: must be in (0, 1)")
@@ -179,6 +185,7 @@ class Searcher:
         cfg.device = device_name(device, dist)  # config.yaml says where it ran
         spec = spec or load_space(cfg.space)
         require_weights(cfg)
+        fill_recipe(cfg, search=True)  # batch size, lr, weight decay and schedule of the dataset's search recipe
         seed_everything(cfg.seed)
         data = loaders_for(cfg, device)
         check_input_size(spec, data, cfg.space, f"--data {cfg.data}")  # before the teacher is loaded

@@ -35,6 +35,7 @@ import yaml
 from rnas.config import coerce_field, parse_macs, validate
 from rnas.data import TRAINABLE, dataset_info
 from rnas.engine.early_stopping import BEST
+from rnas.engine.optim import fill_recipe
 from rnas.engine.retrain import AT_MODES, RetrainConfig
 from rnas.engine.search import SearchConfig
 from rnas.errors import UserError
@@ -233,6 +234,7 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
         tag = Path(space).stem.lower()
         cfg = _build(SearchConfig, {**common, **teacher, **search_flags, "space": _space(space, cwd),
                                     "out": str(out / f"search-{tag}")}, f"{here}")
+        fill_recipe(cfg, search=True)  # the dataset's search epochs, batch, lr: as the run will resolve them
         search = add(Step(f"search/{tag}", "search", f"search-{tag}", cfg))
         budgets = [None] if entry.get("budgets") is None else \
             [_budget(b, f"{here}.budgets") for b in _list(entry["budgets"], f"{here}.budgets")]
