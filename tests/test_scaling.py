@@ -281,7 +281,12 @@ def test_rnas_scale_grows_an_arch_and_refuses_bad_budgets(tmp_path):
     for args, message in (((S3_ARCH, "--macs", "5M"), "--macs 5M: below the net's own 6.294M MACs"),
                           ((S3_ARCH, "--macs", "lots"), "--macs: bad MAC count 'lots'"),
                           ((S3_ARCH, "--flops", "5G"), "give --flops BUDGET (a WRN-A layout), or ARCH --macs"),
-                          ((S3_ARCH, "--macs", "20M", "-o", S3_ARCH), "the input arch file")):
+                          ((S3_ARCH, "--macs", "20M", "-o", S3_ARCH), "the input arch file"),
+                          ((S3_ARCH, "--macs", "6.3M"), "--macs 6.3M: even the net's own depth in the 2 : 2 : 1 "
+                                                        "layout costs 7.635M MACs; give a larger budget, or "
+                                                        "--width-only"),
+                          (("--flops", "5G", "--width-only"), "--width-only: grows a derived net"),
+                          ((S3_ARCH, "--macs", "20M", "--base", "wrn"), "--base wrn: chooses the block of a --flops")):
         before = S3_ARCH.read_bytes()
         code, err = main_in_process("scale", *args)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

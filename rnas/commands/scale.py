@@ -10,7 +10,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--flops", metavar="MACS",
                        help="the budget in multiply-accumulates, e.g. 5G, 10G (the paper's A1-A4: 5G/10G/20G/40G)")
     parser.add_argument("--macs", metavar="MACS", help="with ARCH: the budget to grow it to, e.g. 20M")
-    parser.add_argument("--base", choices=["wrn", "robust_res"], default="wrn",
+    parser.add_argument("--base", choices=["wrn", "robust_res"],
                        help="with --flops: the block the layout is built from: wrn (WRN-A, basic blocks) or "
                             "robust_res (RobustResNet-A, RobustResBlocks); default wrn")
     parser.add_argument("--width-only", action="store_true", help="with ARCH: reach the budget by widening alone")
@@ -29,6 +29,10 @@ def run(args) -> int:
     grow = args.arch is not None and args.macs is not None and args.flops is None
     if not (layout or grow):
         raise UserError("rnas scale: give --flops BUDGET (a WRN-A layout), or ARCH --macs BUDGET (grow a derived net)")
+    if layout and args.width_only:
+        raise UserError("--width-only: grows a derived net (ARCH --macs); a --flops layout follows the paper's rule")
+    if grow and args.base is not None:
+        raise UserError(f"--base {args.base}: chooses the block of a --flops layout; ARCH keeps its own blocks")
     flag, text = ("--flops", args.flops) if args.arch is None else ("--macs", args.macs)
     if args.output:
         out = Path(args.output)
@@ -43,7 +47,7 @@ def run(args) -> int:
     if args.arch is None:
         if target < 1e6:
             raise UserError(f"--flops {args.flops}: a budget in MACs, e.g. 5G (the smallest WRN-A costs ~0.1G)")
-        report = scale_report(target, base=args.base)
+        report = scale_report(target, base=args.base or "wrn")
         print(json.dumps(report, indent=1) if args.json else format_scale_report(report))
     else:
         from rnas.nets.scaling import scale_arch

@@ -278,7 +278,7 @@ def scale_arch(arch: dict, target_macs: float, source: str = "<arch>", width_onl
                         "(rnas scale grows a net)")
     if (smallest := build(1.0)[4]) > target_macs:
         raise UserError(f"--macs {target_macs / 1e6:g}M: even the net's own depth in the 2 : 2 : 1 layout costs "
-                        f"{smallest / 1e6:.4g}M MACs; give a larger budget")
+                        f"{smallest / 1e6:.4g}M MACs; give a larger budget, or --width-only to widen the net as it is")
     low, high = 1.0, 2.0  # the cost only grows with the scale: bisect for the largest scale within the budget
     while build(high)[4] <= target_macs and high < 64:
         low, high = high, 2 * high
