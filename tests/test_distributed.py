@@ -19,7 +19,7 @@ FLOAT64_MAIN = ("import sys, torch\ntorch.set_default_dtype(torch.float64)\n"
 pytestmark = pytest.mark.slow  # end-to-end runs: deselect with -m "not slow"
 
 
-NOT_COMPARED = {"seconds", "images_per_s", "attn_grad_share"}  # timings; the share is measured per rank
+NOT_COMPARED = {"seconds", "images_per_s", "total_seconds", "attn_grad_share"}  # timings; the share: per rank
 
 
 @pytest.fixture(scope="module")

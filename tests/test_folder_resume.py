@@ -23,7 +23,7 @@ CLASSES = 4
 TRAIN_TRANSFORM = transforms.Compose([transforms.RandomResizedCrop(32, scale=(0.3, 1.0)),
                                       transforms.RandomHorizontalFlip(), transforms.ToTensor()])
 EVAL_TRANSFORM = transforms.Compose([transforms.CenterCrop(32), transforms.ToTensor()])
-WALL_CLOCK = ("seconds", "images_per_s")
+WALL_CLOCK = ("seconds", "images_per_s", "cost/total_seconds")
 
 
 def write_folder(root: Path, per_class: int, seed: int) -> Path:

@@ -16,7 +16,7 @@ from helpers import main_in_process, rnas_cmd, search_args, write_tiny_setup
 pytestmark = pytest.mark.slow  # end-to-end runs: deselect with -m "not slow"
 
 
-TIMING = ("seconds", "images_per_s")
+TIMING = ("seconds", "images_per_s", "cost/total_seconds")
 
 
 @pytest.fixture(scope="module")

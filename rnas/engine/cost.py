@@ -7,7 +7,12 @@ or an attack's input gradient); a forward pre-hook on the teacher counts its ima
 one image costs the model's conv + linear MACs (``count_macs``: for a supernet its
 max-width network, which is what its masked forward computes) and a backward twice that. ``ce_epochs``
 expresses the total in epochs of plain CE training of the same student on the same training set
-(3 x MACs per image per epoch), the unit in which a study matches arms on compute.
+(3 x MACs per image per epoch), the unit in which a study matches arms on compute; ``total_seconds`` the
+run's wall-clock training seconds (the epochs' own, summed across resumes).
+
+Not counted, as validation is not: the measurements a run makes of itself, e.g. the attention term's
+gradient share (one extra backward of that term every ``--log-every`` steps: it never reaches the
+student's output); their wall-clock is in the seconds.
 """
 from __future__ import annotations
 
@@ -51,6 +56,7 @@ class CostMeter:
         self.student_macs, self.teacher_macs, self.train_images = int(student_macs), int(teacher_macs), train_images
         self.epoch = dict.fromkeys(COUNTS, 0)
         self.total = dict.fromkeys(COUNTS, 0)
+        self.seconds = 0.0  # the finished epochs' wall-clock seconds
         self.active = True
         self._hooks = [student.register_forward_hook(self._student)]
         if teacher is not None:
@@ -99,12 +105,18 @@ class CostMeter:
                 **{f"cost/total_{k}": v for k, v in total.items()}, "cost/total_train_macs": total_macs,
                 "cost/ce_epochs": round(total_macs / (3 * self.student_macs * self.train_images), 6)}
 
+    def add_seconds(self, seconds: float) -> float:
+        """Add a finished epoch's wall-clock seconds; returns the run's total so far."""
+        self.seconds += seconds
+        return round(self.seconds, 3)
+
     def state(self) -> dict:
-        return {"epoch": dict(self.epoch), "total": dict(self.total)}
+        return {"epoch": dict(self.epoch), "total": dict(self.total), "seconds": self.seconds}
 
     def load_state(self, state: dict | None) -> None:
-        if state:  # runs written before the meter start from zero
+        if state:  # runs written before the meter start from zero (before total seconds: their seconds)
             self.epoch, self.total = dict(state["epoch"]), dict(state["total"])
+            self.seconds = float(state.get("seconds", 0.0))
 
     def remove(self) -> None:
         for hook in self._hooks:
