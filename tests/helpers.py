@@ -53,14 +53,16 @@ def write_teacher(model_dir: Path, name: str = "tiny", depth: int = 10, widen: i
 
 
 def plan_shipped_study(name: str, tmp_path: Path):
-    """The plan of studies/NAME.yaml over tiny CIFAR-10 data and a WRN-16-2 teacher named as the shared one."""
+    """The plan of studies/NAME.yaml over tiny CIFAR-10 data and a WRN-16-2 teacher named as the shared one, run
+    from the repository's root."""
     from rnas.study.plan import plan_study
 
     write_cifar10(tmp_path / "data")
     write_teacher(tmp_path / "teachers", name="wrn-16-2-nfgsm", depth=16, widen=2)
-    study = Path(__file__).resolve().parents[1] / "studies" / f"{name}.yaml"
-    return plan_study(study, tmp_path / "out", {"data_dir": str(tmp_path / "data"),
-                                                "model_dir": str(tmp_path / "teachers")}, cwd=tmp_path)
+    repo = Path(__file__).resolve().parents[1]  # where its comment says to run it: its relative files resolve
+    return plan_study(repo / "studies" / f"{name}.yaml", tmp_path / "out", {"data_dir": str(tmp_path / "data"),
+                                                                         "model_dir": str(tmp_path / "teachers")},
+                      cwd=repo)
 
 
 def write_space(path: Path) -> Path:

@@ -312,19 +312,24 @@ def test_rnas_retrain_takes_a_grown_net_with_its_carried_tutors(tmp_path):
 
 
 def test_the_shipped_scaling_study_plans_s3_grown_both_ways_against_an_s7_search(tmp_path):
-    """studies/cifar10-scaling.yaml: the S3 net, it grown to 15.58M MACs by RobustScaling and by width alone,
-    and S7 derived at 15.58M, each retrained 15 epochs with RNAS-CL and evaluated with AutoAttack."""
+    """studies/cifar10-scaling.yaml: the tutor study's S3 net grown to 15.58M MACs by RobustScaling and by width
+    alone (no second S3 search, no second S3 retrain) and S7 derived at 15.58M, each retrained 15 epochs with
+    RNAS-CL and evaluated with AutoAttack."""
     from helpers import plan_shipped_study
 
     plan = plan_shipped_study("cifar10-scaling", tmp_path)
     retrains = {s.path: s.config for s in plan.steps() if s.kind == "retrain"}
-    assert list(retrains) == ["s3/rnas-cl", "s3-scaled-15.58M/rnas-cl", "s3-widened-15.58M/rnas-cl",
-                              "s7-15.58M/rnas-cl"]
-    assert {Path(c.arch).name for c in retrains.values()} == {"arch.json", "arch-scaled-15.58M.json",
-                                                             "arch-widened-15.58M.json", "arch-15.58M.json"}
+    assert list(retrains) == ["s7-15.58M/rnas-cl", "s3-scaled-15.58M/rnas-cl", "s3-widened-15.58M/rnas-cl"]
+    assert [Path(c.arch).relative_to(tmp_path / "out").as_posix() for c in retrains.values()] == [
+        "search-s7/arch-15.58M.json", "arch-s3/arch-scaled-15.58M.json", "arch-s3/arch-widened-15.58M.json"]
     assert all(c.epochs == 15 and c.baseline == "cl" for c in retrains.values())
+    assert [s.kind for s in plan.steps()].count("search") == 1
     derive = {s.path: s.extra for s in plan.steps() if s.kind == "derive"}
-    assert (derive["search-s3"]["scale"], derive["search-s7"]["budgets"]) == ([15_580_000], [15_580_000])
+    assert derive["search-s7"]["budgets"] == [15_580_000]
+    grow = next(s for s in plan.steps() if s.kind == "grow")
+    assert grow.extra["scale"] == [15_580_000] and grow.extra["source"] == str(
+        Path(__file__).resolve().parents[1] / "studies" / "results" / "cifar10-tutors" / "search-s3-standardised"
+        / "arch-widths.json")
     evals = [s for s in plan.steps() if s.kind == "eval"]
-    assert len(evals) == 4 and all(e.config.attack_list() == ["clean", "pgd20", "autoattack"] and e.config.n == 1000
+    assert len(evals) == 3 and all(e.config.attack_list() == ["clean", "pgd20", "autoattack"] and e.config.n == 1000
                                    for e in evals)

@@ -295,6 +295,59 @@ def test_a_search_scaled_to_a_budget_trains_its_robustscaling_and_widened_nets(r
     assert code == 0 and all(line.split()[-1] == "done" for line in capsys.readouterr().out.splitlines())
 
 
+def test_a_net_derived_elsewhere_is_trained_and_grown_without_searching_again(root, tmp_path, capsys):
+    """`archs: [{arch: FILE, name: mine, scale: X}]` and no searches: a grow step copies FILE into the study and
+    grows it as `rnas scale` does, every arm trains the copy and the grown nets; a changed FILE is grown again;
+    a bad entry is one line naming it."""
+    from helpers import tiny_search_and_derive
+
+    from rnas.nets.scaling import scale_arch
+
+    source = tiny_search_and_derive(root, tmp_path / "earlier", "--limit", 20, "--batch-size", 10)
+    own = json.loads(source.read_text())
+    capsys.readouterr()
+    spec = study_dict(root, arms=["ce"], eval={"attacks": ["clean"], "n": 10}, control_teacher=None,
+                      archs=[{"arch": str(source), "name": "mine", "scale": "0.5M"}])
+    del spec["searches"]
+    study, out = write_study(tmp_path / "s.yaml", spec), tmp_path / "out"
+    code, _ = main_in_process("study", study, "--out", out, "--dry-run")
+    listed = [line.split()[1:3] for line in capsys.readouterr().out.splitlines()]
+    assert code == 0 and listed[0] == ["grow", "arch-mine"]
+    assert [p for kind, p in listed if kind == "retrain"] == ["mine/ce", "mine-scaled-0.5M/ce", "mine-widened-0.5M/ce"]
+    assert not any(kind == "search" for kind, _ in listed)
+    code, err = main_in_process("study", study, "--out", out)
+    assert code == 0, err
+    assert (out / "arch-mine" / "arch.json").read_text() == source.read_text()
+    for rule, width_only in (("scaled", False), ("widened", True)):
+        grown = json.loads((out / "arch-mine" / f"arch-{rule}-0.5M.json").read_text())
+        by_hand = scale_arch(own, 500_000, str(source), width_only)
+        assert (grown["widths"], grown["macs"], grown["spec"]) == (by_hand["widths"], by_hand["macs"], by_hand["spec"])
+        saved = torch.load(out / f"mine-{rule}-0.5M" / "ce" / "checkpoint.pt", weights_only=True)
+        assert saved["arch"]["widths"] == grown["widths"]
+    assert torch.load(out / "mine" / "ce" / "checkpoint.pt", weights_only=True)["arch"]["widths"] == own["widths"]
+    models = {m["name"]: m for m in json.loads((out / "study.json").read_text())["models"]}
+    assert models["mine/ce"]["search"] is None and models["mine/ce"]["arch"] == "arch-mine/arch.json"
+    assert models["mine-scaled-0.5M/ce"]["scale"] == "scaled"
+    code, err = main_in_process("report", out, "-o", tmp_path / "report")  # a study without searches reports
+    assert code == 0 and "mine-widened-0.5M/ce" in (tmp_path / "report" / "index.html").read_text(), err
+    capsys.readouterr()
+    code, _ = main_in_process("study", study, "--out", out, "--dry-run")
+    assert code == 0 and all(line.split()[-1] == "done" for line in capsys.readouterr().out.splitlines())
+    source.write_text(json.dumps({**own, "tutors": own["tutors"][::-1]}, indent=1))  # the net was re-derived
+    code, _ = main_in_process("study", study, "--out", out, "--dry-run")
+    states = {line.split()[2]: line.split()[-1] for line in capsys.readouterr().out.splitlines()}
+    assert code == 0 and states["arch-mine"] == "run"
+    for entry, message in (({"arch": str(tmp_path / "absent.json")}, "archs[0].arch: "),
+                           ({"arch": str(source), "scale": "1k"}, "archs[0].scale: 1,000 MACs is not above the net's"),
+                           ({"arch": str(source), "own": False}, "archs[0].own: False: true or false, and false only"),
+                           ({"arch": str(source), "name": "a b"}, "archs[0].name: 'a b': letters, digits"),
+                           ({"arch": str(source), "grow": 1}, "archs[0].grow: unknown key")):
+        bad = write_study(tmp_path / "bad.yaml", {**spec, "archs": [entry]})
+        code, err = main_in_process("study", bad, "--out", tmp_path / "bad-out")
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "bad-out").exists()
+
+
 def test_runs_with_robust_validation_have_their_best_epoch_evaluated_as_a_row_of_its_own(root, tmp_path, capsys):
     """`retrain: {robust_val: N}`: each eval is done on checkpoint.pt and on best.pt, best.pt's as `<run>@best`,
     with the accuracy `rnas eval best.pt` gives, and `rnas report` lists both rows."""

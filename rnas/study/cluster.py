@@ -25,7 +25,7 @@ from rnas.errors import UserError
 
 EXECUTORS = ("local", "ray", "slurm")
 EXECUTOR_KEYS = ("kind", "address", "retries", "resources")
-STEP_KIND_NAMES = ("search", "derive", "retrain", "finetune", "eval")
+STEP_KIND_NAMES = ("search", "derive", "grow", "retrain", "finetune", "eval")
 ARM_KINDS = ("retrain", "finetune", "eval")  # the steps of an arm, which its ``resources`` may override
 SLURM_KEYS = ("partition", "account", "qos", "constraint", "time", "mem_gb", "cpus_per_task", "gpus_per_node",
               "setup", "additional", "cluster")
@@ -93,8 +93,8 @@ def resources(value, where: str, kinds=STEP_KIND_NAMES) -> dict:
             if not check(amount):
                 raise fail(f"{where}.{kind}.{key}", f"{amount!r}: {what}")
             out[kind][key] = amount
-        if kind == "derive" and out[kind].get("nproc", 1) > 1:
-            raise fail(f"{where}.derive.nproc", "derive runs in one process")
+        if kind in ("derive", "grow") and out[kind].get("nproc", 1) > 1:
+            raise fail(f"{where}.{kind}.nproc", f"{kind} runs in one process")
     return out
 
 

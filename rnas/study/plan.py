@@ -22,6 +22,9 @@ With ``retrain: {robust_val: N}`` (``rnas retrain --robust-val``) every run also
 A search may also grow its derived net to larger MAC budgets (``scale: 15.6M`` or a list, as ``rnas scale
 ARCH --macs``): each budget gives two more nets with every arm, ``<space>-scaled-<budget>`` (RobustScaling:
 depth and width in the paper's ratios) and ``<space>-widened-<budget>`` (the same budget by width alone).
+``archs:`` brings nets derived elsewhere (an arch.json of an earlier search) into a study without searching
+again, each ``{arch: PATH, name: N, scale: [...], own: true}``: a ``grow`` step copies it to ``arch-<N>/``
+(and grows it as ``scale:`` does), and every arm trains it (``own: false``: only its grown nets).
 """
 from __future__ import annotations
 
@@ -56,8 +59,8 @@ from search_spaces.spec import read_yaml, yaml_problem
 ARMS = {**{b.arm: {"baseline": b.name} for b in BASELINES.values()},
         "control-teacher": {"baseline": "cl"}}  # RNAS-CL from the study's control teacher
 FINETUNES = {"trades": {"trades": True}, "trades+mbn": {"trades": True, "mbn": True}}
-TOP_KEYS = ("name", "data", "teacher", "control_teacher", "searches", "search", "retrain", "arms", "finetune",
-            "eval", "jobs", "threads", "executor", "slurm")
+TOP_KEYS = ("name", "data", "teacher", "control_teacher", "searches", "archs", "search", "retrain", "arms",
+            "finetune", "eval", "jobs", "threads", "executor", "slurm")
 EVAL_KEYS = ("attacks", "eps", "n", "batch_size", "seed", "normalized", "sweep")
 # keys a section may not set: the study decides them (where runs go, which net, which teacher / arm)
 OWNED = {"out", "arch", "baseline", "trades", "at", "budget", "init", "mbn", "from_scratch", "space", "teacher",
@@ -214,11 +217,44 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
                     model.name, arm=res)
             models.append({"name": model.path + ("@best" if prefix else ""), **row, "evals": files})
 
-    searches = _list(data.get("searches"), f"{where}: searches")
+    searches = [] if data.get("searches") is None and data.get("archs") is not None else \
+        _list(data.get("searches"), f"{where}: searches")
     arms = _arms(data.get("arms"), f"{where}: arms", control is not None)
     finetune = dict(mapping(data.get("finetune"), f"{where}: finetune"))
     finetune_flags = _flags(RetrainConfig, finetune, f"{where}: finetune")
     evals = _evals(data.get("eval"), f"{where}: eval", common)
+
+    def add_nets(space: str, search_path: str | None, source: str, nets: list) -> None:
+        """Every arm (and its fine-tunes and evaluations) on each of ``nets``, made by step ``source``."""
+        for net, arch, budget, rule in nets:
+            for arm, at, compute, tunes, res in arms:
+                arm_teacher = control if arm == "control-teacher" else teacher
+                run = f"{net}/{_arm_name(arm, at, compute)}"
+                flags = {**retrain_flags, **ARMS[arm]}
+                if at != "none":
+                    flags.update(at=at, from_scratch=True)
+                if compute is not None:
+                    flags = {k: v for k, v in flags.items() if k not in ("epochs", "milestones")}
+                    flags["budget"] = compute
+                rcfg = _build(RetrainConfig, {**common, **arm_teacher, **flags, "arch": str(out / arch),
+                                              "out": str(out / run)},
+                              f"{where}: retrain ({_arm_name(arm, at, compute)})")
+                trained = add(Step(f"retrain/{run}", "retrain", run, rcfg), source, arm=res)
+                variants = [(None, trained, rcfg)]
+                for tune in tunes:
+                    tuned = f"{run}-{tune.replace('+', '-')}"
+                    fcfg = _build(RetrainConfig, {**common, **arm_teacher, **retrain_flags, **finetune_flags,
+                                                  **ARMS[arm], **FINETUNES[tune], "arch": str(out / arch),
+                                                  "init": str(out / run / "checkpoint.pt"), "out": str(out / tuned)},
+                                  f"{where}: finetune ({arm} {tune})")
+                    variants.append((tune, add(Step(f"finetune/{tuned}", "finetune", tuned, fcfg), trained.name,
+                                               arm=res), fcfg))
+                for tune, model, trained_cfg in variants:
+                    add_model(model, trained_cfg, res, {
+                        "arm": arm, "finetune": tune, "at": at, "compute_budget": compute, "space": space,
+                        "budget": budget, "scale": rule,
+                        "teacher": arm_teacher.get("teacher_ckpt") or arm_teacher.get("teacher"),
+                        "run": model.path, "search": search_path, "arch": arch})
 
     for i, entry in enumerate(searches):
         here = f"{where}: searches[{i}]"
@@ -254,37 +290,13 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
                  None) for budget in budgets]
         nets += [(f"{tag}-{rule}-{_budget_text(budget)}", f"search-{tag}/{scaled_filename(budget, rule)}", budget,
                   rule) for budget in scales for rule in SCALE_RULES]
-        for net, arch, budget, rule in nets:
-            for arm, at, compute, tunes, res in arms:
-                arm_teacher = control if arm == "control-teacher" else teacher
-                run = f"{net}/{_arm_name(arm, at, compute)}"
-                flags = {**retrain_flags, **ARMS[arm]}
-                if at != "none":
-                    flags.update(at=at, from_scratch=True)
-                if compute is not None:
-                    flags = {k: v for k, v in flags.items() if k not in ("epochs", "milestones")}
-                    flags["budget"] = compute
-                rcfg = _build(RetrainConfig, {**common, **arm_teacher, **flags, "arch": str(out / arch),
-                                              "out": str(out / run)},
-                              f"{where}: retrain ({_arm_name(arm, at, compute)})")
-                trained = add(Step(f"retrain/{run}", "retrain", run, rcfg), derive.name, arm=res)
-                variants = [(None, trained, rcfg)]
-                for tune in tunes:
-                    tuned = f"{run}-{tune.replace('+', '-')}"
-                    fcfg = _build(RetrainConfig, {**common, **arm_teacher, **retrain_flags, **finetune_flags,
-                                                  **ARMS[arm], **FINETUNES[tune], "arch": str(out / arch),
-                                                  "init": str(out / run / "checkpoint.pt"), "out": str(out / tuned)},
-                                  f"{where}: finetune ({arm} {tune})")
-                    variants.append((tune, add(Step(f"finetune/{tuned}", "finetune", tuned, fcfg), trained.name,
-                                               arm=res), fcfg))
-                for tune, model, trained_cfg in variants:
-                    add_model(model, trained_cfg, res, {
-                        "arm": arm, "finetune": tune, "at": at, "compute_budget": compute, "space": tag.upper(),
-                        "budget": budget, "scale": rule,
-                        "teacher": arm_teacher.get("teacher_ckpt") or arm_teacher.get("teacher"),
-                        "run": model.path, "search": search.path, "arch": arch})
+        add_nets(tag.upper(), search.path, derive.name, nets)
+    for i, entry in enumerate(_list(data["archs"], f"{where}: archs") if data.get("archs") is not None else []):
+        space, grow, nets = _arch_source(entry, f"{where}: archs[{i}]", cwd, dataset)
+        add_nets(space, None, add(grow).name, nets)
     if len({m["name"] for m in models}) != len(models):
-        raise fail(f"{where}: searches", "two searches of the same space (give each space once)")
+        raise fail(f"{where}: searches", "two nets of one name: give each space once, and each arch a name of "
+                                         "its own")
     jobs = data.get("jobs", 1)
     threads = data.get("threads")
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
@@ -293,6 +305,48 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
                                 or not 1 <= threads <= MAX_THREADS):
         raise fail(f"{where}: threads", f"{threads!r}: a whole number from 1 to {MAX_THREADS}")
     return Study(name, path, out, graph, models, jobs, threads, executor=settings, jobs_given="jobs" in data)
+
+
+def _arch_source(entry, here: str, cwd: Path, dataset: str) -> tuple[str, Step, list]:
+    """An ``archs`` entry (a derived net's arch.json, ``{arch: PATH, name: N, scale: [15.6M], own: false}``):
+    its space, the step that copies it into the study (and grows it to each ``scale`` budget by each rule, as
+    a search's ``scale:`` does), and its nets [(name, arch file, budget, rule)] (``own: false``: only the
+    grown ones)."""
+    from supernets import ArchError, read_arch
+
+    entry = {"arch": entry} if isinstance(entry, str) else mapping(entry, here)
+    unknown = [k for k in entry if k not in ("arch", "name", "scale", "own")]
+    if unknown:
+        raise fail(f"{here}.{unknown[0]}", "unknown key (arch, name, scale, own)")
+    if not isinstance(entry.get("arch"), str) or not entry["arch"]:
+        raise fail(f"{here}.arch", "missing (an arch.json written by rnas derive or rnas scale)")
+    path = (cwd / entry["arch"]).resolve()
+    try:
+        arch, _ = read_arch(path)
+    except ArchError as err:
+        raise fail(f"{here}.arch", str(err)) from None
+    if arch.get("data", dataset) != dataset:
+        raise fail(f"{here}.arch", f"a net for {arch['data']}, not the study's {dataset}")
+    tag = entry.get("name", path.stem)
+    if not isinstance(tag, str) or not tag.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise fail(f"{here}.name", f"{tag!r}: letters, digits, - _ . only")
+    scales = [] if entry.get("scale") is None else \
+        [_budget(b, f"{here}.scale") for b in _list(entry["scale"], f"{here}.scale")]
+    if scales and not isinstance(arch.get("macs"), int):
+        raise fail(f"{here}.arch", "no exact MAC count to grow from (write it with rnas derive)")
+    for budget in scales:
+        if budget <= arch["macs"]:
+            raise fail(f"{here}.scale", f"{budget:,} MACs is not above the net's own {arch['macs']:,} (scale grows "
+                                        "a net)")
+    own = entry.get("own", True)
+    if not isinstance(own, bool) or not (own or scales):
+        raise fail(f"{here}.own", f"{own!r}: true or false, and false only with scale")
+    folder = f"arch-{tag}"
+    grow = Step(f"grow/{tag}", "grow", folder, extra={"source": str(path), "scale": scales})
+    nets = [(tag, f"{folder}/arch.json", None, None)] if own else []
+    nets += [(f"{tag}-{rule}-{_budget_text(budget)}", f"{folder}/{scaled_filename(budget, rule)}", budget, rule)
+             for budget in scales for rule in SCALE_RULES]
+    return str(arch.get("space", "")).upper(), grow, nets
 
 
 def _teacher(values, where: str, overrides: dict, required: bool, cwd: Path) -> dict | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from rnas.errors import UserError
-from rnas.runtime.rundir import atomic_write_json
+from rnas.runtime.rundir import atomic_write_json, atomic_write_text
 from rnas.study.plan import Step
 
 
@@ -161,6 +161,38 @@ def _run_derive(step: Step, out: Path, events, should_stop) -> None:
         atomic_write_json(path, arch)
 
 
+def _grown_files(step: Step) -> list[str]:
+    from rnas.study.plan import SCALE_RULES, scaled_filename
+
+    return ["arch.json"] + [scaled_filename(b, rule) for b in step.extra["scale"] for rule in SCALE_RULES]
+
+
+def _grown(step: Step, out: Path) -> bool:
+    """The study's copy of an ``archs`` net is the file as it is now, and every net grown from it is there."""
+    folder, source = out / step.path, Path(step.extra["source"])
+    return (source.is_file() and (folder / "arch.json").is_file()
+            and (folder / "arch.json").read_text() == source.read_text()
+            and all(_read_json(folder / name) is not None for name in _grown_files(step)[1:]))
+
+
+def _run_grow(step: Step, out: Path, events, should_stop) -> None:
+    """An ``archs`` net copied into the study (arch-<name>/arch.json) and grown to each ``scale`` budget by
+    each rule (rnas scale); every file checked before any is written, the copy last."""
+    from rnas.nets.scaling import scale_arch
+    from rnas.study.plan import SCALE_RULES
+    from supernets import read_arch
+
+    folder, source = out / step.path, Path(step.extra["source"])
+    text = source.read_text()
+    arch, _ = read_arch(source)
+    grown = [scale_arch(arch, budget, str(source), width_only)
+             for budget in step.extra["scale"] for width_only in SCALE_RULES.values()]
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in zip(_grown_files(step)[1:], grown, strict=True):
+        atomic_write_json(folder / name, data)
+    atomic_write_text(folder / "arch.json", text)
+
+
 def _run_eval(step: Step, out: Path, events, should_stop) -> None:
     import dataclasses
 
@@ -194,6 +226,7 @@ class StepKind:
 STEP_KINDS = {
     "search": StepKind(_run_search, _trained, trains=True),
     "derive": StepKind(_run_derive, _derived),
+    "grow": StepKind(_run_grow, _grown),
     "retrain": StepKind(_run_retrain, _trained, trains=True, from_arch=True),
     "finetune": StepKind(_run_retrain, _trained, trains=True, from_arch=True),
     "eval": StepKind(_run_eval, _evaluated),
