@@ -35,33 +35,19 @@ from pathlib import Path
 import networkx as nx
 import yaml
 
-from rnas.config import coerce_field, parse_macs, validate
+from rnas.config import coerce_field, parse_macs
 from rnas.data import TRAINABLE, dataset_info
 from rnas.engine.early_stopping import BEST
 from rnas.engine.optim import fill_recipe
-from rnas.engine.retrain import AT_MODES, RetrainConfig
+from rnas.engine.retrain import RetrainConfig
 from rnas.engine.search import SearchConfig
 from rnas.errors import UserError
-from rnas.evaluation.evaluate import EvalConfig
-from rnas.method.baselines import BASELINES
-from rnas.robust.attacks import check_attack, parse_eps
-from rnas.study.cluster import (
-    ARM_KINDS,
-    ExecutorSettings,
-    fail,
-    mapping,
-    read_settings,
-    resources,
-    step_resources,
-)
+from rnas.study.cluster import ExecutorSettings, fail, mapping, read_settings, step_resources
+from rnas.study.sections import ARMS, FINETUNES, arm_name, as_list, build_config, read_arms, read_evals
 from search_spaces.spec import read_yaml, yaml_problem
 
-ARMS = {**{b.arm: {"baseline": b.name} for b in BASELINES.values()},
-        "control-teacher": {"baseline": "cl"}}  # RNAS-CL from the study's control teacher
-FINETUNES = {"trades": {"trades": True}, "trades+mbn": {"trades": True, "mbn": True}}
 TOP_KEYS = ("name", "data", "teacher", "control_teacher", "searches", "archs", "search", "retrain", "arms",
             "finetune", "eval", "jobs", "threads", "executor", "slurm")
-EVAL_KEYS = ("attacks", "eps", "n", "batch_size", "seed", "normalized", "sweep")
 # keys a section may not set: the study decides them (where runs go, which net, which teacher / arm)
 OWNED = {"out", "arch", "baseline", "trades", "at", "budget", "init", "mbn", "from_scratch", "space", "teacher",
          "teacher_ckpt", "model_dir", "threat", "data", "data_dir", "val_size"}
@@ -115,29 +101,9 @@ def _flags(cls, values: dict, where: str, owned=OWNED) -> dict:
     return out
 
 
-def _build(cls, values: dict, where: str):
-    """``cls(**values)`` validated; a range error names the section."""
-    try:
-        config = cls(**values)
-        validate(config)
-    except UserError as err:
-        raise fail(where, str(err)) from None
-    except TypeError as err:
-        raise fail(where, f"not a setting of this step ({err})") from None
-    return config
-
-
 def _resolve_paths(values: dict, base: Path) -> dict:
     """Relative data / model directories are relative to where ``rnas study`` runs (as flags are)."""
     return {k: (str((base / v).resolve()) if k in ("data_dir", "model_dir") and v else v) for k, v in values.items()}
-
-
-def _list(value, where: str) -> list:
-    if isinstance(value, (str, int, float)):
-        return [value]
-    if not isinstance(value, list) or not value:
-        raise fail(where, "expected a non-empty list")
-    return value
 
 
 def read_study(path: str | Path) -> dict:
@@ -218,32 +184,32 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
             models.append({"name": model.path + ("@best" if prefix else ""), **row, "evals": files})
 
     searches = [] if data.get("searches") is None and data.get("archs") is not None else \
-        _list(data.get("searches"), f"{where}: searches")
-    arms = _arms(data.get("arms"), f"{where}: arms", control is not None)
+        as_list(data.get("searches"), f"{where}: searches")
+    arms = read_arms(data.get("arms"), f"{where}: arms", control is not None)
     finetune = dict(mapping(data.get("finetune"), f"{where}: finetune"))
     finetune_flags = _flags(RetrainConfig, finetune, f"{where}: finetune")
-    evals = _evals(data.get("eval"), f"{where}: eval", common)
+    evals = read_evals(data.get("eval"), f"{where}: eval", common)
 
     def add_nets(space: str, search_path: str | None, source: str, nets: list) -> None:
         """Every arm (and its fine-tunes and evaluations) on each of ``nets``, made by step ``source``."""
         for net, arch, budget, rule in nets:
             for arm, at, compute, tunes, res in arms:
                 arm_teacher = control if arm == "control-teacher" else teacher
-                run = f"{net}/{_arm_name(arm, at, compute)}"
+                run = f"{net}/{arm_name(arm, at, compute)}"
                 flags = {**retrain_flags, **ARMS[arm]}
                 if at != "none":
                     flags.update(at=at, from_scratch=True)
                 if compute is not None:
                     flags = {k: v for k, v in flags.items() if k not in ("epochs", "milestones")}
                     flags["budget"] = compute
-                rcfg = _build(RetrainConfig, {**common, **arm_teacher, **flags, "arch": str(out / arch),
+                rcfg = build_config(RetrainConfig, {**common, **arm_teacher, **flags, "arch": str(out / arch),
                                               "out": str(out / run)},
-                              f"{where}: retrain ({_arm_name(arm, at, compute)})")
+                              f"{where}: retrain ({arm_name(arm, at, compute)})")
                 trained = add(Step(f"retrain/{run}", "retrain", run, rcfg), source, arm=res)
                 variants = [(None, trained, rcfg)]
                 for tune in tunes:
                     tuned = f"{run}-{tune.replace('+', '-')}"
-                    fcfg = _build(RetrainConfig, {**common, **arm_teacher, **retrain_flags, **finetune_flags,
+                    fcfg = build_config(RetrainConfig, {**common, **arm_teacher, **retrain_flags, **finetune_flags,
                                                   **ARMS[arm], **FINETUNES[tune], "arch": str(out / arch),
                                                   "init": str(out / run / "checkpoint.pt"), "out": str(out / tuned)},
                                   f"{where}: finetune ({arm} {tune})")
@@ -268,18 +234,18 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
         smallest = _smallest_macs(_space(space, cwd), dataset_info(common.get("data") or "cifar10").num_classes,
                                   f"{here}.space")
         tag = Path(space).stem.lower()
-        cfg = _build(SearchConfig, {**common, **teacher, **search_flags, "space": _space(space, cwd),
+        cfg = build_config(SearchConfig, {**common, **teacher, **search_flags, "space": _space(space, cwd),
                                     "out": str(out / f"search-{tag}")}, f"{here}")
         fill_recipe(cfg, search=True)  # the dataset's search epochs, batch, lr: as the run will resolve them
         search = add(Step(f"search/{tag}", "search", f"search-{tag}", cfg))
         budgets = [None] if entry.get("budgets") is None else \
-            [_budget(b, f"{here}.budgets") for b in _list(entry["budgets"], f"{here}.budgets")]
+            [_budget(b, f"{here}.budgets") for b in as_list(entry["budgets"], f"{here}.budgets")]
         for budget in budgets:
             if budget is not None and budget < smallest:
                 raise fail(f"{here}.budgets", f"{budget:,.0f} MACs is below the smallest net of {space} "
                                                f"({smallest:,} MACs)")
         scales = [] if entry.get("scale") is None else \
-            [_budget(b, f"{here}.scale") for b in _list(entry["scale"], f"{here}.scale")]
+            [_budget(b, f"{here}.scale") for b in as_list(entry["scale"], f"{here}.scale")]
         if scales and None not in budgets:
             raise fail(f"{here}.scale", "grows the search's own net (arch.json), which budgets leaves out; give "
                                         "scale without budgets")
@@ -291,7 +257,7 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
         nets += [(f"{tag}-{rule}-{_budget_text(budget)}", f"search-{tag}/{scaled_filename(budget, rule)}", budget,
                   rule) for budget in scales for rule in SCALE_RULES]
         add_nets(tag.upper(), search.path, derive.name, nets)
-    for i, entry in enumerate(_list(data["archs"], f"{where}: archs") if data.get("archs") is not None else []):
+    for i, entry in enumerate(as_list(data["archs"], f"{where}: archs") if data.get("archs") is not None else []):
         space, grow, nets = _arch_source(entry, f"{where}: archs[{i}]", cwd, dataset)
         add_nets(space, None, add(grow).name, nets)
     if len({m["name"] for m in models}) != len(models):
@@ -331,7 +297,7 @@ def _arch_source(entry, here: str, cwd: Path, dataset: str) -> tuple[str, Step, 
     if not isinstance(tag, str) or not tag.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise fail(f"{here}.name", f"{tag!r}: letters, digits, - _ . only")
     scales = [] if entry.get("scale") is None else \
-        [_budget(b, f"{here}.scale") for b in _list(entry["scale"], f"{here}.scale")]
+        [_budget(b, f"{here}.scale") for b in as_list(entry["scale"], f"{here}.scale")]
     if scales and not isinstance(arch.get("macs"), int):
         raise fail(f"{here}.arch", "no exact MAC count to grow from (write it with rnas derive)")
     for budget in scales:
@@ -374,113 +340,6 @@ def _check_teacher(values: dict | None, dataset: str, where: str) -> None:
         resolve_checkpoint(values["teacher_ckpt"], values.get("model_dir"), dataset, values.get("threat") or "Linf")
     except UserError as err:
         raise fail(f"{where}.teacher_ckpt", str(err)) from None
-
-
-def _arm_name(arm: str, at: str, compute: float | None) -> str:
-    """rnas-cl, ce-pgd, rnas-cl-nfgsm-15ce: the arm's run directory under its net."""
-    return arm + ("" if at == "none" else f"-{at}") + ("" if compute is None else f"-{compute:g}ce")
-
-
-def _arms(value, where: str, have_control: bool) -> list[tuple[str, str, float | None, list[str], dict]]:
-    """[(arm, at, compute budget, [fine-tune variants], resources)], one per budget, from entries ``rnas-cl``
-    or ``{arm: ce, at: pgd, budget: [15, 30], finetune: [trades, trades+mbn], resources: {retrain: {gpus: 2}}}``."""
-    arms = []
-    for i, entry in enumerate(_list(value, where)):
-        here = f"{where}[{i}]"
-        at, budgets, res = "none", [None], {}
-        if isinstance(entry, dict):
-            unknown = [k for k in entry if k not in ("arm", "finetune", "at", "budget", "resources")]
-            if unknown:
-                raise fail(f"{here}.{unknown[0]}", "unknown key (arm, at, budget, finetune, resources)")
-            res = resources(entry.get("resources"), f"{here}.resources", ARM_KINDS)
-            arm, tunes = entry.get("arm"), _list(entry.get("finetune") or [], f"{here}.finetune") \
-                if entry.get("finetune") else []
-            at = entry.get("at", "none")
-            if at not in AT_MODES:
-                raise fail(f"{here}.at", f"{at!r}: one of {', '.join(AT_MODES)}")
-            if entry.get("budget") is not None:
-                budgets = [_compute(b, f"{here}.budget") for b in _list(entry["budget"], f"{here}.budget")]
-        else:
-            arm, tunes = entry, []
-        if not isinstance(arm, str) or arm not in ARMS:
-            raise fail(here, f"{arm!r}: not an arm (one of {', '.join(ARMS)})")
-        if arm == "control-teacher" and not have_control:
-            raise fail(here, "control-teacher needs a control_teacher section")
-        for tune in tunes:
-            if not isinstance(tune, str) or tune not in FINETUNES:
-                raise fail(f"{here}.finetune", f"{tune!r}: one of {', '.join(FINETUNES)}")
-        for compute in dict.fromkeys(budgets):
-            if any(a[:3] == (arm, at, compute) for a in arms):
-                raise fail(here, f"{_arm_name(arm, at, compute)} is listed twice")
-            arms.append((arm, at, compute, list(dict.fromkeys(tunes)), res))
-    return arms
-
-
-def _compute(value, where: str) -> float:
-    """A compute budget in CE-epoch equivalents: a number > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value != value \
-            or value == float("inf"):
-        raise fail(where, f"{value!r}: a number of CE-epoch equivalents > 0")
-    return float(value)
-
-
-def _evals(value, where: str, shared: dict) -> dict[str, EvalConfig]:
-    """The study's evaluations: ``pixel`` (the table), optionally ``normalized`` (the official protocol's
-    attacks) and ``sweep`` (accuracy vs eps)."""
-    value = mapping(value, where)
-    for key in value:
-        if key not in EVAL_KEYS:
-            raise fail(f"{where}.{key}", f"unknown key (one of {', '.join(EVAL_KEYS)})")
-    base = {k: v for k, v in shared.items() if k in ("data", "data_dir", "val_size", "device") and v is not None}
-    for key in ("n", "batch_size", "seed"):
-        if key in value:
-            base[key] = coerce_field(EvalConfig, key, value[key], where)
-    if "eps" in value:
-        base["eps"] = _eps(value["eps"], f"{where}.eps")
-    evals = {"pixel": _eval_config({**base, "attacks": _attacks(value.get("attacks", ["clean", "pgd20"]),
-                                                                 f"{where}.attacks")}, where)}
-    if value.get("normalized"):
-        attacks = _attacks(value["normalized"], f"{where}.normalized")
-        if "eps_space" not in {f.name for f in dataclasses.fields(EvalConfig)}:
-            raise fail(f"{where}.normalized", "this rnas has no --eps-space")
-        evals["normalized"] = _eval_config({**base, "attacks": attacks, "eps_space": "normalized"},
-                                           f"{where}.normalized")
-    if value.get("sweep"):
-        sweep = mapping(value["sweep"], f"{where}.sweep")
-        unknown = [k for k in sweep if k not in ("attacks", "eps", "n")]
-        if unknown:
-            raise fail(f"{where}.sweep.{unknown[0]}", "unknown key (attacks, eps, n)")
-        eps = [_eps(e, f"{where}.sweep.eps") for e in _list(sweep.get("eps"), f"{where}.sweep.eps")]
-        values = {**base, "attacks": _attacks(sweep.get("attacks", ["pgd20"]), f"{where}.sweep.attacks"),
-                  "eps_sweep": [str(e) for e in eps]}
-        if "n" in sweep:
-            values["n"] = coerce_field(EvalConfig, "n", sweep["n"], f"{where}.sweep")
-        evals["sweep"] = _eval_config(values, f"{where}.sweep")
-    return evals
-
-
-def _eval_config(values: dict, where: str) -> EvalConfig:
-    config = _build(EvalConfig, {"checkpoint": "-", **values}, where)
-    config.attack_list()
-    config.eps_values()
-    return config
-
-
-def _attacks(value, where: str) -> str:
-    names = [str(a).strip() for a in _list(value, where)]
-    for name in names:
-        try:
-            check_attack(name)
-        except UserError as err:
-            raise fail(where, str(err)) from None
-    return ",".join(names)
-
-
-def _eps(value, where: str) -> float:
-    try:
-        return parse_eps(value)
-    except UserError as err:
-        raise fail(where, str(err)) from None
 
 
 def _budget(value, where: str) -> int:

@@ -1,0 +1,146 @@
+"""The arms and eval sections of a study file (``rnas study``), checked and turned into what the plan needs:
+the arms with their adversarial training, compute budgets and fine-tunes, and the evaluation configs. Every
+problem is a one-line ``UserError`` naming the field."""
+from __future__ import annotations
+
+import dataclasses
+
+from rnas.config import coerce_field, validate
+from rnas.engine.retrain import AT_MODES
+from rnas.errors import UserError
+from rnas.evaluation.evaluate import EvalConfig
+from rnas.method.baselines import BASELINES
+from rnas.robust.attacks import check_attack, parse_eps
+from rnas.study.cluster import ARM_KINDS, fail, mapping, resources
+
+ARMS = {**{b.arm: {"baseline": b.name} for b in BASELINES.values()},
+        "control-teacher": {"baseline": "cl"}}  # RNAS-CL from the study's control teacher
+FINETUNES = {"trades": {"trades": True}, "trades+mbn": {"trades": True, "mbn": True}}
+EVAL_KEYS = ("attacks", "eps", "n", "batch_size", "seed", "normalized", "sweep")
+
+
+def as_list(value, where: str) -> list:
+    if isinstance(value, (str, int, float)):
+        return [value]
+    if not isinstance(value, list) or not value:
+        raise fail(where, "expected a non-empty list")
+    return value
+
+
+def build_config(cls, values: dict, where: str):
+    """``cls(**values)`` validated; a range error names the section."""
+    try:
+        config = cls(**values)
+        validate(config)
+    except UserError as err:
+        raise fail(where, str(err)) from None
+    except TypeError as err:
+        raise fail(where, f"not a setting of this step ({err})") from None
+    return config
+
+
+def arm_name(arm: str, at: str, compute: float | None) -> str:
+    """rnas-cl, ce-pgd, rnas-cl-nfgsm-15ce: the arm's run directory under its net."""
+    return arm + ("" if at == "none" else f"-{at}") + ("" if compute is None else f"-{compute:g}ce")
+
+
+def read_arms(value, where: str, have_control: bool) -> list[tuple[str, str, float | None, list[str], dict]]:
+    """[(arm, at, compute budget, [fine-tune variants], resources)], one per budget, from entries ``rnas-cl``
+    or ``{arm: ce, at: pgd, budget: [15, 30], finetune: [trades, trades+mbn], resources: {retrain: {gpus: 2}}}``."""
+    arms = []
+    for i, entry in enumerate(as_list(value, where)):
+        here = f"{where}[{i}]"
+        at, budgets, res = "none", [None], {}
+        if isinstance(entry, dict):
+            unknown = [k for k in entry if k not in ("arm", "finetune", "at", "budget", "resources")]
+            if unknown:
+                raise fail(f"{here}.{unknown[0]}", "unknown key (arm, at, budget, finetune, resources)")
+            res = resources(entry.get("resources"), f"{here}.resources", ARM_KINDS)
+            arm, tunes = entry.get("arm"), as_list(entry.get("finetune") or [], f"{here}.finetune") \
+                if entry.get("finetune") else []
+            at = entry.get("at", "none")
+            if at not in AT_MODES:
+                raise fail(f"{here}.at", f"{at!r}: one of {', '.join(AT_MODES)}")
+            if entry.get("budget") is not None:
+                budgets = [_compute(b, f"{here}.budget") for b in as_list(entry["budget"], f"{here}.budget")]
+        else:
+            arm, tunes = entry, []
+        if not isinstance(arm, str) or arm not in ARMS:
+            raise fail(here, f"{arm!r}: not an arm (one of {', '.join(ARMS)})")
+        if arm == "control-teacher" and not have_control:
+            raise fail(here, "control-teacher needs a control_teacher section")
+        for tune in tunes:
+            if not isinstance(tune, str) or tune not in FINETUNES:
+                raise fail(f"{here}.finetune", f"{tune!r}: one of {', '.join(FINETUNES)}")
+        for compute in dict.fromkeys(budgets):
+            if any(a[:3] == (arm, at, compute) for a in arms):
+                raise fail(here, f"{arm_name(arm, at, compute)} is listed twice")
+            arms.append((arm, at, compute, list(dict.fromkeys(tunes)), res))
+    return arms
+
+
+def _compute(value, where: str) -> float:
+    """A compute budget in CE-epoch equivalents: a number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value != value \
+            or value == float("inf"):
+        raise fail(where, f"{value!r}: a number of CE-epoch equivalents > 0")
+    return float(value)
+
+
+def read_evals(value, where: str, shared: dict) -> dict[str, EvalConfig]:
+    """The study's evaluations: ``pixel`` (the table), optionally ``normalized`` (the official protocol's
+    attacks) and ``sweep`` (accuracy vs eps)."""
+    value = mapping(value, where)
+    for key in value:
+        if key not in EVAL_KEYS:
+            raise fail(f"{where}.{key}", f"unknown key (one of {', '.join(EVAL_KEYS)})")
+    base = {k: v for k, v in shared.items() if k in ("data", "data_dir", "val_size", "device") and v is not None}
+    for key in ("n", "batch_size", "seed"):
+        if key in value:
+            base[key] = coerce_field(EvalConfig, key, value[key], where)
+    if "eps" in value:
+        base["eps"] = _eps(value["eps"], f"{where}.eps")
+    evals = {"pixel": _eval_config({**base, "attacks": _attacks(value.get("attacks", ["clean", "pgd20"]),
+                                                                 f"{where}.attacks")}, where)}
+    if value.get("normalized"):
+        attacks = _attacks(value["normalized"], f"{where}.normalized")
+        if "eps_space" not in {f.name for f in dataclasses.fields(EvalConfig)}:
+            raise fail(f"{where}.normalized", "this rnas has no --eps-space")
+        evals["normalized"] = _eval_config({**base, "attacks": attacks, "eps_space": "normalized"},
+                                           f"{where}.normalized")
+    if value.get("sweep"):
+        sweep = mapping(value["sweep"], f"{where}.sweep")
+        unknown = [k for k in sweep if k not in ("attacks", "eps", "n")]
+        if unknown:
+            raise fail(f"{where}.sweep.{unknown[0]}", "unknown key (attacks, eps, n)")
+        eps = [_eps(e, f"{where}.sweep.eps") for e in as_list(sweep.get("eps"), f"{where}.sweep.eps")]
+        values = {**base, "attacks": _attacks(sweep.get("attacks", ["pgd20"]), f"{where}.sweep.attacks"),
+                  "eps_sweep": [str(e) for e in eps]}
+        if "n" in sweep:
+            values["n"] = coerce_field(EvalConfig, "n", sweep["n"], f"{where}.sweep")
+        evals["sweep"] = _eval_config(values, f"{where}.sweep")
+    return evals
+
+
+def _eval_config(values: dict, where: str) -> EvalConfig:
+    config = build_config(EvalConfig, {"checkpoint": "-", **values}, where)
+    config.attack_list()
+    config.eps_values()
+    return config
+
+
+def _attacks(value, where: str) -> str:
+    names = [str(a).strip() for a in as_list(value, where)]
+    for name in names:
+        try:
+            check_attack(name)
+        except UserError as err:
+            raise fail(where, str(err)) from None
+    return ",".join(names)
+
+
+def _eps(value, where: str) -> float:
+    try:
+        return parse_eps(value)
+    except UserError as err:
+        raise fail(where, str(err)) from None
