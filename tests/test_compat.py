@@ -59,3 +59,32 @@ def test_an_old_search_run_resumes_with_the_tutor_objective_it_ran_with():
     old = (LEGACY / "search-config.yaml").read_text()
     assert "tutor_objective" not in old  # written before the setting existed: it ran Eq. (1)
     assert read_run_config(SearchConfig, LEGACY / "search-config.yaml", "search")["tutor_objective"] == "paper"
+
+
+def test_a_teacher_run_written_before_the_normalisation_wrapper_evaluates_and_resumes(tmp_path):
+    """rnas teacher train now trains ``TrainableTeacher`` (normalisation, then ``net``); a run checkpoint of the
+    bare net (keys without ``net.``, as earlier versions wrote) evaluates to the same accuracy and resumes."""
+    write_cifar10(tmp_path / "data", n_per_batch=12)
+    run = tmp_path / "teacher"
+    code, err = main_in_process("teacher", "train", "--teacher", "wrn-10-1", "--data-dir", tmp_path / "data",
+                                "--val-size", 20, "--batch-size", 10, "--epochs", 1, "--at", "nfgsm", "--eval-n", 10,
+                                "--out", run, "--model-dir", tmp_path / "models")
+    assert code == 0, err
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert all(k.startswith("net.") for k in ckpt["model"])
+    old = tmp_path / "old.pt"
+    torch.save({**ckpt, "model": {k[len("net."):]: v for k, v in ckpt["model"].items()}}, old)
+    results = []
+    for path in (run / "checkpoint.pt", old):
+        code, err = main_in_process("eval", path, "--data-dir", tmp_path / "data", "--val-size", 20,
+                                    "--attacks", "clean,fgsm", "--n", 20, "--json", tmp_path / f"{path.stem}.json")
+        assert code == 0, err
+        results.append([r["accuracy"] for r in json.loads((tmp_path / f"{path.stem}.json").read_text())["results"]])
+    assert results[0] == results[1]
+    from rnas.engine.teacher_train import TeacherTrainConfig, build_teacher_training
+
+    trainer = build_teacher_training(TeacherTrainConfig(arch="wrn-10-1", data_dir=str(tmp_path / "data"),
+                                                        val_size=20, batch_size=10, epochs=2, at="nfgsm"))
+    trainer.load_state(torch.load(old, weights_only=False))
+    for key, value in trainer.model.net.state_dict().items():
+        assert torch.equal(value, ckpt["model"]["net." + key]), key

@@ -333,3 +333,45 @@ def test_the_shipped_scaling_study_plans_s3_grown_both_ways_against_an_s7_search
     evals = [s for s in plan.steps() if s.kind == "eval"]
     assert len(evals) == 3 and all(e.config.attack_list() == ["clean", "pgd20", "autoattack"] and e.config.n == 1000
                                    for e in evals)
+
+
+def test_a_layout_written_as_yaml_is_a_teacher_every_command_takes(tmp_path):
+    """`rnas scale --flops B -o FILE.yaml` writes `teacher: NAME` (the preset where the paper has one) beside the
+    layout; `--teacher FILE.yaml` trains that teacher and the run's config keeps the name; a YAML without a
+    teacher, or an unreadable one, is one line."""
+    import yaml
+
+    preset, small = tmp_path / "a2.yaml", tmp_path / "small.yaml"
+    assert main_in_process("scale", "--flops", "10G", "-o", preset)[0] == 0
+    assert yaml.safe_load(preset.read_text())["teacher"] == "wrn-a2"
+    assert main_in_process("scale", "--flops", "0.2G", "-o", small)[0] == 0
+    assert main_in_process("scale", "--flops", "0.2G", "-o", small)[0] == 0  # its own earlier output: replaced
+    written = yaml.safe_load(small.read_text())
+    assert written["teacher"] == written["rule"]["teacher"] == "wrn-a-5-5-3-2-2-1" and "preset" not in written
+    root = write_tiny_setup(tmp_path / "tiny")
+    code, err = main_in_process("teacher", "train", "--teacher", small, "--data-dir", root / "data", "--val-size", 50,
+                                "--limit", 20, "--batch-size", 10, "--epochs", 1, "--at", "nfgsm", "--eval-n", 10,
+                                "--out", tmp_path / "teacher", "--model-dir", tmp_path / "models")
+    assert code == 0, err
+    config = yaml.safe_load((tmp_path / "teacher" / "config.yaml").read_text())
+    assert config["arch"] == "wrn-a-5-5-3-2-2-1"
+    # trained behind its own normalisation, saved as the bare net: loaded as a teacher it computes the same
+    from rnas.teachers import TrainableTeacher
+
+    trained = TrainableTeacher(teacher_arch("wrn-a-5-5-3-2-2-1", "cifar10"), 10).eval()
+    trained.load_state_dict(load_checkpoint(tmp_path / "teacher" / "checkpoint.pt")["model"])
+    exported = tmp_path / "models" / "cifar10" / "Linf" / "wrn-a-5-5-3-2-2-1-nfgsm.pt"
+    teacher = load_teacher("wrn-a-5-5-3-2-2-1", exported)
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(trained(x), teacher(x), atol=1e-6)
+    code, err = main_in_process("eval", tmp_path / "teacher" / "checkpoint.pt", "--data-dir", root / "data",
+                                "--val-size", 50, "--attacks", "clean", "--n", 10, "--json", tmp_path / "e.json")
+    assert code == 0, err
+    (tmp_path / "none.yaml").write_text("depths: [1, 2, 3]\n")
+    for file, message in ((tmp_path / "none.yaml", "no 'teacher: NAME' in it"), (tmp_path / "absent.yaml",
+                                                                                  "cannot read it")):
+        code, err = main_in_process("teacher", "train", "--teacher", file, "--data-dir", root / "data",
+                                    "--out", tmp_path / "bad")
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "bad").exists()

@@ -15,7 +15,10 @@ def add_arguments(parser) -> None:
                             "robust_res (RobustResNet-A, RobustResBlocks); default wrn")
     parser.add_argument("--width-only", action="store_true", help="with ARCH: reach the budget by widening alone")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("-o", "--output", metavar="FILE", help="also write the JSON to FILE")
+    parser.add_argument("-o", "--output", metavar="FILE",
+                        help="also write the result to FILE: with --flops, FILE.yaml is a teacher file that --teacher "
+                             "takes (teacher: the preset's name where the paper has one, else the rule's; the "
+                             "layout beside it), any other name JSON; with ARCH the grown arch.json")
 
 
 def run(args) -> int:
@@ -38,7 +41,7 @@ def run(args) -> int:
         out = Path(args.output)
         if args.arch is not None and out.resolve() == Path(args.arch).resolve():
             raise UserError(f"-o {out}: the input arch file; write the grown net elsewhere")
-        if out.exists() and not {"scaled_from", "target_macs"} & _json_keys(out):
+        if out.exists() and not {"scaled_from", "target_macs"} & _output_keys(out):
             raise UserError(f"-o {out}: exists and is not an earlier rnas scale output; choose another file")
     try:
         target = parse_macs(text)
@@ -61,17 +64,27 @@ def run(args) -> int:
               f"{' '.join(map(str, report['widths']))})")
         if not args.output:
             print("(give -o FILE to write the arch file for rnas retrain)")
-    if args.output:
+    if args.output and args.arch is None and Path(args.output).suffix in (".yaml", ".yml"):
+        import yaml
+
+        from rnas.runtime.rundir import atomic_write_text
+
+        name = report.get("preset", report["rule"])["teacher"]
+        atomic_write_text(Path(args.output), f"# rnas scale --flops {args.flops}: use with --teacher {args.output}\n"
+                                             + yaml.safe_dump({"teacher": name, **report}, sort_keys=False))
+        print(f"wrote {args.output} (--teacher {args.output} is {name})")
+    elif args.output:
         atomic_write_json(Path(args.output), report)
         print(f"wrote {args.output}")
     return 0
 
 
-def _json_keys(path: Path) -> set:
-    import json
+def _output_keys(path: Path) -> set:
+    """The top-level keys of a JSON or YAML file (an earlier rnas scale output has target_macs or scaled_from)."""
+    import yaml
 
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = yaml.safe_load(path.read_text())
+    except (OSError, ValueError, yaml.YAMLError):
         return set()
     return set(data) if isinstance(data, dict) else set()

@@ -24,6 +24,31 @@ def shared(section, name: str, default=dataclasses.MISSING, help: str | None = N
     return dataclasses.field(metadata=metadata, **factory)
 
 
+def parse_teacher(text) -> str:
+    """--teacher NAME, or a YAML file whose ``teacher:`` names it (what ``rnas scale --flops B -o FILE.yaml``
+    writes): the name, which the run's config.yaml keeps."""
+    from pathlib import Path
+
+    import yaml
+
+    from rnas.errors import UserError
+    from search_spaces.spec import read_yaml, yaml_problem
+
+    text = str(text)
+    if not text.endswith((".yaml", ".yml")):
+        return text
+    try:
+        data = read_yaml(Path(text).read_text())
+    except OSError as err:
+        raise UserError(f"--teacher {text}: cannot read it ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"--teacher {text}: bad YAML{yaml_problem(err)}") from None
+    name = data.get("teacher") if isinstance(data, dict) else None
+    if not isinstance(name, str) or not name or name.endswith((".yaml", ".yml")):
+        raise UserError(f"--teacher {text}: no 'teacher: NAME' in it (rnas scale --flops B -o FILE.yaml writes one)")
+    return name
+
+
 def parse_amp(text) -> str:
     """--amp MODE; true/false of configs written before fp16 existed read as bf16/none."""
     if isinstance(text, bool):
@@ -44,7 +69,8 @@ class DataSection:
 @dataclass
 class TeacherSection:
     teacher: str = flag("wrt34", "teacher architecture: a registered name such as wrt34 or wrn-16-2 "
-                                  "(`rnas teachers` lists them)")
+                                  "(`rnas teachers` lists them), or a YAML file naming one (rnas scale -o)",
+                        parse=parse_teacher)
     teacher_ckpt: str | None = flag(None, "teacher checkpoint: a file, or a RobustBench model name with --model-dir")
     model_dir: str | None = flag(None, "RobustBench model dir, read as <model-dir>/<data>/<threat>/<name>.pt")
     threat: str = flag("Linf", "threat-model folder for --model-dir lookups")

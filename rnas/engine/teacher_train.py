@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from rnas.config import defaults, flag
-from rnas.config.sections import DataSection, OptimSection, RuntimeSection, shared
+from rnas.config.sections import DataSection, OptimSection, RuntimeSection, parse_teacher, shared
 from rnas.data import dataset_info, loaders_for
 from rnas.engine.trainer import Objective, Trainer
 from rnas.errors import UserError
@@ -18,13 +18,14 @@ from rnas.robust.attacks import parse_eps, pgd
 from rnas.runtime.device import place
 from rnas.runtime.distributed import Dist, convert_sync_bn, device_name, join_job, on_every_rank
 from rnas.runtime.rundir import atomic_save, atomic_write_json, check_can_create, resume_checkpoint, seed_everything
-from rnas.teachers import teacher_arch
+from rnas.teachers import TrainableTeacher, teacher_arch
 
 
 @dataclass
 class TeacherTrainConfig(RuntimeSection, OptimSection, DataSection):
-    arch: str = flag("wrn-16-2", "teacher architecture (wrn-D-K, r18, r50, ...)", cli="--teacher",
-                     aliases=("--arch",))
+    arch: str = flag("wrn-16-2", "teacher architecture (wrn-D-K, wrn-a2, r18, r50, ...), or a YAML file naming "
+                     "one (rnas scale --flops B -o FILE.yaml)", cli="--teacher", aliases=("--arch",),
+                     parse=parse_teacher)
     at: str = flag("pgd", "adversarial training: pgd (Madry), trades, nfgsm", choices=("pgd", "trades", "nfgsm"))
     name: str | None = flag(None, "checkpoint name (default: <arch>-<at>)")
     model_dir: str | None = flag(None, "where the RobustBench-layout checkpoint goes (default: <out>/models)")
@@ -48,10 +49,7 @@ def build_teacher_training(cfg: TeacherTrainConfig, dist: Dist | None = None) ->
     cfg.device = device_name(device, dist)  # config.yaml says where it ran
     seed_everything(cfg.seed)
     data = loaders_for(cfg, device)
-    arch = teacher_arch(cfg.arch, cfg.data)
-    if arch.mean is not None:
-        raise UserError(f"--teacher {cfg.arch}: its checkpoints expect outside normalisation; train a wrn-D-K or r18")
-    model = arch.build(dataset_info(cfg.data).num_classes)
+    model = TrainableTeacher(teacher_arch(cfg.arch, cfg.data), dataset_info(cfg.data).num_classes)
     model = place(convert_sync_bn(model, device) if cfg.sync_bn else model, device)
     objective = Objective(base=cfg.at, distill="none", eps=cfg.eps, step=cfg.step, steps=cfg.steps, beta=cfg.beta)
     return Trainer("teacher train", cfg, model, data, objective, device,
@@ -104,7 +102,7 @@ def run_teacher_training(cfg: TeacherTrainConfig, run: Path, resume: bool = Fals
     if not trainer.dist.main:
         return folder / f"{name}.pt"
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_save({"state_dict": trainer.model.state_dict()}, folder / f"{name}.pt")
+    atomic_save({"state_dict": trainer.model.net.state_dict()}, folder / f"{name}.pt")
     summary = {"arch": cfg.arch, "training": cfg.at, "data": cfg.data, "epochs": cfg.epochs, "eps": cfg.eps}
     if trainer.data.val is not None:
         summary["val"] = robust_accuracy(trainer.model, trainer.data.val, cfg.eval_n, cfg.eps)

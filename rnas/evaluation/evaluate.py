@@ -38,7 +38,7 @@ from rnas.runtime.rundir import (
     load_checkpoint,
     require_finite,
 )
-from rnas.teachers import load_teacher, teacher_arch
+from rnas.teachers import TrainableTeacher, load_teacher, teacher_arch
 from supernets import Normalize, build_model
 
 
@@ -65,7 +65,7 @@ def load_model(path: str | Path) -> nn.Module:
                 convert_to_mbn(model)
         else:
             data = ckpt.get("data")
-            model = teacher_arch(ckpt["teacher_arch"], data).build(dataset_info(data).num_classes)
+            model = TrainableTeacher(teacher_arch(ckpt["teacher_arch"], data), dataset_info(data).num_classes)
     except UserError as err:
         raise UserError(f"{path}: {err}") from None
     except (KeyError, TypeError, ValueError, AttributeError) as err:

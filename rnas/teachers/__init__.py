@@ -37,9 +37,9 @@ from rnas.teachers.resolve import default_checkpoint, require_weights, resolve_t
 from supernets.layers import Normalize
 
 __all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "IMAGENET_MEAN", "IMAGENET_STD", "TEACHERS", "Teacher", "TeacherArch",
-           "TeacherInfo", "default_checkpoint", "format_teacher_table", "load_teacher", "register_teacher",
-           "require_weights", "resolve_teacher", "teacher_arch", "teacher_names", "teacher_table",
-           "unregister_teacher"]
+           "TeacherInfo", "TrainableTeacher", "default_checkpoint", "format_teacher_table", "load_teacher",
+           "register_teacher", "require_weights", "resolve_teacher", "teacher_arch", "teacher_names",
+           "teacher_table", "unregister_teacher"]
 
 
 class Teacher(nn.Module):
@@ -70,6 +70,30 @@ class Teacher(nn.Module):
         if self.class_index is None:
             return ""
         return f"class_subset={self.class_subset!r}, {len(self.class_index)} of its outputs"
+
+
+class TrainableTeacher(nn.Module):
+    """A teacher architecture as ``rnas teacher train`` trains it: images in [0, 1], the architecture's own
+    normalisation (its checkpoints expect it, e.g. WRN-A's CIFAR-10 statistics) in front of ``net``, whose
+    state dict is what the RobustBench-layout checkpoint holds (loaded later with that same normalisation)."""
+
+    def __init__(self, arch: TeacherArch, num_classes: int):
+        super().__init__()
+        self.normalize = Normalize(arch.mean, arch.std) if arch.mean is not None else nn.Identity()
+        self.net = arch.build(num_classes)
+        self.register_load_state_dict_pre_hook(_bare_net_keys)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalize(x))
+
+
+def _bare_net_keys(module, state_dict, prefix, *_) -> None:
+    """A checkpoint of ``rnas teacher train`` from before ``TrainableTeacher`` holds the bare net's keys (its
+    nets had no normalisation in front): read them as ``net.*``."""
+    if any(k.startswith(prefix + "net.") for k in state_dict):
+        return
+    for key in [k for k in state_dict if k.startswith(prefix) and not k.startswith(prefix + "normalize.")]:
+        state_dict[prefix + "net." + key[len(prefix):]] = state_dict.pop(key)
 
 
 def _checkpoint_outputs(net: nn.Module, state: dict[str, torch.Tensor]) -> int | None:
