@@ -337,12 +337,28 @@ def test_a_net_derived_elsewhere_is_trained_and_grown_without_searching_again(ro
     code, _ = main_in_process("study", study, "--out", out, "--dry-run")
     states = {line.split()[2]: line.split()[-1] for line in capsys.readouterr().out.splitlines()}
     assert code == 0 and states["arch-mine"] == "run"
-    for entry, message in (({"arch": str(tmp_path / "absent.json")}, "archs[0].arch: "),
-                           ({"arch": str(source), "scale": "1k"}, "archs[0].scale: 1,000 MACs is not above the net's"),
-                           ({"arch": str(source), "own": False}, "archs[0].own: False: true or false, and false only"),
-                           ({"arch": str(source), "name": "a b"}, "archs[0].name: 'a b': letters, digits"),
-                           ({"arch": str(source), "grow": 1}, "archs[0].grow: unknown key")):
-        bad = write_study(tmp_path / "bad.yaml", {**spec, "archs": [entry]})
+    before = (out / "mine" / "ce" / "checkpoint.pt").read_bytes()
+    code, _ = main_in_process("study", study, "--out", out)  # grown again; the runs of the old net are refused
+    steps = {s["dir"]: s for s in json.loads((out / "study.json").read_text())["steps"]}
+    assert code == 1 and steps["arch-mine"]["state"] == "done"
+    assert (out / "arch-mine" / "arch.json").read_text() == source.read_text()
+    for run in ("mine/ce", "mine-scaled-0.5M/ce", "mine-widened-0.5M/ce"):
+        assert steps[run]["state"] == "failed" and "was trained on another net than" in steps[run]["error"], run
+    assert (out / "mine" / "ce" / "checkpoint.pt").read_bytes() == before
+    moved = source.rename(tmp_path / "moved.json")  # the study's copy stands in for a file moved away
+    code, _ = main_in_process("study", study, "--out", out, "--dry-run")
+    states = {line.split()[2]: line.split()[-1] for line in capsys.readouterr().out.splitlines()}
+    assert code == 0 and states["arch-mine"] == "done"
+    moved.rename(source)
+    twice = [{"arch": str(source), "name": "n"}, {"arch": str(source), "name": "n", "scale": "0.5M", "own": False}]
+    for archs, message in (([{"arch": str(tmp_path / "absent.json")}], "archs[0].arch: "
+                            f"{tmp_path / 'absent.json'}: cannot read arch file (No such file or directory)"),
+                           ([{"arch": str(source), "scale": "1k"}], "archs[0].scale: 1,000 MACs is below"),
+                           ([{"arch": str(source), "own": False}], "archs[0].own: False: true or false, and false"),
+                           ([{"arch": str(source), "name": "a b"}], "archs[0].name: 'a b': letters, digits"),
+                           ([{"arch": str(source), "grow": 1}], "archs[0].grow: unknown key"),
+                           (twice, "archs[1].name: 'n' is given twice")):
+        bad = write_study(tmp_path / "bad.yaml", {**spec, "archs": archs})
         code, err = main_in_process("study", bad, "--out", tmp_path / "bad-out")
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
         assert not (tmp_path / "bad-out").exists()

@@ -213,3 +213,14 @@ def test_the_shipped_study_of_adversarial_training_at_equal_compute_plans(tmp_pa
     evals = [s for s in plan.steps() if s.kind == "eval"]
     assert len(evals) == len(retrains) and all(e.config.attack_list() == ["clean", "pgd20", "autoattack"]
                                                for e in evals)
+
+
+def test_the_total_seconds_carry_over_a_resume_and_are_left_out_when_earlier_ones_are_unknown():
+    from rnas.engine.cost import COUNTS, CostMeter
+
+    meter = CostMeter(torch.nn.Linear(2, 2), None, 1, 0, 10)
+    counts = {"epoch": dict.fromkeys(COUNTS, 0), "total": dict.fromkeys(COUNTS, 4)}
+    meter.load_state({**counts, "seconds": 2.0})
+    assert meter.add_seconds(1.5) == 3.5 and meter.state()["seconds"] == 3.5
+    meter.load_state(counts)  # a checkpoint written before the total was kept
+    assert meter.add_seconds(1.5) is None and meter.state()["seconds"] is None

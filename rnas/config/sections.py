@@ -41,6 +41,8 @@ def parse_teacher(text) -> str:
         data = read_yaml(Path(text).read_text())
     except OSError as err:
         raise UserError(f"--teacher {text}: cannot read it ({err.strerror})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"--teacher {text}: not a text file") from None
     except yaml.YAMLError as err:
         raise UserError(f"--teacher {text}: bad YAML{yaml_problem(err)}") from None
     name = data.get("teacher") if isinstance(data, dict) else None

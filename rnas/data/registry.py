@@ -1,5 +1,5 @@
 """The dataset registry: one DatasetInfo per dataset says how many classes it has, its image side, how its
-validation split is made, how to read it and the retrain recipe it defaults to. Search, retrain, teacher
+validation split is made, how to read it and the retrain and search recipes it defaults to. Search, retrain, teacher
 training, eval, the teachers and the study read it; adding a dataset is one ``register_dataset`` call.
 The built-in readers (CIFAR-10/100, scikit-learn's digits, ImageNet-100 folders) register theirs in data.py."""
 from __future__ import annotations

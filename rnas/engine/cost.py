@@ -56,7 +56,7 @@ class CostMeter:
         self.student_macs, self.teacher_macs, self.train_images = int(student_macs), int(teacher_macs), train_images
         self.epoch = dict.fromkeys(COUNTS, 0)
         self.total = dict.fromkeys(COUNTS, 0)
-        self.seconds = 0.0  # the finished epochs' wall-clock seconds
+        self.seconds: float | None = 0.0  # the finished epochs' wall-clock seconds
         self.active = True
         self._hooks = [student.register_forward_hook(self._student)]
         if teacher is not None:
@@ -105,8 +105,11 @@ class CostMeter:
                 **{f"cost/total_{k}": v for k, v in total.items()}, "cost/total_train_macs": total_macs,
                 "cost/ce_epochs": round(total_macs / (3 * self.student_macs * self.train_images), 6)}
 
-    def add_seconds(self, seconds: float) -> float:
-        """Add a finished epoch's wall-clock seconds; returns the run's total so far."""
+    def add_seconds(self, seconds: float) -> float | None:
+        """Add a finished epoch's wall-clock seconds; returns the run's total so far (None for a run resumed
+        from a checkpoint written before the total was kept: its earlier seconds are not known)."""
+        if self.seconds is None:
+            return None
         self.seconds += seconds
         return round(self.seconds, 3)
 
@@ -114,9 +117,9 @@ class CostMeter:
         return {"epoch": dict(self.epoch), "total": dict(self.total), "seconds": self.seconds}
 
     def load_state(self, state: dict | None) -> None:
-        if state:  # runs written before the meter start from zero (before total seconds: their seconds)
+        if state:  # runs written before the meter start from zero; before the total seconds, they have none
             self.epoch, self.total = dict(state["epoch"]), dict(state["total"])
-            self.seconds = float(state.get("seconds", 0.0))
+            self.seconds = None if state.get("seconds") is None else float(state["seconds"])
 
     def remove(self) -> None:
         for hook in self._hooks:

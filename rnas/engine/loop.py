@@ -207,8 +207,8 @@ def train_epochs(job: Job, run: Path, metrics, on_step: list, on_epoch: list, sh
         record = {"epoch": epoch, **{k: round(float(v) / counts[k], 6) for k, v in sums.items()},
                   "lr": lr, **job.epoch_record(),
                   "seconds": round(seconds, 3), "images_per_s": round(progress["seen"] / seconds, 1)}
-        if getattr(job, "meter", None) is not None:  # the run's wall-clock so far, beside its other totals
-            record["cost/total_seconds"] = job.meter.add_seconds(seconds)
+        if getattr(job, "meter", None) is not None and (total := job.meter.add_seconds(seconds)) is not None:
+            record["cost/total_seconds"] = total  # the run's wall-clock so far, beside its other totals
         metrics.write(record)
         if metrics.tb is not None:
             job.log_tables(metrics.tb, epoch)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from rnas.config import defaults, flag, validate
+from rnas.config.sections import parse_teacher
 from rnas.data import TRAINABLE, ImageTensors, dataset_info, keyed_generator, split_train_val
 from rnas.engine.cost import count_macs
 from rnas.errors import UserError
@@ -215,7 +216,8 @@ class EvalConfig:
     batch_size: int = flag(500, "evaluation batch size", range=">= 1")
     json: str | None = flag(None, "also write the results to this JSON file")
     teacher_arch: str | None = flag(None, "treat CHECKPOINT as a teacher of this architecture (a zoo name, "
-                                    "robustbench:NAME or timm:NAME)", cli="--teacher", aliases=("--teacher-arch",))
+                                    "robustbench:NAME, timm:NAME, or a YAML file naming one)", cli="--teacher",
+                                    aliases=("--teacher-arch",), parse=parse_teacher)
     device: str = flag("auto", "auto (cuda when present, else cpu), cpu, cuda, cuda:N")
     seed: int = flag(0, "random seed of the PGD / CW random starts and of AutoAttack (recorded in --json)",
                      range=">= 0")

@@ -254,6 +254,22 @@ def _fill(candidate: tuple, target_macs: float, source: str, num_classes: int) -
         widened.add(i)
 
 
+def _grown(arch: dict, scale: float, width_only: bool, source: str) -> tuple:
+    """(spec, widths, net, params, MACs) of ``arch`` grown by ``scale``."""
+    from search_spaces import parse_space
+    from supernets import Network
+
+    spec, widths = _grown_spec(arch, scale, width_only)
+    net = Network(parse_space(spec, f"{source}: grown spec"), arch["num_classes"])
+    return spec, widths, net, *net.cost([])
+
+
+def smallest_growth(arch: dict, source: str = "<arch>") -> int:
+    """The MACs of ``arch``'s own depth laid out 2 : 2 : 1 at its own widths: the least RobustScaling can grow
+    it to (widening alone starts from the net's own MACs)."""
+    return _grown(arch, 1.0, False, source)[4]
+
+
 def scale_arch(arch: dict, target_macs: float, source: str = "<arch>", width_only: bool = False) -> dict:
     """``arch`` (an rnas arch.json) grown to the largest RobustScaling-shaped net whose MACs do not exceed
     ``target_macs``: one scale for depth and width together (sum of depths and sum of widths grow alike, as
@@ -262,13 +278,9 @@ def scale_arch(arch: dict, target_macs: float, source: str = "<arch>", width_onl
     reached by widening alone (the comparison the rule is judged against). Raises UserError for a budget
     below the net's own cost."""
     from rnas.errors import UserError
-    from search_spaces import parse_space
-    from supernets import Network
 
     def build(scale: float):
-        spec, widths = _grown_spec(arch, scale, width_only)
-        net = Network(parse_space(spec, f"{source}: grown spec"), arch["num_classes"])
-        return spec, widths, net, *net.cost([])
+        return _grown(arch, scale, width_only, source)
 
     own = arch.get("macs")
     if not isinstance(own, int) or own <= 0:

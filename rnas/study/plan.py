@@ -56,8 +56,9 @@ DATA_KEYS = ("data", "data_dir", "val_size", "device", "workers")  # the `data` 
 
 @dataclass
 class Step:
-    """One node of the study graph: ``kind`` search | derive | retrain | finetune | eval, its output
-    ``path`` (a run directory, or a file for derive/eval) relative to the study directory, and what the
+    """One node of the study graph: ``kind`` search | derive | grow | retrain | finetune | eval, its output
+    ``path`` (a run directory, a folder of arch files for grow, a file for eval) relative to the study
+    directory, and what the
     runner needs (``config``: a config dataclass; ``extra``: kind-specific values; ``resources``: what the
     executor reserves for it, and ``nproc``, the torchrun ranks it runs on)."""
 
@@ -163,6 +164,8 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
     models: list[dict] = []
 
     def add(step: Step, *deps: str, arm: dict | None = None) -> Step:
+        if step.name in graph:  # a second entry that names the same output (one more guard behind the fields')
+            raise fail(where, f"two steps write {step.path}: give each search space and each arch name once")
         step.resources = step_resources(settings, step.kind, arm)
         graph.add_node(step.name, step=step, index=graph.number_of_nodes())
         for dep in deps:
@@ -258,11 +261,13 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
                   rule) for budget in scales for rule in SCALE_RULES]
         add_nets(tag.upper(), search.path, derive.name, nets)
     for i, entry in enumerate(as_list(data["archs"], f"{where}: archs") if data.get("archs") is not None else []):
-        space, grow, nets = _arch_source(entry, f"{where}: archs[{i}]", cwd, dataset)
+        space, grow, nets = _arch_source(entry, f"{where}: archs[{i}]", cwd, dataset, out)
+        if grow.name in graph:
+            raise fail(f"{where}: archs[{i}].name", f"{grow.path[len('arch-'):]!r} is given twice (one name each)")
         add_nets(space, None, add(grow).name, nets)
-    if len({m["name"] for m in models}) != len(models):
-        raise fail(f"{where}: searches", "two nets of one name: give each space once, and each arch a name of "
-                                         "its own")
+    if len(names := [m["name"] for m in models]) != len(set(names)):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise fail(where, f"two nets train {twice}: give each search space once, and each arch a name of its own")
     jobs = data.get("jobs", 1)
     threads = data.get("threads")
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
@@ -273,11 +278,12 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
     return Study(name, path, out, graph, models, jobs, threads, executor=settings, jobs_given="jobs" in data)
 
 
-def _arch_source(entry, here: str, cwd: Path, dataset: str) -> tuple[str, Step, list]:
+def _arch_source(entry, here: str, cwd: Path, dataset: str, out: Path) -> tuple[str, Step, list]:
     """An ``archs`` entry (a derived net's arch.json, ``{arch: PATH, name: N, scale: [15.6M], own: false}``):
     its space, the step that copies it into the study (and grows it to each ``scale`` budget by each rule, as
     a search's ``scale:`` does), and its nets [(name, arch file, budget, rule)] (``own: false``: only the
-    grown ones)."""
+    grown ones). A file moved away after the study copied it: the study's copy stands in for it."""
+    from rnas.nets.scaling import smallest_growth
     from supernets import ArchError, read_arch
 
     entry = {"arch": entry} if isinstance(entry, str) else mapping(entry, here)
@@ -287,27 +293,29 @@ def _arch_source(entry, here: str, cwd: Path, dataset: str) -> tuple[str, Step, 
     if not isinstance(entry.get("arch"), str) or not entry["arch"]:
         raise fail(f"{here}.arch", "missing (an arch.json written by rnas derive or rnas scale)")
     path = (cwd / entry["arch"]).resolve()
+    tag = entry.get("name", path.stem)
+    if not isinstance(tag, str) or not tag.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise fail(f"{here}.name", f"{tag!r}: letters, digits, - _ . only")
+    folder = f"arch-{tag}"
+    copy = out / folder / "arch.json"
     try:
-        arch, _ = read_arch(path)
+        arch, _ = read_arch(path if path.is_file() or not copy.is_file() else copy)
     except ArchError as err:
         raise fail(f"{here}.arch", str(err)) from None
     if arch.get("data", dataset) != dataset:
         raise fail(f"{here}.arch", f"a net for {arch['data']}, not the study's {dataset}")
-    tag = entry.get("name", path.stem)
-    if not isinstance(tag, str) or not tag.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise fail(f"{here}.name", f"{tag!r}: letters, digits, - _ . only")
     scales = [] if entry.get("scale") is None else \
         [_budget(b, f"{here}.scale") for b in as_list(entry["scale"], f"{here}.scale")]
     if scales and not isinstance(arch.get("macs"), int):
         raise fail(f"{here}.arch", "no exact MAC count to grow from (write it with rnas derive)")
+    floor = smallest_growth(arch, str(path)) if scales else 0
     for budget in scales:
-        if budget <= arch["macs"]:
-            raise fail(f"{here}.scale", f"{budget:,} MACs is not above the net's own {arch['macs']:,} (scale grows "
-                                        "a net)")
+        if budget < floor:
+            raise fail(f"{here}.scale", f"{budget:,} MACs is below {floor:,}, the net's own depth in RobustScaling's "
+                                        "2 : 2 : 1 layout (scale grows a net by both rules)")
     own = entry.get("own", True)
     if not isinstance(own, bool) or not (own or scales):
         raise fail(f"{here}.own", f"{own!r}: true or false, and false only with scale")
-    folder = f"arch-{tag}"
     grow = Step(f"grow/{tag}", "grow", folder, extra={"source": str(path), "scale": scales})
     nets = [(tag, f"{folder}/arch.json", None, None)] if own else []
     nets += [(f"{tag}-{rule}-{_budget_text(budget)}", f"{folder}/{scaled_filename(budget, rule)}", budget, rule)

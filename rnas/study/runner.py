@@ -242,6 +242,14 @@ class _Scheduler:
             if records[step.name]["state"] != "pending" or not all(
                     records[p]["state"] == "done" for p in self.study.graph.predecessors(step.name)):
                 continue
+            try:  # its inputs as its predecessors left them now (a net derived or grown again since the scan)
+                check_inputs(step, out)
+            except UserError as err:
+                records[step.name].update(state="failed", error=str(err))
+                _block(self.study, records, step.name)
+                self.console.end(self.number[step.name], step, "failed", str(err))
+                write_state(self.study, records)
+                continue
             job = self.executor.launch(step)
             self.running[step.name] = time.monotonic()
             records[step.name]["state"] = "running"

@@ -1,4 +1,4 @@
-"""The kinds of a study's steps (search, derive, retrain, finetune, eval) as one table: how each runs through
+"""The kinds of a study's steps (search, derive, grow, retrain, finetune, eval) as one table: how each runs through
 the engine's Python API, and when its output is complete and made from its inputs as they are now."""
 from __future__ import annotations
 
@@ -167,9 +167,16 @@ def _grown_files(step: Step) -> list[str]:
     return ["arch.json"] + [scaled_filename(b, rule) for b in step.extra["scale"] for rule in SCALE_RULES]
 
 
+def _grow_source(step: Step, out: Path) -> Path:
+    """The ``archs`` file, or the study's copy of it once the file has been moved away."""
+    source = Path(step.extra["source"])
+    copy = out / step.path / "arch.json"
+    return source if source.is_file() or not copy.is_file() else copy
+
+
 def _grown(step: Step, out: Path) -> bool:
     """The study's copy of an ``archs`` net is the file as it is now, and every net grown from it is there."""
-    folder, source = out / step.path, Path(step.extra["source"])
+    folder, source = out / step.path, _grow_source(step, out)
     return (source.is_file() and (folder / "arch.json").is_file()
             and (folder / "arch.json").read_text() == source.read_text()
             and all(_read_json(folder / name) is not None for name in _grown_files(step)[1:]))
@@ -182,10 +189,10 @@ def _run_grow(step: Step, out: Path, events, should_stop) -> None:
     from rnas.study.plan import SCALE_RULES
     from supernets import read_arch
 
-    folder, source = out / step.path, Path(step.extra["source"])
+    folder, source = out / step.path, _grow_source(step, out)
     text = source.read_text()
     arch, _ = read_arch(source)
-    grown = [scale_arch(arch, budget, str(source), width_only)
+    grown = [scale_arch(arch, budget, step.extra["source"], width_only)
              for budget in step.extra["scale"] for width_only in SCALE_RULES.values()]
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in zip(_grown_files(step)[1:], grown, strict=True):
