@@ -370,7 +370,7 @@ def test_a_layout_written_as_yaml_is_a_teacher_every_command_takes(tmp_path):
     assert code == 0, err
     (tmp_path / "none.yaml").write_text("depths: [1, 2, 3]\n")
     for file, message in ((tmp_path / "none.yaml", "no 'teacher: NAME' in it"), (tmp_path / "absent.yaml",
-                                                                                  "cannot read it")):
+                                                                                  "cannot read (No such file")):
         code, err = main_in_process("teacher", "train", "--teacher", file, "--data-dir", root / "data",
                                     "--out", tmp_path / "bad")
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

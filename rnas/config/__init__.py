@@ -128,6 +128,18 @@ def _argparse_type(parse):
     return convert
 
 
+def read_yaml_file(path: str | Path, where: str):
+    """A YAML file's content; an unreadable, binary or malformed file is a one-line UserError naming ``where``."""
+    try:
+        return read_yaml(Path(path).read_text())
+    except OSError as err:
+        raise UserError(f"{where}: cannot read ({err.strerror})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{where}: not a text file") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"{where}: bad YAML{yaml_problem(err)}") from None
+
+
 def shown_default(value, fraction: bool = False) -> str:
     """A default as --help shows it; with ``fraction`` (a flag whose parser reads fractions: eps, step) a
     budget such as 8/255 as the fraction it was written as, not 0.0313..."""

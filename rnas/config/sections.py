@@ -27,24 +27,13 @@ def shared(section, name: str, default=dataclasses.MISSING, help: str | None = N
 def parse_teacher(text) -> str:
     """--teacher NAME, or a YAML file whose ``teacher:`` names it (what ``rnas scale --flops B -o FILE.yaml``
     writes): the name, which the run's config.yaml keeps."""
-    from pathlib import Path
-
-    import yaml
-
+    from rnas.config import read_yaml_file
     from rnas.errors import UserError
-    from search_spaces.spec import read_yaml, yaml_problem
 
     text = str(text)
     if not text.endswith((".yaml", ".yml")):
         return text
-    try:
-        data = read_yaml(Path(text).read_text())
-    except OSError as err:
-        raise UserError(f"--teacher {text}: cannot read it ({err.strerror})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"--teacher {text}: not a text file") from None
-    except yaml.YAMLError as err:
-        raise UserError(f"--teacher {text}: bad YAML{yaml_problem(err)}") from None
+    data = read_yaml_file(text, f"--teacher {text}")
     name = data.get("teacher") if isinstance(data, dict) else None
     if not isinstance(name, str) or not name or name.endswith((".yaml", ".yml")):
         raise UserError(f"--teacher {text}: no 'teacher: NAME' in it (rnas scale --flops B -o FILE.yaml writes one)")

@@ -33,9 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import networkx as nx
-import yaml
 
-from rnas.config import coerce_field, parse_macs
+from rnas.config import coerce_field, parse_macs, read_yaml_file
 from rnas.data import TRAINABLE, dataset_info
 from rnas.engine.early_stopping import BEST
 from rnas.engine.optim import fill_recipe
@@ -44,7 +43,6 @@ from rnas.engine.search import SearchConfig
 from rnas.errors import UserError
 from rnas.study.cluster import ExecutorSettings, fail, mapping, read_settings, step_resources
 from rnas.study.sections import ARMS, FINETUNES, arm_name, as_list, build_config, read_arms, read_evals
-from search_spaces.spec import read_yaml, yaml_problem
 
 TOP_KEYS = ("name", "data", "teacher", "control_teacher", "searches", "archs", "search", "retrain", "arms",
             "finetune", "eval", "jobs", "threads", "executor", "slurm")
@@ -110,14 +108,7 @@ def _resolve_paths(values: dict, base: Path) -> dict:
 def read_study(path: str | Path) -> dict:
     """The study file as a mapping (one-line errors for unreadable files and bad YAML)."""
     path = Path(path)
-    try:
-        data = read_yaml(path.read_text())
-    except OSError as err:
-        raise UserError(f"{path}: cannot read ({err.strerror})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a text file") from None
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: bad YAML{yaml_problem(err)}") from None
+    data = read_yaml_file(path, str(path))
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping (name, data, teacher, searches, arms, eval, ...)")
     return data
