@@ -56,9 +56,8 @@ DATA_KEYS = ("data", "data_dir", "val_size", "device", "workers")  # the `data` 
 class Step:
     """One node of the study graph: ``kind`` search | derive | grow | retrain | finetune | eval, its output
     ``path`` (a run directory, a folder of arch files for grow, a file for eval) relative to the study
-    directory, and what the
-    runner needs (``config``: a config dataclass; ``extra``: kind-specific values; ``resources``: what the
-    executor reserves for it, and ``nproc``, the torchrun ranks it runs on)."""
+    directory, and what the runner needs (``config``: a config dataclass; ``extra``: kind-specific values;
+    ``resources``: what the executor reserves for it, and ``nproc``, the torchrun ranks it runs on)."""
 
     name: str
     kind: str
@@ -126,7 +125,7 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
         if key not in TOP_KEYS:
             raise fail(f"{where}: {key}", f"unknown key (one of {', '.join(TOP_KEYS)})")
     name = data.get("name") or path.stem
-    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+    if not _plain_name(name):
         raise fail(f"{where}: name", f"{name!r}: letters, digits, - _ . only")
     overrides = overrides or {}
     settings = read_settings(data, where, overrides.get("executor"), overrides.get("ray_address"))
@@ -197,16 +196,17 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
                     flags = {k: v for k, v in flags.items() if k not in ("epochs", "milestones")}
                     flags["budget"] = compute
                 rcfg = build_config(RetrainConfig, {**common, **arm_teacher, **flags, "arch": str(out / arch),
-                                              "out": str(out / run)},
-                              f"{where}: retrain ({arm_name(arm, at, compute)})")
+                                                    "out": str(out / run)},
+                                    f"{where}: retrain ({arm_name(arm, at, compute)})")
                 trained = add(Step(f"retrain/{run}", "retrain", run, rcfg), source, arm=res)
                 variants = [(None, trained, rcfg)]
                 for tune in tunes:
                     tuned = f"{run}-{tune.replace('+', '-')}"
                     fcfg = build_config(RetrainConfig, {**common, **arm_teacher, **retrain_flags, **finetune_flags,
-                                                  **ARMS[arm], **FINETUNES[tune], "arch": str(out / arch),
-                                                  "init": str(out / run / "checkpoint.pt"), "out": str(out / tuned)},
-                                  f"{where}: finetune ({arm} {tune})")
+                                                        **ARMS[arm], **FINETUNES[tune], "arch": str(out / arch),
+                                                        "init": str(out / run / "checkpoint.pt"),
+                                                        "out": str(out / tuned)},
+                                        f"{where}: finetune ({arm} {tune})")
                     variants.append((tune, add(Step(f"finetune/{tuned}", "finetune", tuned, fcfg), trained.name,
                                                arm=res), fcfg))
                 for tune, model, trained_cfg in variants:
@@ -229,7 +229,7 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
                                   f"{here}.space")
         tag = Path(space).stem.lower()
         cfg = build_config(SearchConfig, {**common, **teacher, **search_flags, "space": _space(space, cwd),
-                                    "out": str(out / f"search-{tag}")}, f"{here}")
+                                          "out": str(out / f"search-{tag}")}, f"{here}")
         fill_recipe(cfg, search=True)  # the dataset's search epochs, batch, lr: as the run will resolve them
         search = add(Step(f"search/{tag}", "search", f"search-{tag}", cfg))
         budgets = [None] if entry.get("budgets") is None else \
@@ -248,8 +248,7 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
         nets = [(tag if budget is None else f"{tag}-{_budget_text(budget)}",
                  f"search-{tag}/" + ("arch.json" if budget is None else f"arch-{_budget_text(budget)}.json"), budget,
                  None) for budget in budgets]
-        nets += [(f"{tag}-{rule}-{_budget_text(budget)}", f"search-{tag}/{scaled_filename(budget, rule)}", budget,
-                  rule) for budget in scales for rule in SCALE_RULES]
+        nets += _grown_nets(tag, f"search-{tag}", scales)
         add_nets(tag.upper(), search.path, derive.name, nets)
     for i, entry in enumerate(as_list(data["archs"], f"{where}: archs") if data.get("archs") is not None else []):
         space, grow, nets = _arch_source(entry, f"{where}: archs[{i}]", cwd, dataset, out)
@@ -269,6 +268,18 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
     return Study(name, path, out, graph, models, jobs, threads, executor=settings, jobs_given="jobs" in data)
 
 
+def _plain_name(text) -> bool:
+    """A study or net name: letters, digits, - _ . only."""
+    return isinstance(text, str) and text.replace("-", "").replace("_", "").replace(".", "").isalnum()
+
+
+def _grown_nets(tag: str, folder: str, scales: list[int]) -> list[tuple]:
+    """The nets ``scale:`` grows from ``tag``'s arch.json in ``folder``: (name, arch file, budget, rule) for each
+    budget by each rule."""
+    return [(f"{tag}-{rule}-{_budget_text(budget)}", f"{folder}/{scaled_filename(budget, rule)}", budget, rule)
+            for budget in scales for rule in SCALE_RULES]
+
+
 def _arch_source(entry, here: str, cwd: Path, dataset: str, out: Path) -> tuple[str, Step, list]:
     """An ``archs`` entry (a derived net's arch.json, ``{arch: PATH, name: N, scale: [15.6M], own: false}``):
     its space, the step that copies it into the study (and grows it to each ``scale`` budget by each rule, as
@@ -285,7 +296,7 @@ def _arch_source(entry, here: str, cwd: Path, dataset: str, out: Path) -> tuple[
         raise fail(f"{here}.arch", "missing (an arch.json written by rnas derive or rnas scale)")
     path = (cwd / entry["arch"]).resolve()
     tag = entry.get("name", path.stem)
-    if not isinstance(tag, str) or not tag.replace("-", "").replace("_", "").replace(".", "").isalnum():
+    if not _plain_name(tag):
         raise fail(f"{here}.name", f"{tag!r}: letters, digits, - _ . only")
     folder = f"arch-{tag}"
     copy = out / folder / "arch.json"
@@ -309,8 +320,7 @@ def _arch_source(entry, here: str, cwd: Path, dataset: str, out: Path) -> tuple[
         raise fail(f"{here}.own", f"{own!r}: true or false, and false only with scale")
     grow = Step(f"grow/{tag}", "grow", folder, extra={"source": str(path), "scale": scales})
     nets = [(tag, f"{folder}/arch.json", None, None)] if own else []
-    nets += [(f"{tag}-{rule}-{_budget_text(budget)}", f"{folder}/{scaled_filename(budget, rule)}", budget, rule)
-             for budget in scales for rule in SCALE_RULES]
+    nets += _grown_nets(tag, folder, scales)
     return str(arch.get("space", "")).upper(), grow, nets
 
 

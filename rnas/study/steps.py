@@ -80,11 +80,9 @@ def _evaluated(step: Step, out: Path) -> bool:
 
 def _derived(step: Step, out: Path) -> bool:
     from rnas.nets.derivation import arch_filename
-    from rnas.study.plan import SCALE_RULES, scaled_filename
 
     searched = epochs_done(out / step.path)
-    files = [arch_filename(b) for b in step.extra["budgets"]]
-    files += [scaled_filename(b, rule) for b in step.extra.get("scale", []) for rule in SCALE_RULES]
+    files = [arch_filename(b) for b in step.extra["budgets"]] + [name for name, *_ in _scaled(step.extra)]
     arch = [_read_json(out / step.path / name) for name in files]
     return searched > 0 and all(a is not None and a.get("search_epochs_done") == searched for a in arch)
 
@@ -149,22 +147,29 @@ def _run_retrain(step: Step, out: Path, events, should_stop) -> None:
 def _run_derive(step: Step, out: Path, events, should_stop) -> None:
     """The search's arch files, then its arch.json grown to each ``scale`` budget by each rule (rnas scale)."""
     from rnas.nets.derivation import write_archs
+
+    run = out / step.path
+    archs = dict(write_archs(run, step.extra["budgets"]))  # with scale, the plan asks for arch.json (budget None)
+    _write_grown(run, archs[run / "arch.json"], str(run / "arch.json"), step.extra)
+
+
+def _scaled(extra: dict) -> list[tuple[str, int, bool]]:
+    """(file name, budget, width only) of each net a derive or grow step grows: every ``scale`` budget by each
+    rule."""
+    from rnas.study.plan import SCALE_RULES, scaled_filename
+
+    return [(scaled_filename(b, rule), b, width_only) for b in extra.get("scale", [])
+            for rule, width_only in SCALE_RULES.items()]
+
+
+def _write_grown(folder: Path, arch: dict, source: str, extra: dict) -> None:
+    """``arch`` grown as ``extra["scale"]`` asks (rnas scale), every net grown (and checked) before any file is
+    written."""
     from rnas.nets.scaling import scale_arch
-    from rnas.study.plan import SCALE_RULES, scaled_filename
 
-    run, budgets, scales = out / step.path, step.extra["budgets"], step.extra.get("scale", [])
-    archs = dict(write_archs(run, budgets))  # the plan asks for arch.json (budget None) whenever it scales
-    grown = [(run / scaled_filename(budget, rule), scale_arch(archs[run / "arch.json"], budget, str(run / "arch.json"),
-                                                                width_only))
-             for budget in scales for rule, width_only in SCALE_RULES.items()]
-    for path, arch in grown:  # every net grown (and checked) before any grown file is written
-        atomic_write_json(path, arch)
-
-
-def _grown_files(step: Step) -> list[str]:
-    from rnas.study.plan import SCALE_RULES, scaled_filename
-
-    return ["arch.json"] + [scaled_filename(b, rule) for b in step.extra["scale"] for rule in SCALE_RULES]
+    grown = [(name, scale_arch(arch, budget, source, width_only)) for name, budget, width_only in _scaled(extra)]
+    for name, data in grown:
+        atomic_write_json(folder / name, data)
 
 
 def _grow_source(step: Step, out: Path) -> Path:
@@ -179,24 +184,19 @@ def _grown(step: Step, out: Path) -> bool:
     folder, source = out / step.path, _grow_source(step, out)
     return (source.is_file() and (folder / "arch.json").is_file()
             and (folder / "arch.json").read_text() == source.read_text()
-            and all(_read_json(folder / name) is not None for name in _grown_files(step)[1:]))
+            and all(_read_json(folder / name) is not None for name, *_ in _scaled(step.extra)))
 
 
 def _run_grow(step: Step, out: Path, events, should_stop) -> None:
     """An ``archs`` net copied into the study (arch-<name>/arch.json) and grown to each ``scale`` budget by
     each rule (rnas scale); every file checked before any is written, the copy last."""
-    from rnas.nets.scaling import scale_arch
-    from rnas.study.plan import SCALE_RULES
     from supernets import read_arch
 
     folder, source = out / step.path, _grow_source(step, out)
     text = source.read_text()
     arch, _ = read_arch(source)
-    grown = [scale_arch(arch, budget, step.extra["source"], width_only)
-             for budget in step.extra["scale"] for width_only in SCALE_RULES.values()]
     folder.mkdir(parents=True, exist_ok=True)
-    for name, data in zip(_grown_files(step)[1:], grown, strict=True):
-        atomic_write_json(folder / name, data)
+    _write_grown(folder, arch, step.extra["source"], step.extra)
     atomic_write_text(folder / "arch.json", text)
 
 
