@@ -6,12 +6,15 @@ best, resumable.
 
 The net is the one of "CIFAR-10: the study of the defaults" (its arch.json in --defaults): every arm keeps
 its widths (equal MACs) and changes only the tutors. For each tutor objective an S3 search at the defaults
-(10 epochs on the first 20,000 images) with ``--tutor-objective``, derived with ``--widths-from`` that net;
-the paper objective's tutors are the defaults study's own search (its probabilities in arch.json). Each arm
-is retrained as that study's arms were (15 epochs on 45,000 images, gamma_t 1000) and evaluated on the
-first 1,000 validation images: clean, PGD-20 and AutoAttack (standard) at 8/255. The searched-tutor
-(paper, argmax) and fixed-mapping rows are the defaults study's own runs. Every step skips when its output
-is complete and resumes an interrupted run directory; runs go two at a time, one thread each.
+(10 epochs on the first 20,000 images) with ``--tutor-objective``, derived with ``--widths-from`` that net and
+``--tutor-derive``. The paper objective's argmax row is the defaults study's own run; its other derivations
+come from a search of their own (search-s3-paper: the derivations need the tutor logits, which the defaults
+study's arch.json keeps only as rounded probabilities, most of them 0.0, so a balanced assignment from those
+would break ties at random). An arm whose derived tutors equal its objective's argmax tutors is not trained
+again: its row is that run's. Each arm is retrained as that study's arms were (15 epochs on 45,000 images,
+gamma_t 1000) and evaluated on the first 1,000 validation images: clean, PGD-20 and AutoAttack (standard) at
+8/255. Every step skips when its output is complete and resumes an interrupted run directory; runs go
+``--lanes`` at a time, one thread each.
 """
 from __future__ import annotations
 
@@ -25,30 +28,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cifar10_study import evaluate, prepare, run, train  # noqa: E402
 
-OBJECTIVES = ("standardised", "robust", "robust-standardised")
-# arm -> (tutor objective, derivation); the paper objective's search is the defaults study's
+OBJECTIVES = ("paper", "standardised", "robust", "robust-standardised")
+# arm -> (tutor objective, derivation); the paper objective's argmax arm is the defaults study's run
 ARMS = {"standardised": ("standardised", "argmax"), "robust": ("robust", "argmax"),
-        "paper-monotone": ("paper", "monotone"), "paper-balanced": ("paper", "balanced"),
-        "standardised-monotone": ("standardised", "monotone"), "robust-monotone": ("robust", "monotone"),
-        "robust-standardised": ("robust-standardised", "argmax")}
+        "standardised-balanced": ("standardised", "balanced"), "standardised-monotone": ("standardised", "monotone"),
+        "paper-balanced": ("paper", "balanced"), "paper-monotone": ("paper", "monotone"),
+        "robust-monotone": ("robust", "monotone"), "robust-standardised": ("robust-standardised", "argmax")}
 REFERENCE = {"paper": "cl-gamma1000", "fixed": "fixed"}
 
 
 def search_seconds(run_dir: Path) -> float:
     return sum(json.loads(line)["seconds"] for line in (run_dir / "metrics.jsonl").read_text().splitlines())
-
-
-def arch_from_probabilities(base: Path, how: str, out: Path) -> None:
-    """``base`` (an arch.json) with its tutors re-derived from its tutor probabilities by ``how``."""
-    import numpy as np
-
-    from rnas.method.tutors import derive_tutors, tutor_diversity
-
-    arch = json.loads(base.read_text())
-    probs = np.asarray(arch["tutor_probabilities"], dtype=np.float64)
-    arch["tutors"] = derive_tutors(np.log(np.clip(probs, 1e-12, None)), how)
-    arch.update(tutor_derive=how, tutor_objective="paper", tutor_diversity=tutor_diversity(arch["tutors"], probs))
-    out.write_text(json.dumps(arch, indent=1) + "\n")
 
 
 def accuracies(run_dir: Path) -> dict:
@@ -57,6 +47,31 @@ def accuracies(run_dir: Path) -> dict:
         if (run_dir / name).exists():
             out.update({r["attack"]: r["accuracy"] for r in json.loads((run_dir / name).read_text())["results"]})
     return out
+
+
+def arch_path(out: Path, objective: str, how: str) -> Path:
+    search = out / f"search-s3-{objective}"
+    return search / ("arch-widths.json" if how == "argmax" else f"arch-widths-{how}.json")
+
+
+def tutors_of(path: Path) -> list[int] | None:
+    return json.loads(path.read_text())["tutors"] if path.exists() else None
+
+
+def argmax_arm(out: Path, defaults: Path, objective: str) -> tuple[list[int] | None, Path]:
+    """The objective's argmax tutors and the run trained with them (the paper's: the defaults study's)."""
+    if objective == "paper":
+        return tutors_of(defaults / "search-s3" / "arch.json"), defaults / REFERENCE["paper"]
+    return tutors_of(arch_path(out, objective, "argmax")), out / objective
+
+
+def run_dir_of(out: Path, defaults: Path, arm: str) -> Path:
+    """Where the arm's numbers are: its own run, or the argmax run when its tutors are the argmax's."""
+    objective, how = ARMS[arm]
+    tutors, argmax_run = argmax_arm(out, defaults, objective)
+    if how == "argmax" or (tutors is not None and tutors_of(arch_path(out, objective, how)) == tutors):
+        return argmax_run
+    return out / arm
 
 
 def print_table(out: Path, defaults: Path) -> None:
@@ -69,17 +84,16 @@ def print_table(out: Path, defaults: Path) -> None:
 
     base = json.loads((defaults / "search-s3" / "arch.json").read_text())
     fixed = uniform_mapping(len(base["student_layers"]), len(base["teacher_layers"]))
-    rows = [("paper (Eq. 1), argmax", base["tutors"], defaults / "cl-gamma1000", defaults / "search-s3"),
-            ("fixed depth-proportional mapping", fixed, defaults / "fixed", None)]
+    rows = [("paper (Eq. 1), argmax", base["tutors"], defaults / REFERENCE["paper"], defaults / "search-s3"),
+            ("fixed depth-proportional mapping", fixed, defaults / REFERENCE["fixed"], None)]
     for arm, (objective, how) in ARMS.items():
-        search = defaults / "search-s3" if objective == "paper" else out / f"search-s3-{objective}"
-        arch = (out / f"arch-paper-{how}.json" if objective == "paper" else
-                search / ("arch-widths.json" if how == "argmax" else f"arch-widths-{how}.json"))
-        tutors = json.loads(arch.read_text())["tutors"] if arch.exists() else None
-        rows.append((f"{objective}, {how}", tutors, out / arm, search))
+        if (objective, how) == ("paper", "argmax"):
+            continue
+        rows.append((f"{objective}, {how}", tutors_of(arch_path(out, objective, how)),
+                     run_dir_of(out, defaults, arm), out / f"search-s3-{objective}"))
     print("| tutors | distinct taps | largest share | depth rank corr. | clean (%) | PGD-20 (%) | AutoAttack (%) "
-          "| search (s) |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| search (s) | run |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for label, tutors, run_dir, search in rows:
         spread = ("–", "–", "–")
         if tutors is not None:
@@ -89,7 +103,7 @@ def print_table(out: Path, defaults: Path) -> None:
         acc = accuracies(run_dir)
         seconds = search_seconds(search) if search is not None and (search / "metrics.jsonl").exists() else None
         print(f"| {label} | {' | '.join(spread)} | {cell(acc.get('clean'))} | {cell(acc.get('pgd20'))} | "
-              f"{cell(acc.get('autoattack'))} | {cell(seconds, '{:.0f}')} |")
+              f"{cell(acc.get('autoattack'))} | {cell(seconds, '{:.0f}')} | {run_dir.name} |")
 
 
 def main() -> None:
@@ -114,16 +128,11 @@ def main() -> None:
     locks = {o: threading.Lock() for o in OBJECTIVES}
 
     def arch_file(objective: str, how: str) -> Path:
-        if objective == "paper":
-            path = out / f"arch-paper-{how}.json"
-            if not path.exists():
-                arch_from_probabilities(base_arch, how, path)
-            return path
         search = out / f"search-s3-{objective}"
         with locks[objective]:  # one search per objective, whichever arm needs it first
             train(["search", "--space", "s3", *robust, "--data-dir", str(data), "--limit", "20000",
                    "--epochs", "10", "--tutor-objective", objective], search, 10, log)
-            path = search / ("arch-widths.json" if how == "argmax" else f"arch-widths-{how}.json")
+            path = arch_path(out, objective, how)
             if not path.exists():
                 run(["derive", str(search), "--widths-from", str(base_arch), "--tutor-derive", how], log)
         return path
@@ -131,11 +140,17 @@ def main() -> None:
     def arm(name: str) -> dict:
         objective, how = ARMS[name]
         arch = arch_file(objective, how)
-        run_dir = out / name
-        train(["retrain", str(arch), "--data-dir", str(data), "--epochs", str(args.epochs), "--gamma-t", "1000"],
-              run_dir, args.epochs, log)
+        if objective != "paper" and how != "argmax":
+            arch_file(objective, "argmax")  # to tell whether this derivation changed the tutors
+        run_dir = run_dir_of(out, args.defaults, name)
+        if run_dir == out / name:
+            train(["retrain", str(arch), "--data-dir", str(data), "--epochs", str(args.epochs), "--gamma-t",
+                   "1000"], run_dir, args.epochs, log)
+        elif run_dir.parent == out:  # the objective's argmax run, trained by its own arm if listed
+            return {"objective": objective, "derive": how, "same_tutors_as": run_dir.name}
         row = {**evaluate(run_dir, "clean,pgd20", "eval", log), **evaluate(run_dir, "autoattack", "eval-aa", log)}
-        return {"objective": objective, "derive": how, **json.loads(arch.read_text())["tutor_diversity"], **row}
+        return {"objective": objective, "derive": how, "run": str(run_dir.relative_to(run_dir.parent.parent)),
+                **json.loads(arch.read_text())["tutor_diversity"], **row}
 
     names = [n for n in args.arms.split(",") if n]
     with ThreadPoolExecutor(args.lanes) as pool:
@@ -146,8 +161,10 @@ def main() -> None:
             **{r["attack"]: r["accuracy"] for f in ("eval.json", "eval-aa.json")
                for r in json.loads((ref / f).read_text())["results"]}}
     rows["paper (defaults study)"]["objective"] = "paper"
-    for objective in ("paper", *OBJECTIVES):
-        search = args.defaults / "search-s3" if objective == "paper" else out / f"search-s3-{objective}"
+    for objective in OBJECTIVES:
+        search = out / f"search-s3-{objective}"
+        if objective == "paper" and not search.exists():
+            search = args.defaults / "search-s3"
         if (search / "metrics.jsonl").exists():
             for row in rows.values():
                 if row.get("objective") == objective:
