@@ -1,6 +1,7 @@
 """Adversarial training of the student (`rnas retrain --at`) combined with distillation, and what training
 costs (rnas/cost.py): examples inside their budgets, the combined objective equal to its terms computed
-apart, measured pass counts equal to a hand count for a 2-step run of each mode, exact resume."""
+apart (with and without Mixture BN), measured pass counts equal to a hand count for a 2-step run of each
+mode, exact resume."""
 import json
 
 import pytest
@@ -13,7 +14,7 @@ from rnas.engine.cost import passes_per_image
 from rnas.engine.loop import RunStopped
 from rnas.engine.retrain import RetrainConfig, build_retrain
 from rnas.method.distill import attention_maps, kl_divergence, paired_attention_loss, teacher_targets
-from rnas.robust.adversarial import nfgsm_examples, pgd_examples, trades_examples
+from rnas.robust.adversarial import MixtureBatchNorm2d, bn_route, nfgsm_examples, pgd_examples, trades_examples
 from rnas.runtime.rundir import load_checkpoint, resume_checkpoint
 
 BATCH, IMAGES = 10, 20  # two steps an epoch
@@ -88,11 +89,22 @@ def test_search_passes_are_counted_and_totals_carry_over_epochs(arch, tmp_path):
     assert second["cost/total_train_macs"] == first["cost/train_macs"] + second["cost/train_macs"]
 
 
+def tell_routes_apart(model) -> None:
+    """Mixture BN's two BNs start as copies; make them differ so that a forward through the wrong one shows."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, MixtureBatchNorm2d):
+                m.adv.weight.mul_(1.5)
+                m.adv.bias.add_(0.1)
+
+
+@pytest.mark.parametrize("mbn", [False, True])
 @pytest.mark.parametrize("at", ["pgd", "nfgsm"])
-def test_combined_objective_is_the_sum_of_its_terms(arch, at):
-    trainer = build_retrain(config(arch, at=at, baseline="cl", from_scratch=True, gamma_t=50.0))
+def test_combined_objective_is_the_sum_of_its_terms(arch, at, mbn):
+    trainer = build_retrain(config(arch, at=at, baseline="cl", from_scratch=True, gamma_t=50.0, mbn=mbn))
     x, y = next(iter(trainer.loader.epoch(0)))
     model, o = trainer.model, trainer.obj
+    tell_routes_apart(model)
     before = {k: v.clone() for k, v in model.state_dict().items()}  # the step's forwards move BN statistics
     torch.manual_seed(3)
     terms = trainer.objective(x, y)
@@ -100,10 +112,18 @@ def test_combined_objective_is_the_sum_of_its_terms(arch, at):
     torch.manual_seed(3)
     x_adv = (pgd_examples(model, x, y, o.eps, o.step, o.steps) if at == "pgd"
              else nfgsm_examples(model, x, y, o.eps, o.nfgsm_noise))
-    logits = model(x_adv)
+    with bn_route(model, "adv"):
+        logits = model(x_adv)
     s_maps = attention_maps(trainer.student_taps.collect(), o.map_size)  # the student on the adversarial images
+    adversarial = F.cross_entropy(logits, y)
+    ce = adversarial
+    if mbn:  # Mixture BN: the clean images through the clean BNs too, the base term the mean of the two
+        with bn_route(model, "clean"), trainer.student_taps.paused():
+            natural = F.cross_entropy(model(x), y)
+        ce = (natural + adversarial) / 2
+        torch.testing.assert_close(terms["natural"], natural, rtol=0, atol=1e-6)
+        torch.testing.assert_close(terms["adversarial"], adversarial, rtol=0, atol=1e-6)
     q, t_maps = teacher_targets(trainer.teacher, x, trainer.teacher_taps, o.map_size)  # the teacher on the clean ones
-    ce = F.cross_entropy(logits, y)
     kl = kl_divergence(logits, q, o.kl, o.kd_temperature)
     attention = paired_attention_loss(s_maps, t_maps.index_select(1, trainer.tutor_index), trainer.n_teacher)
     torch.testing.assert_close(terms["base"], ce, rtol=0, atol=1e-6)
@@ -113,18 +133,22 @@ def test_combined_objective_is_the_sum_of_its_terms(arch, at):
     trainer.close()
 
 
-def test_trades_combined_with_distillation_keeps_its_terms_on_the_clean_forward(arch):
-    trainer = build_retrain(config(arch, at="trades", baseline="cl", from_scratch=True, beta=3.0))
+@pytest.mark.parametrize("mbn", [False, True])
+def test_trades_combined_with_distillation_keeps_its_terms_on_the_clean_forward(arch, mbn):
+    trainer = build_retrain(config(arch, at="trades", baseline="cl", from_scratch=True, beta=3.0, mbn=mbn))
     x, y = next(iter(trainer.loader.epoch(0)))
     model, o = trainer.model, trainer.obj
+    tell_routes_apart(model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     torch.manual_seed(5)
     terms = trainer.objective(x, y)
     model.load_state_dict(before)
     torch.manual_seed(5)
     x_adv = trades_examples(model, x, o.eps, o.step, o.steps)
-    logits_adv = model(x_adv)
-    logits = model(x)
+    with bn_route(model, "adv"):  # with Mixture BN the adversarial forward uses the adversarial BNs
+        logits_adv = model(x_adv)
+    with bn_route(model, "clean"):  # and the clean forward, which the attention and KL terms see, the clean ones
+        logits = model(x)
     s_maps = attention_maps(trainer.student_taps.collect(), o.map_size)
     q, t_maps = teacher_targets(trainer.teacher, x, trainer.teacher_taps, o.map_size)
     natural = F.cross_entropy(logits, y)
