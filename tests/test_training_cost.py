@@ -72,6 +72,14 @@ def test_measured_passes_equal_a_hand_count(arch, tmp_path, mode, baseline):
     teacher_images = record["cost/teacher_fwd_images"]
     assert record["cost/train_macs"] == (fwd + 2 * bwd) * images * model_macs + teacher_images * teacher_macs
     assert record["cost/ce_epochs"] == pytest.approx(record["cost/train_macs"] / (3 * model_macs * images), rel=1e-6)
+    # the run's totals in RUN/cost.json: the same counts, what they are counted in, and the wall-clock
+    summary = json.loads((run / "cost.json").read_text())
+    assert summary == {"format": "rnas-cost-1", "epochs_done": 1, "epochs": 1, "finished": True,
+                       "student_fwd_images": fwd * images, "student_bwd_images": bwd * images,
+                       "teacher_fwd_images": teacher_images, "train_macs": record["cost/train_macs"],
+                       "ce_epochs": record["cost/ce_epochs"], "seconds": record["cost/total_seconds"],
+                       "student_macs": model_macs, "teacher_macs": teacher_macs, "train_images": images}
+    assert summary["seconds"] > 0
 
 
 def test_search_passes_are_counted_and_totals_carry_over_epochs(arch, tmp_path):
@@ -87,6 +95,9 @@ def test_search_passes_are_counted_and_totals_carry_over_epochs(arch, tmp_path):
         assert record["cost/teacher_fwd_images"] == 2 * BATCH
     assert second["cost/total_student_fwd_images"] == 4 * BATCH
     assert second["cost/total_train_macs"] == first["cost/train_macs"] + second["cost/train_macs"]
+    summary = json.loads((run / "cost.json").read_text())
+    assert (summary["epochs_done"], summary["finished"], summary["student_fwd_images"]) == (2, True, 4 * BATCH)
+    assert summary["train_macs"] == second["cost/total_train_macs"]
 
 
 def tell_routes_apart(model) -> None:
@@ -199,6 +210,11 @@ def test_resumed_combined_run_is_bit_identical(arch, tmp_path):
     records = [json.loads(line) for line in (split / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["cost/total_seconds"] == pytest.approx(sum(r["seconds"] for r in records), abs=2e-3)
     assert b["cost"]["seconds"] == pytest.approx(records[-1]["cost/total_seconds"], abs=1e-3)
+    # and so do the totals of RUN/cost.json, written by the resumed run
+    summaries = [json.loads((r / "cost.json").read_text()) for r in (whole, split)]
+    assert summaries[0]["epochs_done"] == 2 and summaries[0]["finished"]
+    assert {**summaries[0], "seconds": 0} == {**summaries[1], "seconds": 0}
+    assert summaries[1]["seconds"] == records[-1]["cost/total_seconds"]
 
 
 @pytest.mark.parametrize(("at", "baseline", "budget"), [("nfgsm", "ce", 4.0), ("none", "cl", 3.0), ("pgd", "cl", 8.0)])

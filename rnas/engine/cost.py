@@ -8,7 +8,8 @@ one image costs the model's conv + linear MACs (``count_macs``: for a supernet i
 max-width network, which is what its masked forward computes) and a backward twice that. ``ce_epochs``
 expresses the total in epochs of plain CE training of the same student on the same training set
 (3 x MACs per image per epoch), the unit in which a study matches arms on compute; ``total_seconds`` the
-run's wall-clock training seconds (the epochs' own, summed across resumes).
+run's wall-clock training seconds (the epochs' own, summed across resumes). Every epoch's record carries the
+epoch's counts and the run's totals (metrics.jsonl), and RUN/cost.json the totals alone (``summary``).
 
 Not counted, as validation is not: the measurements a run makes of itself, e.g. the attention term's
 gradient share (one extra backward of that term every ``--log-every`` steps: it never reaches the
@@ -21,6 +22,7 @@ import contextlib
 import torch
 
 COUNTS = ("student_fwd_images", "student_bwd_images", "teacher_fwd_images")
+COST_FORMAT = "rnas-cost-1"
 
 
 def count_macs(model: torch.nn.Module, size: int, device) -> int:
@@ -112,6 +114,15 @@ class CostMeter:
             return None
         self.seconds += seconds
         return round(self.seconds, 3)
+
+    def summary(self, record: dict, epochs_done: int, epochs: int) -> dict:
+        """The run's training cost so far (RUN/cost.json), from an epoch ``record``: image counts, MACs,
+        CE-epoch equivalents and wall-clock seconds in total, and what they are counted in."""
+        return {"format": COST_FORMAT, "epochs_done": epochs_done, "epochs": epochs, "finished": epochs_done >= epochs,
+                **{k: record[f"cost/total_{k}"] for k in COUNTS}, "train_macs": record["cost/total_train_macs"],
+                "ce_epochs": record["cost/ce_epochs"], "seconds": record.get("cost/total_seconds"),
+                "student_macs": self.student_macs, "teacher_macs": self.teacher_macs,
+                "train_images": self.train_images}
 
     def state(self) -> dict:
         return {"epoch": dict(self.epoch), "total": dict(self.total), "seconds": self.seconds}

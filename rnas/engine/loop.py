@@ -21,7 +21,7 @@ from rnas.errors import TrainingDiverged, UserError
 from rnas.runtime.device import eval_mode
 from rnas.runtime.distributed import SINGLE, Dist, kill_point
 from rnas.runtime.loggers import make_sinks
-from rnas.runtime.rundir import Metrics, RunLock, atomic_save, holds_run
+from rnas.runtime.rundir import Metrics, RunLock, atomic_save, atomic_write_json, holds_run
 
 
 class Job(Protocol):
@@ -207,9 +207,12 @@ def train_epochs(job: Job, run: Path, metrics, on_step: list, on_epoch: list, sh
         record = {"epoch": epoch, **{k: round(float(v) / counts[k], 6) for k, v in sums.items()},
                   "lr": lr, **job.epoch_record(),
                   "seconds": round(seconds, 3), "images_per_s": round(progress["seen"] / seconds, 1)}
-        if getattr(job, "meter", None) is not None and (total := job.meter.add_seconds(seconds)) is not None:
+        meter = getattr(job, "meter", None)
+        if meter is not None and (total := meter.add_seconds(seconds)) is not None:
             record["cost/total_seconds"] = total  # the run's wall-clock so far, beside its other totals
         metrics.write(record)
+        if meter is not None and job.dist.main:  # the run's totals in one small file
+            atomic_write_json(run / "cost.json", meter.summary(record, epoch + 1, cfg.epochs))
         if metrics.tb is not None:
             job.log_tables(metrics.tb, epoch)
         metrics.scalars({f"epoch/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and k != "epoch"},
