@@ -178,9 +178,14 @@ def train_epochs(job: Job, run: Path, metrics, on_step: list, on_epoch: list, sh
         job.progress = progress
         sums, counts = progress["sums"], progress["counts"]  # a term measured on some steps only averages over those
         t0 = time.perf_counter() - progress["seconds"]
+        per_step = getattr(cfg, "lr_per_step", False)
+        lr = job.scheduler.get_last_lr()[0]  # the learning rate of the epoch's (last) step
         for step, (x, y) in enumerate(loader.epoch(epoch, start), start=start):
             kill_point(job.dist, epoch * steps + step)
             terms = job.train_step(x, y)
+            if per_step:
+                lr = job.scheduler.get_last_lr()[0]
+                job.scheduler.step()
             finite, stop = _finite_and_stop(job, terms, should_stop)
             if not all(ok or _is_measurement(k) for k, ok in zip(terms, finite, strict=True)):
                 raise _diverged(job, terms, finite, run, epoch, step)
@@ -201,8 +206,8 @@ def train_epochs(job: Job, run: Path, metrics, on_step: list, on_epoch: list, sh
                 _save(job, run)
             if stop:
                 raise RunStopped(run, job.command, epoch + 1, job.step, stop)
-        lr = job.scheduler.get_last_lr()[0]  # the epoch's own learning rate, before the step to the next one's
-        job.scheduler.step()
+        if not per_step:
+            job.scheduler.step()  # the epoch's own learning rate (lr) was the one before this step
         seconds = time.perf_counter() - t0
         record = {"epoch": epoch, **{k: round(float(v) / counts[k], 6) for k, v in sums.items()},
                   "lr": lr, **job.epoch_record(),

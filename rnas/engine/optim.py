@@ -7,7 +7,8 @@ import torch
 def fill_recipe(cfg, search: bool = False) -> None:
     """The optimisation settings a config leaves to its dataset (None: epochs, batch size, lr, weight decay,
     cosine) from the dataset's recipe (``search``: its search recipe), and milestones at 75 % and 90 % of the
-    epochs once the epochs are known (a ``budget`` leaves the epochs to the compute it buys). rnas retrain
+    epochs once the epochs are known (a ``budget`` leaves the epochs to the compute it buys; with ``lr_per_step``
+    they stay None: 75 % and 90 % of the run's steps). rnas retrain
     and rnas search resolve their configs with it, and so do ``Trainer`` and ``Searcher`` for a config built
     in Python; a second call changes nothing."""
     from rnas.data import dataset_info
@@ -18,7 +19,7 @@ def fill_recipe(cfg, search: bool = False) -> None:
     for key in keys:
         if hasattr(cfg, key) and getattr(cfg, key) is None:
             setattr(cfg, key, getattr(recipe, key))
-    if getattr(cfg, "milestones", ()) is None and cfg.epochs is not None:
+    if getattr(cfg, "milestones", ()) is None and cfg.epochs is not None and not getattr(cfg, "lr_per_step", False):
         cfg.milestones = [round(0.75 * cfg.epochs), round(0.9 * cfg.epochs)]
 
 
@@ -27,12 +28,19 @@ def make_optimizer(params, cfg) -> torch.optim.SGD:
     return torch.optim.SGD(params, cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg) -> torch.optim.lr_scheduler.LRScheduler:
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg,
+                   steps_per_epoch: int = 1) -> torch.optim.lr_scheduler.LRScheduler:
     """Cosine to zero over ``cfg.epochs`` (``--cosine``), else x ``lr_decay`` at each of ``milestones``;
-    stepped once per epoch."""
+    stepped once per epoch, or with ``cfg.lr_per_step`` once per training step: then the milestones are
+    epochs x ``steps_per_epoch`` (default: 75 % and 90 % of all the run's steps, so that a run of one or two
+    epochs decays too) and the cosine runs over all the steps."""
+    unit = steps_per_epoch if getattr(cfg, "lr_per_step", False) else 1
     if cfg.cosine:
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs)
-    return torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.milestones, cfg.lr_decay)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs * unit)
+    total = cfg.epochs * unit
+    milestones = ([round(0.75 * total), round(0.9 * total)] if cfg.milestones is None
+                  else [m * unit for m in cfg.milestones])
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, cfg.lr_decay)
 
 
 def make_grad_scaler(amp: str, device: torch.device) -> torch.amp.GradScaler:

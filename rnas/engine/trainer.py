@@ -92,7 +92,7 @@ class Trainer:
         self.meter = CostMeter(model, teacher, *macs, len(data.train) * data.train.batch_size)
         compile_model(model, getattr(cfg, "compile", False))
         self.opt = make_optimizer(model.parameters(), cfg)
-        self.scheduler = make_scheduler(self.opt, cfg)
+        self.scheduler = make_scheduler(self.opt, cfg, len(self.data.train))
         self.scaler = make_grad_scaler(getattr(cfg, "amp", "none"), device)
         self.epoch, self.step, self.progress = 0, 0, None
         self.best = None  # --robust-val: {"epoch", "val_robust_acc"} of the best epoch
