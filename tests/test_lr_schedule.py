@@ -87,13 +87,18 @@ def test_a_per_step_run_records_its_last_steps_lr_and_writes_no_milestones(arch,
     assert record["lr"] == pytest.approx(0.1, rel=1e-9)
 
 
-def test_a_per_step_run_resumed_mid_epoch_is_bit_identical(arch, tmp_path):
+@pytest.mark.parametrize(("milestones", "stop", "expected"), [
+    (None, (1, 2), [0.1, 0.001]),  # 8 steps: decays at steps 6 and 7; stopped after step 6, past the first
+    ([1], (0, 3), [0.1, 0.01]),    # a milestone on the epoch boundary, stopped after the epoch's last step
+])
+def test_a_per_step_run_resumed_mid_epoch_is_bit_identical(arch, tmp_path, milestones, stop, expected):
     whole, split = tmp_path / "whole", tmp_path / "split"
-    flags = dict(epochs=2)
+    flags = dict(epochs=2, milestones=milestones)
     build_retrain(config(arch, **flags)).fit(whole)
     trainer = build_retrain(config(arch, **flags))
     with pytest.raises(RunStopped):
-        trainer.fit(split, should_stop=lambda: trainer.epoch == 1 and trainer.step == 3)  # past the first decay
+        # polled after each step, before the step count moves on: (0, 3) is after the first epoch's 4th step
+        trainer.fit(split, should_stop=lambda: (trainer.epoch, trainer.step) == stop)
     resumed = build_retrain(config(arch, **flags))
     resumed.load_state(resume_checkpoint(split, True))
     resumed.fit(split, resume=True)
@@ -103,4 +108,4 @@ def test_a_per_step_run_resumed_mid_epoch_is_bit_identical(arch, tmp_path):
     assert a["scheduler"] == b["scheduler"] and a["scheduler"]["last_epoch"] == 8
     lrs = [json.loads(line)["lr"] for line in (split / "metrics.jsonl").read_text().splitlines()]
     assert lrs == [json.loads(line)["lr"] for line in (whole / "metrics.jsonl").read_text().splitlines()]
-    assert lrs == pytest.approx([0.1, 0.001], rel=1e-9)  # 8 steps: decays at steps 6 and 7
+    assert lrs == pytest.approx(expected, rel=1e-9)

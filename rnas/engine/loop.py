@@ -179,12 +179,14 @@ def train_epochs(job: Job, run: Path, metrics, on_step: list, on_epoch: list, sh
         sums, counts = progress["sums"], progress["counts"]  # a term measured on some steps only averages over those
         t0 = time.perf_counter() - progress["seconds"]
         per_step = getattr(cfg, "lr_per_step", False)
-        lr = job.scheduler.get_last_lr()[0]  # the learning rate of the epoch's (last) step
+        # the learning rate of the epoch's (last) step; per step, kept in the progress, since a run stopped
+        # after the epoch's last step resumes with its scheduler already on the next epoch's
+        lr = progress.get("lr", job.scheduler.get_last_lr()[0])
         for step, (x, y) in enumerate(loader.epoch(epoch, start), start=start):
             kill_point(job.dist, epoch * steps + step)
             terms = job.train_step(x, y)
             if per_step:
-                lr = job.scheduler.get_last_lr()[0]
+                lr = progress["lr"] = job.scheduler.get_last_lr()[0]
                 job.scheduler.step()
             finite, stop = _finite_and_stop(job, terms, should_stop)
             if not all(ok or _is_measurement(k) for k, ok in zip(terms, finite, strict=True)):
