@@ -20,7 +20,13 @@ def fill_recipe(cfg, search: bool = False) -> None:
         if hasattr(cfg, key) and getattr(cfg, key) is None:
             setattr(cfg, key, getattr(recipe, key))
     if getattr(cfg, "milestones", ()) is None and cfg.epochs is not None and not getattr(cfg, "lr_per_step", False):
-        cfg.milestones = [round(0.75 * cfg.epochs), round(0.9 * cfg.epochs)]
+        cfg.milestones = default_milestones(cfg.epochs)
+
+
+def default_milestones(length: int) -> list[int]:
+    """Where the lr decays by default: at 75 % and 90 % of ``length`` (the run's epochs, or with
+    ``lr_per_step`` its steps), rounded."""
+    return [round(0.75 * length), round(0.9 * length)]
 
 
 def make_optimizer(params, cfg) -> torch.optim.SGD:
@@ -38,8 +44,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg,
     if cfg.cosine:
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs * unit)
     total = cfg.epochs * unit
-    milestones = ([round(0.75 * total), round(0.9 * total)] if cfg.milestones is None
-                  else [m * unit for m in cfg.milestones])
+    milestones = default_milestones(total) if cfg.milestones is None else [m * unit for m in cfg.milestones]
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, cfg.lr_decay)
 
 
