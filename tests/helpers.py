@@ -164,6 +164,48 @@ def tiny_search_and_derive(root: Path, out: Path, *flags, space: Path | None = N
     return out / "arch.json"
 
 
+def tiny_derived(root: Path, images: int, batch: int) -> Path:
+    """``write_tiny_setup(root)`` and a one-epoch search of ``images`` images in batches of ``batch``, derived
+    into root/search/arch.json: the net the retrain tests train."""
+    write_tiny_setup(root)
+    tiny_search_and_derive(root, root / "search", "--limit", images, "--batch-size", batch)
+    return root
+
+
+def tiny_retrain_config(root: Path, images: int, batch: int, **overrides):
+    """A RetrainConfig of ``tiny_derived(root, ...)``'s net: ``images`` images in batches of ``batch``, one epoch,
+    no logging."""
+    from rnas.engine.retrain import RetrainConfig
+
+    values = dict(arch=str(root / "search" / "arch.json"), data_dir=str(root / "data"), val_size=50, limit=images,
+                  batch_size=batch, epochs=1, workers=0, log_every=0)
+    values.update(overrides)
+    return RetrainConfig(**values)
+
+
+def whole_and_resumed(make_cfg, whole: Path, split: Path, stop: tuple[int, int]) -> tuple[dict, dict]:
+    """Train ``make_cfg()`` into ``whole`` in one go and into ``split`` stopped when (epoch, step) is ``stop``
+    (polled after each step, before the step count moves on) and resumed; asserts the two models are
+    bit-identical and returns both final checkpoints."""
+    import pytest
+
+    from rnas.engine.loop import RunStopped
+    from rnas.engine.retrain import build_retrain
+    from rnas.runtime.rundir import load_checkpoint, resume_checkpoint
+
+    build_retrain(make_cfg()).fit(whole)
+    trainer = build_retrain(make_cfg())
+    with pytest.raises(RunStopped):
+        trainer.fit(split, should_stop=lambda: (trainer.epoch, trainer.step) == stop)
+    resumed = build_retrain(make_cfg())
+    resumed.load_state(resume_checkpoint(split, True))
+    resumed.fit(split, resume=True)
+    a, b = load_checkpoint(whole / "checkpoint.pt"), load_checkpoint(split / "checkpoint.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    return a, b
+
+
 def search_args(setup, out, *extra):
     return ["search", "--space", setup / "tiny.yaml", "--teacher", "wrn-10-1", "--teacher-ckpt", "tiny",
             "--model-dir", setup / "models", "--data", "cifar10", "--data-dir", setup / "data",

@@ -6,28 +6,21 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from helpers import tiny_search_and_derive, write_tiny_setup
+from helpers import tiny_derived, tiny_retrain_config, whole_and_resumed
 
-from rnas.engine.loop import RunStopped
 from rnas.engine.optim import fill_recipe, make_scheduler
 from rnas.engine.retrain import RetrainConfig, build_retrain
-from rnas.runtime.rundir import load_checkpoint, resume_checkpoint
 
 BATCH, IMAGES = 5, 20  # four steps an epoch
 
 
 @pytest.fixture(scope="module")
 def arch(tmp_path_factory):
-    root = write_tiny_setup(tmp_path_factory.mktemp("schedule"))
-    tiny_search_and_derive(root, root / "search", "--limit", IMAGES, "--batch-size", BATCH)
-    return root
+    return tiny_derived(tmp_path_factory.mktemp("schedule"), IMAGES, BATCH)
 
 
 def config(root, **overrides) -> RetrainConfig:
-    values = dict(arch=str(root / "search" / "arch.json"), data_dir=str(root / "data"), val_size=50, limit=IMAGES,
-                  batch_size=BATCH, epochs=1, workers=0, log_every=0, baseline="ce", lr_per_step=True)
-    values.update(overrides)
-    return RetrainConfig(**values)
+    return tiny_retrain_config(root, IMAGES, BATCH, **{"baseline": "ce", "lr_per_step": True, **overrides})
 
 
 def lrs_per_step(cfg, steps_per_epoch: int) -> list[float]:
@@ -93,18 +86,8 @@ def test_a_per_step_run_records_its_last_steps_lr_and_writes_no_milestones(arch,
 ])
 def test_a_per_step_run_resumed_mid_epoch_is_bit_identical(arch, tmp_path, milestones, stop, expected):
     whole, split = tmp_path / "whole", tmp_path / "split"
-    flags = dict(epochs=2, milestones=milestones)
-    build_retrain(config(arch, **flags)).fit(whole)
-    trainer = build_retrain(config(arch, **flags))
-    with pytest.raises(RunStopped):
-        # polled after each step, before the step count moves on: (0, 3) is after the first epoch's 4th step
-        trainer.fit(split, should_stop=lambda: (trainer.epoch, trainer.step) == stop)
-    resumed = build_retrain(config(arch, **flags))
-    resumed.load_state(resume_checkpoint(split, True))
-    resumed.fit(split, resume=True)
-    a, b = load_checkpoint(whole / "checkpoint.pt"), load_checkpoint(split / "checkpoint.pt")
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
+    # the stop is polled after each step, before the step count moves on: (0, 3) is after epoch 0's 4th step
+    a, b = whole_and_resumed(lambda: config(arch, epochs=2, milestones=milestones), whole, split, stop)
     assert a["scheduler"] == b["scheduler"] and a["scheduler"]["last_epoch"] == 8
     lrs = [json.loads(line)["lr"] for line in (split / "metrics.jsonl").read_text().splitlines()]
     assert lrs == [json.loads(line)["lr"] for line in (whole / "metrics.jsonl").read_text().splitlines()]

@@ -6,32 +6,25 @@ import json
 
 import pytest
 import torch
-from helpers import main_in_process, tiny_search_and_derive, write_tiny_setup
+from helpers import main_in_process, tiny_derived, tiny_retrain_config, whole_and_resumed
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from rnas.engine.cost import passes_per_image
-from rnas.engine.loop import RunStopped
 from rnas.engine.retrain import RetrainConfig, build_retrain
 from rnas.method.distill import attention_maps, kl_divergence, paired_attention_loss, teacher_targets
 from rnas.robust.adversarial import MixtureBatchNorm2d, bn_route, nfgsm_examples, pgd_examples, trades_examples
-from rnas.runtime.rundir import load_checkpoint, resume_checkpoint
 
 BATCH, IMAGES = 10, 20  # two steps an epoch
 
 
 @pytest.fixture(scope="module")
 def arch(tmp_path_factory):
-    root = write_tiny_setup(tmp_path_factory.mktemp("cost"))
-    tiny_search_and_derive(root, root / "search", "--limit", IMAGES, "--batch-size", BATCH)
-    return root
+    return tiny_derived(tmp_path_factory.mktemp("cost"), IMAGES, BATCH)
 
 
 def config(root, **overrides) -> RetrainConfig:
-    values = dict(arch=str(root / "search" / "arch.json"), data_dir=str(root / "data"), val_size=50, limit=IMAGES,
-                  batch_size=BATCH, epochs=1, workers=0, log_every=0, steps=2)
-    values.update(overrides)
-    return RetrainConfig(**values)
+    return tiny_retrain_config(root, IMAGES, BATCH, **{"steps": 2, **overrides})
 
 
 def last_record(run) -> dict:
@@ -189,17 +182,8 @@ def test_each_modes_examples_stay_in_their_budget_and_the_image_range(arch, at):
 
 def test_resumed_combined_run_is_bit_identical(arch, tmp_path):
     whole, split = tmp_path / "whole", tmp_path / "split"
-    flags = dict(at="nfgsm", baseline="cl", from_scratch=True, epochs=2)
-    build_retrain(config(arch, **flags)).fit(whole)
-    trainer = build_retrain(config(arch, **flags))
-    with pytest.raises(RunStopped):
-        trainer.fit(split, should_stop=lambda: trainer.epoch == 1 and trainer.step == 1)
-    resumed = build_retrain(config(arch, **flags))
-    resumed.load_state(resume_checkpoint(split, True))
-    resumed.fit(split, resume=True)
-    a, b = load_checkpoint(whole / "checkpoint.pt"), load_checkpoint(split / "checkpoint.pt")
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
+    a, b = whole_and_resumed(lambda: config(arch, at="nfgsm", baseline="cl", from_scratch=True, epochs=2),
+                             whole, split, stop=(1, 1))
     wall = ("seconds", "images_per_s", "cost/total_seconds")
     assert {**a["cost"], "seconds": 0} == {**b["cost"], "seconds": 0}  # the counts; seconds are wall-clock
 
