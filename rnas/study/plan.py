@@ -276,8 +276,8 @@ def _plain_name(text) -> bool:
 def _grown_nets(tag: str, folder: str, scales: list[int]) -> list[tuple]:
     """The nets ``scale:`` grows from ``tag``'s arch.json in ``folder``: (name, arch file, budget, rule) for each
     budget by each rule."""
-    return [(f"{tag}-{rule}-{_budget_text(budget)}", f"{folder}/{scaled_filename(budget, rule)}", budget, rule)
-            for budget in scales for rule in SCALE_RULES]
+    return [(f"{tag}-{rule}-{_budget_text(budget)}", f"{folder}/{filename}", budget, rule)
+            for budget, rule, filename, _ in grown_files(scales)]
 
 
 def _arch_source(entry, here: str, cwd: Path, dataset: str, out: Path) -> tuple[str, Step, list]:
@@ -365,6 +365,12 @@ def scaled_filename(budget: int, rule: str) -> str:
     """arch-scaled-15.6M.json (RobustScaling) or arch-widened-15.6M.json (width alone): the search's arch.json
     grown to ``budget`` MACs by the derive step of a search with ``scale:``."""
     return f"arch-{rule}-{_budget_text(budget)}.json"
+
+
+def grown_files(scales: list[int]) -> list[tuple[int, str, str, bool]]:
+    """(budget, rule, file name, width only) of every net ``scale:`` grows: each budget by each rule."""
+    return [(budget, rule, scaled_filename(budget, rule), width_only)
+            for budget in scales for rule, width_only in SCALE_RULES.items()]
 
 
 def _budget_text(budget: int) -> str:

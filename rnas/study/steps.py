@@ -156,10 +156,9 @@ def _run_derive(step: Step, out: Path, events, should_stop) -> None:
 def _scaled(extra: dict) -> list[tuple[str, int, bool]]:
     """(file name, budget, width only) of each net a derive or grow step grows: every ``scale`` budget by each
     rule."""
-    from rnas.study.plan import SCALE_RULES, scaled_filename
+    from rnas.study.plan import grown_files
 
-    return [(scaled_filename(b, rule), b, width_only) for b in extra.get("scale", [])
-            for rule, width_only in SCALE_RULES.items()]
+    return [(filename, budget, width_only) for budget, _, filename, width_only in grown_files(extra.get("scale", []))]
 
 
 def _write_grown(folder: Path, arch: dict, source: str, extra: dict) -> None:
