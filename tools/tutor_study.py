@@ -156,10 +156,10 @@ def main() -> None:
     with ThreadPoolExecutor(args.lanes) as pool:
         rows = dict(zip(names, pool.map(arm, names), strict=True))
     for name, run_name in REFERENCE.items():
-        ref = args.defaults / run_name
-        rows[f"{name} (defaults study)"] = {
-            **{r["attack"]: r["accuracy"] for f in ("eval.json", "eval-aa.json")
-               for r in json.loads((ref / f).read_text())["results"]}}
+        if not (scores := accuracies(args.defaults / run_name)):
+            sys.exit(f"tutor_study: {args.defaults / run_name} has no eval.json or eval-aa.json (the defaults "
+                     f"study's {name} run)")
+        rows[f"{name} (defaults study)"] = scores
     rows["paper (defaults study)"]["objective"] = "paper"
     for objective in OBJECTIVES:
         search = out / f"search-s3-{objective}"
