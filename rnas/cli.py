@@ -24,6 +24,7 @@ COMMANDS = (  # name, module (add_arguments(parser), run(args) -> exit code), on
     ("study", "study", "a declarative study (searches, arms, fine-tuning, evaluation), resumable"),
     ("quickstart", "quickstart", "the whole pipeline on the embedded digits data, in minutes"),
     ("report", "report", "an HTML page with figures (+ CSV/JSON) of search, retrain and study dirs"),
+    ("compare", "compare", "two rnas eval results on the same images, image by image: paired interval, McNemar"),
     ("export", "export", "the retrained net as one ONNX / TorchScript / .pt2 file, verified"),
 )
 

@@ -182,8 +182,9 @@ def test_eval_on_two_ranks_equals_one(root, searches):
     two = run(root, *common, "--json", "two.json", ranks=2)
     assert one.returncode == 0 and two.returncode == 0, printed(one, two)
     a, b = (json.loads((root / f).read_text())["results"] for f in ("one.json", "two.json"))
-    assert [(r["attack"], r["accuracy"], r["n"]) for r in a] == [(r["attack"], r["accuracy"], r["n"]) for r in b]
-    assert a[0]["n"] == 45
+    assert [(r["attack"], r["accuracy"], r["n"], r["hits"]) for r in a] == \
+        [(r["attack"], r["accuracy"], r["n"], r["hits"]) for r in b]  # the same images right, gathered in order
+    assert a[0]["n"] == 45 and len(a[0]["hits"]) == 12
     assert two.stdout.count("clean") == 1  # only rank 0 prints the table
 
 

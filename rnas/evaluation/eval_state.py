@@ -19,17 +19,43 @@ from rnas.runtime.rundir import atomic_write_json, first_line
 @dataclass
 class RowProgress:
     """An (attack, eps) row so far: batches done (the first ``batches`` of the split), correct predictions
-    among their ``n`` images, and seconds spent on them."""
+    among their ``n`` images, seconds spent on them, and which images were right: ``hits``, one character
+    per image in the split's order, 1 right, 0 wrong (empty for a row begun by an rnas that did not keep it)."""
 
     batches: int = 0
     correct: int = 0
     n: int = 0
     seconds: float = 0.0
+    hits: str = ""
 
-    def add(self, counts: torch.Tensor, batches: int, seconds: float) -> None:
-        """A round of batches summed over the ranks: [correct, images], now ``batches`` done in ``seconds``."""
-        correct, n = counts.tolist()
-        self.correct, self.n, self.batches, self.seconds = self.correct + correct, self.n + n, batches, seconds
+    def add(self, right: torch.Tensor, batches: int, seconds: float) -> None:
+        """A round of batches gathered over the ranks: whether each of its images (in order) was classified
+        right, now ``batches`` done in ``seconds``."""
+        right = right.to("cpu", torch.uint8).flatten()
+        self.hits += (right + ord("0")).numpy().tobytes().decode() if len(self.hits) == self.n else ""
+        self.correct, self.n = self.correct + int(right.sum()), self.n + len(right)
+        self.batches, self.seconds = batches, seconds
+
+    def packed_hits(self) -> dict:
+        """``{"hits": HEX}`` when every image's outcome is known (see pack_hits), else ``{}``."""
+        return {"hits": pack_hits(self.hits)} if self.n and len(self.hits) == self.n else {}
+
+
+def pack_hits(bits: str) -> str:
+    """'0110 1...' (one character per image) as hex, four images a digit, the first image the highest bit of
+    the first digit, the last digit padded with 0s: an eval row's ``hits`` (which images it got right)."""
+    padded = bits + "0" * (-len(bits) % 4)
+    return f"{int(padded, 2):0{len(padded) // 4}x}" if padded else ""
+
+
+def unpack_hits(text: str, n: int) -> torch.Tensor:
+    """The [n] bool tensor of an eval row's ``hits`` (see pack_hits); a ValueError if it is not n images'."""
+    if not isinstance(text, str) or len(text) != -(-n // 4):
+        raise ValueError(f"hits: not {n} images' worth of hex digits")
+    bits = bin(int(text, 16))[2:].zfill(4 * len(text)) if text else ""
+    if "1" in bits[n:]:
+        raise ValueError("hits: padding bits set")
+    return torch.tensor(bytearray(bits[:n].encode()), dtype=torch.uint8) == ord("1")
 
 
 
@@ -51,7 +77,8 @@ class EvalState:
 
     def row_progress(self, index: int) -> RowProgress:
         current = self.current if self.current and self.current["row"] == index else {}
-        return RowProgress(**{k: current[k] for k in ("batches", "correct", "n", "seconds") if k in current})
+        return RowProgress(**{k: current[k] for k in ("batches", "correct", "n", "seconds", "hits")
+                              if k in current})
 
     def save_progress(self, index: int, attack: str, eps: float, part: RowProgress) -> None:
         self.current = {"row": index, "attack": attack, "eps": eps, **asdict(part)}

@@ -149,10 +149,10 @@ def _evaluate_row(model: nn.Module, batches, name: str, eps: float, part: RowPro
         generator = batch_generator(xb.device, seed, index)
         x_adv = run_attack(name, model, xb, yb, pixel_budget, cw_steps=cw_steps, seed=seed, generator=generator)
         with torch.no_grad():
-            return torch.tensor([(model(x_adv).argmax(1) == yb).sum().item(), len(yb)])
+            return model(x_adv).argmax(1) == yb
 
-    def on_round(counts: torch.Tensor, done: int) -> None:
-        part.add(counts, done, before + time.perf_counter() - start)
+    def on_round(right: torch.Tensor, done: int) -> None:
+        part.add(right, done, before + time.perf_counter() - start)
         save(part)
 
     _attack_batches(batches, attack, part.batches, dist, on_round)
@@ -160,25 +160,26 @@ def _evaluate_row(model: nn.Module, batches, name: str, eps: float, part: RowPro
     steps = attack_steps(name, cw_steps)
     return {"attack": name, "eps": budget, **({"pixel_eps": pixel_budget.flatten().tolist()} if per_channel else {}),
             **({"steps": steps} if steps else {}), "accuracy": round(100.0 * part.correct / part.n, 2),
-            "n": part.n, "seconds": round(seconds, 2)}
+            "n": part.n, "seconds": round(seconds, 2), **part.packed_hits()}
 
 
 def _attack_batches(batches, attack, first: int, dist: Dist, on_round) -> None:
-    """``attack(index, x, y)`` -> [correct, images] on the batches from index ``first`` on, this rank taking
-    every W-th of them; after each round of W batches (and after the last batch) the round's counts summed
-    over the ranks go to ``on_round(counts, batches done)``. Batches before ``first`` are skipped unattacked."""
-    pending, done = torch.zeros(2, dtype=torch.long), first
+    """``attack(index, x, y)`` -> [images] bool, whether each is classified right, on the batches from index
+    ``first`` on, this rank taking every W-th of them; after each round of W batches (and after the last
+    batch) the round's flags in image order, gathered over the ranks (each image attacked by one rank, summed),
+    go to ``on_round(flags, batches done)``. Batches before ``first`` are skipped unattacked."""
+    pending, done = [], first
     for index, (xb, yb) in enumerate(batches()):
         if index < first:
             continue
-        if (index - first) % dist.world == dist.rank:
-            pending = pending + attack(index, xb, yb)
+        mine = (index - first) % dist.world == dist.rank
+        pending.append(attack(index, xb, yb).to("cpu", torch.long) if mine else torch.zeros(len(yb), dtype=torch.long))
         done = index + 1
         if (done - first) % dist.world == 0:
-            on_round(dist.sum(pending), done)
-            pending = torch.zeros(2, dtype=torch.long)
-    if (done - first) % dist.world:
-        on_round(dist.sum(pending), done)
+            on_round(dist.sum(torch.cat(pending)) > 0, done)
+            pending = []
+    if pending:
+        on_round(dist.sum(torch.cat(pending)) > 0, done)
 
 
 def eval_request(cfg: EvalConfig, data_settings: dict) -> dict:

@@ -1,0 +1,41 @@
+"""`rnas compare A.json B.json`: two `rnas eval --json` results on the same images, compared image by image."""
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("first", metavar="A.json", help="an rnas eval --json result")
+    parser.add_argument("second", metavar="B.json", help="another, of the same images (data, split, --n)")
+    parser.add_argument("--json", metavar="OUT", help="also write the comparison to this JSON file")
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from rnas.errors import UserError
+    from rnas.evaluation.paired import compare_rows, format_comparison, read_eval_json
+    from rnas.runtime.rundir import atomic_write_json
+
+    if args.json and Path(args.json).resolve() in (Path(args.first).resolve(), Path(args.second).resolve()):
+        raise UserError(f"--json {args.json}: is one of the files compared (choose another name; nothing was changed)")
+    if args.json:
+        out = Path(args.json)
+        if not out.resolve().parent.is_dir():
+            raise UserError(f"--json {args.json}: directory {out.resolve().parent} does not exist (create it first)")
+        if out.exists() and not _earlier_comparison(out):
+            raise UserError(f"--json {args.json}: exists and is not an earlier rnas compare result; choose another "
+                            "file (nothing was changed)")
+    rows = compare_rows(read_eval_json(args.first), read_eval_json(args.second), args.first, args.second)
+    print(format_comparison(rows, args.first, args.second))
+    if args.json:
+        atomic_write_json(Path(args.json), {"a": args.first, "b": args.second, "rows": rows})
+    return 0
+
+
+def _earlier_comparison(path) -> bool:
+    """Whether ``path`` is what ``rnas compare --json`` wrote (which it may replace; anything else it must not)."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and set(data) == {"a", "b", "rows"}
