@@ -250,3 +250,26 @@ def test_shutdown_ends_the_process_group_and_its_threads(root):
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert result.returncode == 0, printed(result)
     assert [(root / f"threads-{rank}.txt").read_text() for rank in (0, 1)] == ["", ""]  # no gloo thread on either
+
+
+def test_collectives_of_cpu_counts_go_through_the_gpu_under_nccl(monkeypatch):
+    """NCCL reduces only CUDA tensors: Dist.sum / max move a count kept on the CPU (eval's per-image flags, the
+    cost meter's totals) to this rank's GPU for the collective and back; gloo keeps them on the CPU."""
+    from rnas.runtime import distributed
+
+    seen = []
+
+    def all_reduce(t, op=None):
+        seen.append((t.device, op))
+        t.mul_(2)  # two ranks holding the same values
+    monkeypatch.setattr(torch.distributed, "all_reduce", all_reduce)
+    monkeypatch.setattr(torch.distributed, "get_backend", lambda: "gloo")
+    dist = distributed.Dist(rank=0, world=2, local_rank=0)
+    counts = torch.tensor([3, 4])
+    assert dist.sum(counts).tolist() == [6, 8] and counts.tolist() == [3, 4]  # a new tensor
+    assert dist.max(torch.tensor([1.5])).device.type == "cpu"
+    assert seen == [(torch.device("cpu"), torch.distributed.ReduceOp.SUM),
+                    (torch.device("cpu"), torch.distributed.ReduceOp.MAX)]
+    monkeypatch.setattr(torch.distributed, "get_backend", lambda: "nccl")
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    assert distributed.collective_device() == torch.device("cuda", 3)

@@ -19,7 +19,8 @@ def test_hits_pack_four_images_a_hex_digit_first_image_highest():
     bits = "".join("1" if b else "0" for b in torch.rand(1003, generator=torch.Generator().manual_seed(0)) > 0.6)
     assert "".join("1" if b else "0" for b in unpack_hits(pack_hits(bits), 1003).tolist()) == bits
     assert pack_hits("") == "" and unpack_hits("", 0).tolist() == []
-    for text, n in (("69", 5), ("6", 5), ("680", 5)):  # a padding bit set; too few digits; too many
+    for text, n in (("69", 5), ("6", 5), ("680", 5), (" 68", 9), ("0x6", 9), ("-6", 5), ("6_8", 9), ("6A", 5)):
+        # a padding bit set; too few digits; too many; what int(text, 16) would take but pack_hits never writes
         with pytest.raises(ValueError):
             unpack_hits(text, n)
 
@@ -97,10 +98,11 @@ def eval_json(path, n=8, rows=(("clean", 0.0, "11110000"), ("pgd20", 8 / 255, "1
     """An rnas eval --json result of n images, each row's hits given as 0/1 characters (None: no hits)."""
     results = []
     for attack, eps, bits in rows:
-        row = {"attack": attack, "eps": eps, "accuracy": round(100 * bits.count("1") / n, 2) if bits else 50.0, "n": n}
+        accuracy = round(100 * bits.count("1") / n, 2) if bits and n else 50.0
+        row = {"attack": attack, "eps": eps, "accuracy": accuracy, "n": n}
         results.append({**row, **({"hits": pack_hits(bits)} if bits else {})})
     path.write_text(json.dumps({"checkpoint": "x.pt", "data": "cifar10", "split": "val", "val_size": 5000, "n": n,
-                                **fields, "results": results}))
+                                "eps_space": "pixel", **fields, "results": results}))
     return path
 
 
@@ -133,10 +135,16 @@ def test_compare_without_hits_gives_the_unpaired_numbers_and_says_why(tmp_path, 
 
 
 @pytest.mark.parametrize("b_fields,clean_hits,message", [
-    ({"n": 8, "split": "test"}, None, "different images (split 'val' there, 'test' here)"),
+    ({"split": "test", "val_size": None}, None, "different images (split 'val' there, 'test' here)"),
+    ({"val_size": 4000}, None, "different images (val_size 5000 there, 4000 here)"),
+    ({"val_size": None, "split_source": "validation split: last 4000 training images (--split val)"}, None,
+     "different images (val_size 5000 there, 4000 here)"),  # a file from before val_size was recorded
+    ({"eps_space": "normalized"}, None, "measured eps differently (--eps-space pixel there, normalized here)"),
+    ({"n": 0}, None, "n 0: no images evaluated"),
     ({}, "f", "hits: not 8 images' worth"),
     ({}, pack_hits("11000000"), "its hits give 25.00 %, its accuracy says 50.0"),
-], ids=["other-images", "short-hits", "hits-against-accuracy"])
+], ids=["other-split", "other-val-size", "other-val-size-old-file", "other-eps-space", "no-images", "short-hits",
+       "hits-against-accuracy"])
 def test_bad_comparisons_are_one_line(tmp_path, b_fields, clean_hits, message):
     a = eval_json(tmp_path / "a.json")
     b = eval_json(tmp_path / "b.json", **b_fields)
@@ -158,3 +166,22 @@ def test_compare_keeps_files_it_did_not_write(tmp_path):
         assert code == 2 and message in err, err
     assert notes.read_text() == '{"mine": 1}' and json.loads(a.read_text())["n"] == 8
     assert main_in_process("compare", a, tmp_path / "missing.json")[0] == 2
+
+
+def test_compare_tells_validation_splits_of_other_sizes_apart(checkpoint, tmp_path):
+    """The same --n of two val splits of different --val-size are different images: refused, not paired."""
+    for size in (60, 100):
+        code, err = main_in_process(*eval_args(checkpoint, tmp_path / f"v{size}.json", "clean", "--val-size", size))
+        assert code == 0, err
+        assert json.loads((tmp_path / f"v{size}.json").read_text())["val_size"] == size
+    code, err = main_in_process("compare", tmp_path / "v60.json", tmp_path / "v100.json")
+    assert code == 2 and "different images (val_size 60 there, 100 here)" in err, err
+
+
+def test_rows_of_other_steps_are_not_paired(tmp_path, capsys):
+    a, b = eval_json(tmp_path / "a.json"), eval_json(tmp_path / "b.json")
+    data = json.loads(b.read_text())
+    data["results"][1]["steps"] = 40  # pgd20 rows of another step count: another attack
+    b.write_text(json.dumps(data))
+    assert main_in_process("compare", a, b)[0] == 0
+    assert "pgd20" not in capsys.readouterr().out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,7 +51,7 @@ def pack_hits(bits: str) -> str:
 
 def unpack_hits(text: str, n: int) -> torch.Tensor:
     """The [n] bool tensor of an eval row's ``hits`` (see pack_hits); a ValueError if it is not n images'."""
-    if not isinstance(text, str) or len(text) != -(-n // 4):
+    if not isinstance(text, str) or not re.fullmatch(r"[0-9a-f]*", text) or len(text) != -(-n // 4):
         raise ValueError(f"hits: not {n} images' worth of hex digits")
     bits = bin(int(text, 16))[2:].zfill(4 * len(text)) if text else ""
     if "1" in bits[n:]:

@@ -345,7 +345,8 @@ def run_eval(cfg: EvalConfig, out=print, progress=None, resume: bool = False) ->
                 rows = evaluate(model, batches, attacks, eps_values, cw_steps=cfg.cw_steps, seed=cfg.seed,
                                 dist=dist, eps_scale=eps_scale, progress=report, state=state, watch=watch)
         result = {"checkpoint": str(cfg.checkpoint), "params": params, "macs": macs, "data": data, "split": split,
-                  "split_source": source, "n": n, "seed": cfg.seed, "eps_space": cfg.eps_space, "results": rows}
+                  "split_source": source, "val_size": validation_images(data, split, val_size), "n": n,
+                  "seed": cfg.seed, "eps_space": cfg.eps_space, "results": rows}
         if cfg.json and dist.main:
             atomic_write_json(Path(cfg.json), result)
             state.remove()
@@ -432,6 +433,13 @@ def resolve_split(data: str, data_dir, split: str, val_size: int | None) -> tupl
         return "test", f"official test split ({why})"
     size = info.validation_size(val_size)
     return "val", f"validation split: last {size} training images ({why})"
+
+
+def validation_images(data: str, split: str, val_size: int | None) -> int | None:
+    """How many training images the val split is the tail of (recorded so that two results can be told to be
+    of the same images); None for the test split or a dataset with a held-out val split of its own."""
+    info = dataset_info(data)
+    return info.validation_size(val_size) if split == "val" and not info.held_out_val else None
 
 
 def _first_n(n: int | None, split: str, available: int) -> int:

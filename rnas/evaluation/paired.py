@@ -6,6 +6,7 @@ its own; on the same images most of that noise is shared, and the paired interva
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 from rnas.errors import UserError
@@ -37,9 +38,13 @@ def compare_rows(a: dict, b: dict, name_a: str = "A", name_b: str = "B") -> list
     """The rows both eval JSONs hold, compared; a one-line UserError when they attacked different images or
     have no row in common, or when a row's ``hits`` do not add up to its accuracy."""
     for key in SAME_IMAGES:
-        if a.get(key) != b.get(key):
-            raise UserError(f"{name_a} and {name_b} evaluated different images ({key} {a.get(key)!r} there, "
-                            f"{b.get(key)!r} here): compare evaluations of the same split and --n")
+        there, here = _images_field(a, key), _images_field(b, key)
+        if there != here:
+            raise UserError(f"{name_a} and {name_b} evaluated different images ({key} {there!r} there, "
+                            f"{here!r} here): compare evaluations of the same split, --val-size and --n")
+    if a.get("eps_space", "pixel") != b.get("eps_space", "pixel"):
+        raise UserError(f"{name_a} and {name_b} measured eps differently (--eps-space {a.get('eps_space')} there, "
+                        f"{b.get('eps_space')} here): their attacks are not the same")
     rows_b = {_key(r): r for r in b["results"]}
     out = []
     for row_a in a["results"]:
@@ -61,7 +66,18 @@ def compare_rows(a: dict, b: dict, name_a: str = "A", name_b: str = "B") -> list
 
 
 def _key(row: dict) -> tuple:
-    return row["attack"], round(float(row.get("eps", 0.0)), 8)
+    """What makes two rows the same attack: its name, eps, steps and per-channel pixel budget."""
+    pixel = tuple(round(float(e), 8) for e in row.get("pixel_eps") or ())
+    return row["attack"], round(float(row.get("eps", 0.0)), 8), row.get("steps"), pixel
+
+
+def _images_field(data: dict, key: str):
+    """``data[key]``; for val_size, in a file written before rnas recorded it, the N of its split_source's
+    "last N training images"."""
+    if key == "val_size" and data.get("val_size") is None and data.get("split") == "val":
+        found = re.search(r"last (\d+) training images", str(data.get("split_source", "")))
+        return int(found.group(1)) if found else None
+    return data.get(key)
 
 
 def _hits(row: dict, n: int, name: str):
@@ -82,8 +98,10 @@ def read_eval_json(path: str) -> dict:
     if not Path(path).is_file():
         raise UserError(f"{path}: no such file (an rnas eval --json result)")
     data = read_eval(Path(path))
-    if data is None or not isinstance(data.get("n"), int):
+    if data is None or not isinstance(data.get("n"), int) or isinstance(data["n"], bool):
         raise UserError(f"{path}: not an rnas eval --json result")
+    if data["n"] < 1:
+        raise UserError(f"{path}: n {data['n']}: no images evaluated, nothing to compare")
     return data
 
 

@@ -102,19 +102,19 @@ class Dist:
             offset += n
 
     def sum(self, t: torch.Tensor) -> torch.Tensor:
-        """Sum of ``t`` over ranks (a new tensor; ``t`` itself in a world of one)."""
-        if not self.enabled:
-            return t
-        t = t.clone()
-        torch.distributed.all_reduce(t)
-        return t
+        """Sum of ``t`` over ranks (a new tensor on ``t``'s device; ``t`` itself in a world of one)."""
+        return self._reduce(t, torch.distributed.ReduceOp.SUM) if self.enabled else t
 
     def max(self, t: torch.Tensor) -> torch.Tensor:
-        if not self.enabled:
-            return t
-        t = t.clone()
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-        return t
+        return self._reduce(t, torch.distributed.ReduceOp.MAX) if self.enabled else t
+
+    @staticmethod
+    def _reduce(t: torch.Tensor, op) -> torch.Tensor:
+        """``t`` all-reduced on the device the group's backend works on (NCCL: this rank's GPU, so that a
+        count kept on the CPU can be summed too), returned to ``t``'s device."""
+        reduced = t.to(collective_device(), copy=True)
+        torch.distributed.all_reduce(reduced, op=op)
+        return reduced.to(t.device)
 
     def differentiable_sum(self, t: torch.Tensor) -> torch.Tensor:
         """Sum over ranks that gradients flow back through (the backward all-reduces the gradient too)."""
@@ -181,6 +181,13 @@ def collective_timeout() -> float:
     if not seconds > 0 or seconds == float("inf"):
         raise UserError(f"RNAS_COLLECTIVE_TIMEOUT={value!r}: give the seconds a rank waits for the others (> 0)")
     return seconds
+
+
+def collective_device() -> torch.device:
+    """Where the process group's collectives take their tensors: this rank's GPU under NCCL, else the CPU."""
+    if torch.distributed.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def init_distributed(device: torch.device) -> Dist:
