@@ -89,7 +89,7 @@ def test_normalized_eval_equals_pixel_eval_at_eps_times_std(checkpoint, tmp_path
         "eps 32/255, 64/255 on normalised inputs are pixel budgets of (16.0/255, 16.0/255, 16.0/255) and "
         "(32.0/255, 32.0/255, 32.0/255) per channel (table rows marked 'n')"]
     assert (pixel["eps_space"], normal["eps_space"]) == ("pixel", "normalized")
-    assert list(pixel) == ["checkpoint", "params", "macs", "data", "split", "split_source", "n", "seed",
+    assert list(pixel) == ["checkpoint", "params", "macs", "data", "split", "split_source", "val_size", "n", "seed",
                            "eps_space", "results"]
     assert all("pixel_eps" not in r for r in pixel["results"])
     by_pixel = {(r["attack"], round(r["eps"] * 255)): r for r in pixel["results"]}
@@ -110,7 +110,9 @@ def test_normalized_eval_equals_pixel_eval_at_eps_times_std(checkpoint, tmp_path
 
 
 def test_sharded_counts_add_up_to_the_single_process_counts(checkpoint):
-    """Rank r of W attacks batches r, r + W, ... in normalized mode too: the ranks' counts sum to one run's."""
+    """Rank r of W attacks batches r, r + W, ... in normalized mode too: each rank's per-image outcomes are the
+    single run's on its own batches (zero elsewhere), so their sum over the ranks is one run's."""
+    from rnas.evaluation.eval_state import unpack_hits
     from rnas.evaluation.evaluate import eval_batches, load_model
 
     model = load_model(checkpoint)
@@ -125,14 +127,17 @@ def test_sharded_counts_add_up_to_the_single_process_counts(checkpoint):
         def max(self, t):
             return t
 
-    def correct(dist):
+    def right(dist):  # which images the rank reports right: its own batches' outcomes, 0 for the others'
         rows = evaluate(model, batches, ["pgd5"], [32 / 255], eps_scale=scale, dist=dist)
-        return round(rows[0]["accuracy"] * rows[0]["n"] / 100), rows[0]["n"]
+        return unpack_hits(rows[0]["hits"], rows[0]["n"])
 
-    single = correct(Rank())
-    ranks = [correct(Rank(rank=r, world=2)) for r in range(2)]
-    assert [n for _, n in ranks] == [35, 25] and single[1] == n == 60  # batches 0, 2 | 1
-    assert sum(c for c, _ in ranks) == single[0]
+    single = right(Rank())
+    ranks = [right(Rank(rank=r, world=2)) for r in range(2)]
+    mine = torch.zeros(2, n, dtype=torch.bool)
+    mine[0, :25], mine[1, 25:50], mine[0, 50:] = True, True, True  # batches 0, 2 | 1
+    assert n == 60 and 0 < single.sum() < n
+    for rank, flags in enumerate(ranks):
+        assert torch.equal(flags, single & mine[rank])  # the sum over ranks is then the single run's
 
 
 def test_warning_numbers_for_cifar10_std():
