@@ -229,6 +229,47 @@ def test_run_dirs_given_directly(study, tmp_path):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_runs_that_differ_only_in_their_seed_are_averaged(study, tmp_path):
+    """A retrain run and its copy under another seed (-s1, as a study's seeds: names it): models.json and the
+    page give each column's mean and sample standard deviation over the two."""
+    import shutil
+
+    import yaml
+
+    root, evals = study
+    first = root / "study" / "t" / "rnas-cl"
+    second = tmp_path / "t" / "rnas-cl-s1"
+    shutil.copytree(first, second)
+    config = yaml.safe_load((second / "config.yaml").read_text())
+    (second / "config.yaml").write_text(yaml.safe_dump({**config, "seed": 1}))
+    pixel = json.loads((second / "eval-pixel.json").read_text())
+    row = _row(pixel, "pgd20")
+    row["accuracy"] = round(row["accuracy"] + 10.0, 2)
+    (second / "eval-pixel.json").write_text(json.dumps(pixel))
+    out = tmp_path / "seeds"
+    code, err = main_in_process("report", first, second, "-o", out)
+    assert code == 0, err
+    table = json.loads((out / "models.json").read_text())
+    assert [m["seed"] for m in table["models"]] == [config["seed"], 1] == [0, 1]
+    (group,) = table["over_seeds"]
+    assert (group["name"], group["seeds"], group["models"]) == ("rnas-cl", [0, 1], ["rnas-cl", "rnas-cl-s1"])
+    pgd = _row(evals["cl-pixel"], "pgd20")["accuracy"]
+    assert group["accuracy"]["pgd20"] == {"mean": round(pgd + 5.0, 2), "sd": round(10 / 2 ** 0.5, 2), "seeds": 2}
+    assert group["accuracy"]["clean"]["sd"] == 0.0
+    assert 'id="seeds"' in (out / "index.html").read_text()
+    assert "seed" in (out / "models.csv").read_text().splitlines()[0].split(",")
+
+
+@pytest.mark.parametrize("name,seed,expected", [
+    ("s3/rnas-cl-s1-trades", 1, "s3/rnas-cl-trades"), ("s3/rnas-cl-s1@best", 1, "s3/rnas-cl@best"),
+    ("s3/rnas-cl-s12", 1, "s3/rnas-cl-s12"), ("s3/rnas-cl", 0, "s3/rnas-cl"), ("s-s1/ce-s1", 1, "s-s1/ce"),
+    ("rnas-cl-15ce-s1", 1, "rnas-cl-15ce"), ("x-s1", None, "x-s1")])
+def test_unseeded_name(name, seed, expected):
+    from rnas.report.tables import unseeded_name
+
+    assert unseeded_name(name, seed) == expected
+
+
 def test_pareto_front():
     points = [(5.0, 80.0), (6.0, 85.0), (6.0, 82.0), (7.0, 84.0), (4.0, 70.0), (4.0, 70.0)]
     assert pareto_front(points) == [0, 1, 4, 5]

@@ -56,6 +56,10 @@ BAD = [
     ({"search": {"data_dir": "x"}}, "search.data_dir: unknown key (set by the study itself)"),
     ({"data": {"data": "cifar10", "arch_lr": 0.1}}, "data.arch_lr: not a data setting"),
     ({"arms": [["ce"]]}, "arms[0]: ['ce']: not an arm"),
+    ({"arms": [{"arm": "ce", "seeds": [0, 1, 1]}]}, "arms[0].seeds: [0, 1, 1]: each seed once"),
+    ({"arms": [{"arm": "ce", "seeds": [-1]}]}, "arms[0].seeds: -1: a whole number >= 0"),
+    ({"arms": [{"arm": "ce", "seeds": [True]}]}, "arms[0].seeds: True: a whole number >= 0"),
+    ({"arms": [{"arm": "ce", "seeds": 1}, {"arm": "ce", "seeds": [1]}]}, "arms[1]: ce seed 1 is listed twice"),
     ({"finetune": {"from_scratch": True}}, "finetune.from_scratch: unknown key (set by the study itself)"),
     ({"eval": {"attacks": ["pgd"]}}, "eval.attacks: unknown attack 'pgd'"),
     ({"eval": {"sweep": {"eps": ["8/0"]}}}, "eval.sweep.eps: bad eps '8/0'"),
@@ -138,6 +142,24 @@ def test_arms_adversarially_trained_for_a_compute_budget(root, tmp_path, capsys)
         assert (cfg.at, cfg.budget, cfg.baseline, cfg.from_scratch, cfg.epochs) == (at, budget, baseline, True, None)
     models = {m["name"]: m for m in plan.models}
     assert (models["tiny/ce-pgd-3ce"]["at"], models["tiny/ce-pgd-3ce"]["compute_budget"]) == ("pgd", 3.0)
+
+
+def test_arms_under_several_seeds(root, tmp_path):
+    """seeds: one run per seed; the retrain section's own seed keeps the plain name (a finished study that
+    gains seeds only gains runs), the others are -s<seed>, fine-tunes included; study.json says each seed."""
+    from rnas.study.plan import plan_study
+
+    arms = [{"arm": "rnas-cl", "seeds": [0, 1, 2], "finetune": ["trades"]}, {"arm": "ce", "seeds": [3]}, "kd"]
+    study = write_study(tmp_path / "s.yaml", study_dict(root, arms=arms))
+    plan = plan_study(study, tmp_path / "out")
+    trained = {s.path: s.config.seed for s in plan.steps() if s.kind in ("retrain", "finetune")}
+    assert trained == {"tiny/rnas-cl": 0, "tiny/rnas-cl-trades": 0, "tiny/rnas-cl-s1": 1, "tiny/rnas-cl-s1-trades": 1,
+                       "tiny/rnas-cl-s2": 2, "tiny/rnas-cl-s2-trades": 2, "tiny/ce-s3": 3, "tiny/kd": 0}
+    assert {m["name"]: m["seed"] for m in plan.models}["tiny/rnas-cl-s2-trades"] == 2
+    seeded = study_dict(root, arms=[{"arm": "ce", "seeds": [0, 7]}], retrain={"epochs": 1, "batch_size": 25,
+                                                                            "seed": 7})
+    plan = plan_study(write_study(tmp_path / "s7.yaml", seeded), tmp_path / "out7")
+    assert {s.path: s.config.seed for s in plan.steps() if s.kind == "retrain"} == {"tiny/ce-s0": 0, "tiny/ce": 7}
 
 
 def _start(study, out):

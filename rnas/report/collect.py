@@ -261,7 +261,7 @@ def _model_of_run(run: Run) -> Model:
     baseline = BASELINES.get(cfg.get("baseline"))
     return Model(run.name, baseline.arm if baseline else cfg.get("baseline"), finetune,
                  arch_of.get("space"), arch_of.get("mac_target"), run.teacher,
-                 run.dir, evals, [], arch)
+                 run.dir, evals, [], arch, seed=cfg.get("seed"))
 
 
 def _field(entry, key: str, where: str, kind: type | None = None):
@@ -312,7 +312,8 @@ def read_study(path: Path) -> tuple[dict, list[Model], list[Path], list[tuple[st
         arch = _read_arch(_inside(path, entry["arch"], f"{here}.arch") if entry.get("arch") else None)
         run = _inside(path, entry["run"], f"{here}.run") if entry.get("run") else None
         models.append(Model(_field(entry, "name", here, str), entry.get("arm"), entry.get("finetune"),
-                            entry.get("space"), entry.get("budget"), entry.get("teacher"), run, evals, missing, arch))
+                            entry.get("space"), entry.get("budget"), entry.get("teacher"), run, evals, missing, arch,
+                            seed=_field(entry, "seed", here, int) if "seed" in entry else None))
         if entry.get("search"):
             searches.append(_inside(path, entry["search"], f"{here}.search"))
         if run is not None:

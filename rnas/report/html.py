@@ -85,7 +85,29 @@ def _models_section(table: dict) -> str:
             "Params and MACs from the eval JSON (arch.json before any eval). Same numbers: "
             '<a href="models.csv">models.csv</a>, <a href="models.json">models.json</a>.</p>')
     return text + _html_table(headers, rows, 'id="models"') + (
-        _note(f"Eval files listed but not written yet: {', '.join(missing)}") if missing else "")
+        _note(f"Eval files listed but not written yet: {', '.join(missing)}") if missing else "") \
+        + _seeds_table(table)
+
+
+def _seeds_table(table: dict) -> str:
+    """Mean ± sample sd over the seeds of the models that differ only in their seed (none: nothing)."""
+    if not table["over_seeds"]:
+        return ""
+    cols = table["columns"]
+    rows = []
+    for group in table["over_seeds"]:
+        cells = [escape(group["name"]), escape(group["arm"]), escape(group["finetune"] or "–"),
+                 escape(", ".join(map(str, group["seeds"])))]
+        for c in cols:
+            got = group["accuracy"].get(c["key"])
+            cells.append("–" if got is None else f"{got['mean']:.2f}" + (
+                "" if got["sd"] is None else f" ± {got['sd']:.2f}") + (
+                f" <small>({got['seeds']} seeds)</small>" if got["seeds"] != len(group["seeds"]) else ""))
+        rows.append(cells)
+    return ("<p>Over seeds: the models above that differ only in their seed, each column's mean ± sample "
+            "standard deviation over the seeds.</p>"
+            + _html_table(["model", "arm", "fine-tune", "seeds"] + [escape(c["title"]) for c in cols], rows,
+                          'id="seeds"'))
 
 
 def _robust_attack(table: dict) -> str | None:

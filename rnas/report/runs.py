@@ -25,6 +25,7 @@ class Model:
     missing: list[str] = field(default_factory=list)  # eval files listed by a study but not written yet
     arch: dict | None = None
     cost: dict | None = None  # its training cost (``training_cost``)
+    seed: int | None = None  # its retrain --seed
 
     def params_macs(self) -> tuple[int | None, int | None]:
         """Params and MACs from its evals (pixel first), else from its arch.json."""

@@ -81,10 +81,48 @@ def model_table(models: list[Model]) -> dict:
                 accuracy[_column_key(col)] = {"accuracy": row["accuracy"], "n": row["n"], "eps": row["eps"],
                                              "file": row["file"], **({"steps": row["steps"]} if "steps" in row else {})}
         entries.append({"name": model.name, "arm": model.arm, "finetune": model.finetune, "space": model.space,
-                        "budget": model.budget, "teacher": model.teacher, "params": params, "macs": macs,
-                        "accuracy": accuracy, "missing_evals": model.missing, "cost": model.cost})
+                        "budget": model.budget, "teacher": model.teacher, "seed": model.seed, "params": params,
+                        "macs": macs, "accuracy": accuracy, "missing_evals": model.missing, "cost": model.cost})
     return {"main_eps": eps, "columns": [{"key": _column_key(c), "title": _column_title(c), "protocol": c[0],
-                                          "attack": c[1]} for c in cols], "models": entries}
+                                          "attack": c[1]} for c in cols], "models": entries,
+            "over_seeds": over_seeds(entries, [_column_key(c) for c in cols])}
+
+
+def unseeded_name(name: str, seed: int | None) -> str:
+    """s3/rnas-cl-s1-trades -> s3/rnas-cl-trades: a model's name without the ``-s<seed>`` a study gives the
+    runs of an arm's other seeds (``seeds:``), so that the runs of one arm under several seeds share it."""
+    if seed is None:
+        return name
+    head, _, tail = name.rpartition("/")
+    tail = re.sub(rf"-s{seed}(?=$|-|@)", "", tail, count=1)
+    return f"{head}/{tail}" if head else tail
+
+
+def over_seeds(entries: list[dict], keys: list[str]) -> list[dict]:
+    """The models that differ only in their seed (same name once ``-s<seed>`` is dropped, same arm,
+    fine-tune, net and teacher, two or more seeds), each group's accuracy per column as the mean and the
+    sample standard deviation over the seeds that have it."""
+    groups: dict[tuple, list[dict]] = {}
+    for m in entries:
+        key = (unseeded_name(m["name"], m["seed"]), m["arm"], m["finetune"], m["space"], m["budget"], m["teacher"],
+               m["params"], m["macs"])
+        groups.setdefault(key, []).append(m)
+    out = []
+    for key, members in groups.items():
+        seeds = [m["seed"] for m in members]
+        if len(members) < 2 or None in seeds or len(set(seeds)) != len(seeds):
+            continue
+        accuracy = {}
+        for column in keys:
+            values = [m["accuracy"][column]["accuracy"] for m in members if column in m["accuracy"]]
+            if values:
+                mean = sum(values) / len(values)
+                sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
+                accuracy[column] = {"mean": round(mean, 2), "sd": None if sd is None else round(sd, 2),
+                                    "seeds": len(values)}
+        out.append({"name": key[0], "arm": key[1], "finetune": key[2], "seeds": sorted(seeds),
+                    "models": [m["name"] for m in sorted(members, key=lambda m: m["seed"])], "accuracy": accuracy})
+    return out
 
 
 def write_models_csv(table: dict, path: Path) -> None:
@@ -92,12 +130,13 @@ def write_models_csv(table: dict, path: Path) -> None:
     keys = [c["key"] for c in table["columns"]]
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["name", "arm", "finetune", "space", "budget", "teacher", "params", "macs",
+        writer.writerow(["name", "arm", "finetune", "space", "budget", "teacher", "seed", "params", "macs",
                          *[f"{k}{suffix}" for k in keys for suffix in ("", "_n")]])
         for m in table["models"]:
             cells = [m["accuracy"].get(k, {}) for k in keys]
             writer.writerow([m["name"], m["arm"] or "", m["finetune"] or "", m["space"] or "", m["budget"] or "",
-                             m["teacher"] or "", m["params"] if m["params"] is not None else "",
+                             m["teacher"] or "", "" if m["seed"] is None else m["seed"],
+                             m["params"] if m["params"] is not None else "",
                              m["macs"] if m["macs"] is not None else "",
                              *[c.get(part, "") for c in cells for part in ("accuracy", "n")]])
 

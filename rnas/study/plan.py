@@ -14,7 +14,8 @@ adversarially from scratch (``at: trades | pgd | nfgsm``, i.e. ``rnas retrain --
 for a compute budget instead of epochs (``budget: 15`` or ``[15, 30]``, in CE-epoch equivalents, i.e.
 ``rnas retrain --budget``; it replaces ``retrain.epochs`` and ``retrain.milestones`` for that arm), so arms
 can be matched on cost: ``{arm: rnas-cl, at: nfgsm, budget: [15, 30]}`` runs ``<net>/rnas-cl-nfgsm-15ce``
-and ``<net>/rnas-cl-nfgsm-30ce``.
+and ``<net>/rnas-cl-nfgsm-30ce``. ``seeds: [0, 1, 2]`` runs an arm (and its fine-tunes) once per ``rnas retrain
+--seed``: the retrain section's seed keeps the plain name, the others ``<arm>-s<seed>``.
 With ``retrain: {robust_val: N}`` (``rnas retrain --robust-val``) every run also keeps its best epoch's model
 (``best.pt``), and each evaluation is done twice: ``eval-<protocol>.json`` of the last epoch and
 ``eval-best-<protocol>.json`` of ``best.pt``, the latter a model row of its own (``<run>@best``).
@@ -42,7 +43,16 @@ from rnas.engine.retrain import RetrainConfig
 from rnas.engine.search import SearchConfig
 from rnas.errors import UserError
 from rnas.study.cluster import ExecutorSettings, fail, mapping, read_settings, step_resources
-from rnas.study.sections import ARMS, FINETUNES, arm_name, as_list, build_config, read_arms, read_evals
+from rnas.study.sections import (
+    ARMS,
+    FINETUNES,
+    arm_name,
+    as_list,
+    build_config,
+    read_arms,
+    read_evals,
+    seeded_name,
+)
 
 TOP_KEYS = ("name", "data", "teacher", "control_teacher", "searches", "archs", "search", "retrain", "arms",
             "finetune", "eval", "jobs", "threads", "executor", "slurm")
@@ -140,6 +150,7 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
     control = _teacher(data.get("control_teacher"), f"{where}: control_teacher", overrides, False, cwd)
     search_flags = _flags(SearchConfig, data.get("search"), f"{where}: search")
     retrain_flags = _flags(RetrainConfig, data.get("retrain"), f"{where}: retrain")
+    base_seed = retrain_flags.get("seed", RetrainConfig.seed)  # an arm's run under this seed keeps its plain name
     common = _resolve_paths(common, cwd)
     dataset = common.get("data") or SearchConfig.data
     needs_dir = dataset in TRAINABLE and dataset_info(dataset).data_dir is not None
@@ -186,10 +197,10 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
     def add_nets(space: str, search_path: str | None, source: str, nets: list) -> None:
         """Every arm (and its fine-tunes and evaluations) on each of ``nets``, made by step ``source``."""
         for net, arch, budget, rule in nets:
-            for arm, at, compute, tunes, res in arms:
+            for arm, at, compute, tunes, res, seed in arms:
                 arm_teacher = control if arm == "control-teacher" else teacher
-                run = f"{net}/{arm_name(arm, at, compute)}"
-                flags = {**retrain_flags, **ARMS[arm]}
+                run = f"{net}/{seeded_name(arm_name(arm, at, compute), seed, base_seed)}"
+                flags = {**retrain_flags, **ARMS[arm], **({} if seed is None else {"seed": seed})}
                 if at != "none":
                     flags.update(at=at, from_scratch=True)
                 if compute is not None:
@@ -203,7 +214,9 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
                 for tune in tunes:
                     tuned = f"{run}-{tune.replace('+', '-')}"
                     fcfg = build_config(RetrainConfig, {**common, **arm_teacher, **retrain_flags, **finetune_flags,
-                                                        **ARMS[arm], **FINETUNES[tune], "arch": str(out / arch),
+                                                        **ARMS[arm], **FINETUNES[tune],
+                                                        **({} if seed is None else {"seed": seed}),
+                                                        "arch": str(out / arch),
                                                         "init": str(out / run / "checkpoint.pt"),
                                                         "out": str(out / tuned)},
                                         f"{where}: finetune ({arm} {tune})")
@@ -211,7 +224,8 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
                                                arm=res), fcfg))
                 for tune, model, trained_cfg in variants:
                     add_model(model, trained_cfg, res, {
-                        "arm": arm, "finetune": tune, "at": at, "compute_budget": compute, "space": space,
+                        "arm": arm, "finetune": tune, "at": at, "compute_budget": compute,
+                        "seed": base_seed if seed is None else seed, "space": space,
                         "budget": budget, "scale": rule,
                         "teacher": arm_teacher.get("teacher_ckpt") or arm_teacher.get("teacher"),
                         "run": model.path, "search": search_path, "arch": arch})

@@ -44,17 +44,23 @@ def arm_name(arm: str, at: str, compute: float | None) -> str:
     return arm + ("" if at == "none" else f"-{at}") + ("" if compute is None else f"-{compute:g}ce")
 
 
-def read_arms(value, where: str, have_control: bool) -> list[tuple[str, str, float | None, list[str], dict]]:
-    """[(arm, at, compute budget, [fine-tune variants], resources)], one per budget, from entries ``rnas-cl``
-    or ``{arm: ce, at: pgd, budget: [15, 30], finetune: [trades, trades+mbn], resources: {retrain: {gpus: 2}}}``."""
+def read_arms(value, where: str, have_control: bool) -> list[tuple[str, str, float | None, list[str], dict,
+                                                                    int | None]]:
+    """[(arm, at, compute budget, [fine-tune variants], resources, seed)], one per budget and seed, from
+    entries ``rnas-cl`` or ``{arm: ce, at: pgd, budget: [15, 30], seeds: [0, 1, 2], finetune: [trades,
+    trades+mbn], resources: {retrain: {gpus: 2}}}`` (seed None: the retrain section's)."""
     arms = []
     for i, entry in enumerate(as_list(value, where)):
         here = f"{where}[{i}]"
-        at, budgets, res = "none", [None], {}
+        at, budgets, res, seeds = "none", [None], {}, [None]
         if isinstance(entry, dict):
-            unknown = [k for k in entry if k not in ("arm", "finetune", "at", "budget", "resources")]
+            unknown = [k for k in entry if k not in ("arm", "finetune", "at", "budget", "seeds", "resources")]
             if unknown:
-                raise fail(f"{here}.{unknown[0]}", "unknown key (arm, at, budget, finetune, resources)")
+                raise fail(f"{here}.{unknown[0]}", "unknown key (arm, at, budget, seeds, finetune, resources)")
+            if entry.get("seeds") is not None:
+                seeds = [_seed(v, f"{here}.seeds") for v in as_list(entry["seeds"], f"{here}.seeds")]
+                if len(set(seeds)) != len(seeds):
+                    raise fail(f"{here}.seeds", f"{seeds}: each seed once")
             res = resources(entry.get("resources"), f"{here}.resources", ARM_KINDS)
             arm, tunes = entry.get("arm"), as_list(entry.get("finetune") or [], f"{here}.finetune") \
                 if entry.get("finetune") else []
@@ -73,10 +79,24 @@ def read_arms(value, where: str, have_control: bool) -> list[tuple[str, str, flo
             if not isinstance(tune, str) or tune not in FINETUNES:
                 raise fail(f"{here}.finetune", f"{tune!r}: one of {', '.join(FINETUNES)}")
         for compute in dict.fromkeys(budgets):
-            if any(a[:3] == (arm, at, compute) for a in arms):
-                raise fail(here, f"{arm_name(arm, at, compute)} is listed twice")
-            arms.append((arm, at, compute, list(dict.fromkeys(tunes)), res))
+            for seed in seeds:
+                if any(a[:3] == (arm, at, compute) and a[5] == seed for a in arms):
+                    raise fail(here, f"{arm_name(arm, at, compute)}{'' if seed is None else f' seed {seed}'} is "
+                                     "listed twice")
+                arms.append((arm, at, compute, list(dict.fromkeys(tunes)), res, seed))
     return arms
+
+
+def _seed(value, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise fail(where, f"{value!r}: a whole number >= 0 (rnas retrain --seed)")
+    return value
+
+
+def seeded_name(run: str, seed: int | None, base_seed: int) -> str:
+    """rnas-cl-s1: an arm's run under ``seed``; the retrain section's own seed (``base_seed``) keeps the plain
+    name, so that adding ``seeds: [0, 1, 2]`` to a finished study only adds runs."""
+    return run if seed is None or seed == base_seed else f"{run}-s{seed}"
 
 
 def _compute(value, where: str) -> float:
