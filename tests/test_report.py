@@ -230,27 +230,29 @@ def test_run_dirs_given_directly(study, tmp_path):
 
 
 def test_runs_that_differ_only_in_their_seed_are_averaged(study, tmp_path):
-    """A retrain run and its copy under another seed (-s1, as a study's seeds: names it): models.json and the
-    page give each column's mean and sample standard deviation over the two."""
+    """A retrain run and its copy under another seed (-s1, as a study's seeds: names it) in one folder:
+    models.json and the page give each column's mean and sample standard deviation over the two; a third
+    (-s2) trained for other epochs is not averaged with them."""
     import shutil
 
     import yaml
 
     root, evals = study
-    first = root / "study" / "t" / "rnas-cl"
-    second = tmp_path / "t" / "rnas-cl-s1"
-    shutil.copytree(first, second)
+    first, second, longer = (tmp_path / "t" / name for name in ("rnas-cl", "rnas-cl-s1", "rnas-cl-s2"))
+    for run in (first, second, longer):
+        shutil.copytree(root / "study" / "t" / "rnas-cl", run)
     config = yaml.safe_load((second / "config.yaml").read_text())
-    (second / "config.yaml").write_text(yaml.safe_dump({**config, "seed": 1}))
+    (second / "config.yaml").write_text(yaml.safe_dump({**config, "seed": 1, "out": str(second)}))
+    (longer / "config.yaml").write_text(yaml.safe_dump({**config, "seed": 2, "epochs": 3}))  # not the same setting
     pixel = json.loads((second / "eval-pixel.json").read_text())
     row = _row(pixel, "pgd20")
     row["accuracy"] = round(row["accuracy"] + 10.0, 2)
     (second / "eval-pixel.json").write_text(json.dumps(pixel))
     out = tmp_path / "seeds"
-    code, err = main_in_process("report", first, second, "-o", out)
+    code, err = main_in_process("report", first, second, longer, "-o", out)
     assert code == 0, err
     table = json.loads((out / "models.json").read_text())
-    assert [m["seed"] for m in table["models"]] == [config["seed"], 1] == [0, 1]
+    assert [m["seed"] for m in table["models"]] == [config["seed"], 1, 2] == [0, 1, 2]
     (group,) = table["over_seeds"]
     assert (group["name"], group["seeds"], group["models"]) == ("rnas-cl", [0, 1], ["rnas-cl", "rnas-cl-s1"])
     pgd = _row(evals["cl-pixel"], "pgd20")["accuracy"]

@@ -261,7 +261,17 @@ def _model_of_run(run: Run) -> Model:
     baseline = BASELINES.get(cfg.get("baseline"))
     return Model(run.name, baseline.arm if baseline else cfg.get("baseline"), finetune,
                  arch_of.get("space"), arch_of.get("mac_target"), run.teacher,
-                 run.dir, evals, [], arch, seed=cfg.get("seed"))
+                 run.dir, evals, [], arch, seed=cfg.get("seed"), setting=_setting(run))
+
+
+RUN_OWN = ("seed", "out", "init", "device", "workers", "data_dir", "model_dir", "download", "checkpoint_every",
+           "log_every")  # config fields that do not change what a run trains (besides its seed)
+
+
+def _setting(run: Run) -> str:
+    """A run's folder and config without its seed and own paths: runs that share it differ only in the seed."""
+    kept = {k: v for k, v in run.config.items() if k not in RUN_OWN}
+    return f"{run.dir.parent.resolve()}|{json.dumps(kept, sort_keys=True, default=str)}"
 
 
 def _field(entry, key: str, where: str, kind: type | None = None):
@@ -313,7 +323,8 @@ def read_study(path: Path) -> tuple[dict, list[Model], list[Path], list[tuple[st
         run = _inside(path, entry["run"], f"{here}.run") if entry.get("run") else None
         models.append(Model(_field(entry, "name", here, str), entry.get("arm"), entry.get("finetune"),
                             entry.get("space"), entry.get("budget"), entry.get("teacher"), run, evals, missing, arch,
-                            seed=_field(entry, "seed", here, int) if "seed" in entry else None))
+                            seed=_field(entry, "seed", here, int) if "seed" in entry else None,
+                            setting=str(path.resolve())))
         if entry.get("search"):
             searches.append(_inside(path, entry["search"], f"{here}.search"))
         if run is not None:

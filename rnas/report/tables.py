@@ -82,10 +82,13 @@ def model_table(models: list[Model]) -> dict:
                                              "file": row["file"], **({"steps": row["steps"]} if "steps" in row else {})}
         entries.append({"name": model.name, "arm": model.arm, "finetune": model.finetune, "space": model.space,
                         "budget": model.budget, "teacher": model.teacher, "seed": model.seed, "params": params,
-                        "macs": macs, "accuracy": accuracy, "missing_evals": model.missing, "cost": model.cost})
+                        "macs": macs, "accuracy": accuracy, "missing_evals": model.missing, "cost": model.cost,
+                        "setting": model.setting})
+    groups = over_seeds(entries, [_column_key(c) for c in cols])
+    for entry in entries:
+        del entry["setting"]
     return {"main_eps": eps, "columns": [{"key": _column_key(c), "title": _column_title(c), "protocol": c[0],
-                                          "attack": c[1]} for c in cols], "models": entries,
-            "over_seeds": over_seeds(entries, [_column_key(c) for c in cols])}
+                                          "attack": c[1]} for c in cols], "models": entries, "over_seeds": groups}
 
 
 def unseeded_name(name: str, seed: int | None) -> str:
@@ -100,12 +103,13 @@ def unseeded_name(name: str, seed: int | None) -> str:
 
 def over_seeds(entries: list[dict], keys: list[str]) -> list[dict]:
     """The models that differ only in their seed (same name once ``-s<seed>`` is dropped, same arm,
-    fine-tune, net and teacher, two or more seeds), each group's accuracy per column as the mean and the
-    sample standard deviation over the seeds that have it."""
+    fine-tune, net, teacher and ``setting``: one study, or run directories of one folder whose configs agree
+    but for the seed; two or more seeds), each group's accuracy per column as the mean and the sample
+    standard deviation over the seeds that have it."""
     groups: dict[tuple, list[dict]] = {}
     for m in entries:
         key = (unseeded_name(m["name"], m["seed"]), m["arm"], m["finetune"], m["space"], m["budget"], m["teacher"],
-               m["params"], m["macs"])
+               m.get("setting"))
         groups.setdefault(key, []).append(m)
     out = []
     for key, members in groups.items():

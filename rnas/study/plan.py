@@ -189,7 +189,7 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
 
     searches = [] if data.get("searches") is None and data.get("archs") is not None else \
         as_list(data.get("searches"), f"{where}: searches")
-    arms = read_arms(data.get("arms"), f"{where}: arms", control is not None)
+    arms = read_arms(data.get("arms"), f"{where}: arms", control is not None, base_seed)
     finetune = dict(mapping(data.get("finetune"), f"{where}: finetune"))
     finetune_flags = _flags(RetrainConfig, finetune, f"{where}: finetune")
     evals = read_evals(data.get("eval"), f"{where}: eval", common)
@@ -215,7 +215,8 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
                     tuned = f"{run}-{tune.replace('+', '-')}"
                     fcfg = build_config(RetrainConfig, {**common, **arm_teacher, **retrain_flags, **finetune_flags,
                                                         **ARMS[arm], **FINETUNES[tune],
-                                                        **({} if seed is None else {"seed": seed}),
+                                                        **({} if seed is None or seed == base_seed
+                                                           else {"seed": seed}),
                                                         "arch": str(out / arch),
                                                         "init": str(out / run / "checkpoint.pt"),
                                                         "out": str(out / tuned)},
@@ -225,7 +226,7 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
                 for tune, model, trained_cfg in variants:
                     add_model(model, trained_cfg, res, {
                         "arm": arm, "finetune": tune, "at": at, "compute_budget": compute,
-                        "seed": base_seed if seed is None else seed, "space": space,
+                        "seed": trained_cfg.seed, "space": space,
                         "budget": budget, "scale": rule,
                         "teacher": arm_teacher.get("teacher_ckpt") or arm_teacher.get("teacher"),
                         "run": model.path, "search": search_path, "arch": arch})

@@ -44,11 +44,11 @@ def arm_name(arm: str, at: str, compute: float | None) -> str:
     return arm + ("" if at == "none" else f"-{at}") + ("" if compute is None else f"-{compute:g}ce")
 
 
-def read_arms(value, where: str, have_control: bool) -> list[tuple[str, str, float | None, list[str], dict,
-                                                                    int | None]]:
+def read_arms(value, where: str, have_control: bool, base_seed: int = 0) -> list[tuple[str, str, float | None,
+                                                                                       list[str], dict, int | None]]:
     """[(arm, at, compute budget, [fine-tune variants], resources, seed)], one per budget and seed, from
     entries ``rnas-cl`` or ``{arm: ce, at: pgd, budget: [15, 30], seeds: [0, 1, 2], finetune: [trades,
-    trades+mbn], resources: {retrain: {gpus: 2}}}`` (seed None: the retrain section's)."""
+    trades+mbn], resources: {retrain: {gpus: 2}}}`` (seed None: the retrain section's, ``base_seed``)."""
     arms = []
     for i, entry in enumerate(as_list(value, where)):
         here = f"{where}[{i}]"
@@ -80,9 +80,12 @@ def read_arms(value, where: str, have_control: bool) -> list[tuple[str, str, flo
                 raise fail(f"{here}.finetune", f"{tune!r}: one of {', '.join(FINETUNES)}")
         for compute in dict.fromkeys(budgets):
             for seed in seeds:
-                if any(a[:3] == (arm, at, compute) and a[5] == seed for a in arms):
-                    raise fail(here, f"{arm_name(arm, at, compute)}{'' if seed is None else f' seed {seed}'} is "
-                                     "listed twice")
+                same = base_seed if seed is None else seed
+                twin = next((a for a in arms if a[:3] == (arm, at, compute)
+                             and (base_seed if a[5] is None else a[5]) == same), None)
+                if twin is not None:
+                    seeded = "" if seed is None and twin[5] is None else f" with seed {same}"
+                    raise fail(here, f"{arm_name(arm, at, compute)} is listed twice{seeded}")
                 arms.append((arm, at, compute, list(dict.fromkeys(tunes)), res, seed))
     return arms
 
