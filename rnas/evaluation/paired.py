@@ -11,6 +11,7 @@ from pathlib import Path
 
 from rnas.errors import UserError
 from rnas.evaluation.eval_state import unpack_hits
+from rnas.evaluation.results import read_eval
 
 SAME_IMAGES = ("data", "split", "val_size", "n")  # the fields of an eval JSON that say which images it attacked
 
@@ -93,8 +94,6 @@ def _hits(row: dict, n: int, name: str):
 
 def read_eval_json(path: str) -> dict:
     """An `rnas eval --json` file, or a one-line UserError naming it."""
-    from rnas.report.collect import read_eval
-
     if not Path(path).is_file():
         raise UserError(f"{path}: no such file (an rnas eval --json result)")
     data = read_eval(Path(path))

@@ -18,40 +18,18 @@ from pathlib import Path
 import yaml
 
 from rnas.errors import UserError
+from rnas.evaluation.results import is_number, read_eval
 from rnas.method.baselines import BASELINES
 from rnas.report.runs import Inputs, Model, Run
 from rnas.report.tables import adversarial_training, model_table, search_summary, write_models_csv
-from rnas.runtime.rundir import STUDY_STATE
-from search_spaces.errors import not_text
+from rnas.runtime.rundir import STUDY_STATE, read_json, read_text
 
 MANIFEST = ".rnas-report"  # names of the files a report wrote: only those may be replaced by the next one
 
 
 # ---- reading ---------------------------------------------------------------------------------------
-def read_text(path: Path) -> str:
-    """A text file's contents, or a one-line UserError naming it (unreadable, or not UTF-8: a binary file)."""
-    try:
-        return path.read_text()
-    except OSError as err:
-        raise UserError(f"{path}: cannot read ({err.strerror})") from None
-    except UnicodeDecodeError as err:
-        raise UserError(f"{path}: {not_text(err)}") from None
-
-
-def read_json(path: Path) -> dict | list:
-    """A JSON file, or a one-line UserError naming it."""
-    try:
-        return json.loads(read_text(path))
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: unreadable JSON ({err.msg} at line {err.lineno})") from None
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _rows_of_numbers(value) -> bool:
-    return isinstance(value, list) and all(isinstance(row, list) and all(map(_number, row)) for row in value)
+    return isinstance(value, list) and all(isinstance(row, list) and all(map(is_number, row)) for row in value)
 
 
 TUTOR_FIELDS = ("student_layers", "teacher_layers", "tutors", "tutor_probabilities")  # the last is optional
@@ -68,7 +46,7 @@ def _arch_problem(arch: dict, required: tuple[str, ...]) -> str | None:
     if missing:
         return f"no {', '.join(missing)}"
     for key in ("macs", "params"):
-        if key in arch and not (_number(arch[key]) and arch[key] >= 0):
+        if key in arch and not (is_number(arch[key]) and arch[key] >= 0):
             return f"{key}: expected a number >= 0, got {arch[key]!r}"
     widths, choices = arch.get("widths", [1]), arch.get("width_choices")
     if not (isinstance(widths, list) and widths and all(_whole(w) and w > 0 for w in widths)):
@@ -112,22 +90,6 @@ def read_arch_file(path: Path, required: tuple[str, ...] = SEARCH_ARCH_FIELDS) -
     return arch
 
 
-def read_eval(path: Path) -> dict | None:
-    """An `rnas eval --json` file with its rows checked, or None for a JSON file that is not one."""
-    data = read_json(path)
-    if not is_eval(data):
-        return None
-    for number, row in enumerate(data["results"]):
-        problem = ("not an object" if not isinstance(row, dict) else
-                   "attack is not a name" if not isinstance(row.get("attack"), str) else
-                   "accuracy is not a number" if not _number(row.get("accuracy")) else
-                   "eps is not a number" if "eps" in row and not _number(row["eps"]) else
-                   "n is not a whole number" if "n" in row and not isinstance(row["n"], int) else None)
-        if problem:
-            raise UserError(f"{path}: results[{number}]: {problem} (a damaged or edited eval JSON)")
-    return data
-
-
 def read_metrics(path: Path) -> list[dict]:
     """metrics.jsonl records; a last line without its newline is being written and is skipped."""
     if not path.exists():
@@ -158,11 +120,6 @@ def read_config(run: Path) -> dict:
     if not isinstance(config, dict):
         raise UserError(f"{run}/config.yaml: not a mapping of config fields")
     return config
-
-
-def is_eval(data) -> bool:
-    """An `rnas eval --json` file: a mapping with a "results" list."""
-    return isinstance(data, dict) and isinstance(data.get("results"), list)
 
 
 def _run_kind_or_none(path: Path) -> str | None:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from rnas.errors import UserError
+from search_spaces.errors import not_text
 
 # the format tags of the files rnas writes; a reader refuses a file whose tag it does not know
 SEARCH_CHECKPOINT = "rnas-search-1"  # RUN/checkpoint.pt of rnas search
@@ -397,3 +398,21 @@ def require_finite(state: dict[str, torch.Tensor], path: Path) -> None:
         shown = ", ".join(bad[:4]) + (f", ... (+{len(bad) - 4} more)" if len(bad) > 4 else "")
         raise UserError(f"{path}: {shown} hold NaN or inf values (saved after its training diverged?); "
                         "refused")
+
+
+def read_text(path: Path) -> str:
+    """A text file's contents, or a one-line UserError naming it (unreadable, or not UTF-8: a binary file)."""
+    try:
+        return path.read_text()
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: {not_text(err)}") from None
+
+
+def read_json(path: Path) -> dict | list:
+    """A JSON file, or a one-line UserError naming it."""
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: unreadable JSON ({err.msg} at line {err.lineno})") from None
