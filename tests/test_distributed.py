@@ -264,12 +264,15 @@ def test_collectives_of_cpu_counts_go_through_the_gpu_under_nccl(monkeypatch):
         t.mul_(2)  # two ranks holding the same values
     monkeypatch.setattr(torch.distributed, "all_reduce", all_reduce)
     monkeypatch.setattr(torch.distributed, "get_backend", lambda: "gloo")
+    asked = []
+    where = distributed.collective_device
+    monkeypatch.setattr(distributed, "collective_device", lambda: asked.append(1) or where())
     dist = distributed.Dist(rank=0, world=2, local_rank=0)
     counts = torch.tensor([3, 4])
     assert dist.sum(counts).tolist() == [6, 8] and counts.tolist() == [3, 4]  # a new tensor
     assert dist.max(torch.tensor([1.5])).device.type == "cpu"
     assert seen == [(torch.device("cpu"), torch.distributed.ReduceOp.SUM),
-                    (torch.device("cpu"), torch.distributed.ReduceOp.MAX)]
+                    (torch.device("cpu"), torch.distributed.ReduceOp.MAX)] and len(asked) == 2  # each asks where
     monkeypatch.setattr(torch.distributed, "get_backend", lambda: "nccl")
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
-    assert distributed.collective_device() == torch.device("cuda", 3)
+    assert where() == torch.device("cuda", 3)

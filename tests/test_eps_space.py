@@ -109,7 +109,7 @@ def test_normalized_eval_equals_pixel_eval_at_eps_times_std(checkpoint, tmp_path
     assert [r[1:3] for r in rows[1:]] == [["32/255", "n"], ["64/255", "n"]] * len(LINF)
 
 
-def test_sharded_counts_add_up_to_the_single_process_counts(checkpoint):
+def test_sharded_outcomes_add_up_to_the_single_process_outcomes(checkpoint):
     """Rank r of W attacks batches r, r + W, ... in normalized mode too: each rank's per-image outcomes are the
     single run's on its own batches (zero elsewhere), so their sum over the ranks is one run's."""
     from rnas.evaluation.eval_state import unpack_hits

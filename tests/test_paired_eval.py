@@ -84,7 +84,7 @@ def test_a_row_resumed_from_progress_without_hits_leaves_them_out(checkpoint, tm
     monkeypatch.undo()
     state_file = out.with_name(out.name + ".state.json")
     state = json.loads(state_file.read_text())
-    assert len(state["current"].pop("hits")) == 20  # as an older rnas wrote it
+    assert len(state["current"].pop("outcomes")) == 20  # as an older rnas wrote it
     body = {k: state[k] for k in ("request", "rows", "current")}
     state_file.write_text(json.dumps({**state, "digest": digest(body)}))
     code, err = main_in_process(*eval_args(checkpoint, out, "clean", "--resume"))
@@ -135,11 +135,11 @@ def test_compare_without_hits_gives_the_unpaired_numbers_and_says_why(tmp_path, 
 
 
 @pytest.mark.parametrize("b_fields,clean_hits,message", [
-    ({"split": "test", "val_size": None}, None, "different images (split 'val' there, 'test' here)"),
-    ({"val_size": 4000}, None, "different images (val_size 5000 there, 4000 here)"),
+    ({"split": "test", "val_size": None}, None, "different images (split 'val' in A, 'test' in B)"),
+    ({"val_size": 4000}, None, "different images (val_size 5000 in A, 4000 in B)"),
     ({"val_size": None, "split_source": "validation split: last 4000 training images (--split val)"}, None,
-     "different images (val_size 5000 there, 4000 here)"),  # a file from before val_size was recorded
-    ({"eps_space": "normalized"}, None, "measured eps differently (--eps-space pixel there, normalized here)"),
+     "different images (val_size 5000 in A, 4000 in B)"),  # a file from before val_size was recorded
+    ({"eps_space": "normalized"}, None, "measured eps differently (--eps-space pixel in A, normalized in B)"),
     ({"n": 0}, None, "n 0: no images evaluated"),
     ({}, "f", "hits: not 8 images' worth"),
     ({}, pack_hits("11000000"), "its hits give 25.00 %, its accuracy says 50.0"),
@@ -175,7 +175,21 @@ def test_compare_tells_validation_splits_of_other_sizes_apart(checkpoint, tmp_pa
         assert code == 0, err
         assert json.loads((tmp_path / f"v{size}.json").read_text())["val_size"] == size
     code, err = main_in_process("compare", tmp_path / "v60.json", tmp_path / "v100.json")
-    assert code == 2 and "different images (val_size 60 there, 100 here)" in err, err
+    assert code == 2 and "different images (val_size 60 in A, 100 in B)" in err, err
+
+
+def test_compare_labels_rows_as_rnas_eval_does(tmp_path, capsys):
+    rows = (("clean", 0.0, "11110000"), ("cw", 8 / 255, "11000000"), ("fgsm", 0.01, "10000000"))
+    a, b = eval_json(tmp_path / "a.json", rows=rows), eval_json(tmp_path / "b.json", rows=rows)
+    for path in (a, b):
+        data = json.loads(path.read_text())
+        data["results"][1]["steps"] = 40
+        path.write_text(json.dumps(data))
+    assert main_in_process("compare", a, b, "--json", tmp_path / "c.json")[0] == 0
+    table = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in table[4:]] == [["clean", "-"], ["cw40", "8/255"], ["fgsm", "0.01"]]
+    saved = json.loads((tmp_path / "c.json").read_text())
+    assert saved["eps_space"] == "pixel" and saved["rows"][1]["steps"] == 40
 
 
 def test_rows_of_other_steps_are_not_paired(tmp_path, capsys):

@@ -61,6 +61,8 @@ BAD = [
     ({"arms": [{"arm": "ce", "seeds": [True]}]}, "arms[0].seeds: True: a whole number >= 0"),
     ({"arms": [{"arm": "ce", "seeds": 1}, {"arm": "ce", "seeds": [1]}]}, "arms[1]: ce is listed twice with seed 1"),
     ({"arms": ["ce", {"arm": "ce", "seeds": [1, 0]}]}, "arms[1]: ce is listed twice with seed 0"),
+    ({"arms": [{"arm": "rnas-cl", "seeds": [0, 1], "finetune": ["trades"]}], "finetune": {"seed": 3}},
+     "finetune.seed: set beside an arm's seeds:"),
     ({"finetune": {"from_scratch": True}}, "finetune.from_scratch: unknown key (set by the study itself)"),
     ({"eval": {"attacks": ["pgd"]}}, "eval.attacks: unknown attack 'pgd'"),
     ({"eval": {"sweep": {"eps": ["8/0"]}}}, "eval.sweep.eps: bad eps '8/0'"),
@@ -146,9 +148,9 @@ def test_arms_adversarially_trained_for_a_compute_budget(root, tmp_path, capsys)
 
 
 def test_arms_under_several_seeds(root, tmp_path):
-    """seeds: one run per seed; the retrain section's own seed keeps the plain name and the plain run its
-    settings, fine-tunes included (a finished study that gains seeds only gains runs), the others are
-    -s<seed>; study.json says the seed each model ran with."""
+    """seeds: one run per seed, fine-tunes with their arm's seed; the retrain section's own seed keeps the
+    plain name (a finished study that gains seeds only gains runs), the others are -s<seed>; study.json says
+    the seed each model ran with."""
     from rnas.study.plan import plan_study
 
     arms = [{"arm": "rnas-cl", "seeds": [0, 1, 2], "finetune": ["trades"]}, {"arm": "ce", "seeds": [3]}, "kd"]
@@ -158,10 +160,10 @@ def test_arms_under_several_seeds(root, tmp_path):
     assert trained == {"tiny/rnas-cl": 0, "tiny/rnas-cl-trades": 0, "tiny/rnas-cl-s1": 1, "tiny/rnas-cl-s1-trades": 1,
                        "tiny/rnas-cl-s2": 2, "tiny/rnas-cl-s2-trades": 2, "tiny/ce-s3": 3, "tiny/kd": 0}
     assert {m["name"]: m["seed"] for m in plan.models}["tiny/rnas-cl-s2-trades"] == 2
-    tuned = study_dict(root, arms=arms, finetune={"epochs": 1, "steps": 2, "seed": 5})
-    plan = plan_study(write_study(tmp_path / "f.yaml", tuned), tmp_path / "outf")
-    tunes = {s.path: s.config.seed for s in plan.steps() if s.kind == "finetune"}
-    assert tunes == {"tiny/rnas-cl-trades": 5, "tiny/rnas-cl-s1-trades": 1, "tiny/rnas-cl-s2-trades": 2}
+    plain = study_dict(root, arms=[{"arm": "rnas-cl", "finetune": ["trades"]}],
+                       finetune={"epochs": 1, "steps": 2, "seed": 5})  # no seeds: the section's seed kept
+    plan = plan_study(write_study(tmp_path / "f.yaml", plain), tmp_path / "outf")
+    assert [(s.path, s.config.seed) for s in plan.steps() if s.kind == "finetune"] == [("tiny/rnas-cl-trades", 5)]
     assert {m["name"]: m["seed"] for m in plan.models}["tiny/rnas-cl-trades"] == 5  # what it runs with
     seeded = study_dict(root, arms=[{"arm": "ce", "seeds": [0, 7]}], retrain={"epochs": 1, "batch_size": 25,
                                                                             "seed": 7})

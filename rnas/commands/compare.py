@@ -11,7 +11,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from rnas.errors import UserError
-    from rnas.evaluation.paired import compare_rows, format_comparison, read_eval_json
+    from rnas.evaluation.paired import compare_rows, format_comparison, read_eval_to_compare
     from rnas.runtime.rundir import atomic_write_json
 
     if args.json and Path(args.json).resolve() in (Path(args.first).resolve(), Path(args.second).resolve()):
@@ -23,10 +23,12 @@ def run(args) -> int:
         if out.exists() and not _earlier_comparison(out):
             raise UserError(f"--json {args.json}: exists and is not an earlier rnas compare result; choose another "
                             "file (nothing was changed)")
-    rows = compare_rows(read_eval_json(args.first), read_eval_json(args.second), args.first, args.second)
+    first, second = read_eval_to_compare(args.first), read_eval_to_compare(args.second)
+    rows = compare_rows(first, second, args.first, args.second)
     print(format_comparison(rows, args.first, args.second))
     if args.json:
-        atomic_write_json(Path(args.json), {"a": args.first, "b": args.second, "rows": rows})
+        atomic_write_json(Path(args.json), {"a": args.first, "b": args.second,
+                                            "eps_space": first.get("eps_space", "pixel"), "rows": rows})
     return 0
 
 
@@ -38,4 +40,4 @@ def _earlier_comparison(path) -> bool:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(data, dict) and set(data) == {"a", "b", "rows"}
+    return isinstance(data, dict) and {"a", "b", "rows"} <= set(data) <= {"a", "b", "eps_space", "rows"}

@@ -1,6 +1,7 @@
 """The progress of an `rnas eval --json OUT`, kept in OUT.state.json so that `--resume` continues an
 interrupted evaluation: its request, the finished result rows and the row in progress (batches done, counts
-so far), rewritten atomically after every batch (every round of batches under torchrun, by rank 0)."""
+and per-image outcomes so far), rewritten atomically after every batch (every round of batches under
+torchrun, by rank 0)."""
 from __future__ import annotations
 
 import hashlib
@@ -20,30 +21,31 @@ from rnas.runtime.rundir import atomic_write_json, first_line
 @dataclass
 class RowProgress:
     """An (attack, eps) row so far: batches done (the first ``batches`` of the split), correct predictions
-    among their ``n`` images, seconds spent on them, and which images were right: ``hits``, one character
-    per image in the split's order, 1 right, 0 wrong (empty for a row begun by an rnas that did not keep it)."""
+    among their ``n`` images, seconds spent on them, and which images were right: ``outcomes``, one
+    character per image in the split's order, 1 right, 0 wrong (empty for a row begun by an rnas that did
+    not keep them; the finished row packs them as ``hits``)."""
 
     batches: int = 0
     correct: int = 0
     n: int = 0
     seconds: float = 0.0
-    hits: str = ""
+    outcomes: str = ""
 
     def add(self, right: torch.Tensor, batches: int, seconds: float) -> None:
         """A round of batches gathered over the ranks: whether each of its images (in order) was classified
         right, now ``batches`` done in ``seconds``."""
         right = right.to("cpu", torch.uint8).flatten()
-        self.hits += (right + ord("0")).numpy().tobytes().decode() if len(self.hits) == self.n else ""
+        self.outcomes += (right + ord("0")).numpy().tobytes().decode() if len(self.outcomes) == self.n else ""
         self.correct, self.n = self.correct + int(right.sum()), self.n + len(right)
         self.batches, self.seconds = batches, seconds
 
     def packed_hits(self) -> dict:
         """``{"hits": HEX}`` when every image's outcome is known (see pack_hits), else ``{}``."""
-        return {"hits": pack_hits(self.hits)} if self.n and len(self.hits) == self.n else {}
+        return {"hits": pack_hits(self.outcomes)} if self.n and len(self.outcomes) == self.n else {}
 
 
 def pack_hits(bits: str) -> str:
-    """'0110 1...' (one character per image) as hex, four images a digit, the first image the highest bit of
+    """'01101...' (one character per image) as hex, four images a digit, the first image the highest bit of
     the first digit, the last digit padded with 0s: an eval row's ``hits`` (which images it got right)."""
     padded = bits + "0" * (-len(bits) % 4)
     return f"{int(padded, 2):0{len(padded) // 4}x}" if padded else ""
@@ -78,7 +80,7 @@ class EvalState:
 
     def row_progress(self, index: int) -> RowProgress:
         current = self.current if self.current and self.current["row"] == index else {}
-        return RowProgress(**{k: current[k] for k in ("batches", "correct", "n", "seconds", "hits")
+        return RowProgress(**{k: current[k] for k in ("batches", "correct", "n", "seconds", "outcomes")
                               if k in current})
 
     def save_progress(self, index: int, attack: str, eps: float, part: RowProgress) -> None:

@@ -19,6 +19,7 @@ from rnas.data import TRAINABLE, ImageTensors, dataset_info, keyed_generator, sp
 from rnas.engine.cost import count_macs
 from rnas.errors import UserError
 from rnas.evaluation.eval_state import EvalState, RowProgress, open_state, state_path
+from rnas.evaluation.results import eps_text, row_label
 from rnas.robust.adversarial import convert_to_mbn
 from rnas.robust.attacks import (
     CW_STEPS,
@@ -106,10 +107,11 @@ def evaluate(model: nn.Module, batches, attacks: list[str], eps_values: list[flo
     """Accuracy (%) per (attack, eps) row; ``batches()`` yields (x in [0, 1], y) on the model's device.
     ``eps_scale`` [1, C, 1, 1] (the input std, for --eps-space normalized): l_inf attacks run at the
     per-channel pixel budget eps·eps_scale, recorded as the row's ``pixel_eps``; ``eps`` stays nominal.
-    Under torchrun rank r attacks batches r, r + W, ... and the counts are summed over the ranks after every
-    round of W batches. ``state`` (rnas eval --json) records each round: the rows it holds as finished are
-    taken from it, and the row in progress continues after its recorded batches. ``watch(name, eps, part)`` is
-    called when a row starts (``part`` as resumed) and after every round of batches (the CLI's progress)."""
+    Under torchrun rank r attacks batches r, r + W, ... and after every round of W batches each image's
+    outcome (right or wrong) is gathered over the ranks, in image order; each row keeps them as ``hits``.
+    ``state`` (rnas eval --json) records each round: the rows it holds as finished are taken from it, and the
+    row in progress continues after its recorded batches. ``watch(name, eps, part)`` is called when a row
+    starts (``part`` as resumed) and after every round of batches (the CLI's progress)."""
     state = EvalState() if state is None else state
     rows = []
     for index, (name, eps) in enumerate(attack_rows(attacks, eps_values)):
@@ -335,7 +337,7 @@ def run_eval(cfg: EvalConfig, out=print, progress=None, resume: bool = False) ->
             f"n={n}, seed {cfg.seed}")
         out(f"{'attack':14s} {'eps':>9s} {'accuracy %':>10s} {'n':>6s} {'seconds':>8s}")
         def report(r: dict) -> None:
-            out(f"{_label(r):14s} {_eps_text(r['eps'], 'pixel_eps' in r):>9s} {r['accuracy']:10.2f} {r['n']:6d} "
+            out(f"{row_label(r):14s} {eps_text(r['eps'], 'pixel_eps' in r):>9s} {r['accuracy']:10.2f} {r['n']:6d} "
                 f"{r['seconds']:8.1f}")
             if progress is not None:
                 progress(r)
@@ -345,7 +347,7 @@ def run_eval(cfg: EvalConfig, out=print, progress=None, resume: bool = False) ->
                 rows = evaluate(model, batches, attacks, eps_values, cw_steps=cfg.cw_steps, seed=cfg.seed,
                                 dist=dist, eps_scale=eps_scale, progress=report, state=state, watch=watch)
         result = {"checkpoint": str(cfg.checkpoint), "params": params, "macs": macs, "data": data, "split": split,
-                  "split_source": source, "val_size": validation_images(data, split, val_size), "n": n,
+                  "split_source": source, "val_size": val_split_size(data, split, val_size), "n": n,
                   "seed": cfg.seed, "eps_space": cfg.eps_space, "results": rows}
         if cfg.json and dist.main:
             atomic_write_json(Path(cfg.json), result)
@@ -374,7 +376,7 @@ class RowWatch:
             self.bar = None
 
     def __call__(self, name: str, eps: float, part: RowProgress) -> None:
-        label = f"{name} {_eps_text(eps)}" if name != "clean" else name
+        label = f"{name} {eps_text(eps)}" if name != "clean" else name
         if (name, eps) != self.row:  # a row starts (or resumes)
             self._close()
             self.row, self.last = (name, eps), time.monotonic()
@@ -394,7 +396,7 @@ class RowWatch:
 def normalized_warning(eps_values: list[float], std: torch.Tensor) -> str:
     """Why --eps-space normalized is not the standard threat model, with the pixel budgets it implies."""
     budgets = [", ".join(f"{eps * s * 255:.1f}/255" for s in std.flatten().tolist()) for eps in eps_values]
-    nominal = ", ".join(_eps_text(eps) for eps in eps_values)
+    nominal = ", ".join(eps_text(eps) for eps in eps_values)
     implies = f"is a pixel budget of {budgets[0]}" if len(budgets) == 1 else \
         "are pixel budgets of " + " and ".join(f"({b})" for b in budgets)
     return (f"--eps-space normalized is the official RNAS-CL protocol, not the standard threat model: eps {nominal} "
@@ -435,9 +437,9 @@ def resolve_split(data: str, data_dir, split: str, val_size: int | None) -> tupl
     return "val", f"validation split: last {size} training images ({why})"
 
 
-def validation_images(data: str, split: str, val_size: int | None) -> int | None:
-    """How many training images the val split is the tail of (recorded so that two results can be told to be
-    of the same images); None for the test split or a dataset with a held-out val split of its own."""
+def val_split_size(data: str, split: str, val_size: int | None) -> int | None:
+    """The N of the val split's "last N training images" (recorded so that two results can be told to be of
+    the same images); None for the test split or a dataset with a held-out val split of its own."""
     info = dataset_info(data)
     return info.validation_size(val_size) if split == "val" and not info.held_out_val else None
 
@@ -471,16 +473,3 @@ def eval_batches(data: str, data_dir, split: str, val_size: int | None, n: int |
         for i in range(0, n, batch_size):
             yield x[i:i + batch_size].to(torch.get_default_dtype()).div(255), y[i:i + batch_size]
     return tensor_batches, n, x.shape[-1]
-
-
-def _label(row: dict) -> str:
-    return f"cw{row['steps']}" if row["attack"] == "cw" else row["attack"]
-
-
-def _eps_text(eps: float, normalized: bool = False) -> str:
-    """'8/255', or '8/255 n' for a budget on normalised inputs; '-' for none."""
-    if eps == 0:
-        return "-"
-    scaled = eps * 255
-    text = f"{round(scaled)}/255" if abs(scaled - round(scaled)) < 1e-6 else f"{eps:g}"
-    return f"{text} n" if normalized else text

@@ -1,7 +1,7 @@
 """`rnas compare A.json B.json`: two evaluations of the same images compared image by image. Per (attack, eps)
 row both ran: the accuracies, their difference with a 95 % interval from the paired per-image differences,
 how many images only A and only B got right, and McNemar's exact test of "A and B are equally robust". Two
-nets at 13 % and 11 % AutoAttack on 1,000 images are ~1.5 standard errors apart when each number is read on
+nets at 13 % and 11 % AutoAttack on 1,000 images are ~1.4 standard errors apart when each number is read on
 its own; on the same images most of that noise is shared, and the paired interval says how much is left."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rnas.errors import UserError
 from rnas.evaluation.eval_state import unpack_hits
-from rnas.evaluation.results import read_eval
+from rnas.evaluation.results import eps_text, read_eval, row_label
 
 SAME_IMAGES = ("data", "split", "val_size", "n")  # the fields of an eval JSON that say which images it attacked
 
@@ -41,19 +41,21 @@ def compare_rows(a: dict, b: dict, name_a: str = "A", name_b: str = "B") -> list
     for key in SAME_IMAGES:
         there, here = _images_field(a, key), _images_field(b, key)
         if there != here:
-            raise UserError(f"{name_a} and {name_b} evaluated different images ({key} {there!r} there, "
-                            f"{here!r} here): compare evaluations of the same split, --val-size and --n")
-    if a.get("eps_space", "pixel") != b.get("eps_space", "pixel"):
-        raise UserError(f"{name_a} and {name_b} measured eps differently (--eps-space {a.get('eps_space')} there, "
-                        f"{b.get('eps_space')} here): their attacks are not the same")
+            raise UserError(f"{name_a} and {name_b} evaluated different images ({key} {there!r} in A, "
+                            f"{here!r} in B): compare evaluations of the same split, --val-size and --n")
+    if (space := a.get("eps_space", "pixel")) != b.get("eps_space", "pixel"):
+        raise UserError(f"{name_a} and {name_b} measured eps differently (--eps-space {space} in A, "
+                        f"{b.get('eps_space', 'pixel')} in B): their attacks are not the same")
     rows_b = {_key(r): r for r in b["results"]}
     out = []
     for row_a in a["results"]:
         row_b = rows_b.get(_key(row_a))
         if row_b is None:
             continue
-        row = {"attack": row_a["attack"], "eps": row_a.get("eps", 0.0), "n": a["n"], "a": row_a["accuracy"],
-               "b": row_b["accuracy"], "difference": round(row_a["accuracy"] - row_b["accuracy"], 2)}
+        row = {"attack": row_a["attack"], "eps": row_a.get("eps", 0.0),
+               **{k: row_a[k] for k in ("steps", "pixel_eps") if k in row_a}, "n": a["n"],
+               "a": row_a["accuracy"], "b": row_b["accuracy"],
+               "difference": round(row_a["accuracy"] - row_b["accuracy"], 2)}
         if "hits" in row_a and "hits" in row_b:
             right_a, right_b = _hits(row_a, a["n"], name_a), _hits(row_b, a["n"], name_b)
             only_a, only_b = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
@@ -92,7 +94,7 @@ def _hits(row: dict, n: int, name: str):
     return right
 
 
-def read_eval_json(path: str) -> dict:
+def read_eval_to_compare(path: str) -> dict:
     """An `rnas eval --json` file, or a one-line UserError naming it."""
     if not Path(path).is_file():
         raise UserError(f"{path}: no such file (an rnas eval --json result)")
@@ -110,14 +112,14 @@ def format_comparison(rows: list[dict], name_a: str, name_b: str) -> str:
              f"{'attack':14s} {'eps':>9s} {'A %':>7s} {'B %':>7s} {'A-B':>7s} {'95 % interval':>16s} "
              f"{'only A':>7s} {'only B':>7s} {'McNemar p':>10s}"]
     for r in rows:
-        eps = "-" if r["attack"] == "clean" else f"{r['eps'] * 255:.3g}/255"
+        eps = eps_text(r["eps"], "pixel_eps" in r)
         if "p" in r:
             low, high = r["interval"]
             interval = f"[{low:+.2f}, {high:+.2f}]"
             paired = f"{interval:>16s} {r['only_a']:7d} {r['only_b']:7d} {r['p']:10.3g}"
         else:
             paired = f"{'-':>16s} {'-':>7s} {'-':>7s} {'-':>10s}"
-        lines.append(f"{r['attack']:14s} {eps:>9s} {r['a']:7.2f} {r['b']:7.2f} {r['difference']:+7.2f} {paired}")
+        lines.append(f"{row_label(r):14s} {eps:>9s} {r['a']:7.2f} {r['b']:7.2f} {r['difference']:+7.2f} {paired}")
     if any("p" not in r for r in rows):
         lines.append("rows with '-': one of the files has no per-image results for them (evaluated before rnas "
                      "kept them); evaluate it again for the paired numbers")

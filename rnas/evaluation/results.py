@@ -30,3 +30,17 @@ def read_eval(path: Path) -> dict | None:
         if problem:
             raise UserError(f"{path}: results[{number}]: {problem} (a damaged or edited eval JSON)")
     return data
+
+
+def row_label(row: dict) -> str:
+    """A result row's attack as the tables print it: cw40 for CW with its steps, else the attack's name."""
+    return f"cw{row['steps']}" if row["attack"] == "cw" else row["attack"]
+
+
+def eps_text(eps: float, normalized: bool = False) -> str:
+    """'8/255', or '8/255 n' for a budget on normalised inputs; '-' for none."""
+    if eps == 0:
+        return "-"
+    scaled = eps * 255
+    text = f"{round(scaled)}/255" if abs(scaled - round(scaled)) < 1e-6 else f"{eps:g}"
+    return f"{text} n" if normalized else text

@@ -4,8 +4,8 @@ DIR/index.html holds the arms' table, the Pareto and eps-sweep plots, each searc
 curves and a study's steps, with every PNG embedded as a data: URI (the page alone can be sent) and
 also written beside it; models.csv / models.json / searches.json hold the same numbers. Inputs are
 search run dirs, retrain run dirs and study dirs (``study.json``, format ``rnas-study-1``) in any mix.
-This module reads the inputs and writes DIR; the numbers live in ``rnas/report_tables.py``, the page in
-``rnas/report_html.py``, its figures (matplotlib, the optional extra ``.[report]``) in ``rnas/report_figures.py``.
+This module reads the inputs and writes DIR; the numbers live in ``rnas/report/tables.py``, the page in
+``rnas/report/html.py``, its figures (matplotlib, the optional extra ``.[report]``) in ``rnas/report/figures.py``.
 """
 from __future__ import annotations
 

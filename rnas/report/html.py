@@ -1,5 +1,5 @@
 """index.html of `rnas report`: seven sections (models table, MACs vs accuracy, training cost vs accuracy,
-accuracy vs eps, search runs, retrain runs, study steps), every figure drawn by ``rnas/report_figures.py``
+accuracy vs eps, search runs, retrain runs, study steps), every figure drawn by ``rnas/report/figures.py``
 into the output directory and embedded as a data: URI. Importing it imports matplotlib (the optional extra
 ``.[report]``)."""
 from __future__ import annotations

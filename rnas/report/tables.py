@@ -1,11 +1,12 @@
 """The numbers of `rnas report`: the arms' table at the main eps (models.json / models.csv), the Pareto
 front, accuracy-vs-eps series and each search's summary (searches.json), as plain data from the inputs
-that ``rnas/report.py`` gathers."""
+that ``rnas/report/collect.py`` gathers."""
 from __future__ import annotations
 
 import csv
 import math
 import re
+import statistics
 from pathlib import Path
 
 from rnas.report.runs import Model, Run, protocol
@@ -120,10 +121,8 @@ def over_seeds(entries: list[dict], keys: list[str]) -> list[dict]:
         for column in keys:
             values = [m["accuracy"][column]["accuracy"] for m in members if column in m["accuracy"]]
             if values:
-                mean = sum(values) / len(values)
-                sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
-                accuracy[column] = {"mean": round(mean, 2), "sd": None if sd is None else round(sd, 2),
-                                    "seeds": len(values)}
+                sd = round(statistics.stdev(values), 2) if len(values) > 1 else None  # the sample sd (n - 1)
+                accuracy[column] = {"mean": round(statistics.fmean(values), 2), "sd": sd, "seeds": len(values)}
         out.append({"name": key[0], "arm": key[1], "finetune": key[2], "seeds": sorted(seeds),
                     "models": [m["name"] for m in sorted(members, key=lambda m: m["seed"])], "accuracy": accuracy})
     return out

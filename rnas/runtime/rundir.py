@@ -1,4 +1,5 @@
-"""Run directories: atomic checkpoints, RNG state, metrics.jsonl, TensorBoard events, signals."""
+"""Run directories: atomic checkpoints, RNG state, metrics.jsonl, TensorBoard events, signals, and JSON and text
+files read with a one-line error naming them (read_json, read_text)."""
 from __future__ import annotations
 
 import contextlib

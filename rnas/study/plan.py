@@ -15,7 +15,8 @@ for a compute budget instead of epochs (``budget: 15`` or ``[15, 30]``, in CE-ep
 ``rnas retrain --budget``; it replaces ``retrain.epochs`` and ``retrain.milestones`` for that arm), so arms
 can be matched on cost: ``{arm: rnas-cl, at: nfgsm, budget: [15, 30]}`` runs ``<net>/rnas-cl-nfgsm-15ce``
 and ``<net>/rnas-cl-nfgsm-30ce``. ``seeds: [0, 1, 2]`` runs an arm (and its fine-tunes) once per ``rnas retrain
---seed``: the retrain section's seed keeps the plain name, the others ``<arm>-s<seed>``.
+--seed``: the retrain section's seed keeps the plain name, the others ``<arm>-s<seed>``; a fine-tune runs
+with its arm's seed (``finetune.seed`` beside ``seeds:`` is refused).
 With ``retrain: {robust_val: N}`` (``rnas retrain --robust-val``) every run also keeps its best epoch's model
 (``best.pt``), and each evaluation is done twice: ``eval-<protocol>.json`` of the last epoch and
 ``eval-best-<protocol>.json`` of ``best.pt``, the latter a model row of its own (``<run>@best``).
@@ -192,6 +193,9 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
     arms = read_arms(data.get("arms"), f"{where}: arms", control is not None, base_seed)
     finetune = dict(mapping(data.get("finetune"), f"{where}: finetune"))
     finetune_flags = _flags(RetrainConfig, finetune, f"{where}: finetune")
+    if "seed" in finetune_flags and any(a[5] is not None for a in arms):
+        raise fail(f"{where}: finetune.seed", "set beside an arm's seeds: (an arm's fine-tunes run with its seed, "
+                                             "so that <arm>-s1-trades is seed 1); drop one of them")
     evals = read_evals(data.get("eval"), f"{where}: eval", common)
 
     def add_nets(space: str, search_path: str | None, source: str, nets: list) -> None:
@@ -200,7 +204,8 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
             for arm, at, compute, tunes, res, seed in arms:
                 arm_teacher = control if arm == "control-teacher" else teacher
                 run = f"{net}/{seeded_name(arm_name(arm, at, compute), seed, base_seed)}"
-                flags = {**retrain_flags, **ARMS[arm], **({} if seed is None else {"seed": seed})}
+                seed_flag = {} if seed is None else {"seed": seed}  # retrain and fine-tunes alike
+                flags = {**retrain_flags, **ARMS[arm], **seed_flag}
                 if at != "none":
                     flags.update(at=at, from_scratch=True)
                 if compute is not None:
@@ -214,9 +219,7 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
                 for tune in tunes:
                     tuned = f"{run}-{tune.replace('+', '-')}"
                     fcfg = build_config(RetrainConfig, {**common, **arm_teacher, **retrain_flags, **finetune_flags,
-                                                        **ARMS[arm], **FINETUNES[tune],
-                                                        **({} if seed is None or seed == base_seed
-                                                           else {"seed": seed}),
+                                                        **ARMS[arm], **FINETUNES[tune], **seed_flag,
                                                         "arch": str(out / arch),
                                                         "init": str(out / run / "checkpoint.pt"),
                                                         "out": str(out / tuned)},
