@@ -225,13 +225,16 @@ def test_epochs_and_a_budget_that_disagree_are_one_line(arch, tmp_path):
 
 
 def test_the_shipped_study_of_adversarial_training_at_equal_compute_plans(tmp_path):
-    """studies/cifar10-vs-at.yaml: every arm at both budgets, from scratch, each model evaluated."""
+    """studies/cifar10-vs-at.yaml: every arm at both budgets, from scratch, each model evaluated; RNAS-CL and
+    the fixed mapping at 15 under a second seed too."""
     from helpers import plan_shipped_study
 
     plan = plan_shipped_study("cifar10-vs-at", tmp_path)
     retrains = {s.path: s.config for s in plan.steps() if s.kind == "retrain"}
     arms = ["ce-pgd", "ce-trades", "ce-nfgsm", "rnas-cl", "fixed", "rnas-cl-nfgsm", "rnas-cl-trades"]
-    assert list(retrains) == [f"s3/{a}-{b}ce" for a in arms for b in (15, 30)]
+    seeded = ["s3/rnas-cl-15ce-s1", "s3/fixed-15ce-s1"]
+    assert list(retrains) == [f"s3/{a}-{b}ce" for a in arms for b in (15, 30)] + seeded
+    assert [retrains[p].seed for p in seeded] == [1, 1] and retrains["s3/rnas-cl-15ce"].seed == 0
     for cfg in retrains.values():
         assert cfg.budget in (15, 30) and cfg.epochs is None and cfg.from_scratch == (cfg.at is not None)
     evals = [s for s in plan.steps() if s.kind == "eval"]
