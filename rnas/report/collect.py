@@ -225,10 +225,10 @@ RUN_OWN = ("seed", "out", "init", "device", "workers", "data_dir", "model_dir", 
            "log_every")  # config fields that do not change what a run trains (besides its seed)
 
 
-def _setting(run: Run) -> str:
-    """A run's folder and config without its seed and own paths: runs that share it differ only in the seed."""
-    kept = {k: v for k, v in run.config.items() if k not in RUN_OWN}
-    return f"{run.dir.parent.resolve()}|{json.dumps(kept, sort_keys=True, default=str)}"
+def _setting(run: Run) -> tuple[str, dict]:
+    """A run's folder and its config without its seed and own paths: runs of one folder whose configs agree
+    (on the fields both record: an older rnas wrote fewer) differ only in the seed."""
+    return str(run.dir.parent.resolve()), {k: v for k, v in run.config.items() if k not in RUN_OWN}
 
 
 def _field(entry, key: str, where: str, kind: type | None = None):
@@ -281,7 +281,7 @@ def read_study(path: Path) -> tuple[dict, list[Model], list[Path], list[tuple[st
         models.append(Model(_field(entry, "name", here, str), entry.get("arm"), entry.get("finetune"),
                             entry.get("space"), entry.get("budget"), entry.get("teacher"), run, evals, missing, arch,
                             seed=_field(entry, "seed", here, int) if "seed" in entry else None,
-                            setting=str(path.resolve())))
+                            setting=(str(path.resolve()), {})))
         if entry.get("search"):
             searches.append(_inside(path, entry["search"], f"{here}.search"))
         if run is not None:

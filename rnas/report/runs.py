@@ -26,9 +26,9 @@ class Model:
     arch: dict | None = None
     cost: dict | None = None  # its training cost (``training_cost``)
     seed: int | None = None  # its retrain --seed
-    # what must match for two models to be one setting under several seeds: its study (or folder) and, for
-    # a run given directly, its config without the seed and the run's own paths
-    setting: str | None = None
+    # what must match for two models to be one setting under several seeds: its study (or folder), and for a
+    # run given directly its config without the seed and the run's own paths (compared on the fields both have)
+    setting: tuple[str, dict] | None = None
 
     def params_macs(self) -> tuple[int | None, int | None]:
         """Params and MACs from its evals (pixel first), else from its arch.json."""

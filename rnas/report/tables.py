@@ -102,6 +102,24 @@ def unseeded_name(name: str, seed: int | None) -> str:
     return f"{head}/{tail}" if head else tail
 
 
+def _agree(a: dict, b: dict) -> bool:
+    """Whether two models' configs (``setting``, run directories only) agree on every field both have."""
+    first, second = (a.get("setting") or (None, {}))[1], (b.get("setting") or (None, {}))[1]
+    return all(first[k] == second[k] for k in first.keys() & second.keys())
+
+
+def _agreeing(members: list[dict]) -> list[list[dict]]:
+    """``members`` split into sets whose configs agree pairwise (each joins the first set it agrees with)."""
+    sets: list[list[dict]] = []
+    for m in members:
+        home = next((s for s in sets if all(_agree(m, other) for other in s)), None)
+        if home is None:
+            sets.append([m])
+        else:
+            home.append(m)
+    return sets
+
+
 def over_seeds(entries: list[dict], keys: list[str]) -> list[dict]:
     """The models that differ only in their seed (same name once ``-s<seed>`` is dropped, same arm,
     fine-tune, net, teacher and ``setting``: one study, or run directories of one folder whose configs agree
@@ -109,11 +127,12 @@ def over_seeds(entries: list[dict], keys: list[str]) -> list[dict]:
     standard deviation over the seeds that have it."""
     groups: dict[tuple, list[dict]] = {}
     for m in entries:
+        folder, config = m.get("setting") or (None, {})
         key = (unseeded_name(m["name"], m["seed"]), m["arm"], m["finetune"], m["space"], m["budget"], m["teacher"],
-               m.get("setting"))
+               folder)
         groups.setdefault(key, []).append(m)
     out = []
-    for key, members in groups.items():
+    for key, members in [(key, same) for key, group in groups.items() for same in _agreeing(group)]:
         seeds = [m["seed"] for m in members]
         if len(members) < 2 or None in seeds or len(set(seeds)) != len(seeds):
             continue
