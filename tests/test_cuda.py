@@ -2,12 +2,15 @@
 derived net, attacks under autocast, channels_last, the teacher's taps under autocast. Marked ``cuda``: they
 run on ``RNAS_TEST_DEVICE`` (e.g. ``cuda:1``; ``cpu`` runs them on the CPU's autocast) or on the first CUDA
 device, and are skipped where there is none (CI). ``tools/gpu_check.py`` runs them on a GPU."""
+import contextlib
+import json
 import os
 
 import pytest
 import torch
+import yaml
 from conftest import ALL_SPACES, TINY_BLOCKS, builtin, randomize, randomize_batchnorm, tiny_spec
-from helpers import tiny_search_config, write_tiny_setup
+from helpers import main_in_process, tiny_search_and_derive, tiny_search_config, write_tiny_setup
 
 from rnas.engine.search import Searcher
 from rnas.method.distill import channel_energy, teacher_targets
@@ -18,6 +21,17 @@ from rnas.teachers.wideresnet import WideResNet
 from supernets import Network, build_model, derive
 
 pytestmark = pytest.mark.cuda
+
+
+@contextlib.contextmanager
+def full_fp32():
+    """TF32 off for CUDA convolutions and matmuls (PyTorch's default lets cuDNN use it for convolutions)."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 @pytest.fixture(scope="module")
@@ -87,17 +101,48 @@ BF16_ULP = 2.0 ** -7  # the spacing of bfloat16 numbers in [1, 2): its 8-bit sig
 @pytest.mark.parametrize("amp", ["none", "bf16"])
 @pytest.mark.parametrize("name", ALL_SPACES)
 def test_argmax_supernet_equals_the_derived_net(name, amp, device):
-    """fp32: within 1e-5. bf16: the logits are bf16 numbers, so two nets that sum the same products in
-    another order (other kernels for other channel counts) differ by whole bf16 steps; within 2 steps at
-    the logits' magnitude (1e-4 would demand bit-identical kernels: on this CPU s5, m and l differ by one)."""
+    """fp32: within 1e-5, with TF32 off (cuDNN's default TF32 convolutions keep 10 mantissa bits: on an H200
+    the two nets then differed by 2.1e-5 (l), 1.3e-4 (im) and 2.1e-4 (i), and by <= 1.2e-7 with it off).
+    bf16: the logits are bf16 numbers, so two nets that sum the same products in another order (other
+    kernels for other channel counts) differ by whole bf16 steps; within 2 steps at the logits' magnitude
+    (1e-4 would demand bit-identical kernels: on this CPU s5, m and l differ by one)."""
     spec = builtin(name)
     supernet, model = _argmax_and_derived(spec, device)
     x = torch.rand(2, spec.in_channels, spec.input_size, spec.input_size, device=device)
-    with torch.no_grad(), autocast(device, amp):
+    with torch.no_grad(), autocast(device, amp), full_fp32():
         ours, theirs = full_precision(supernet(x)), full_precision(model(x))
     diff = (ours - theirs).abs().max().item()
     step = BF16_ULP * 2.0 ** torch.floor(torch.log2(theirs.abs().max())).item()
     assert diff <= (1e-5 if amp == "none" else 2 * step), (diff, step)
+
+
+@pytest.mark.parametrize("objective,derive,adversary", [("paper", "argmax", "none"),
+                                                        ("standardised", "monotone", "trades"),
+                                                        ("robust", "balanced", "pgd")])
+def test_search_derive_retrain_eval_run_end_to_end_on_the_device(objective, derive, adversary, root, device,
+                                                                    tmp_path):
+    """Every command of the pipeline on the device, each tutor objective, derivation and adversary once: a
+    tensor left on the CPU among a step's terms stopped every search on CUDA at its first step while each
+    part alone passed (the step's temperatures were CPU scalars)."""
+    flags = ("--device", str(device))
+    arch = tiny_search_and_derive(root, tmp_path / "search", *flags, "--limit", 40, "--batch-size", 10,
+                                  "--tutor-objective", objective)
+    if derive != "argmax":
+        assert main_in_process("derive", tmp_path / "search", "--tutor-derive", derive)[0] == 0
+        arch = arch.with_name(f"arch-{derive}.json")
+    assert (json.loads(arch.read_text())["tutor_objective"], json.loads(arch.read_text())["tutor_derive"]) == \
+        (objective, derive)
+    at = () if adversary == "none" else ("--at", adversary, "--from-scratch")
+    code, err = main_in_process("retrain", arch, "--data-dir", root / "data", "--val-size", 50, "--limit", 40,
+                                "--batch-size", 10, "--epochs", 1, *at, *flags, "--out", tmp_path / "retrain")
+    assert code == 0, err
+    code, err = main_in_process("eval", tmp_path / "retrain" / "checkpoint.pt", "--attacks", "clean,pgd20", "--n", 20,
+                                *flags, "--json", tmp_path / "eval.json")
+    assert code == 0, err
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert [r["attack"] for r in result["results"]] == ["clean", "pgd20"]
+    for run in ("search", "retrain"):  # config.yaml says where it ran
+        assert yaml.safe_load((tmp_path / run / "config.yaml").read_text())["device"].startswith(device.type)
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])

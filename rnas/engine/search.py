@@ -336,7 +336,8 @@ class Searcher:
         a_terms = dist.global_means(a_terms, (len(y) - n) / n_a)
         return {**{f"weight/{k}": v for k, v in w_terms.items()}, **{f"arch/{k}": v for k, v in a_terms.items()},
                 "expected_macs": self.supernet.expected_macs().detach(),
-                "tau": torch.tensor(self.supernet.tau), "tutor_tau": torch.tensor(self.tutor.tau)}
+                "tau": torch.tensor(self.supernet.tau, device=self.device),
+                "tutor_tau": torch.tensor(self.tutor.tau, device=self.device)}
 
     def epoch_record(self) -> dict:
         """Validation accuracy of the argmax architecture, its MACs, and TensorBoard width/tutor tables."""
