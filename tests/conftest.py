@@ -1,5 +1,6 @@
 import dataclasses
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -73,3 +74,29 @@ ALL_SPACES = available_spaces()
 
 def builtin(name):
     return small_input(load_space(name))
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """A function that makes a folder (with what is in it) read-only for this process: a read-only bind mount
+    for root (whom permissions do not stop), chmod otherwise."""
+    import subprocess
+
+    mounted = []
+
+    def make(folder: Path) -> Path:
+        if os.geteuid() != 0:
+            folder.chmod(0o555)
+            return folder
+        for cmd in (["mount", "--bind", folder, folder], ["mount", "-o", "remount,bind,ro", folder]):
+            if subprocess.run(cmd, capture_output=True).returncode:
+                pytest.skip("cannot make a read-only mount here")
+        mounted.append(folder)
+        return folder
+
+    yield make
+    for folder in mounted:
+        subprocess.run(["umount", folder], check=True)
+    for folder in tmp_path.rglob("*"):
+        if folder.is_dir():
+            folder.chmod(0o755)

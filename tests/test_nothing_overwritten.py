@@ -410,33 +410,6 @@ def test_ctrl_c_in_report_export_and_derive_leaves_no_partial_file(retrained, mo
     assert sorted(out.iterdir()) == []
 
 
-@pytest.fixture
-def read_only(tmp_path):
-    """A function that makes a folder (with what is in it) read-only for this process: a read-only bind mount
-    for root (whom permissions do not stop), chmod otherwise."""
-    import os
-    import subprocess
-
-    mounted = []
-
-    def make(folder: Path) -> Path:
-        if os.geteuid() != 0:
-            folder.chmod(0o555)
-            return folder
-        for cmd in (["mount", "--bind", folder, folder], ["mount", "-o", "remount,bind,ro", folder]):
-            if subprocess.run(cmd, capture_output=True).returncode:
-                pytest.skip("cannot make a read-only mount here")
-        mounted.append(folder)
-        return folder
-
-    yield make
-    for folder in mounted:
-        subprocess.run(["umount", folder], check=True)
-    for folder in tmp_path.rglob("*"):
-        if folder.is_dir():
-            folder.chmod(0o755)
-
-
 def test_derive_and_export_into_a_read_only_directory_are_one_line(retrained, model_run, tmp_path, read_only):
     import shutil
 

@@ -156,14 +156,17 @@ def test_bad_comparisons_are_one_line(tmp_path, b_fields, clean_hits, message):
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
 
 
-def test_compare_keeps_files_it_did_not_write(tmp_path):
+def test_compare_keeps_files_it_did_not_write(tmp_path, read_only):
     a, b = eval_json(tmp_path / "a.json"), eval_json(tmp_path / "b.json")
     notes = tmp_path / "notes.json"
     notes.write_text('{"mine": 1}')
+    (tmp_path / "shelf").mkdir()
+    shelf = read_only(tmp_path / "shelf")
     for out, message in ((notes, "not an earlier rnas compare result"), (a, "is one of the files compared"),
-                         (tmp_path / "no" / "c.json", "does not exist")):
+                         (tmp_path / "no" / "c.json", "does not exist"), (tmp_path, "is a directory"),
+                         (shelf / "c.json", f"directory {shelf} is not writable")):
         code, err = main_in_process("compare", a, b, "--json", out)
-        assert code == 2 and message in err, err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert notes.read_text() == '{"mine": 1}' and json.loads(a.read_text())["n"] == 8
     assert main_in_process("compare", a, tmp_path / "missing.json")[0] == 2
 

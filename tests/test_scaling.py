@@ -295,6 +295,9 @@ def test_rnas_scale_grows_an_arch_and_refuses_bad_budgets(tmp_path):
     code, err = main_in_process("scale", S3_ARCH, "--macs", "20M", "-o", tmp_path / "notes.json")
     assert code == 2 and "exists and is not an earlier rnas scale output" in err
     assert (tmp_path / "notes.json").read_text() == '{"mine": 1}'
+    for out, message in ((tmp_path, "is a directory"), (tmp_path / "no" / "a.json", "does not exist")):
+        code, err = main_in_process("scale", S3_ARCH, "--macs", "20M", "-o", out)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_rnas_retrain_takes_a_grown_net_with_its_carried_tutors(tmp_path):

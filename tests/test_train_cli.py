@@ -183,7 +183,7 @@ def test_eval_split_auto_is_the_test_split_when_on_disk(searched, retrained, tmp
         assert (result["split"], result["split_source"], result["n"], result["seed"]) == (split, source, n, 0)
         assert capsys.readouterr().out.splitlines()[0].endswith(f"; cifar10 {split}: {source}; n={n}, seed 0")
     assert resolve_split("digits", None, "auto", None) == (
-        "val", "validation split: last 297 training images (digits has no official test split)")
+        "val", "validation split: last 297 training images (digits has no official test split)", 297)
 
 
 def test_eval_cw_steps_and_seed_reach_the_attacks(retrained, tmp_path, monkeypatch):

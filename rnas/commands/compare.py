@@ -12,17 +12,12 @@ def run(args) -> int:
 
     from rnas.errors import UserError
     from rnas.evaluation.paired import compare_rows, format_comparison, read_eval_to_compare
-    from rnas.runtime.rundir import atomic_write_json
+    from rnas.runtime.rundir import atomic_write_json, check_output_file
 
     if args.json and Path(args.json).resolve() in (Path(args.first).resolve(), Path(args.second).resolve()):
         raise UserError(f"--json {args.json}: is one of the files compared (choose another name; nothing was changed)")
     if args.json:
-        out = Path(args.json)
-        if not out.resolve().parent.is_dir():
-            raise UserError(f"--json {args.json}: directory {out.resolve().parent} does not exist (create it first)")
-        if out.exists() and not _earlier_comparison(out):
-            raise UserError(f"--json {args.json}: exists and is not an earlier rnas compare result; choose another "
-                            "file (nothing was changed)")
+        check_output_file(args.json, "--json", _earlier_comparison, "an earlier rnas compare result")
     first, second = read_eval_to_compare(args.first), read_eval_to_compare(args.second)
     rows = compare_rows(first, second, args.first, args.second)
     print(format_comparison(rows, args.first, args.second))

@@ -26,7 +26,7 @@ def run(args) -> int:
 
     from rnas.config import parse_macs
     from rnas.nets.scaling import format_scale_report, scale_report
-    from rnas.runtime.rundir import atomic_write_json
+    from rnas.runtime.rundir import atomic_write_json, check_output_file
 
     layout = args.arch is None and args.flops is not None and args.macs is None
     grow = args.arch is not None and args.macs is not None and args.flops is None
@@ -41,8 +41,8 @@ def run(args) -> int:
         out = Path(args.output)
         if args.arch is not None and out.resolve() == Path(args.arch).resolve():
             raise UserError(f"-o {out}: the input arch file; write the grown net elsewhere")
-        if out.exists() and not {"scaled_from", "target_macs"} & _output_keys(out):
-            raise UserError(f"-o {out}: exists and is not an earlier rnas scale output; choose another file")
+        check_output_file(out, "-o", lambda path: bool({"scaled_from", "target_macs"} & _output_keys(path)),
+                          "an earlier rnas scale output")
     try:
         target = parse_macs(text)
     except UserError as err:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 import time
 from contextlib import contextmanager
@@ -36,6 +35,7 @@ from rnas.runtime.rundir import (
     TRAIN_CHECKPOINT,
     OutputLock,
     atomic_write_json,
+    check_output_file,
     first_line,
     load_checkpoint,
     require_finite,
@@ -265,16 +265,8 @@ class EvalConfig:
                     raise UserError(f"--attacks {name}: not offered with --eps-space normalized (pyautoattack takes "
                                     "one scalar pixel budget, not a per-channel one); drop it or use --eps-space pixel")
         if self.json:
-            folder = Path(self.json).resolve().parent
-            if Path(self.json).is_dir():
-                raise UserError(f"--json {self.json}: is a directory (give a file name)")
-            if not folder.is_dir():
-                raise UserError(f"--json {self.json}: directory {folder} does not exist (create it first)")
-            if not os.access(folder, os.W_OK):
-                raise UserError(f"--json {self.json}: directory {folder} is not writable")
-            if Path(self.json).exists() and not is_earlier_result(Path(self.json), self.checkpoint):
-                raise UserError(f"--json {self.json}: exists and is not an earlier rnas eval result of "
-                                f"{self.checkpoint}; choose another file (nothing was changed)")
+            check_output_file(self.json, "--json", lambda path: is_earlier_result(path, self.checkpoint),
+                              f"an earlier rnas eval result of {self.checkpoint}")
 
 
 def is_earlier_result(path: Path, checkpoint: str) -> bool:
@@ -317,7 +309,7 @@ def run_eval(cfg: EvalConfig, out=print, progress=None, resume: bool = False) ->
                         f"{dataset_info(data).num_classes} classes")
     data_dir = cfg.data_dir or saved.get("data_dir")
     val_size = cfg.val_size if cfg.val_size is not None else saved.get("val_size")
-    split, source = resolve_split(data, data_dir, cfg.split, val_size)
+    split, source, val_images = resolve_split(data, data_dir, cfg.split, val_size)
     batches, n, size = eval_batches(data, data_dir, split, val_size, cfg.n, cfg.batch_size, device)
     if n == 0:
         raise UserError(f"{data} {split}: no images to evaluate (check --n and --val-size)")
@@ -347,7 +339,7 @@ def run_eval(cfg: EvalConfig, out=print, progress=None, resume: bool = False) ->
                 rows = evaluate(model, batches, attacks, eps_values, cw_steps=cfg.cw_steps, seed=cfg.seed,
                                 dist=dist, eps_scale=eps_scale, progress=report, state=state, watch=watch)
         result = {"checkpoint": str(cfg.checkpoint), "params": params, "macs": macs, "data": data, "split": split,
-                  "split_source": source, "val_size": val_split_size(data, split, val_size), "n": n,
+                  "split_source": source, "val_size": val_images, "n": n,
                   "seed": cfg.seed, "eps_space": cfg.eps_space, "results": rows}
         if cfg.json and dist.main:
             atomic_write_json(Path(cfg.json), result)
@@ -419,29 +411,24 @@ def _silent(*args) -> None:
     """Output of ranks other than 0."""
 
 
-def resolve_split(data: str, data_dir, split: str, val_size: int | None) -> tuple[str, str]:
-    """(val or test, why): ``auto`` is the official test split when it is on disk, the validation split otherwise."""
+def resolve_split(data: str, data_dir, split: str, val_size: int | None) -> tuple[str, str, int | None]:
+    """(val or test, why, N): ``auto`` is the official test split when it is on disk, the validation split
+    otherwise. N is the val split's "last N training images" (recorded so that two results can be told to
+    be of the same images); None for the test split or a dataset with a held-out val split of its own."""
     info = dataset_info(data)
     if info.held_out_val:  # one held-out split (e.g. an ImageFolder's val/), which retrain validates on as well
         where = f"{info.description} {info.test_name}"
-        return ("val", f"{where} (--split val)") if split == "val" else \
-            ("test", f"official test split ({where}{', --split test' if split == 'test' else ''})")
+        return ("val", f"{where} (--split val)", None) if split == "val" else \
+            ("test", f"official test split ({where}{', --split test' if split == 'test' else ''})", None)
     if split == "auto":
         split, why = ("test", f"{info.test_name} found") if info.has_test(data_dir) else \
             ("val", "no official test split on disk" if info.test_name else f"{data} has no official test split")
     else:
         why = f"--split {split}"
     if split == "test":
-        return "test", f"official test split ({why})"
+        return "test", f"official test split ({why})", None
     size = info.validation_size(val_size)
-    return "val", f"validation split: last {size} training images ({why})"
-
-
-def val_split_size(data: str, split: str, val_size: int | None) -> int | None:
-    """The N of the val split's "last N training images" (recorded so that two results can be told to be of
-    the same images); None for the test split or a dataset with a held-out val split of its own."""
-    info = dataset_info(data)
-    return info.validation_size(val_size) if split == "val" and not info.held_out_val else None
+    return "val", f"validation split: last {size} training images ({why})", size
 
 
 def _first_n(n: int | None, split: str, available: int) -> int:

@@ -83,11 +83,8 @@ def model_table(models: list[Model]) -> dict:
                                              "file": row["file"], **({"steps": row["steps"]} if "steps" in row else {})}
         entries.append({"name": model.name, "arm": model.arm, "finetune": model.finetune, "space": model.space,
                         "budget": model.budget, "teacher": model.teacher, "seed": model.seed, "params": params,
-                        "macs": macs, "accuracy": accuracy, "missing_evals": model.missing, "cost": model.cost,
-                        "setting": model.setting})
-    groups = over_seeds(entries, [_column_key(c) for c in cols])
-    for entry in entries:
-        del entry["setting"]
+                        "macs": macs, "accuracy": accuracy, "missing_evals": model.missing, "cost": model.cost})
+    groups = over_seeds(entries, [_column_key(c) for c in cols], [m.setting for m in models])
     return {"main_eps": eps, "columns": [{"key": _column_key(c), "title": _column_title(c), "protocol": c[0],
                                           "attack": c[1]} for c in cols], "models": entries, "over_seeds": groups}
 
@@ -102,35 +99,36 @@ def unseeded_name(name: str, seed: int | None) -> str:
     return f"{head}/{tail}" if head else tail
 
 
-def _agree(a: dict, b: dict) -> bool:
-    """Whether two models' configs (``setting``, run directories only) agree on every field both have."""
-    first, second = (a.get("setting") or (None, {}))[1], (b.get("setting") or (None, {}))[1]
+def _agree(first: dict, second: dict) -> bool:
+    """Whether two configs (run directories only; {} otherwise) agree on every field both have."""
     return all(first[k] == second[k] for k in first.keys() & second.keys())
 
 
-def _agreeing(members: list[dict]) -> list[list[dict]]:
-    """``members`` split into sets whose configs agree pairwise (each joins the first set it agrees with)."""
-    sets: list[list[dict]] = []
+def _agreeing(members: list[tuple[dict, dict]]) -> list[list[dict]]:
+    """(entry, config) pairs split into sets of entries whose configs agree pairwise (each joins the first
+    set it agrees with)."""
+    sets: list[list[tuple[dict, dict]]] = []
     for m in members:
-        home = next((s for s in sets if all(_agree(m, other) for other in s)), None)
+        home = next((s for s in sets if all(_agree(m[1], other[1]) for other in s)), None)
         if home is None:
             sets.append([m])
         else:
             home.append(m)
-    return sets
+    return [[entry for entry, _ in same] for same in sets]
 
 
-def over_seeds(entries: list[dict], keys: list[str]) -> list[dict]:
+def over_seeds(entries: list[dict], keys: list[str], settings: list[tuple | None] | None = None) -> list[dict]:
     """The models that differ only in their seed (same name once ``-s<seed>`` is dropped, same arm,
-    fine-tune, net, teacher and ``setting``: one study, or run directories of one folder whose configs agree
+    fine-tune, net, teacher and setting: one study, or run directories of one folder whose configs agree
     but for the seed; two or more seeds), each group's accuracy per column as the mean and the sample
-    standard deviation over the seeds that have it."""
-    groups: dict[tuple, list[dict]] = {}
-    for m in entries:
-        folder, config = m.get("setting") or (None, {})
+    standard deviation over the seeds that have it. ``settings``: per entry, None or (folder, config) of a
+    run directory."""
+    groups: dict[tuple, list[tuple[dict, dict]]] = {}
+    for m, setting in zip(entries, settings or [None] * len(entries), strict=True):
+        folder, config = setting or (None, {})
         key = (unseeded_name(m["name"], m["seed"]), m["arm"], m["finetune"], m["space"], m["budget"], m["teacher"],
                folder)
-        groups.setdefault(key, []).append(m)
+        groups.setdefault(key, []).append((m, config))
     out = []
     for key, members in [(key, same) for key, group in groups.items() for same in _agreeing(group)]:
         seeds = [m["seed"] for m in members]

@@ -387,6 +387,23 @@ def check_can_create(path: Path, flag: str, given=None) -> None:
         raise UserError(f"{flag} {given}: {existing} is not a writable directory (checked before anything runs)")
 
 
+def check_output_file(given, flag: str, replaceable, what: str) -> None:
+    """The file a command will write (``flag given``), checked before anything runs: a file name, not a
+    directory, in a directory that exists and is writable; where the file exists, one ``replaceable(path)``
+    says this command wrote (``what`` names it, e.g. "an earlier rnas compare result"). Anything else is a
+    one-line UserError, and a file the command did not write is never overwritten."""
+    path = Path(given)
+    folder = path.resolve().parent
+    if path.is_dir():
+        raise UserError(f"{flag} {given}: is a directory (give a file name)")
+    if not folder.is_dir():
+        raise UserError(f"{flag} {given}: directory {folder} does not exist (create it first)")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"{flag} {given}: directory {folder} is not writable")
+    if path.exists() and not replaceable(path):
+        raise UserError(f"{flag} {given}: exists and is not {what}; choose another file (nothing was changed)")
+
+
 def require_finite(state: dict[str, torch.Tensor], path: Path) -> None:
     """Refuse weights with NaN or inf (a model saved after its training diverged): they cannot teach, and
     an evaluation of them reports meaningless accuracies."""
