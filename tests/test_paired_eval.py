@@ -156,19 +156,25 @@ def test_bad_comparisons_are_one_line(tmp_path, b_fields, clean_hits, message):
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
 
 
-def test_compare_keeps_files_it_did_not_write(tmp_path, read_only):
+def test_compare_keeps_files_it_did_not_write(tmp_path):
     a, b = eval_json(tmp_path / "a.json"), eval_json(tmp_path / "b.json")
     notes = tmp_path / "notes.json"
     notes.write_text('{"mine": 1}')
-    (tmp_path / "shelf").mkdir()
-    shelf = read_only(tmp_path / "shelf")
     for out, message in ((notes, "not an earlier rnas compare result"), (a, "is one of the files compared"),
-                         (tmp_path / "no" / "c.json", "does not exist"), (tmp_path, "is a directory"),
-                         (shelf / "c.json", f"directory {shelf} is not writable")):
+                         (tmp_path / "no" / "c.json", "does not exist"), (tmp_path, "is a directory")):
         code, err = main_in_process("compare", a, b, "--json", out)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert notes.read_text() == '{"mine": 1}' and json.loads(a.read_text())["n"] == 8
     assert main_in_process("compare", a, tmp_path / "missing.json")[0] == 2
+
+
+def test_compare_into_a_read_only_directory_is_one_line(tmp_path, read_only):
+    a, b = eval_json(tmp_path / "a.json"), eval_json(tmp_path / "b.json")
+    (tmp_path / "shelf").mkdir()
+    shelf = read_only(tmp_path / "shelf")
+    code, err = main_in_process("compare", a, b, "--json", shelf / "c.json")
+    assert code == 2 and err.strip() == f"rnas: error: --json {shelf / 'c.json'}: directory {shelf} is not writable"
+    assert list(shelf.iterdir()) == []
 
 
 def test_compare_tells_validation_splits_of_other_sizes_apart(checkpoint, tmp_path):

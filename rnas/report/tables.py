@@ -124,7 +124,7 @@ def over_seeds(entries: list[dict], keys: list[str], settings: list[tuple | None
     standard deviation over the seeds that have it. ``settings``: per entry, None or (folder, config) of a
     run directory."""
     groups: dict[tuple, list[tuple[dict, dict]]] = {}
-    for m, setting in zip(entries, settings or [None] * len(entries), strict=True):
+    for m, setting in zip(entries, [None] * len(entries) if settings is None else settings, strict=True):
         folder, config = setting or (None, {})
         key = (unseeded_name(m["name"], m["seed"]), m["arm"], m["finetune"], m["space"], m["budget"], m["teacher"],
                folder)
