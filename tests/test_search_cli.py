@@ -5,12 +5,11 @@ import os
 import pickle
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import main_in_process, rnas_cmd, run_rnas, search_args, wait_for, write_tiny_setup
+from helpers import main_in_process, rnas_cmd, run_rnas, search_args, write_tiny_setup
 
 import rnas
 from search_spaces import parse_space
@@ -97,13 +96,6 @@ def _metrics_lines(run: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-def _checkpoint_epoch(run) -> int:
-    try:
-        return torch.load(run / "checkpoint.pt", weights_only=True)["epoch"]
-    except (OSError, RuntimeError, EOFError, KeyError):  # not there yet (it is replaced atomically)
-        return -1
-
-
 @pytest.mark.parametrize("how", ["sigkill", "sigterm"])
 def test_resume_is_bit_identical(setup, tmp_path, how):
     """SIGKILL in epoch 2 (resume from the epoch-1 checkpoint) or SIGTERM mid-epoch (checkpoint at the
@@ -112,23 +104,17 @@ def test_resume_is_bit_identical(setup, tmp_path, how):
     reference = tmp_path / "reference"
     assert run_rnas(*search_args(setup, reference, *slow)).returncode == 0
     run = tmp_path / "killed"
-    proc = subprocess.Popen(rnas_cmd(*search_args(setup, run, *slow)), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=dict(os.environ, PYTHONHASHSEED="0"))
-    try:
-        # the checkpoint of the end of epoch 1 (written after its metrics line, replacing the step-0 one)
-        assert wait_for(lambda: _checkpoint_epoch(run) >= 1)
-        time.sleep(0.1)
-        proc.send_signal(signal.SIGKILL if how == "sigkill" else signal.SIGTERM)
-        proc.wait(timeout=60)
-    finally:
-        proc.kill()
+    # the signal arrives as global step 17 (epoch 2, step 6 of 12) begins, whatever the machine's speed
+    variable = "RNAS_KILL_RANK_AT_STEP" if how == "sigkill" else "RNAS_TERM_RANK_AT_STEP"
+    proc = subprocess.run(rnas_cmd(*search_args(setup, run, *slow)), capture_output=True, timeout=300,
+                          env=dict(os.environ, PYTHONHASHSEED="0", **{variable: "0:17"}))
     state = final_state(run)
-    if how == "sigkill":
+    if how == "sigkill":  # resumes from the checkpoint of the end of epoch 1
         assert proc.returncode == -signal.SIGKILL
         assert (state["epoch"], state["step"]) == (1, 0)
-    else:
-        assert proc.returncode == 128 + signal.SIGTERM
-        assert state["epoch"] == 1 and 0 < state["step"] < 12  # stopped in the middle of epoch 2
+    else:  # takes the step it was in, checkpoints there and exits
+        assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
+        assert (state["epoch"], state["step"]) == (1, 6)
     assert _metrics_lines(run) == 1
     resumed = run_rnas("search", "--resume", run)
     assert resumed.returncode == 0, resumed.stderr

@@ -3,13 +3,12 @@ import json
 import os
 import signal
 import subprocess
-import time
 from types import SimpleNamespace
 
 import pytest
 import torch
 import yaml
-from helpers import main_in_process, rnas_cmd, run_rnas, wait_for, write_cifar10, write_space, write_teacher
+from helpers import main_in_process, rnas_cmd, run_rnas, write_cifar10, write_space, write_teacher
 
 import rnas
 import rnas.engine.retrain
@@ -102,17 +101,11 @@ def test_retrain_resume_after_sigterm_is_bit_identical(searched, tmp_path, amp):
     reference = tmp_path / "reference"
     assert main_in_process(*retrain_args(searched, reference, *args))[0] == 0
     run = tmp_path / "stopped"
-    proc = subprocess.Popen(rnas_cmd(*retrain_args(searched, run, *args)), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=dict(os.environ, PYTHONHASHSEED="0"))
-    try:
-        assert wait_for(lambda: (run / "metrics.jsonl").exists() and (run / "checkpoint.pt").exists())
-        time.sleep(0.1)
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-    finally:
-        proc.kill()
+    # SIGTERM arrives as global step 17 (epoch 2, step 6 of 12) begins: that step is the last one taken
+    proc = subprocess.run(rnas_cmd(*retrain_args(searched, run, *args)), capture_output=True, timeout=300,
+                          env=dict(os.environ, PYTHONHASHSEED="0", RNAS_TERM_RANK_AT_STEP="0:17"))
     state = torch.load(run / "checkpoint.pt", weights_only=True)
-    assert proc.returncode == 128 + signal.SIGTERM and state["epoch"] == 1 and 0 < state["step"] < 12
+    assert proc.returncode == 128 + signal.SIGTERM and (state["epoch"], state["step"]) == (1, 6), proc.stderr
     assert run_rnas("retrain", "--resume", run).returncode == 0
     a = torch.load(reference / "checkpoint.pt", weights_only=True)
     b = torch.load(run / "checkpoint.pt", weights_only=True)

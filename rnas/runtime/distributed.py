@@ -256,10 +256,13 @@ def check_batch(batch_size: int | None, dist: Dist) -> None:
 
 def kill_point(dist: Dist, step: int) -> None:
     """Fault injection for the kill tests: with RNAS_KILL_RANK_AT_STEP=R:N rank R SIGKILLs itself when it
-    reaches global step N; with RNAS_STOP_RANK_AT_STEP=R:N it stops itself (SIGSTOP), as a frozen node would."""
+    reaches global step N; with RNAS_STOP_RANK_AT_STEP=R:N it stops itself (SIGSTOP), as a frozen node would;
+    with RNAS_TERM_RANK_AT_STEP=R:N it sends itself SIGTERM (a scheduler's stop request), so that step is the
+    last one the run takes before it checkpoints and exits, on any machine speed."""
     import signal
 
-    for variable, signum in (("RNAS_KILL_RANK_AT_STEP", signal.SIGKILL), ("RNAS_STOP_RANK_AT_STEP", signal.SIGSTOP)):
+    for variable, signum in (("RNAS_KILL_RANK_AT_STEP", signal.SIGKILL), ("RNAS_STOP_RANK_AT_STEP", signal.SIGSTOP),
+                             ("RNAS_TERM_RANK_AT_STEP", signal.SIGTERM)):
         if os.environ.get(variable) == f"{dist.rank}:{step}":
             os.kill(os.getpid(), signum)
 
