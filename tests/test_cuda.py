@@ -140,7 +140,8 @@ def test_search_derive_retrain_eval_run_end_to_end_on_the_device(objective, deri
                                 *flags, "--json", tmp_path / "eval.json")
     assert code == 0, err
     result = json.loads((tmp_path / "eval.json").read_text())
-    assert [r["attack"] for r in result["results"]] == ["clean", "pgd20"]
+    assert [r["attack"] for r in result["results"]] == ["clean", "pgd20"] and result["device"].startswith(device.type)
+    assert result["tf32"] == (torch.backends.cudnn.allow_tf32 if device.type == "cuda" else None)
     for run in ("search", "retrain"):  # config.yaml says where it ran
         assert yaml.safe_load((tmp_path / run / "config.yaml").read_text())["device"].startswith(device.type)
 

@@ -53,7 +53,9 @@ def test_hits_are_the_images_the_model_gets_right(checkpoint, tmp_path):
     out = tmp_path / "eval.json"
     code, err = main_in_process(*eval_args(checkpoint, out))
     assert code == 0, err
-    rows = json.loads(out.read_text())["results"]
+    result = json.loads(out.read_text())
+    rows = result["results"]
+    assert (result["device"], result["tf32"]) == ("cpu", None)  # where it ran; TF32 applies to CUDA only
     model = load_model(checkpoint)
     batches, n, _ = eval_batches("cifar10", str(checkpoint.parent / "data"), "val", 60, 40, 10, "cpu")
     with torch.no_grad():

@@ -30,7 +30,7 @@ from rnas.robust.attacks import (
     takes_channel_budget,
 )
 from rnas.runtime.device import place
-from rnas.runtime.distributed import SINGLE, Dist, join_job
+from rnas.runtime.distributed import SINGLE, Dist, device_name, join_job
 from rnas.runtime.rundir import (
     TRAIN_CHECKPOINT,
     OutputLock,
@@ -340,7 +340,9 @@ def run_eval(cfg: EvalConfig, out=print, progress=None, resume: bool = False) ->
                                 dist=dist, eps_scale=eps_scale, progress=report, state=state, watch=watch)
         result = {"checkpoint": str(cfg.checkpoint), "params": params, "macs": macs, "data": data, "split": split,
                   "split_source": source, "val_size": val_images, "n": n,
-                  "seed": cfg.seed, "eps_space": cfg.eps_space, "results": rows}
+                  "seed": cfg.seed, "eps_space": cfg.eps_space, "device": device_name(device, dist),
+                  # cuDNN's TF32 convolutions (PyTorch's default on CUDA) round differently from full fp32
+                  "tf32": torch.backends.cudnn.allow_tf32 if device.type == "cuda" else None, "results": rows}
         if cfg.json and dist.main:
             atomic_write_json(Path(cfg.json), result)
             state.remove()
