@@ -90,7 +90,7 @@ def test_normalized_eval_equals_pixel_eval_at_eps_times_std(checkpoint, tmp_path
         "(32.0/255, 32.0/255, 32.0/255) per channel (table rows marked 'n')"]
     assert (pixel["eps_space"], normal["eps_space"]) == ("pixel", "normalized")
     assert list(pixel) == ["checkpoint", "params", "macs", "data", "split", "split_source", "val_size", "n", "seed",
-                           "eps_space", "results"]
+                           "eps_space", "device", "tf32", "results"]
     assert all("pixel_eps" not in r for r in pixel["results"])
     by_pixel = {(r["attack"], round(r["eps"] * 255)): r for r in pixel["results"]}
     by_normal = {(r["attack"], round(r["eps"] * 255)): r for r in normal["results"]}
