@@ -130,8 +130,8 @@ def test_search_derive_retrain_eval_run_end_to_end_on_the_device(objective, deri
     if derive != "argmax":
         assert main_in_process("derive", tmp_path / "search", "--tutor-derive", derive)[0] == 0
         arch = arch.with_name(f"arch-{derive}.json")
-    assert (json.loads(arch.read_text())["tutor_objective"], json.loads(arch.read_text())["tutor_derive"]) == \
-        (objective, derive)
+    derived = json.loads(arch.read_text())
+    assert (derived["tutor_objective"], derived["tutor_derive"]) == (objective, derive)
     at = () if adversary == "none" else ("--at", adversary, "--from-scratch")
     code, err = main_in_process("retrain", arch, "--data-dir", root / "data", "--val-size", 50, "--limit", 40,
                                 "--batch-size", 10, "--epochs", 1, *at, *flags, "--out", tmp_path / "retrain")
