@@ -31,14 +31,20 @@ def test_an_old_arch_json_builds_and_an_old_search_derives_the_same_file(tmp_pat
     run.mkdir()
     shutil.copy(LEGACY / "search.pt", run / "checkpoint.pt")
     shutil.copy(LEGACY / "search-config.yaml", run / "config.yaml")
-    code, err = main_in_process("derive", run)
+    code, err = main_in_process("derive", run, "--tutor-derive", "argmax")  # the derivation it was written by
     assert code == 0, err
-    new = json.loads((run / "arch.json").read_text())
+    new = json.loads((run / "arch-argmax.json").read_text())
     added = {"tutor_derive", "tutor_objective", "tutor_diversity"}  # what arch.json has said since
     def same(arch):
         return {k: v for k, v in arch.items() if k != "rnas_version" and k not in added}
     assert same(new) == same(old)
     assert (new["tutor_derive"], new["tutor_objective"]) == ("argmax", "paper")
+    code, err = main_in_process("derive", run)  # today's default: the same net, balanced tutors
+    assert code == 0, err
+    balanced = json.loads((run / "arch.json").read_text())
+    assert balanced["tutor_derive"] == "balanced" and balanced["widths"] == old["widths"]
+    cap = -(-len(balanced["tutors"]) // len(balanced["teacher_layers"]))
+    assert max(balanced["tutors"].count(j) for j in set(balanced["tutors"])) <= cap
 
 
 def test_an_old_checkpoint_is_evaluated(tmp_path):

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from helpers import main_in_process, write_cifar10, write_space, write_teacher
 
-from rnas.config.defaults import TUTOR_OBJECTIVE
+from rnas.config.defaults import TUTOR_DERIVE, TUTOR_OBJECTIVE
 from rnas.report.collect import MANIFEST
 from rnas.report.tables import pareto_front
 
@@ -219,7 +219,7 @@ def test_run_dirs_given_directly(study, tmp_path):
     derived = summary["archs"]["arch.json"]
     assert (derived["widths"], derived["params"], derived["macs"]) == (arch["widths"], arch["params"], arch["macs"])
     assert [t["teacher"] for t in derived["tutors"]] == [arch["teacher_layers"][j] for j in arch["tutors"]]
-    assert (derived["tutor_objective"], derived["tutor_derive"]) == (TUTOR_OBJECTIVE, "argmax")
+    assert (derived["tutor_objective"], derived["tutor_derive"]) == (TUTOR_OBJECTIVE, TUTOR_DERIVE)
     assert derived["tutor_diversity"]["tutors_distinct"] == len(set(arch["tutors"]))
     assert summary["final"]["tutors_distinct"] == json.loads(
         (search / "metrics.jsonl").read_text().splitlines()[-1])["tutors_distinct"]

@@ -319,7 +319,7 @@ def test_search_logs_diversity_and_derive_writes_each_derivation(env, tmp_path):
     logits = torch.load(run / "checkpoint.pt", weights_only=True)["tutor"]["tutor_logits"]
     for how in TUTOR_DERIVATIONS:
         (path, arch), = write_archs(run, [None], tutor_derive=how)
-        assert path.name == ("arch.json" if how == "argmax" else f"arch-{how}.json")
+        assert path.name == ("arch.json" if how == "balanced" else f"arch-{how}.json")
         written = json.loads(path.read_text())
         assert written["tutors"] == derive_tutors(logits, how)
         assert written["tutor_derive"] == how and written["tutor_objective"] == "robust"

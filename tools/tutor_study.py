@@ -28,6 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cifar10_study import evaluate, prepare, run, train  # noqa: E402
 
+from rnas.nets.derivation import arch_filename  # noqa: E402
+
 OBJECTIVES = ("paper", "standardised", "robust", "robust-standardised")
 # arm -> (tutor objective, derivation); the paper objective's argmax arm is the defaults study's run
 ARMS = {"standardised": ("standardised", "argmax"), "robust": ("robust", "argmax"),
@@ -51,7 +53,7 @@ def accuracies(run_dir: Path) -> dict:
 
 def arch_path(out: Path, objective: str, how: str) -> Path:
     search = out / f"search-s3-{objective}"
-    return search / ("arch-widths.json" if how == "argmax" else f"arch-widths-{how}.json")
+    return search / arch_filename(None, how, widths_from=True)
 
 
 def tutors_of(path: Path) -> list[int] | None:

@@ -1,4 +1,5 @@
 """`rnas derive RUN`: write RUN/arch.json (or one file per budget) from a search run and print it."""
+from rnas.config.defaults import TUTOR_DERIVE
 from rnas.errors import UserError
 
 
@@ -9,11 +10,12 @@ def add_arguments(parser) -> None:
                              "that fills each budget (greedy by width probabilities)")
     parser.add_argument("--graph", action="store_true",
                         help="also write each arch file's net and tutors as GraphML beside it (RUN/arch.graphml)")
-    parser.add_argument("--tutor-derive", choices=("argmax", "balanced", "monotone"), default="argmax",
-                        help="tutors from the searched tutor logits: argmax per student layer (the paper), "
-                             "balanced (each teacher layer used at most ceil(n_s/n_t) times, Hungarian) or "
-                             "monotone (tutor depth never decreases with student depth, dynamic programming); "
-                             "a derivation other than argmax adds its name to the file (arch-balanced.json)")
+    parser.add_argument("--tutor-derive", choices=("argmax", "balanced", "monotone"), default=TUTOR_DERIVE,
+                        help="tutors from the searched tutor logits: balanced (default: each teacher layer used at "
+                             "most ceil(n_s/n_t) times, the most probable such assignment, Hungarian), argmax per "
+                             "student layer (the paper) or monotone (tutor depth never decreases with student "
+                             "depth, dynamic programming); a derivation other than balanced adds its name to the "
+                             "file (arch-argmax.json)")
     parser.add_argument("--widths-from", metavar="ARCH",
                         help="take the widths of this arch.json of the same space (e.g. to compare tutor "
                              "searches on one net); writes RUN/arch-widths.json")

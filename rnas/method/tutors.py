@@ -20,7 +20,9 @@ is; the weight step and the width logits' gradients are the same for all of them
 *Derivations* (``rnas derive --tutor-derive``) turn the searched scores (log tutor probabilities) into one
 teacher tap per student tap: ``argmax`` per row (the paper), ``balanced`` (each tap used at most
 ⌈n_s/n_t⌉ times, the best such assignment by the Hungarian method) and ``monotone`` (tutor depth never
-decreases with student depth, the best such assignment by dynamic programming).
+decreases with student depth, the best such assignment by dynamic programming). ``balanced`` is the
+default (``rnas.config.defaults.TUTOR_DERIVE``); an arch.json without ``tutor_derive`` (written before the
+field) is argmax.
 """
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from rnas import __version__
+from rnas.config.defaults import TUTOR_DERIVE
 from rnas.errors import UserError
 from rnas.method.distill import CrossLayerAttention
 from rnas.method.tutors import TUTOR_DERIVATIONS, derive_tutors, tutor_diversity
@@ -52,13 +53,15 @@ def widths_choices(supernet: Network, arch_path: str | Path, student_layers: lis
     return [block.width_choices.index(w) for w, block in zip(widths, blocks, strict=True)]
 
 
-def derive_run(run: str | Path, mac_target: float | None = None, loaded=None, tutor_derive: str = "argmax",
+def derive_run(run: str | Path, mac_target: float | None = None, loaded=None,
+               tutor_derive: str = TUTOR_DERIVE,
                widths_from: str | Path | None = None) -> dict:
     """Arch description of a search run's checkpoint: widths, tutors, both probability tables, params,
     MACs, teacher, seed, rnas version. Deterministic: same checkpoint, same dict. Widths are the argmax
     choices, or with ``mac_target`` (default: the search's --mac-target) the most probable net that fills
     that budget (``supernets.budget_choices``), or those of the arch.json ``widths_from``. Tutors:
-    ``tutor_derive`` of ``rnas.method.tutors`` on the tutor logits (argmax: j* = argmax_j g_ij, the paper).
+    ``tutor_derive`` of ``rnas.method.tutors`` on the tutor logits (balanced by default; argmax:
+    j* = argmax_j g_ij, the paper).
     ``loaded``: ``load_search(run)``."""
     if tutor_derive not in TUTOR_DERIVATIONS:
         raise UserError(f"--tutor-derive {tutor_derive}: not one of {', '.join(TUTOR_DERIVATIONS)}")
@@ -105,24 +108,26 @@ def format_arch(arch: dict) -> str:
     return "\n".join(lines)
 
 
-def arch_filename(mac_target: float | None, tutor_derive: str = "argmax", widths_from=None) -> str:
+def arch_filename(mac_target: float | None, tutor_derive: str = TUTOR_DERIVE, widths_from=None) -> str:
     """arch.json, or arch-<budget>.json for ``rnas derive --mac-target`` (arch-6.64M.json; the exact
-    count when the M form would round it, e.g. arch-1234567.json); a tutor derivation other than argmax
-    adds its name (arch-balanced.json, arch-6.64M-monotone.json), ``--widths-from`` adds ``widths``."""
+    count when the M form would round it, e.g. arch-1234567.json); a tutor derivation other than the
+    default (balanced) adds its name (arch-argmax.json, arch-6.64M-monotone.json), ``--widths-from`` adds
+    ``widths``."""
     parts = ["arch"]
     if widths_from is not None:
         parts.append("widths")
     elif mac_target is not None:
         short = f"{mac_target / 1e6:g}"
         parts.append(f"{short}M" if float(short) * 1e6 == mac_target else f"{mac_target:.0f}")
-    if tutor_derive != "argmax":
+    if tutor_derive != TUTOR_DERIVE:
         parts.append(tutor_derive)
     return "-".join(parts) + ".json"
 
 
-def write_archs(run: str | Path, mac_targets: list[float | None], graph: bool = False, tutor_derive: str = "argmax",
-                widths_from: str | Path | None = None) -> list[tuple[Path, dict]]:
-    """Write RUN/arch.json (argmax, or the search's own budget) for None, RUN/arch-<budget>.json for each
+def write_archs(run: str | Path, mac_targets: list[float | None], graph: bool = False,
+                tutor_derive: str = TUTOR_DERIVE, widths_from: str | Path | None = None
+                ) -> list[tuple[Path, dict]]:
+    """Write RUN/arch.json (argmax widths, or the search's own budget) for None, RUN/arch-<budget>.json for each
     budget (names as ``arch_filename``); with ``graph`` also its ``rnas.nets.graph.arch_graph`` beside it as
     GraphML (arch.graphml, arch-<budget>.graphml). Every budget is derived (and checked) before any file
     is written."""
