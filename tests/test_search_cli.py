@@ -12,6 +12,7 @@ import torch
 from helpers import main_in_process, rnas_cmd, run_rnas, search_args, write_tiny_setup
 
 import rnas
+from rnas.method.tutors import derive_tutors
 from search_spaces import parse_space
 from supernets import Network
 
@@ -52,7 +53,13 @@ def test_search_then_derive_end_to_end(setup, tmp_path):
     assert arch["space"] == "T" and arch["seed"] == 3 and arch["teacher"]["name"] == "wrn-10-1"
     assert len(arch["tutors"]) == len(arch["student_layers"]) == len(arch["tutor_probabilities"])
     assert all(0 <= j < len(arch["teacher_layers"]) for j in arch["tutors"])
-    assert arch["tutors"] == final["tutor"]["tutor_logits"].argmax(1).tolist()  # j* = argmax_j of the searched logits
+    logits = final["tutor"]["tutor_logits"]
+    assert arch["tutor_derive"] == "balanced" and arch["tutors"] == derive_tutors(logits, "balanced")  # the default
+    cap = math.ceil(len(arch["tutors"]) / len(arch["teacher_layers"]))
+    assert max(arch["tutors"].count(j) for j in arch["tutors"]) <= cap
+    assert main_in_process("derive", run, "--tutor-derive", "argmax")[0] == 0
+    argmax = json.loads((run / "arch-argmax.json").read_text())
+    assert argmax["tutors"] == logits.argmax(1).tolist()  # the paper's j* = argmax_j of the searched logits
     model = rnas.build_model(run / "arch.json")
     assert sum(p.numel() for p in model.parameters()) == arch["params"]
     assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
