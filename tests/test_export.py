@@ -137,6 +137,11 @@ def test_overwrite_is_refused(retrained, tmp_path):
     code, out, err = run_export(retrained, "--format", "pt2", "-o", path)
     assert code == 2 and out == "" and err.count("\n") == 1
     assert "already exists" in err and str(path) in err and path.read_bytes() == b"keep me"
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    code, out, err = run_export(retrained, "--format", "pt2", "-o", folder)
+    assert (code, out) == (2, "") and err.strip() == f"rnas: error: -o {folder}: is a directory (give a file name)"
+    assert list(folder.iterdir()) == []
 
 
 def test_other_checkpoints_are_refused(retrained, tmp_path):

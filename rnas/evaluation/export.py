@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from rnas.errors import UserError
-from rnas.runtime.rundir import no_space_in
+from rnas.runtime.rundir import check_output_file, no_space_in
 from supernets import Network, build_model, derive
 
 TOLERANCE = 1e-4  # max |logit difference| accepted; the exporters' graph rewrites stay near float32 rounding (~1e-7)
@@ -203,12 +203,7 @@ def _check_request(fmt: str, out: Path, input_size: int | None = None, batch: in
     missing = [p for p in FORMATS[fmt].needs if importlib.util.find_spec(p) is None]
     if missing:
         raise UserError(f"--format {fmt}: needs {' and '.join(missing)}: pip install 'rnas[export]'")
-    if out.exists():
-        raise UserError(f"-o {out}: already exists; rnas export does not overwrite (remove it or choose another name)")
-    if not out.parent.is_dir():
-        raise UserError(f"-o {out}: directory {out.parent} does not exist")
-    if not os.access(out.parent, os.W_OK):
-        raise UserError(f"-o {out}: directory {out.parent} is not writable")
+    check_output_file(out, "-o", None, "rnas export")
 
 
 def _write_new(partial: Path, data: bytes, out: Path) -> None:

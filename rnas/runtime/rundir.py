@@ -390,8 +390,9 @@ def check_can_create(path: Path, flag: str, given=None) -> None:
 def check_output_file(given, flag: str, replaceable, what: str) -> None:
     """The file a command will write (``flag given``), checked before anything runs: a file name, not a
     directory, in a directory that exists and is writable; where the file exists, one ``replaceable(path)``
-    says this command wrote (``what`` names it, e.g. "an earlier rnas compare result"). Anything else is a
-    one-line UserError, and a file the command did not write is never overwritten."""
+    says this command wrote (``what`` names it, e.g. "an earlier rnas compare result"), or, with
+    ``replaceable`` None, none may be replaced (``what`` names the command, e.g. "rnas export"). Anything
+    else is a one-line UserError, and a file the command did not write is never overwritten."""
     path = Path(given)
     folder = path.resolve().parent
     if path.is_dir():
@@ -400,6 +401,9 @@ def check_output_file(given, flag: str, replaceable, what: str) -> None:
         raise UserError(f"{flag} {given}: directory {folder} does not exist (create it first)")
     if not os.access(folder, os.W_OK):
         raise UserError(f"{flag} {given}: directory {folder} is not writable")
+    if path.exists() and replaceable is None:
+        raise UserError(f"{flag} {given}: already exists; {what} does not overwrite (remove it or choose another "
+                        "name)")
     if path.exists() and not replaceable(path):
         raise UserError(f"{flag} {given}: exists and is not {what}; choose another file (nothing was changed)")
 
