@@ -39,6 +39,12 @@ def test_an_old_arch_json_builds_and_an_old_search_derives_the_same_file(tmp_pat
         return {k: v for k, v in arch.items() if k != "rnas_version" and k not in added}
     assert same(new) == same(old)
     assert (new["tutor_derive"], new["tutor_objective"]) == ("argmax", "paper")
+    shutil.copy(LEGACY / "arch.json", run / "arch.json")  # the old file under today's default name
+    code, err = main_in_process("derive", run)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"{run / 'arch.json'}: holds argmax tutors, not balanced" in err
+    assert (run / "arch.json").read_bytes() == (LEGACY / "arch.json").read_bytes()
+    (run / "arch.json").unlink()
     code, err = main_in_process("derive", run)  # today's default: the same net, balanced tutors
     assert code == 0, err
     balanced = json.loads((run / "arch.json").read_text())

@@ -12,9 +12,11 @@ import yaml
 from conftest import ALL_SPACES, TINY_BLOCKS, builtin, randomize, randomize_batchnorm, tiny_spec
 from helpers import main_in_process, tiny_search_and_derive, tiny_search_config, write_tiny_setup
 
+from rnas.config.defaults import TUTOR_DERIVE
 from rnas.engine.search import Searcher
 from rnas.method.distill import channel_energy, teacher_targets
 from rnas.method.taps import Taps, conv_taps
+from rnas.nets.derivation import arch_filename
 from rnas.robust.attacks import run_attack
 from rnas.runtime.device import autocast, full_precision, place
 from rnas.teachers.wideresnet import WideResNet
@@ -127,9 +129,9 @@ def test_search_derive_retrain_eval_run_end_to_end_on_the_device(objective, deri
     flags = ("--device", str(device))
     arch = tiny_search_and_derive(root, tmp_path / "search", *flags, "--limit", 40, "--batch-size", 10,
                                   "--tutor-objective", objective)
-    if derive != "argmax":
+    if derive != TUTOR_DERIVE:
         assert main_in_process("derive", tmp_path / "search", "--tutor-derive", derive)[0] == 0
-        arch = arch.with_name(f"arch-{derive}.json")
+        arch = arch.with_name(arch_filename(None, derive))
     derived = json.loads(arch.read_text())
     assert (derived["tutor_objective"], derived["tutor_derive"]) == (objective, derive)
     at = () if adversary == "none" else ("--at", adversary, "--from-scratch")

@@ -117,13 +117,13 @@ def main() -> None:
     args = parser.parse_args()
     out, log, data, robust = prepare(args.shared, args.out)
 
-    # 1. search S3 at the defaults, derive
+    # 1. search S3 at the defaults this study was run with (Eq. (1), the paper's argmax tutors), derive
     search = out / "search-s3"
     train(["search", "--space", "s3", *robust, "--data-dir", str(data), "--limit", str(args.search_images),
-           "--epochs", str(args.search_epochs)], search, args.search_epochs, log)
+           "--epochs", str(args.search_epochs), "--tutor-objective", "paper"], search, args.search_epochs, log)
     arch = search / "arch.json"
     if not arch.exists():
-        run(["derive", str(search)], log)
+        run(["derive", str(search), "--tutor-derive", "argmax"], log)
 
     def retrain(name: str, *flags: str) -> dict:
         run_dir = out / name

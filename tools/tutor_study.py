@@ -135,6 +135,9 @@ def main() -> None:
             train(["search", "--space", "s3", *robust, "--data-dir", str(data), "--limit", "20000",
                    "--epochs", "10", "--tutor-objective", objective], search, 10, log)
             path = arch_path(out, objective, how)
+            if path.exists() and (held := json.loads(path.read_text()).get("tutor_derive", "argmax")) != how:
+                sys.exit(f"tutor_study: {path} holds {held} tutors, not {how} (an OUT written before balanced "
+                         f"became rnas derive's default): rename it {arch_path(out, objective, held).name}")
             if not path.exists():
                 run(["derive", str(search), "--widths-from", str(base_arch), "--tutor-derive", how], log)
         return path

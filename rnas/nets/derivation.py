@@ -124,6 +124,20 @@ def arch_filename(mac_target: float | None, tutor_derive: str = TUTOR_DERIVE, wi
     return "-".join(parts) + ".json"
 
 
+def check_same_derivation(path: Path, tutor_derive: str) -> None:
+    """An arch file ``rnas derive`` would replace holds tutors of the same derivation (one written before
+    balanced became the default, or before the field existed, holds argmax tutors under the same name): a
+    retrain of it, or a report, must not find other tutors there than it was run with."""
+    try:
+        held = json.loads(path.read_text()).get("tutor_derive", "argmax")
+    except (OSError, ValueError, AttributeError):
+        return
+    if held != tutor_derive:
+        raise UserError(f"{path}: holds {held} tutors, not {tutor_derive}; derive with --tutor-derive {held} "
+                        f"(it writes {arch_filename(None, held)} beside it) or move the file aside (nothing was "
+                        "changed)")
+
+
 def write_archs(run: str | Path, mac_targets: list[float | None], graph: bool = False,
                 tutor_derive: str = TUTOR_DERIVE, widths_from: str | Path | None = None
                 ) -> list[tuple[Path, dict]]:
@@ -138,6 +152,8 @@ def write_archs(run: str | Path, mac_targets: list[float | None], graph: bool = 
     archs = [(Path(run) / arch_filename(t, tutor_derive, widths_from), derive_run(run, t, loaded, tutor_derive,
                                                                                   widths_from))
              for t in mac_targets]
+    for path, _ in archs:
+        check_same_derivation(path, tutor_derive)
     graphs = []
     if graph:
         import networkx

@@ -3,7 +3,7 @@ yEd, and a PNG drawing for reports.
 
 Nodes are the student's attention taps (``student:<layer>``) and the teacher layers they can learn from
 (``teacher:<layer>``); ``flow`` edges join consecutive taps of each net, ``tutor`` edges join each
-student tap to its searched tutor j* = argmax_j g_ij, weighted by that probability g_ij.
+student tap to its derived tutor j (arch.json's ``tutors``), weighted by that probability g_ij.
 
 A student tap's block is read from its name: ``blocks.<i>.<tap>`` (``blocks.3.tap_out``) is a tap inside
 block i of the network, where i indexes ``arch["widths"]`` and ``arch["width_choices"]`` (every block in
