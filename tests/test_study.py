@@ -75,6 +75,8 @@ BAD = [
     ({"searches": [{"space": "s3", "scale": ["big"]}]}, "searches[0].scale: bad MAC count 'big'"),
     ({"searches": [{"space": "s3", "scale": "9M", "budgets": ["6M"]}]},
      "searches[0].scale: grows the search's own net (arch.json), which budgets leaves out"),
+    ({"searches": [{"space": "s3", "tutor_derive": "best"}]},
+     "searches[0].tutor_derive: 'best': one of argmax, balanced, monotone"),
     ({"arms": [{"arm": "ce", "at": "fgsm"}]}, "arms[0].at: 'fgsm': one of none, trades, pgd, nfgsm"),
     ({"arms": [{"arm": "ce", "budget": [15, "lots"]}]}, "arms[0].budget: 'lots': a number of CE-epoch equivalents"),
     ({"arms": [{"arm": "ce", "budget": 0}]}, "arms[0].budget: 0: a number of CE-epoch equivalents > 0"),
@@ -324,6 +326,23 @@ def test_a_search_scaled_to_a_budget_trains_its_robustscaling_and_widened_nets(r
     capsys.readouterr()
     code, _ = main_in_process("study", study, "--out", out, "--dry-run")
     assert code == 0 and all(line.split()[-1] == "done" for line in capsys.readouterr().out.splitlines())
+
+
+def test_a_search_derives_the_tutors_its_entry_names(root, tmp_path):
+    """`tutor_derive: argmax` in a search entry: its derive step writes the paper's argmax tutors
+    (arch-argmax.json, as `rnas derive --tutor-derive argmax`) and the arms train that file; the default is
+    balanced (arch.json)."""
+    spec = study_dict(root, arms=["rnas-cl"], eval={"attacks": ["clean"], "n": 10}, control_teacher=None,
+                      searches=[{"space": str(root / "tiny.yaml"), "tutor_derive": "argmax"}])
+    study, out = write_study(tmp_path / "s.yaml", spec), tmp_path / "out"
+    code, err = main_in_process("study", study, "--out", out)
+    assert code == 0, err
+    arch = json.loads((out / "search-tiny" / "arch-argmax.json").read_text())
+    logits = torch.load(out / "search-tiny" / "checkpoint.pt", weights_only=True)["tutor"]["tutor_logits"]
+    assert arch["tutor_derive"] == "argmax" and arch["tutors"] == logits.argmax(1).tolist()
+    assert not (out / "search-tiny" / "arch.json").exists()
+    saved = torch.load(out / "tiny" / "rnas-cl" / "checkpoint.pt", weights_only=True)
+    assert saved["arch"]["tutors"] == arch["tutors"] and saved["arch"]["tutor_derive"] == "argmax"
 
 
 def test_a_net_derived_elsewhere_is_trained_and_grown_without_searching_again(root, tmp_path, capsys):

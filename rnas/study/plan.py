@@ -21,6 +21,9 @@ With ``retrain: {robust_val: N}`` (``rnas retrain --robust-val``) every run also
 (``best.pt``), and each evaluation is done twice: ``eval-<protocol>.json`` of the last epoch and
 ``eval-best-<protocol>.json`` of ``best.pt``, the latter a model row of its own (``<run>@best``).
 
+A search entry's ``tutor_derive`` (balanced, the default, argmax or monotone) is its derive step's
+``rnas derive --tutor-derive``, and names the arch files as that command does (arch-argmax.json).
+
 A search may also grow its derived net to larger MAC budgets (``scale: 15.6M`` or a list, as ``rnas scale
 ARCH --macs``): each budget gives two more nets with every arm, ``<space>-scaled-<budget>`` (RobustScaling:
 depth and width in the paper's ratios) and ``<space>-widened-<budget>`` (the same budget by width alone).
@@ -37,12 +40,15 @@ from pathlib import Path
 import networkx as nx
 
 from rnas.config import coerce_field, parse_macs, read_yaml_file
+from rnas.config.defaults import TUTOR_DERIVE
 from rnas.data import TRAINABLE, dataset_info
 from rnas.engine.early_stopping import BEST
 from rnas.engine.optim import fill_recipe
 from rnas.engine.retrain import RetrainConfig
 from rnas.engine.search import SearchConfig
 from rnas.errors import UserError
+from rnas.method.tutors import TUTOR_DERIVATIONS
+from rnas.nets.derivation import arch_filename
 from rnas.study.cluster import ExecutorSettings, fail, mapping, read_settings, step_resources
 from rnas.study.sections import (
     ARMS,
@@ -237,9 +243,13 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
     for i, entry in enumerate(searches):
         here = f"{where}: searches[{i}]"
         entry = {"space": entry} if isinstance(entry, str) else mapping(entry, here)
-        unknown = [k for k in entry if k not in ("space", "budgets", "scale")]
+        unknown = [k for k in entry if k not in ("space", "budgets", "scale", "tutor_derive")]
         if unknown:
-            raise fail(f"{here}.{unknown[0]}", "unknown key (space, budgets, scale)")
+            raise fail(f"{here}.{unknown[0]}", "unknown key (space, budgets, scale, tutor_derive)")
+        tutor_derive = entry.get("tutor_derive", TUTOR_DERIVE)
+        if tutor_derive not in TUTOR_DERIVATIONS:
+            raise fail(f"{here}.tutor_derive", f"{tutor_derive!r}: one of {', '.join(TUTOR_DERIVATIONS)} (rnas "
+                                               "derive --tutor-derive)")
         space = entry.get("space")
         if not isinstance(space, str) or not space:
             raise fail(f"{here}.space", "missing (a built-in space name or a YAML path)")
@@ -262,10 +272,9 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
             raise fail(f"{here}.scale", "grows the search's own net (arch.json), which budgets leaves out; give "
                                         "scale without budgets")
         derive = add(Step(f"derive/{tag}", "derive", f"search-{tag}", extra={
-            "budgets": budgets, "scale": scales, "epochs": cfg.epochs}), search.name)
+            "budgets": budgets, "scale": scales, "epochs": cfg.epochs, "tutor_derive": tutor_derive}), search.name)
         nets = [(tag if budget is None else f"{tag}-{_budget_text(budget)}",
-                 f"search-{tag}/" + ("arch.json" if budget is None else f"arch-{_budget_text(budget)}.json"), budget,
-                 None) for budget in budgets]
+                 f"search-{tag}/{arch_filename(budget, tutor_derive)}", budget, None) for budget in budgets]
         nets += _grown_nets(tag, f"search-{tag}", scales)
         add_nets(tag.upper(), search.path, derive.name, nets)
     for i, entry in enumerate(as_list(data["archs"], f"{where}: archs") if data.get("archs") is not None else []):

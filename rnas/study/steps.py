@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from rnas.config.defaults import TUTOR_DERIVE
 from rnas.errors import UserError
 from rnas.runtime.rundir import atomic_write_json, atomic_write_text
 from rnas.study.plan import Step
@@ -82,7 +83,8 @@ def _derived(step: Step, out: Path) -> bool:
     from rnas.nets.derivation import arch_filename
 
     searched = epochs_done(out / step.path)
-    files = [arch_filename(b) for b in step.extra["budgets"]] + [name for name, *_ in _scaled(step.extra)]
+    how = step.extra.get("tutor_derive", TUTOR_DERIVE)
+    files = [arch_filename(b, how) for b in step.extra["budgets"]] + [name for name, *_ in _scaled(step.extra)]
     arch = [_read_json(out / step.path / name) for name in files]
     return searched > 0 and all(a is not None and a.get("search_epochs_done") == searched for a in arch)
 
@@ -145,12 +147,14 @@ def _run_retrain(step: Step, out: Path, events, should_stop) -> None:
 
 
 def _run_derive(step: Step, out: Path, events, should_stop) -> None:
-    """The search's arch files, then its arch.json grown to each ``scale`` budget by each rule (rnas scale)."""
-    from rnas.nets.derivation import write_archs
+    """The search's arch files (its ``tutor_derive``), then its own net grown to each ``scale`` budget by each
+    rule (rnas scale)."""
+    from rnas.nets.derivation import arch_filename, write_archs
 
-    run = out / step.path
-    archs = dict(write_archs(run, step.extra["budgets"]))  # with scale, the plan asks for arch.json (budget None)
-    _write_grown(run, archs[run / "arch.json"], str(run / "arch.json"), step.extra)
+    run, how = out / step.path, step.extra.get("tutor_derive", TUTOR_DERIVE)
+    archs = dict(write_archs(run, step.extra["budgets"], tutor_derive=how))  # with scale the plan asks for budget None
+    own = run / arch_filename(None, how)
+    _write_grown(run, archs[own], str(own), step.extra)
 
 
 def _scaled(extra: dict) -> list[tuple[str, int, bool]]:
