@@ -262,3 +262,27 @@ def test_eval_refuses_a_model_with_nan_weights(root, tmp_path):
     torch.save(ckpt, tmp_path / "checkpoint.pt")
     code, err = main_in_process("eval", tmp_path / "checkpoint.pt", "--attacks", "clean", "--n", 10)
     assert code == 2 and "hold NaN or inf values" in one_line(err), err
+
+
+def test_a_resumed_retrain_refuses_an_arch_file_whose_tutors_changed(root, derived, tmp_path):
+    """The arch file of a retrain re-derived with other tutors meanwhile (e.g. an old argmax arch.json
+    replaced by balanced tutors) is one line on --resume, and the run's checkpoint is left as it was; the
+    same tutors resume."""
+    arch, _ = derived
+    path, run = tmp_path / "arch.json", tmp_path / "run"
+    path.write_text(json.dumps(arch))
+    code, err = main_in_process("retrain", path, "--data-dir", root / "data", "--val-size", 50, "--batch-size", 25,
+                                "--epochs", 1, "--out", run)
+    assert code == 0, err
+    before = (run / "checkpoint.pt").read_bytes()
+    n_t = len(arch["teacher_layers"])
+    path.write_text(json.dumps({**arch, "tutors": [(j + 1) % n_t for j in arch["tutors"]], "tutor_derive": "monotone"}))
+    code, err = main_in_process("retrain", "--resume", run, "--epochs", 2)
+    assert code == 2 and one_line(err) == (
+        f"rnas: error: {path}: its tutors changed since this run started ({len(arch['tutors'])} of "
+        f"{len(arch['tutors'])} student layers; now monotone); resume with the file it was started with, or "
+        "retrain into a new --out")
+    assert (run / "checkpoint.pt").read_bytes() == before
+    path.write_text(json.dumps(arch))
+    code, err = main_in_process("retrain", "--resume", run, "--epochs", 2)
+    assert code == 0, err

@@ -226,6 +226,18 @@ def build_retrain(cfg: RetrainConfig, dist: Dist | None = None) -> Trainer:
 Trainer.BUILDERS[RetrainConfig] = build_retrain
 
 
+def check_same_tutors(ckpt: dict, now: dict, arch_path: str) -> None:
+    """A resumed retrain goes on with the tutors it was started with: its arch file re-derived meanwhile with
+    other tutors (another ``--tutor-derive``) is a one-line UserError, not a run that changes teacher layers
+    mid-training and a report that shows tutors the run never had."""
+    before, after = ckpt.get("arch", {}).get("tutors"), now["arch"].get("tutors")
+    if before is not None and before != after:
+        changed = sum(a != b for a, b in zip(before, after or [], strict=False))
+        raise UserError(f"{arch_path}: its tutors changed since this run started ({changed} of {len(before)} "
+                        f"student layers; now {now['arch'].get('tutor_derive', 'argmax')}); resume with the file "
+                        "it was started with, or retrain into a new --out")
+
+
 def run_retrain(cfg: RetrainConfig, run: Path, resume: bool = False, *, callbacks=(), should_stop=None,
                 dist: Dist | None = None) -> Path:
     dist = join_job(cfg.device, dist)[1]
@@ -234,6 +246,8 @@ def run_retrain(cfg: RetrainConfig, run: Path, resume: bool = False, *, callback
         ckpt = resume_checkpoint(run, resume)
         trainer = build_retrain(cfg, dist)
         if ckpt:
+            if BASELINES[cfg.baseline].tutors == "searched":  # the other modes never read the file's tutors
+                check_same_tutors(ckpt, trainer.extra_state, cfg.arch)
             trainer.load_state(ckpt)
         return trainer
 
