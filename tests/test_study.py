@@ -328,6 +328,21 @@ def test_a_search_scaled_to_a_budget_trains_its_robustscaling_and_widened_nets(r
     assert code == 0 and all(line.split()[-1] == "done" for line in capsys.readouterr().out.splitlines())
 
 
+def test_a_search_with_budgets_trains_one_net_per_budget(root, tmp_path):
+    """`budgets: [X]` without `scale`: the derive step writes arch-<X>.json only (as `rnas derive
+    --mac-target X`) and the arms train it (it once failed looking for the arch.json only `scale` asks for)."""
+    spec = study_dict(root, arms=["ce"], eval={"attacks": ["clean"], "n": 10}, control_teacher=None,
+                      searches=[{"space": str(root / "tiny.yaml"), "budgets": ["0.3M"]}])
+    study, out = write_study(tmp_path / "s.yaml", spec), tmp_path / "out"
+    code, err = main_in_process("study", study, "--out", out)
+    assert code == 0, err
+    arch = json.loads((out / "search-tiny" / "arch-0.3M.json").read_text())
+    assert arch["mac_target"] == 300_000 and arch["macs"] <= 300_000
+    assert not (out / "search-tiny" / "arch.json").exists()
+    saved = torch.load(out / "tiny-0.3M" / "ce" / "checkpoint.pt", weights_only=True)
+    assert saved["arch"]["widths"] == arch["widths"]
+
+
 def test_a_search_derives_the_tutors_its_entry_names(root, tmp_path):
     """`tutor_derive: argmax` in a search entry: its derive step writes the paper's argmax tutors
     (arch-argmax.json, as `rnas derive --tutor-derive argmax`) and the arms train that file; the default is

@@ -152,9 +152,10 @@ def _run_derive(step: Step, out: Path, events, should_stop) -> None:
     from rnas.nets.derivation import arch_filename, write_archs
 
     run, how = out / step.path, step.extra.get("tutor_derive", TUTOR_DERIVE)
-    archs = dict(write_archs(run, step.extra["budgets"], tutor_derive=how))  # with scale the plan asks for budget None
-    own = run / arch_filename(None, how)
-    _write_grown(run, archs[own], str(own), step.extra)
+    archs = dict(write_archs(run, step.extra["budgets"], tutor_derive=how))
+    if step.extra["scale"]:  # the plan then asks for the search's own net (budget None): the one grown
+        own = run / arch_filename(None, how)
+        _write_grown(run, archs[own], str(own), step.extra)
 
 
 def _scaled(extra: dict) -> list[tuple[str, int, bool]]:
