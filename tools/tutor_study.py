@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cifar10_study import evaluate, prepare, run, train  # noqa: E402
 
+from rnas.config.defaults import UNRECORDED_TUTOR_DERIVE  # noqa: E402
 from rnas.nets.derivation import arch_filename  # noqa: E402
 
 OBJECTIVES = ("paper", "standardised", "robust", "robust-standardised")
@@ -135,7 +136,8 @@ def main() -> None:
             train(["search", "--space", "s3", *robust, "--data-dir", str(data), "--limit", "20000",
                    "--epochs", "10", "--tutor-objective", objective], search, 10, log)
             path = arch_path(out, objective, how)
-            if path.exists() and (held := json.loads(path.read_text()).get("tutor_derive", "argmax")) != how:
+            held = json.loads(path.read_text()).get("tutor_derive", UNRECORDED_TUTOR_DERIVE) if path.exists() else how
+            if held != how:
                 sys.exit(f"tutor_study: {path} holds {held} tutors, not {how} (an OUT written before balanced "
                          f"became rnas derive's default): rename it {arch_path(out, objective, held).name}")
             if not path.exists():

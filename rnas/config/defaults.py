@@ -6,6 +6,7 @@ GAMMA_S = 1000.0  # Eq. 2 attention weight, 1/(n_s n_t) form: docs/experiments/c
 GAMMA_T = 1000.0  # Eq. 3 attention weight, 1/(n_s n_t) form: docs/experiments/cifar10-defaults.md
 TUTOR_OBJECTIVE = "standardised"  # what moves the tutor logits: docs/experiments/cifar10-tutors.md
 TUTOR_DERIVE = "balanced"  # how rnas derive turns them into tutors (argmax is the paper's): the same page
+UNRECORDED_TUTOR_DERIVE = "argmax"  # the tutors of an arch.json written before it recorded tutor_derive
 KL = "paper"  # the form of the logit KL: paper (the official code's) or hinton
 KD_TEMPERATURE = 4.0  # temperature of the hinton KL
 MAP_SIZE = 8  # side of the common attention-map size

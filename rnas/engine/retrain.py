@@ -233,9 +233,10 @@ def check_same_tutors(ckpt: dict, now: dict, arch_path: str) -> None:
     before, after = ckpt.get("arch", {}).get("tutors"), now["arch"].get("tutors")
     if before is not None and before != after:
         changed = sum(a != b for a, b in zip(before, after or [], strict=False))
+        how = now["arch"].get("tutor_derive", defaults.UNRECORDED_TUTOR_DERIVE)
         raise UserError(f"{arch_path}: its tutors changed since this run started ({changed} of {len(before)} "
-                        f"student layers; now {now['arch'].get('tutor_derive', 'argmax')}); resume with the file "
-                        "it was started with, or retrain into a new --out")
+                        f"student layers; now {how}); resume with the file it was started with, or retrain into a "
+                        "new --out")
 
 
 def run_retrain(cfg: RetrainConfig, run: Path, resume: bool = False, *, callbacks=(), should_stop=None,

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from rnas import __version__
-from rnas.config.defaults import TUTOR_DERIVE
+from rnas.config.defaults import TUTOR_DERIVE, UNRECORDED_TUTOR_DERIVE
 from rnas.errors import UserError
 from rnas.method.distill import CrossLayerAttention
 from rnas.method.tutors import TUTOR_DERIVATIONS, derive_tutors, tutor_diversity
@@ -53,8 +53,7 @@ def widths_choices(supernet: Network, arch_path: str | Path, student_layers: lis
     return [block.width_choices.index(w) for w, block in zip(widths, blocks, strict=True)]
 
 
-def derive_run(run: str | Path, mac_target: float | None = None, loaded=None,
-               tutor_derive: str = TUTOR_DERIVE,
+def derive_run(run: str | Path, mac_target: float | None = None, loaded=None, tutor_derive: str = TUTOR_DERIVE,
                widths_from: str | Path | None = None) -> dict:
     """Arch description of a search run's checkpoint: widths, tutors, both probability tables, params,
     MACs, teacher, seed, rnas version. Deterministic: same checkpoint, same dict. Widths are the argmax
@@ -101,7 +100,7 @@ def format_arch(arch: dict) -> str:
                                                 strict=True)):
         listed = " ".join(f"{c}:{p:.2f}" for c, p in zip(choices, probs, strict=True))
         lines.append(f"{i:5d}  {w:5d}  {listed}")
-    how = arch.get("tutor_derive", "argmax")
+    how = arch.get("tutor_derive", UNRECORDED_TUTOR_DERIVE)
     lines += ["", f"student layer -> tutor (teacher layer, probability; {how} derivation)"]
     for name, j, row in zip(arch["student_layers"], arch["tutors"], arch["tutor_probabilities"], strict=True):
         lines.append(f"{name:32s} -> {arch['teacher_layers'][j]} ({row[j]:.2f})")
@@ -129,7 +128,7 @@ def check_same_derivation(path: Path, tutor_derive: str) -> None:
     balanced became the default, or before the field existed, holds argmax tutors under the same name): a
     retrain of it, or a report, must not find other tutors there than it was run with."""
     try:
-        held = json.loads(path.read_text()).get("tutor_derive", "argmax")
+        held = json.loads(path.read_text()).get("tutor_derive", UNRECORDED_TUTOR_DERIVE)
     except (OSError, ValueError, AttributeError):
         return
     if held != tutor_derive:

@@ -9,6 +9,7 @@ import re
 import statistics
 from pathlib import Path
 
+from rnas.config.defaults import UNRECORDED_TUTOR_DERIVE
 from rnas.report.runs import Model, Run, protocol
 
 MAIN_EPS = 8 / 255  # the table's budget when the pixel evals have it (pixel units)
@@ -207,7 +208,7 @@ def search_summary(run: Run) -> dict:
         archs[name] = {"widths": arch.get("widths"), "width_choices": arch.get("width_choices"),
                        "params": arch.get("params"), "macs": arch.get("macs"), "mac_target": arch.get("mac_target"),
                        "tutors": tutors, "tutor_objective": arch.get("tutor_objective", "paper"),
-                       "tutor_derive": arch.get("tutor_derive", "argmax"),
+                       "tutor_derive": arch.get("tutor_derive", UNRECORDED_TUTOR_DERIVE),
                        "tutor_diversity": arch.get("tutor_diversity")}
     return {"name": run.name, "dir": str(run.dir), "space": run.config.get("space"),
             "teacher": run.teacher,

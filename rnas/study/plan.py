@@ -402,8 +402,6 @@ def grown_files(scales: list[int]) -> list[tuple[int, str, str, bool]]:
 
 def _budget_text(budget: int) -> str:
     """6640000 -> 6.64M, as `rnas derive --mac-target` names its files."""
-    from rnas.nets.derivation import arch_filename
-
     return arch_filename(budget)[len("arch-"):-len(".json")]
 
 

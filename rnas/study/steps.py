@@ -9,7 +9,6 @@ from pathlib import Path
 
 import torch
 
-from rnas.config.defaults import TUTOR_DERIVE
 from rnas.errors import UserError
 from rnas.runtime.rundir import atomic_write_json, atomic_write_text
 from rnas.study.plan import Step
@@ -83,7 +82,7 @@ def _derived(step: Step, out: Path) -> bool:
     from rnas.nets.derivation import arch_filename
 
     searched = epochs_done(out / step.path)
-    how = step.extra.get("tutor_derive", TUTOR_DERIVE)
+    how = step.extra["tutor_derive"]
     files = [arch_filename(b, how) for b in step.extra["budgets"]] + [name for name, *_ in _scaled(step.extra)]
     arch = [_read_json(out / step.path / name) for name in files]
     return searched > 0 and all(a is not None and a.get("search_epochs_done") == searched for a in arch)
@@ -151,7 +150,7 @@ def _run_derive(step: Step, out: Path, events, should_stop) -> None:
     rule (rnas scale)."""
     from rnas.nets.derivation import arch_filename, write_archs
 
-    run, how = out / step.path, step.extra.get("tutor_derive", TUTOR_DERIVE)
+    run, how = out / step.path, step.extra["tutor_derive"]
     archs = dict(write_archs(run, step.extra["budgets"], tutor_derive=how))
     if step.extra["scale"]:  # the plan then asks for the search's own net (budget None): the one grown
         own = run / arch_filename(None, how)
