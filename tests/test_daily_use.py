@@ -16,6 +16,8 @@ from rnas.errors import UserError
 from rnas.evaluation.evaluate import EvalConfig, RowWatch, eval_batches, evaluate
 from rnas.robust.attacks import ATTACKS
 from rnas.runtime.distributed import SINGLE, Dist, device_name
+from rnas.study.plan import Step
+from rnas.study.runner import StudyConsole
 
 
 def _help(*command) -> str:
@@ -97,6 +99,29 @@ def test_on_a_terminal_the_epoch_line_stays_after_the_bar(monkeypatch):
         progress.on_step(_Job, {})
     progress.on_epoch(_Job, {"epoch": 0, "total": 1.25, "val_acc": 50.0, "images_per_s": 10.0, "seconds": 20.0})
     assert err.getvalue().rstrip().endswith("retrain epoch 1/3: loss 1.2500 val_acc 50 (10.0 img/s, ETA 40 s)")
+
+
+def test_a_study_step_resumed_mid_epoch_paces_its_eta_from_its_first_batch():
+    """The study's checkpoint scan sees whole epochs only: a retrain resumed 50 steps into its second epoch
+    of 15 starts (30 s of start-up) at 1.1/15 done, ends that epoch 100 s later, so 13 epochs of 100/0.9 s
+    each remain (24 min); pacing from the scan's 0 and the process start would say 14 min."""
+    now = [0.0]
+    err = io.StringIO()
+    console = StudyConsole(9, stream=err, clock=lambda: now[0])
+    step = Step("retrain/s7/rnas-cl", "retrain", "s7/rnas-cl")
+    console.begin(3, step, 0.0)
+    now[0] = 30.0
+    console.progress(3, step, 1.1 / 15, None)
+    now[0] = 130.0
+    console.progress(3, step, 2 / 15, "epoch 2/15 val_acc 40")
+    assert err.getvalue().splitlines()[-1] == "[3/9] retrain s7/rnas-cl: epoch 2/15 val_acc 40, ETA 24 min"
+    now[0] = 200.0
+    console.end(3, step, "done", None)
+    assert err.getvalue().splitlines()[-1] == "[3/9] retrain s7/rnas-cl: done after 3 min"
+    console.begin(4, Step("eval/s7", "eval", "s7/eval.json"), 0.0)  # eval rows: paced from the step's start
+    now[0] = 260.0
+    console.progress(4, Step("eval/s7", "eval", "s7/eval.json"), 0.5, "clean: 70.0")
+    assert err.getvalue().splitlines()[-1] == "[4/9] eval s7/eval.json: clean: 70.0, ETA 60 s"
 
 
 def test_rnas_eval_reports_a_long_row_as_it_goes(monkeypatch):

@@ -43,10 +43,10 @@ class StudyConsole:
     """What the terminal shows: a tqdm bar per running step (name, ETA) on a terminal, otherwise one line
     per step start, epoch (or eval row) and end, each with the step's ETA."""
 
-    def __init__(self, total: int, stream=None):
-        self.stream = stream or sys.stderr
+    def __init__(self, total: int, stream=None, clock=time.monotonic):
+        self.stream, self.clock = stream or sys.stderr, clock
         self.tty = self.stream.isatty()
-        self.total, self.bars, self.start, self.first = total, {}, {}, {}
+        self.total, self.bars, self.start, self.paced, self.stepping = total, {}, {}, {}, set()
 
     def line(self, text: str) -> None:
         if self.tty:
@@ -57,7 +57,9 @@ class StudyConsole:
             print(text, file=self.stream, flush=True)
 
     def begin(self, number: int, step: Step, fraction: float) -> None:
-        self.start[step.name], self.first[step.name] = time.monotonic(), fraction
+        self.start[step.name] = self.clock()
+        self.paced[step.name] = (self.start[step.name], fraction)
+        self.stepping.discard(step.name)
         where = f" (resuming at {fraction:.0%})" if fraction > 0 else ""
         self.line(f"[{number}/{self.total}] {step.kind} {step.path}: started{where}")
         if self.tty:
@@ -72,12 +74,18 @@ class StudyConsole:
         return next(i for i in range(len(self.bars) + 1) if i not in taken and -i not in taken)
 
     def eta(self, name: str, fraction: float) -> str:
-        gained = fraction - self.first[name]
+        since, first = self.paced[name]
+        gained = fraction - first
         if gained <= 0:
             return "ETA unknown"
-        return f"ETA {_duration((time.monotonic() - self.start[name]) / gained * (1 - fraction))}"
+        return f"ETA {_duration((self.clock() - since) / gained * (1 - fraction))}"
 
     def progress(self, number: int, step: Step, fraction: float, text: str | None) -> None:
+        if text is None and step.name not in self.stepping:
+            # the pace counts from the step's first batch, where the run really stands: a run resumed from a
+            # mid-epoch checkpoint starts past the whole epochs ``begin`` saw (and its start-up is not work)
+            self.stepping.add(step.name)
+            self.paced[step.name] = (self.clock(), fraction)
         if step.name in self.bars:
             bar = self.bars[step.name]
             bar.update(max(0, int(fraction * 1000) - bar.n))
@@ -88,7 +96,7 @@ class StudyConsole:
         bar = self.bars.pop(step.name, None)
         if bar is not None:
             bar.close()
-        took = _duration(time.monotonic() - self.start.get(step.name, time.monotonic()))
+        took = _duration(self.clock() - self.start.get(step.name, self.clock()))
         tail = f": {error}" if error else ""
         self.line(f"[{number}/{self.total}] {step.kind} {step.path}: {state} after {took}{tail}")
 
