@@ -102,14 +102,15 @@ def test_on_a_terminal_the_epoch_line_stays_after_the_bar(monkeypatch):
 
 
 def test_a_study_step_resumed_mid_epoch_paces_its_eta_from_its_first_batch():
-    """The study's checkpoint scan sees whole epochs only: a retrain resumed 50 steps into its second epoch
-    of 15 starts (30 s of start-up) at 1.1/15 done, ends that epoch 100 s later, so 13 epochs of 100/0.9 s
-    each remain (24 min); pacing from the scan's 0 and the process start would say 14 min."""
+    """The study's checkpoint scan sees whole epochs only: a retrain checkpointed ~0.1 epoch into its second
+    epoch of 15 is announced at 1/15, its first batch (after 30 s of start-up) is at 1.1/15, it ends that
+    epoch 100 s later, so 13 epochs of 100/0.9 s each remain (24 min); pacing from the scan's 1/15 and the
+    process start would say 28 min, and the later in the epoch the checkpoint, the further off."""
     now = [0.0]
     err = io.StringIO()
     console = StudyConsole(9, stream=err, clock=lambda: now[0])
     step = Step("retrain/s7/rnas-cl", "retrain", "s7/rnas-cl")
-    console.begin(3, step, 0.0)
+    console.begin(3, step, 1 / 15)
     now[0] = 30.0
     console.progress(3, step, 1.1 / 15, None)
     now[0] = 130.0

@@ -266,6 +266,9 @@ def test_a_grown_net_has_exact_macs_under_its_budget_and_builds_as_its_file_says
     else:
         assert depths[0] == depths[1] and abs(depths[0] / depths[2] - 2) <= 0.5  # 2 : 2 : 1 up to rounding
     assert grown["student_layers"] == [name for name, _ in model.tap_layers()]
+    rule = "width only" if width_only else "RobustScaling"
+    assert grown["spec"]["description"] == (f"{arch['spec']['description']}; grown by {rule} to depth "
+                                            f"{'-'.join(map(str, depths))}, {grown['macs'] / 1e6:.2f}M MACs")
     tutors, old = grown["tutors"], arch["tutors"]
     assert len(tutors) == len(grown["student_layers"]) and (tutors[0], tutors[-1]) == (old[0], old[-1])
     positions = [round(i * (len(old) - 1) / (len(tutors) - 1)) for i in range(len(tutors))]

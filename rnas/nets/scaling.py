@@ -299,12 +299,17 @@ def scale_arch(arch: dict, target_macs: float, source: str = "<arch>", width_onl
         low, high = (middle, high) if build(middle)[4] <= target_macs else (low, middle)
     best = _fill(build(low), target_macs, source, arch["num_classes"])
     spec, widths, net, params, macs = best
+    rule = "width only" if width_only else "RobustScaling"
+    if isinstance(spec.get("description"), str):  # it named the searched depths; say what the net is now
+        depths = "-".join(str(stage["depth"]) for stage in spec["stages"])
+        spec = {**spec, "description": f"{spec['description']}; grown by {rule} to depth {depths}, "
+                                       f"{macs / 1e6:.2f}M MACs"}
     student_layers = [name for name, _ in net.tap_layers()]
     grown = {**arch, "spec": spec, "widths": widths, "width_choices": [[w] for w in widths],
              "probabilities": [[1.0] for _ in widths], "params": params, "macs": macs,
              "student_layers": student_layers,
              "scaled_from": {"source": source, "macs": own, "params": arch.get("params"), "target_macs": target_macs,
-                             "rule": "width only" if width_only else "RobustScaling"}}
+                             "rule": rule}}
     if isinstance(arch.get("tutors"), list) and arch["tutors"]:
         grown["tutors"] = _tutors_by_depth(arch["tutors"], len(student_layers))
         grown.pop("tutor_probabilities", None)  # the searched probabilities belong to the original taps
