@@ -3,6 +3,7 @@
     python tools/bench.py [--space S5] [--batch-size 128] [--threads 2] [--device cpu|cuda]
                           [--teachers wrn-16-2,wrt34] [--repeats 21] [--compile] [--amp [bf16|fp16]] [--json]
     python tools/bench.py --ddp [--space S5] [--teachers wrn-16-2] [--repeats 3] [--ddp-steps 12]
+    python tools/bench.py --launch [--space S5] [--teachers wrn-16-2] [--batch-size 128] [--device cpu|cuda] [--json]
     python tools/bench.py --tutors [--space S3] [--teachers wrn-16-2] [--repeats 11] [--threads 1]
     python tools/bench.py --imagenet [--space i|im|is] [--teacher r18] [--batch-size 32] [--steps 3] [--threads 2]
                           [--device cpu|cuda] [--amp] [--json]
@@ -13,6 +14,9 @@ WordNet id, as load_teacher does for a robust ImageNet checkpoint), random input
 --steps steps after one warm-up (the teacher forward (d) and the standalone max-width step (a) timed in the same
 rounds), images/s, the full-epoch time this rate implies, and peak memory: the growth of the process's peak RSS
 over the first search step (CPU) or the allocator peak (CUDA), and the activation bytes saved for backward.
+
+--launch: host syncs, operator calls ((f) / ((d) + (a)), a launch-count proxy), graph breaks and compile time of
+the search and retrain steps, eager against captured (--graphs on): see tools/launch_bench.py.
 
 --tutors: the full search step (f) of each tutor objective (rnas search --tutor-objective): paper,
 standardised, robust with FGSM and robust with PGD-3 on the arch slice, timed in interleaved rounds on the
@@ -539,6 +543,8 @@ def main():
     parser.add_argument("--ddp", action="store_true", help="2-rank gloo search step vs 1 process with 2 threads")
     parser.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tutors", action="store_true", help="the search step of each tutor objective vs paper's")
+    parser.add_argument("--launch", action="store_true",
+                        help="host syncs, operator calls, graph breaks, compile time: eager vs --graphs on")
     parser.add_argument("--ddp-steps", type=positive, default=12, help="timed search steps per --ddp run")
     parser.add_argument("--imagenet", action="store_true",
                         help="the ImageNet-100 search step at 224x224 (I space, R-18 teacher by default)")
@@ -564,7 +570,8 @@ def main():
     imagenet = args.imagenet
     args.space = args.space or ("i" if imagenet else "S5")
     args.batch_size = args.batch_size or (32 if imagenet else 128)
-    args.teachers = args.teachers or ("r18" if imagenet else "wrn-16-2" if args.tutors else "wrn-16-2,wrt34")
+    args.teachers = args.teachers or ("r18" if imagenet else "wrn-16-2" if args.tutors or args.launch
+                                      else "wrn-16-2,wrt34")
     args.steps = args.steps or 3
     if args.ddp_worker:
         return ddp_worker(args)
@@ -576,6 +583,16 @@ def main():
               f"{len(result['rounds'])} rounds: " + ", ".join(f"{r['ratio']:.3f}" for r in result["rounds"]) + ")")
         return None
     torch.set_num_threads(args.threads)
+    if args.launch:
+        from launch_bench import bench_launch, print_launch
+
+        args.teachers = args.teachers if "," not in args.teachers else args.teachers.split(",")[0]
+        result = bench_launch(args)
+        if args.json:
+            print(json.dumps(result, indent=1))
+        else:
+            print_launch(result)
+        return None
     if args.tutors:
         for row in (bench_tutors(args, t) for t in args.teachers.split(",")):
             print(json.dumps(row, indent=1) if args.json else

@@ -12,6 +12,7 @@ from rnas.data import TRAINABLE
 from rnas.runtime.loggers import parse_loggers
 
 AMP_MODES = ("none", "bf16", "fp16")
+GRAPH_MODES = ("off", "on", "auto")  # --graphs: rnas.runtime.device.captured resolves auto
 
 
 def shared(section, name: str, default=dataclasses.MISSING, help: str | None = None, range: str | None = None):
@@ -92,6 +93,9 @@ class RuntimeSection:
     amp: str = flag("none", "mixed precision of the forward passes: bf16, or fp16 with a gradient scaler (GPUs); "
                     "a bare --amp is bf16", choices=AMP_MODES, const="bf16", parse=parse_amp)
     compile: bool = flag(False, "torch.compile the student (pays on GPUs; slower on CPUs)")
+    graphs: str = flag("off", "capture the training step: on = its losses under torch.compile(fullgraph=True) "
+                       "(CUDA graphs on a GPU), fused optimizers, no host sync between log steps; auto = on for "
+                       "CUDA, off elsewhere; off = eager", choices=GRAPH_MODES)
     sync_bn: bool = flag(False, "under torchrun: BatchNorm statistics over the global batch instead of each rank's")
     checkpoint_every: int = flag(0, "also checkpoint every N steps (0: at epoch ends only)", range=">= 0")
     log_every: int = flag(20, "TensorBoard step-logging interval", range=">= 0")

@@ -60,6 +60,7 @@ class CostMeter:
         self.total = dict.fromkeys(COUNTS, 0)
         self.seconds: float | None = 0.0  # the finished epochs' wall-clock seconds
         self.active = True
+        self.hooked = True  # False: the hooks count nothing and the step calls ``count`` (a captured step)
         self._hooks = [student.register_forward_hook(self._student)]
         if teacher is not None:
             self._hooks.append(teacher.register_forward_pre_hook(self._teacher))
@@ -69,8 +70,13 @@ class CostMeter:
             self.epoch[key] += n
             self.total[key] += n
 
+    def count(self, **images: int) -> None:
+        """Add images to counts by name (``student_fwd_images=128``): what the hooks would have counted."""
+        for key, n in images.items():
+            self._add(key, n)
+
     def _student(self, _module, _inputs, output) -> None:
-        if not self.active or not torch.is_tensor(output):
+        if not self.active or not self.hooked or not torch.is_tensor(output):
             return
         n = int(output.shape[0])
         self._add("student_fwd_images", n)
@@ -78,7 +84,7 @@ class CostMeter:
             output.register_hook(lambda grad: self._add("student_bwd_images", n))
 
     def _teacher(self, _module, inputs) -> None:
-        if self.active and inputs and torch.is_tensor(inputs[0]):
+        if self.active and self.hooked and inputs and torch.is_tensor(inputs[0]):
             self._add("teacher_fwd_images", int(inputs[0].shape[0]))
 
     @contextlib.contextmanager

@@ -143,6 +143,35 @@ def _finite_and_stop(job: Job, terms: dict[str, torch.Tensor], should_stop) -> t
     return [not f for f in flags[:-1]], int(flags[-1])
 
 
+class _FiniteCheck:
+    """Which loss terms were finite, kept on the device and read on the host only at ``check`` (log steps,
+    checkpoints, stops and epoch ends): a step itself then reads no value, so a GPU never waits for it. Under
+    torchrun every step is agreed at once (``_finite_and_stop``), so that all ranks stop at the same step."""
+
+    def __init__(self):
+        self.pending: list[tuple[int, int, dict, torch.Tensor]] = []
+        self.measured: dict[tuple, torch.Tensor] = {}  # which terms are measurements, per key set, on the device
+
+    def add(self, epoch: int, step: int, terms: dict) -> torch.Tensor:
+        """The (terms,) finite flags of this step, on the device."""
+        finite = torch.stack([v.detach().float().reshape(()) for v in terms.values()]).isfinite()
+        keys = tuple(terms)
+        if keys not in self.measured:
+            self.measured[keys] = torch.tensor([_is_measurement(k) for k in keys], device=finite.device)
+        self.pending.append((epoch, step, terms, finite | self.measured[keys]))
+        return finite
+
+    def check(self, job: Job, run: Path) -> None:
+        """Raise ``TrainingDiverged`` for the first step since the last check with a non-finite loss term."""
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, []
+        ok = torch.stack([flags.all() for *_, flags in pending]).tolist()  # the one host read
+        for (epoch, step, terms, flags), good in zip(pending, ok, strict=True):
+            if not good:
+                raise _diverged(job, terms, flags.tolist(), run, epoch, step)
+
+
 def _is_measurement(key: str) -> bool:
     """Terms that measure the step rather than make up the loss (the attention term's gradient share);
     non-finite when the scaled fp16 gradients overflowed, which the gradient scaler handles by skipping
@@ -170,6 +199,7 @@ def train_epochs(job: Job, run: Path, metrics, on_step: list, on_epoch: list, sh
         raise UserError(f"--batch-size {cfg.batch_size}: larger than the training set")
     after_checkpoint = getattr(job, "after_checkpoint", lambda run: None)  # a job's files beside its checkpoint
     after_checkpoint(run)  # as of the checkpoint it starts or resumes from
+    deferred = _FiniteCheck() if not job.dist.enabled else None
     while job.epoch < cfg.epochs:
         epoch, start = job.epoch, job.step
         job.begin_epoch(epoch)
@@ -188,30 +218,38 @@ def train_epochs(job: Job, run: Path, metrics, on_step: list, on_epoch: list, sh
             if per_step:
                 lr = progress["lr"] = job.scheduler.get_last_lr()[0]
                 job.scheduler.step()
-            finite, stop = _finite_and_stop(job, terms, should_stop)
-            if not all(ok or _is_measurement(k) for k, ok in zip(terms, finite, strict=True)):
-                raise _diverged(job, terms, finite, run, epoch, step)
-            # a measurement that overflowed is an fp16 step the gradient scaler skipped: not recorded
-            terms = {k: v for (k, v), ok in zip(terms.items(), finite, strict=True) if ok}
-            for key, value in terms.items():
-                sums[key] = sums.get(key, 0) + value.detach()
-                counts[key] = counts.get(key, 0) + 1
+            if deferred is None:
+                finite, stop = _finite_and_stop(job, terms, should_stop)
+                if not all(ok or _is_measurement(k) for k, ok in zip(terms, finite, strict=True)):
+                    raise _diverged(job, terms, finite, run, epoch, step)
+                # a measurement that overflowed is an fp16 step the gradient scaler skipped: not recorded
+                terms = {k: v for (k, v), ok in zip(terms.items(), finite, strict=True) if ok}
+                _accumulate(sums, counts, terms)
+            else:
+                finite, stop = deferred.add(epoch, step, terms), int(should_stop() or 0)
+                _accumulate(sums, counts, terms, finite)
             progress["seen"] += loader.batch_size if job.dist.enabled else len(y)
             progress["seconds"] = time.perf_counter() - t0
             global_step = epoch * steps + step
-            if cfg.log_every and global_step % cfg.log_every == 0:
-                metrics.scalars({f"step/{k}": v.item() for k, v in terms.items()}, global_step)
             job.step = step + 1
+            log = cfg.log_every and global_step % cfg.log_every == 0
+            save = stop or (cfg.checkpoint_every and job.step % cfg.checkpoint_every == 0)
+            if deferred is not None and (log or save or job.step == steps):
+                deferred.check(job, run)
+            if log:
+                metrics.scalars({f"step/{k}": v.item() for k, v in _finite_terms(terms, finite, deferred)},
+                                global_step)
             for hook in on_step:
                 hook(job, terms)
-            if stop or (cfg.checkpoint_every and job.step % cfg.checkpoint_every == 0):
+            if save:
                 _save(job, run)
             if stop:
                 raise RunStopped(run, job.command, epoch + 1, job.step, stop)
         if not per_step:
             job.scheduler.step()  # the epoch's own learning rate (lr) was the one before this step
         seconds = time.perf_counter() - t0
-        record = {"epoch": epoch, **{k: round(float(v) / counts[k], 6) for k, v in sums.items()},
+        record = {"epoch": epoch, **{k: round(float(v) / float(counts[k]), 6) for k, v in sums.items()
+                                     if float(counts[k])},  # a measurement that never was finite: none
                   "lr": lr, **job.epoch_record(),
                   "seconds": round(seconds, 3), "images_per_s": round(progress["seen"] / seconds, 1)}
         meter = getattr(job, "meter", None)
@@ -229,6 +267,27 @@ def train_epochs(job: Job, run: Path, metrics, on_step: list, on_epoch: list, sh
         after_checkpoint(run)
         for hook in on_epoch:
             hook(job, record)
+
+
+def _accumulate(sums: dict, counts: dict, terms: dict, finite: torch.Tensor | None = None) -> None:
+    """Add the step's terms to the epoch's sums on the device; with ``finite`` (the terms' flags, a device
+    tensor) a non-finite measurement adds nothing and is not counted, as the host check drops it."""
+    for i, (key, value) in enumerate(terms.items()):
+        value = value.detach()
+        if finite is not None and _is_measurement(key):
+            sums[key] = sums.get(key, 0) + torch.where(finite[i], value, torch.zeros_like(value))
+            counts[key] = counts.get(key, 0) + finite[i].long()
+        else:
+            sums[key] = sums.get(key, 0) + value
+            counts[key] = counts.get(key, 0) + 1
+
+
+def _finite_terms(terms: dict, finite, deferred) -> list[tuple[str, torch.Tensor]]:
+    """The terms a log step writes: all of them once checked (deferred), else the finite ones kept."""
+    if deferred is None:
+        return list(terms.items())
+    keep = finite.tolist()  # a log step reads values anyway
+    return [(k, v) for (k, v), ok in zip(terms.items(), keep, strict=True) if ok]
 
 
 def share_step(job: Job) -> bool:

@@ -29,9 +29,11 @@ def default_milestones(length: int) -> list[int]:
     return [round(0.75 * length), round(0.9 * length)]
 
 
-def make_optimizer(params, cfg) -> torch.optim.SGD:
-    """SGD with momentum and weight decay (``OptimSection`` fields of ``cfg``)."""
-    return torch.optim.SGD(params, cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+def make_optimizer(params, cfg, fused: bool = False) -> torch.optim.SGD:
+    """SGD with momentum and weight decay (``OptimSection`` fields of ``cfg``); ``fused``: one kernel for
+    all parameters and no host read (the captured step's), else PyTorch's default implementation."""
+    extra = {"fused": True} if fused else {}
+    return torch.optim.SGD(params, cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **extra)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg,

@@ -36,7 +36,7 @@ from rnas.method.taps import Taps, conv_taps
 from rnas.method.tutor_robust import TUTOR_ATTACKS, lookahead_tutor_gradient
 from rnas.method.tutors import TUTOR_OBJECTIVES, gradient_only, tutor_diversity, weighted_distance
 from rnas.robust.attacks import parse_eps
-from rnas.runtime.device import autocast, check_fits, compile_model, full_precision, place
+from rnas.runtime.device import autocast, capture, captured, check_fits, compile_model, full_precision, place
 from rnas.runtime.distributed import (
     SINGLE,
     Dist,
@@ -167,11 +167,17 @@ class Searcher:
                                    len(self.data.train) * self.data.train.batch_size)
         self.tutor = CrossLayerAttention(len(s_layers), len(t_layers), cfg.tutor_tau).to(self.device)
         self.tutor_objective = TUTOR_OBJECTIVES[cfg.tutor_objective]
-        compile_model(self.supernet, cfg.compile)  # after the taps: their hooks are traced with it
+        self.captured = captured(cfg.graphs, self.device)
+        if self.captured:
+            check_capturable(cfg, self.tutor_objective, dist)
+            self.meter.hooked = False  # a compiled graph cannot run the meter's hooks: train_step counts
+        compile_model(self.supernet, cfg.compile and not self.captured)  # after the taps: hooks traced with it
+        self._loss = capture(self.loss_terms, self.device) if self.captured else self.loss_terms
+        self._teacher = capture(self._teacher_targets, self.device) if self.captured else self._teacher_targets
         self.arch_params = self.supernet.arch_parameters() + [self.tutor.tutor_logits]
         self.weight_params = self.supernet.weight_parameters()
-        self.weight_opt = make_optimizer(self.weight_params, cfg)
-        self.arch_opt = torch.optim.Adam(self.arch_params, cfg.arch_lr)
+        self.weight_opt = make_optimizer(self.weight_params, cfg, fused=self.captured)
+        self.arch_opt = torch.optim.Adam(self.arch_params, cfg.arch_lr, **({"fused": True} if self.captured else {}))
         self.scheduler = make_scheduler(self.weight_opt, cfg)
         self.scaler = make_grad_scaler(cfg.amp, self.device)
         self.max_macs = self.supernet.cost([0] * len(self.supernet.searched_blocks))[1]
@@ -210,7 +216,10 @@ class Searcher:
 
     def teacher_targets(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher logits q (N, classes) and attention maps (N, n_t, map_size²): one inference-mode forward
-        of the whole batch, sliced by the weight and arch steps."""
+        of the whole batch, sliced by the weight and arch steps (captured under ``--graphs``)."""
+        return self._teacher(x)
+
+    def _teacher_targets(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return teacher_targets(self.teacher, x, self.teacher_taps, self.cfg.map_size, self.autocast())
 
     def draw(self, n_global: int, noise: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -233,11 +242,17 @@ class Searcher:
         ``n_global`` samples: the Gumbel weights are drawn (from ``noise``) for all of them and sliced, and
         n_f is the mean over the whole part. ``part="arch"``: the tutor logits' gradient is the one
         ``--tutor-objective`` defines (the reported terms are Eq. 2's either way). ``draws``: (width
-        weights, tutor weights) to use instead of drawing them."""
-        q, t_maps = targets
-        cfg, dist = self.cfg, self.dist
+        weights, tutor weights) to use instead of drawing them. The draws happen here, eagerly (a generator
+        cannot be captured); the rest is ``loss_terms``, one captured graph under ``--graphs``."""
         n_global = n_global or len(x)
         widths, tutor_weights = draws or self.draw(n_global, noise)
+        return self._loss(x, y, *targets, widths, tutor_weights, n_global, part)
+
+    def loss_terms(self, x: torch.Tensor, y: torch.Tensor, q: torch.Tensor, t_maps: torch.Tensor,
+                   widths: torch.Tensor, tutor_weights: torch.Tensor, n_global: int,
+                   part: str) -> dict[str, torch.Tensor]:
+        """Eq. (2)'s terms for given Gumbel draws: tensors in, tensors out, static shapes, no host read."""
+        cfg, dist = self.cfg, self.dist
         p, s_maps = self.student_forward(x, widths)
         distances = self.tutor.pair_distances(s_maps, t_maps)
         surrogate = None
@@ -317,6 +332,9 @@ class Searcher:
         """Temperatures of both Gumbel softmaxes: tau_0 · exp(-tau_decay · epoch)."""
         decay = math.exp(-self.cfg.tau_decay * epoch)
         self.supernet.tau, self.tutor.tau = self.cfg.tau * decay, self.cfg.tutor_tau * decay
+        # the step reports them as tensors: made once an epoch, not copied to the device every step
+        self._temperatures = {"tau": torch.tensor(self.supernet.tau, device=self.device),
+                              "tutor_tau": torch.tensor(self.tutor.tau, device=self.device)}
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """Teacher on the whole batch -> split 80/20 -> weight step on the first part -> arch step on the rest.
@@ -332,12 +350,13 @@ class Searcher:
             lookahead = ((x[:n], y[:n], (q[:n], t_maps[:n]), n_w),
                          keyed_generator(self.device, self.cfg.seed, self.epoch, self.step, 2))
         a_terms = self.arch_step(x[n:], y[n:], (q[n:], t_maps[n:]), n_a, noise, lookahead)
+        if self.captured:  # what the meter's hooks count in eager mode: images through the forwards and the
+            # backwards that reach the logits (a share step's extra backward of the attention term does not)
+            self.meter.count(student_fwd_images=len(y), student_bwd_images=len(y), teacher_fwd_images=len(y))
         w_terms = dist.global_means(w_terms, n / n_w)  # each part's means over all ranks
         a_terms = dist.global_means(a_terms, (len(y) - n) / n_a)
         return {**{f"weight/{k}": v for k, v in w_terms.items()}, **{f"arch/{k}": v for k, v in a_terms.items()},
-                "expected_macs": self.supernet.expected_macs().detach(),
-                "tau": torch.tensor(self.supernet.tau, device=self.device),
-                "tutor_tau": torch.tensor(self.tutor.tau, device=self.device)}
+                "expected_macs": self.supernet.expected_macs().detach(), **self._temperatures}
 
     def epoch_record(self) -> dict:
         """Validation accuracy of the argmax architecture, its MACs, and TensorBoard width/tutor tables."""
@@ -401,6 +420,17 @@ class Searcher:
         self.meter.load_state(ckpt.get("cost"))
         set_rng_state(ckpt["rng"])
         note_world_change(ckpt.get("world_size", 1), self.dist)
+
+
+def check_capturable(cfg: SearchConfig, objective, dist: Dist) -> None:
+    """What ``--graphs on`` cannot capture yet, as one line."""
+    if objective.hypergradient:
+        raise UserError(f"--graphs {cfg.graphs}: the {cfg.tutor_objective} tutor objective's look-ahead is not "
+                        "captured; use --graphs off")
+    if cfg.amp == "fp16":
+        raise UserError(f"--graphs {cfg.graphs}: fp16's gradient scaler reads a value every step; use --amp bf16")
+    if dist.enabled:
+        raise UserError(f"--graphs {cfg.graphs}: not under torchrun yet; use --graphs off")
 
 
 def heat_image(probs: torch.Tensor, cell: int = 12) -> torch.Tensor:

@@ -16,6 +16,7 @@ from rnas.engine.cost import CostMeter, count_macs
 from rnas.engine.early_stopping import BEST, best_epoch_of, robust_accuracy, write_best
 from rnas.engine.loop import clean_accuracy, run_job, share_step
 from rnas.engine.optim import fill_recipe, make_grad_scaler, make_optimizer, make_scheduler
+from rnas.errors import UserError
 from rnas.method.distill import (
     attention_maps,
     backward_with_share,
@@ -34,7 +35,7 @@ from rnas.robust.adversarial import (
     trades_examples,
     trades_terms,
 )
-from rnas.runtime.device import autocast, compile_model, full_precision
+from rnas.runtime.device import autocast, capture, captured, compile_model, full_precision
 from rnas.runtime.distributed import SINGLE, Dist, check_batch, note_world_change
 from rnas.runtime.rundir import TRAIN_CHECKPOINT, rng_state, set_rng_state
 
@@ -90,8 +91,13 @@ class Trainer:
                 macs = (count_macs(model, size, device),
                         count_macs(teacher, size, device) if teacher is not None else 0)
         self.meter = CostMeter(model, teacher, *macs, len(data.train) * data.train.batch_size)
-        compile_model(model, getattr(cfg, "compile", False))
-        self.opt = make_optimizer(model.parameters(), cfg)
+        self.captured = captured(getattr(cfg, "graphs", "off"), device)
+        if self.captured:
+            check_capturable(cfg, objective, dist)
+            self.meter.hooked = False  # a compiled graph cannot run the meter's hooks: train_step counts
+        compile_model(model, getattr(cfg, "compile", False) and not self.captured)
+        self._loss = capture(self.loss_terms, device) if self.captured else self.loss_terms
+        self.opt = make_optimizer(model.parameters(), cfg, fused=self.captured)
         self.scheduler = make_scheduler(self.opt, cfg, len(self.data.train))
         self.scaler = make_grad_scaler(getattr(cfg, "amp", "none"), device)
         self.epoch, self.step, self.progress = 0, 0, None
@@ -161,7 +167,12 @@ class Trainer:
         return {"base": F.cross_entropy(logits, y)}, logits
 
     def objective(self, x, y) -> dict[str, torch.Tensor]:
-        """Eq. (3): base + KL(p, q) + gamma_t · L_attn (per the distillation mode)."""
+        """Eq. (3): base + KL(p, q) + gamma_t · L_attn (per the distillation mode); one captured graph under
+        ``--graphs``."""
+        return self._loss(x, y)
+
+    def loss_terms(self, x, y) -> dict[str, torch.Tensor]:
+        """The terms of ``objective``: tensors in, tensors out (captured: static shapes, no host read)."""
         terms, logits = self.base_terms(x, y)
         o = self.obj
         if o.distill == "none":
@@ -188,6 +199,9 @@ class Trainer:
                                     list(self.model.parameters()))
         if share is not None:
             terms["attn_grad_share"] = share
+        if self.captured:  # what the meter's hooks count in eager mode (the backward that reaches the logits)
+            self.meter.count(student_fwd_images=len(y), student_bwd_images=len(y),
+                             teacher_fwd_images=len(y) * (self.obj.distill != "none"))
         self.dist.average_gradients(list(self.model.parameters()))
         self.scaler.step(self.opt)
         self.scaler.update()
@@ -248,3 +262,15 @@ class Trainer:
         for taps in (self.student_taps, self.teacher_taps):
             if taps is not None:
                 taps.remove()
+
+
+def check_capturable(cfg, objective: Objective, dist: Dist) -> None:
+    """What ``--graphs on`` cannot capture yet in a training step, as one line."""
+    graphs = getattr(cfg, "graphs", "off")
+    if objective.base != "ce":
+        raise UserError(f"--graphs {graphs}: the adversarial examples' attack loop ({objective.base}) is not "
+                        "captured yet; use --graphs off")
+    if getattr(cfg, "amp", "none") == "fp16":
+        raise UserError(f"--graphs {graphs}: fp16's gradient scaler reads a value every step; use --amp bf16")
+    if dist.enabled:
+        raise UserError(f"--graphs {graphs}: not under torchrun yet; use --graphs off")

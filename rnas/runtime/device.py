@@ -70,6 +70,23 @@ def compile_model(model: nn.Module, enabled: bool) -> nn.Module:
     return model
 
 
+def captured(graphs: str, device: torch.device) -> bool:
+    """Whether a step runs captured (``--graphs``): ``on``, ``off``, or ``auto`` = on for CUDA devices."""
+    return graphs == "on" or (graphs == "auto" and device.type == "cuda")
+
+
+def capture(fn, device: torch.device):
+    """``fn`` under ``torch.compile(fullgraph=True)``: one graph or an error, never a silent break; on CUDA
+    in ``reduce-overhead`` mode, which replays it as a CUDA graph. Its backward may run twice (a step that
+    measures the attention term's gradient share keeps the graph), so no compiled graph of this process
+    donates its buffers to the backward (``torch._functorch.config.donated_buffer``, read at compile and at
+    backward time)."""
+    import torch._functorch.config as functorch_config
+
+    functorch_config.donated_buffer = False
+    return torch.compile(fn, fullgraph=True, mode="reduce-overhead" if device.type == "cuda" else None)
+
+
 def autocast(device: torch.device, amp: str | bool):
     """Autocast of the forward passes: ``bf16`` / ``fp16`` (``--amp``), else a no-op context."""
     if amp in (False, None, "none"):
