@@ -14,6 +14,9 @@ not stop the others; a section that no longer fits in --budget seconds is record
   resume  a 30-step search (3 epochs of 10; synthetic CIFAR-shaped data, random teacher) stopped by SIGTERM
           in its second epoch and resumed, against the uninterrupted run: the largest difference of any
           tensor in the two final checkpoints (torch.use_deterministic_algorithms on, warn-only)
+  captured tools/bench.py --launch: search and retrain steps eager and captured (--graphs on) side by side:
+          images/s, (f) / ((d) + (a)) timed and in operator calls, host syncs, graph breaks, compile seconds;
+          fp32 and bf16 with WRN-16-2, fp32 with WRN-34-10, batch 128
   bench   tools/bench.py (S5, WRN-16-2 teacher with random weights) in fp32, --amp bf16 and --amp fp16,
           eager and --compile: its ratios and absolute times
 
@@ -185,13 +188,34 @@ def amp_rows(device: torch.device, quick: bool, deadline: float) -> dict:
     return rows
 
 
+def captured_rows(device: torch.device, quick: bool, deadline: float) -> dict:
+    """tools/bench.py --launch: the search and retrain steps eager and captured (--graphs on) side by side, with
+    images/s, (f) / ((d) + (a)) timed and in operator calls, host syncs and graph breaks; fp32 and bf16 with
+    the WRN-16-2 teacher, fp32 with the paper's WRN-34-10, at batch 128 (--quick: S3, batch 16, WRN-16-2)."""
+    rows = {}
+    settings = [("fp32", "none", "wrn-16-2"), ("bf16", "bf16", "wrn-16-2")]
+    settings += [] if quick else [("fp32 wrt34", "none", "wrt34")]
+    for name, amp, teacher in settings:
+        if time.time() > deadline - 30:
+            rows[name] = {"skipped": "out of time"}
+            continue
+        flags = ["--launch", "--space", "S3" if quick else "S5", "--teachers", teacher, "--amp", amp,
+                 "--batch-size", 16 if quick else 128]
+        try:
+            rows[name] = bench(device, deadline - time.time(), *flags)
+        except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as err:
+            rows[name] = {"error": str(err)}
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", help="cuda, cuda:N, or cpu for a smoke run")
     parser.add_argument("--out", type=Path, help="also write the report to this file")
     parser.add_argument("--budget", type=float, default=470.0, help="seconds for all sections (default 470)")
     parser.add_argument("--quick", action="store_true", help="small batches and few repeats (the CPU smoke run)")
-    parser.add_argument("--only", help="comma-separated sections to run (default: all): facts,tests,wrt34,resume,bench")
+    parser.add_argument("--only", help="comma-separated sections to run (default: all): "
+                        "facts,tests,wrt34,resume,captured,bench")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -207,6 +231,7 @@ def main() -> int:
                 "tests": lambda: cuda_tests(device, args.quick, max(1.0, deadline - time.time())),
                 "wrt34": lambda: paper_setting(device, args.quick, deadline),
                 "resume": lambda: resume_check(device, args.quick, deadline),
+                "captured": lambda: captured_rows(device, args.quick, deadline),
                 "bench": lambda: amp_rows(device, args.quick, deadline)}
     only = args.only.split(",") if args.only else list(sections)
     if unknown := [name for name in only if name not in sections]:
