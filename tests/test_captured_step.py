@@ -176,7 +176,7 @@ def test_what_cannot_be_captured_is_one_line(root, tmp_path):
     with pytest.raises(UserError, match="look-ahead is not captured"):
         searcher(root, "on", tutor_objective="robust")
     with pytest.raises(UserError, match="attack loop .nfgsm. is not captured"):
-        build_retrain(tiny_retrain_config(root, 40, 10, graphs="on", at="nfgsm"))
+        build_retrain(tiny_retrain_config(root, 40, 10, graphs="on", at="nfgsm", from_scratch=True))
     code, err = main_in_process(*search_args(root, tmp_path / "run", "--graphs", "on", "--amp", "fp16"))
     assert code == 2 and len(err.strip().splitlines()) == 1 and "gradient scaler" in err
     assert not (tmp_path / "run").exists()
