@@ -64,9 +64,10 @@ from rnas.study.sections import (
 TOP_KEYS = ("name", "data", "teacher", "control_teacher", "searches", "archs", "search", "retrain", "arms",
             "finetune", "eval", "jobs", "threads", "executor", "slurm")
 # keys a section may not set: the study decides them (where runs go, which net, which teacher / arm)
+SPLIT_KEYS = ("val_size", "val_select", "val_report", "split_seed")  # which images train, choose and report
 OWNED = {"out", "arch", "baseline", "trades", "at", "budget", "init", "mbn", "from_scratch", "space", "teacher",
-         "teacher_ckpt", "model_dir", "threat", "data", "data_dir", "val_size"}
-DATA_KEYS = ("data", "data_dir", "val_size", "device", "workers")  # the `data` section: shared by every step
+         "teacher_ckpt", "model_dir", "threat", "data", "data_dir", *SPLIT_KEYS}
+DATA_KEYS = ("data", "data_dir", *SPLIT_KEYS, "device", "workers")  # the `data` section: shared by every step
 
 
 @dataclass
@@ -153,6 +154,9 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
             raise fail(f"{where}: data.{key}", f"not a data setting ({', '.join(DATA_KEYS)}); "
                                                  "put it in search / retrain / finetune")
     common.update({k: v for k, v in overrides.items() if k == "data_dir" and v})
+    if common.get("val_size") is not None and (common.get("val_select") is not None
+                                                or common.get("val_report") is not None):
+        raise fail(f"{where}: data.val_size", "beside val_select / val_report: give one (the two splits replace it)")
     teacher = _teacher(data.get("teacher"), f"{where}: teacher", overrides, True, cwd)
     control = _teacher(data.get("control_teacher"), f"{where}: control_teacher", overrides, False, cwd)
     search_flags = _flags(SearchConfig, data.get("search"), f"{where}: search")
