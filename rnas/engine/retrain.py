@@ -12,6 +12,7 @@ import torch
 from rnas.config import defaults, flag
 from rnas.config.sections import DataSection, OptimSection, RuntimeSection, TeacherSection, shared
 from rnas.data import loaders_for
+from rnas.data.splits import held_out
 from rnas.engine.cost import count_macs, passes_per_image, training_macs
 from rnas.engine.early_stopping import attacked_range
 from rnas.engine.optim import fill_recipe
@@ -183,7 +184,9 @@ def build_retrain(cfg: RetrainConfig, dist: Dist | None = None) -> Trainer:
     data = loaders_for(cfg, device)
     if cfg.robust_val:
         _, first, size = attacked_range(data.val, cfg.robust_val)  # a one-line error without a usable split
-        images = (f"validation images {first}-{size - 1}; report on others (e.g. rnas eval --n {first})" if first
+        images = (f"select-split images {first}-{size - 1} (--val-select); rnas eval reports on the report split"
+                  if held_out(cfg) is not None else
+                  f"validation images {first}-{size - 1}; report on others (e.g. rnas eval --n {first})" if first
                   else f"all {size} validation images, so its accuracy on them is optimistic; report on other images")
         if dist.main:
             print(f"rnas: note: --robust-val {cfg.robust_val}: best.pt is chosen on {images}", file=sys.stderr)
