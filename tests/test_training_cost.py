@@ -71,6 +71,7 @@ def test_measured_passes_equal_a_hand_count(arch, tmp_path, mode, baseline):
                        "student_fwd_images": fwd * images, "student_bwd_images": bwd * images,
                        "teacher_fwd_images": teacher_images, "train_macs": record["cost/train_macs"],
                        "ce_epochs": record["cost/ce_epochs"], "seconds": record["cost/total_seconds"],
+                       "mac_epochs": round(record["cost/train_macs"] / images, 1),  # training MACs per image
                        "student_macs": model_macs, "teacher_macs": teacher_macs, "train_images": images}
     assert summary["seconds"] > 0
 
