@@ -59,10 +59,12 @@ class RetrainConfig(RuntimeSection, OptimSection, TeacherSection, DataSection):
     milestones: list[int] | None = shared(OptimSection, "milestones", None, "lr x lr-decay at these epochs (default: "
                                           "75 %% and 90 %% of --epochs)".replace("%%", "%"))
     cosine: bool | None = shared(OptimSection, "cosine", None, "cosine schedule (default: on for ImageNet-100)")
-    lr_per_step: bool = flag(False, "step the lr schedule after every training step, not every epoch: the default "
-                             "milestones fall at 75 %% and 90 %% of the run's steps (so a run of one or two epochs "
-                             "decays too), --milestones E at E epochs' steps, --cosine over all the steps"
-                             .replace("%%", "%"))
+    lr_per_step: bool | None = flag(None, "step the lr schedule after every training step, not every epoch: the "
+                                    "default milestones fall at 75 %% and 90 %% of the run's steps (so a run of one or "
+                                    "two epochs decays too), --milestones E at E epochs' steps, --cosine over all the "
+                                    "steps (default: on for runs of 1-5 epochs without --milestones, whose per-epoch "
+                                    "schedule would not finish; config.yaml keeps what it resolved to)"
+                                    .replace("%%", "%"))
     baseline: str = flag("cl", "cl: Eq. 3 with the searched tutors; ce: CE only; kd: CE + KL (logit KD); "
                          "fixed: Eq. 3 with a uniform depth-proportional tutor mapping", choices=tuple(BASELINES))
     gamma_t: float = flag(defaults.GAMMA_T, "gamma_t of Eq. 3, weight of the attention loss (paper's 1/(n_s n_t) form)",
