@@ -28,6 +28,17 @@ def test_the_three_sets_are_disjoint_cover_the_training_file_and_follow_the_seed
     assert torch.equal(HeldOut(100, 300, seed=3).positions(1000)["select"], parts["select"])
 
 
+def test_a_pool_draws_both_splits_from_the_last_images_only():
+    parts = HeldOut(30, 40, seed=2, pool=100).positions(1000)
+    held = set(parts["select"].tolist()) | set(parts["report"].tolist())
+    assert len(held) == 70 and min(held) >= 900  # the last 100 (say, those the teacher never trained on)
+    assert len(parts["train"]) == 930 and set(parts["train"].tolist()) == set(range(1000)) - held
+    assert HeldOut(30, 40, seed=2, pool=100).record() == {"val_select": 30, "val_report": 40, "split_seed": 2,
+                                                          "split_pool": 100}
+    with pytest.raises(UserError, match="fit in the 50 images they are drawn from"):
+        HeldOut(30, 40, pool=50).positions(1000)
+
+
 def test_limit_takes_the_first_training_images_in_file_order_and_bad_sizes_are_one_line():
     data = ImageTensors(torch.arange(20, dtype=torch.uint8).view(20, 1, 1, 1).expand(20, 3, 2, 2).clone(),
                         torch.arange(20))

@@ -59,6 +59,8 @@ class DataSection:
     val_report: int | None = flag(None, "held-out images, disjoint from --val-select's, that only the final rnas eval "
                                   "reads (its --split report); replaces --val-size", range=">= 0")
     split_seed: int = flag(0, "seed of the draw of --val-select and --val-report from train", range=">= 0")
+    split_pool: int | None = flag(None, "draw --val-select and --val-report from the last N training images only "
+                                  "(e.g. those the teacher did not train on; default: all)", range=">= 1")
     limit: int | None = flag(None, "use only the first N training images (smoke runs)", range=">= 1")
 
 

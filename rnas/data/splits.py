@@ -1,9 +1,10 @@
 """Two disjoint held-out splits carved from a training set: ``--val-select N`` (what a run or a study chooses
 on: search validation, ``--robust-val``, every setting picked) and ``--val-report M`` (what the final
-``rnas eval`` reports on, and nothing before it), drawn by ``--split-seed``.
+``rnas eval`` reports on, and nothing before it), drawn by ``--split-seed`` from the last ``--split-pool``
+training images (default: all; e.g. the images a teacher did not train on).
 
-The carving is a permutation of the training file's positions drawn from the split seed alone: its first N
-positions are the select split, the next M the report split, the rest (in file order) the training set, so
+The carving is a permutation of the pool's positions drawn from the split seed alone: its first N positions are
+the select split, the next M the report split, the rest of the file (in file order) the training set, so
 every run with the same (N, M, seed) sees the same three sets, whatever else it does. Without the two flags a
 run validates on the last ``--val-size`` images as before (``rnas.data.loaders.split_train_val``)."""
 from __future__ import annotations
@@ -25,22 +26,28 @@ class HeldOut:
     select: int
     report: int
     seed: int = 0
+    pool: int | None = None  # drawn from the last ``pool`` training images only (None: from all of them)
 
     def positions(self, total: int) -> dict[str, torch.Tensor]:
         """{train, select, report}: sorted positions of each set in a training file of ``total`` images."""
         if self.select < 0 or self.report < 0:
             raise UserError(f"--val-select {self.select} / --val-report {self.report}: must be >= 0")
-        if self.select + self.report >= total:
+        pool = total if self.pool is None else self.pool
+        if pool > total:
+            raise UserError(f"--split-pool {pool}: this dataset has {total} training images")
+        if self.select + self.report >= total or self.select + self.report > pool:
             raise UserError(f"--val-select {self.select} + --val-report {self.report}: must leave training images "
-                            f"(this dataset has {total})")
-        order = torch.randperm(total, generator=torch.Generator().manual_seed(self.seed))
+                            f"and fit in the {pool} images they are drawn from (this dataset has {total})")
+        order = torch.cat([torch.randperm(pool, generator=torch.Generator().manual_seed(self.seed)) + total - pool,
+                           torch.arange(total - pool)])
         select, report = order[:self.select], order[self.select:self.select + self.report]
         train = order[self.select + self.report:]
         return {"train": train.sort().values, "select": select.sort().values, "report": report.sort().values}
 
     def record(self) -> dict:
         """What an eval JSON or a report keeps of it: the sizes and the seed."""
-        return {"val_select": self.select, "val_report": self.report, "split_seed": self.seed}
+        return {"val_select": self.select, "val_report": self.report, "split_seed": self.seed,
+                "split_pool": self.pool}
 
 
 def held_out(cfg) -> HeldOut | None:
@@ -51,7 +58,7 @@ def held_out(cfg) -> HeldOut | None:
         return None
     if getattr(cfg, "val_size", None) is not None:
         raise UserError("--val-size with --val-select / --val-report: give one (the two splits replace --val-size)")
-    return HeldOut(select or 0, report or 0, getattr(cfg, "split_seed", None) or 0)
+    return HeldOut(select or 0, report or 0, getattr(cfg, "split_seed", None) or 0, getattr(cfg, "split_pool", None))
 
 
 def take(data: ImageTensors, positions: torch.Tensor) -> ImageTensors:
@@ -69,14 +76,15 @@ def carve(data: ImageTensors, splits: HeldOut, limit: int | None) -> dict[str, I
     return parts
 
 
-def requested_splits(select: int | None, report: int | None, seed: int | None, val_size: int | None) -> HeldOut | None:
+def requested_splits(select: int | None, report: int | None, seed: int | None, pool: int | None,
+                     val_size: int | None) -> HeldOut | None:
     """``rnas eval``'s held-out splits: its flags' values where given, else the checkpoint's (the caller
     passes the merged values); None when neither size is set."""
     if select is None and report is None:
         return None
     if val_size is not None:
         raise UserError("--val-size with --val-select / --val-report: give one (the two splits replace --val-size)")
-    return HeldOut(select or 0, report or 0, seed or 0)
+    return HeldOut(select or 0, report or 0, seed or 0, pool)
 
 
 def held_out_split(requested: str, splits: HeldOut, info, data_dir) -> tuple[str, str]:

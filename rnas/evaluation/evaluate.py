@@ -222,6 +222,7 @@ class EvalConfig:
     val_select: int | None = flag(None, "select split size (default: the checkpoint's)", range=">= 0")
     val_report: int | None = flag(None, "report split size (default: the checkpoint's)", range=">= 0")
     split_seed: int | None = flag(None, "seed of the select / report draw (default: the checkpoint's)", range=">= 0")
+    split_pool: int | None = flag(None, "the select / report draw's pool (default: the checkpoint's)", range=">= 1")
     batch_size: int = flag(500, "evaluation batch size", range=">= 1")
     json: str | None = flag(None, "also write the results to this JSON file")
     teacher_arch: str | None = flag(None, "treat CHECKPOINT as a teacher of this architecture (a zoo name, "
@@ -316,7 +317,7 @@ def run_eval(cfg: EvalConfig, out=print, progress=None, resume: bool = False) ->
     data_dir = cfg.data_dir or saved.get("data_dir")
     val_size = cfg.val_size if cfg.val_size is not None else saved.get("val_size")
     splits = requested_splits(*[getattr(cfg, k) if getattr(cfg, k) is not None else saved.get(k)
-                                for k in ("val_select", "val_report", "split_seed")], val_size)
+                                for k in ("val_select", "val_report", "split_seed", "split_pool")], val_size)
     split, source, val_images = resolve_split(data, data_dir, cfg.split, val_size) if splits is None else \
         (*held_out_split(cfg.split, splits, dataset_info(data), data_dir), None)
     held = {} if splits is None else splits.record()

@@ -65,7 +65,7 @@ from rnas.study.sections import (
 TOP_KEYS = ("name", "data", "teacher", "control_teacher", "searches", "archs", "search", "retrain", "arms",
             "finetune", "eval", "seeds", "share_search", "jobs", "threads", "executor", "slurm")
 # keys a section may not set: the study decides them (where runs go, which net, which teacher / arm)
-SPLIT_KEYS = ("val_size", "val_select", "val_report", "split_seed")  # which images train, choose and report
+SPLIT_KEYS = ("val_size", "val_select", "val_report", "split_seed", "split_pool")  # which images do what
 OWNED = {"out", "arch", "baseline", "trades", "at", "budget", "init", "mbn", "from_scratch", "space", "teacher",
          "teacher_ckpt", "model_dir", "threat", "data", "data_dir", *SPLIT_KEYS}
 DATA_KEYS = ("data", "data_dir", *SPLIT_KEYS, "device", "workers")  # the `data` section: shared by every step

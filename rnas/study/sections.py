@@ -143,7 +143,7 @@ def read_evals(value, where: str, shared: dict) -> dict[str, EvalConfig]:
         if key not in EVAL_KEYS:
             raise fail(f"{where}.{key}", f"unknown key (one of {', '.join(EVAL_KEYS)})")
     base = {k: v for k, v in shared.items() if k in ("data", "data_dir", "val_size", "val_select", "val_report",
-                                                      "split_seed", "device") and v is not None}
+                                                      "split_seed", "split_pool", "device") and v is not None}
     for key in ("n", "batch_size", "seed"):
         if key in value:
             base[key] = coerce_field(EvalConfig, key, value[key], where)
