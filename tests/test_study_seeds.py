@@ -172,3 +172,20 @@ def test_independent_searches_differ_and_nothing_before_the_final_eval_reads_the
     assert arch[0]["tutor_probabilities"] != arch[1]["tutor_probabilities"]
     weights = [s["supernet"] for s in states]
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_the_shipped_tutors_study_searches_once_per_seed_and_reports_on_2000_held_out_images(tmp_path):
+    from helpers import plan_shipped_study
+
+    study = plan_shipped_study("cifar10-tutors-seeds", tmp_path)
+    searches = {s.path: (s.config.seed, s.config.epochs, s.config.limit) for s in study.steps() if s.kind == "search"}
+    assert searches == {"search-s3": (0, 10, 20000), "search-s3-s1": (1, 10, 20000), "search-s3-s2": (2, 10, 20000)}
+    retrains = [s.config for s in study.steps() if s.kind == "retrain"]
+    assert sorted(s.path for s in study.steps() if s.kind == "retrain") == sorted(
+        f"s3/{arm}{suffix}" for arm in ("rnas-cl", "fixed", "kd", "ce") for suffix in ("", "-s1", "-s2"))
+    assert {(c.epochs, c.limit, c.val_select, c.val_report, c.split_seed, c.split_pool) for c in retrains} == \
+        {(15, 20000, 2000, 2000, 0, 5000)}
+    evals = [s.config for s in study.steps() if s.kind == "eval"]
+    assert len(evals) == 12 and {(e.attack_list() == ["clean", "pgd20", "autoattack"], e.n, e.split, e.val_report)
+                                 for e in evals} == {(True, None, "auto", 2000)}  # auto: all of the report split
+    assert (study.seeds, study.share_search, study.jobs, study.threads) == ([0, 1, 2], False, 2, 1)
