@@ -17,6 +17,9 @@ can be matched on cost: ``{arm: rnas-cl, at: nfgsm, budget: [15, 30]}`` runs ``<
 and ``<net>/rnas-cl-nfgsm-30ce``. ``seeds: [0, 1, 2]`` runs an arm (and its fine-tunes) once per ``rnas retrain
 --seed``: the retrain section's seed keeps the plain name, the others ``<arm>-s<seed>``; a fine-tune runs
 with its arm's seed (``finetune.seed`` beside ``seeds:`` is refused).
+The study's own ``seeds: [0, 1, 2]`` makes the seeds independent: one search per seed (``search-<space>-s<seed>``,
+its ``--seed``), each arm retrained on that search's nets under the same seed (``<net>/<arm>-s<seed>``; the base
+seed 0 keeps the plain names); ``share_search: true`` keeps one search retrained under every seed.
 With ``retrain: {robust_val: N}`` (``rnas retrain --robust-val``) every run also keeps its best epoch's model
 (``best.pt``), and each evaluation is done twice: ``eval-<protocol>.json`` of the last epoch and
 ``eval-best-<protocol>.json`` of ``best.pt``, the latter a model row of its own (``<run>@best``).
