@@ -211,7 +211,10 @@ def test_a_compute_budget_buys_the_epochs_its_cost_allows(arch, tmp_path, at, ba
     epoch_cost = ((per_image["student_fwd_images"] + 2 * per_image["student_bwd_images"]) * meter.student_macs
                   + per_image["teacher_fwd_images"] * meter.teacher_macs) / (3 * meter.student_macs)
     assert trainer.cfg.epochs == max(1, round(budget / epoch_cost))
-    assert trainer.cfg.milestones == [round(0.75 * trainer.cfg.epochs), round(0.9 * trainer.cfg.epochs)]
+    per_epoch = [round(0.75 * trainer.cfg.epochs), round(0.9 * trainer.cfg.epochs)]
+    # the epochs it buys decide the schedule: per step when per-epoch milestones would not fall inside the run
+    assert (trainer.cfg.lr_per_step, trainer.cfg.milestones) == \
+        ((True, None) if not 0 < per_epoch[0] < per_epoch[1] < trainer.cfg.epochs else (False, per_epoch))
     trainer.fit(tmp_path / "run")
     # what it measured is the budget up to the rounding of the epochs
     assert last_record(tmp_path / "run")["cost/ce_epochs"] == pytest.approx(trainer.cfg.epochs * epoch_cost, abs=1e-6)
