@@ -141,5 +141,6 @@ def test_zero_is_never_a_default(root):
     from rnas.engine.retrain import RetrainConfig, fill_defaults
 
     cfg = fill_defaults(RetrainConfig(arch="a", weight_decay=0.0, epochs=3), {})
-    assert cfg.weight_decay == 0.0 and cfg.epochs == 3 and cfg.batch_size == 128 and cfg.milestones == [2, 3]
+    assert cfg.weight_decay == 0.0 and cfg.epochs == 3 and cfg.batch_size == 128
+    assert (cfg.lr_per_step, cfg.milestones) == (True, None)  # three epochs: too short to decay per epoch
     validate(cfg)

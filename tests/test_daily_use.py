@@ -39,8 +39,9 @@ def test_version():
                     "choices: cifar10, cifar100, imagenet100, digits"]),
     (("search",), ["choices: power, linear, fbnetv2, none", "(default: 8/255"]),
     (("teacher", "train"), ["--teacher TEACHER", "(also --arch)", "--n N", "(also --eval-n)"]),
-    (("eval",), ["choices: auto, val, test", "choices: pixel, normalized", "choices: standard, rand, plus",
-                 "(default: 8/255; range: >= 0)", "--teacher TEACHER", "(also --teacher-arch)"]),
+    (("eval",), ["choices: auto, val, select, report, test", "choices: pixel, normalized",
+                 "choices: standard, rand, plus", "(default: 8/255; range: >= 0)", "--teacher TEACHER",
+                 "(also --teacher-arch)"]),
 ])
 def test_help_lists_every_choice_and_shows_budgets_as_fractions(command, shown):
     text = _help(*command)
@@ -157,6 +158,6 @@ def test_a_trainer_built_in_python_from_a_retrain_config_trains(tmp_path):
     data = make_loaders("digits", None, 64, "cpu", 0, limit=128)
     cfg = RetrainConfig(epochs=1, data="digits", out=str(tmp_path / "run"))
     Trainer("retrain", cfg, model, data, Objective(distill="none"), torch.device("cpu")).fit(tmp_path / "run")
-    assert (cfg.lr, cfg.milestones) == (0.1, [1, 1])
+    assert (cfg.lr, cfg.milestones, cfg.lr_per_step) == (0.1, None, True)  # one epoch: stepped per step
     (record,) = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert record["epoch"] == 0 and record["lr"] == 0.1
+    assert record["epoch"] == 0 and record["lr"] == 0.1  # two steps: 75 % and 90 % of them is step 2, the end

@@ -92,3 +92,43 @@ def test_a_per_step_run_resumed_mid_epoch_is_bit_identical(arch, tmp_path, miles
     lrs = [json.loads(line)["lr"] for line in (split / "metrics.jsonl").read_text().splitlines()]
     assert lrs == [json.loads(line)["lr"] for line in (whole / "metrics.jsonl").read_text().splitlines()]
     assert lrs == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize(("epochs", "per_step", "milestones"), [
+    (1, True, None), (2, True, None), (5, True, None),  # per epoch: [1, 1], [2, 2], [4, 4]: never or twice at once
+    (6, False, [4, 5]), (15, False, [11, 14]), (100, False, [75, 90])])  # per epoch finishes: unchanged
+def test_by_default_a_run_too_short_for_its_per_epoch_schedule_steps_its_lr_per_step(epochs, per_step, milestones):
+    cfg = RetrainConfig(arch="a.json", epochs=epochs)
+    fill_recipe(cfg)
+    assert (cfg.lr_per_step, cfg.milestones) == (per_step, milestones)
+    used = lrs_per_step(cfg, 10)
+    assert used[-1] == pytest.approx(0.001, rel=1e-9)  # the schedule finishes within the run's own epochs
+    given = RetrainConfig(arch="a.json", epochs=2, milestones=[1])  # a schedule asked for is kept as it is
+    fill_recipe(given)
+    assert (given.lr_per_step, given.milestones) == (False, [1])
+    budget = RetrainConfig(arch="a.json", budget=2.0)  # the epochs a budget buys are known later
+    fill_recipe(budget)
+    assert budget.lr_per_step is None and budget.milestones is None
+    budget.epochs = 2
+    fill_recipe(budget)
+    assert (budget.lr_per_step, budget.milestones) == (True, None)
+
+
+def test_a_run_written_before_the_default_changed_resumes_as_it_ran(arch, tmp_path):
+    """A one-epoch run's config.yaml: false (written since --lr-per-step exists), or no lr_per_step at all
+    (written before): both read back per epoch, and a study asking for nothing keeps it."""
+    from rnas.config import changed_setting, read_run_config
+
+    run = tmp_path / "old"
+    build_retrain(config(arch, lr_per_step=False)).fit(run)
+    written = yaml.safe_load((run / "config.yaml").read_text())
+    assert written["lr_per_step"] is False
+    del written["lr_per_step"]
+    (run / "config.yaml").write_text(yaml.safe_dump(written))
+    base = read_run_config(RetrainConfig, run / "config.yaml", "retrain")
+    assert base["lr_per_step"] is False
+    study_now = config(arch, lr_per_step=None)  # a study's retrain section that leaves it to the default
+    assert changed_setting(base, study_now, unset_ok=True) is None
+    fresh = tmp_path / "new"
+    build_retrain(config(arch, lr_per_step=None)).fit(fresh)
+    assert yaml.safe_load((fresh / "config.yaml").read_text())["lr_per_step"] is True  # one epoch: per step

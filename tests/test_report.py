@@ -140,7 +140,7 @@ def test_study_report_figures_are_pngs_linked_and_embedded(report):
         assert plt.imread(report / name).ndim == 3
         assert base64.b64decode(src.removeprefix("data:image/png;base64,")) == data  # the page alone suffices
     assert {p.name for p in report.iterdir()} == {*page.links, "index.html", "models.csv", "models.json",
-                                                  "searches.json", MANIFEST}
+                                                  "paired.csv", "searches.json", MANIFEST}
 
 
 def test_study_report_numbers_equal_the_eval_files(study, report):
@@ -175,12 +175,12 @@ def test_study_report_numbers_equal_the_eval_files(study, report):
                                                                    (None, None))
             assert row[col["key"]] == (str(want["accuracy"]) if want else "")
             assert row[col["key"] + "_n"] == (str(want["n"]) if want else "")
-            shown = cell[5 + i].split()
+            shown = cell[8 + i].split()  # after model, arm, fine-tune, params, MACs and the three cost columns
             assert shown[0] == (f"{want['accuracy']:.2f}" if want else "–")
             if want and col["key"] in ("clean", "pgd20"):  # n 10 and 6: n per cell
-                assert shown[1] == f"n={want['n']}"
-    assert header[5:9] == ["clean", "FGSM n=10", "PGD-20", "MI-FGSM"]
-    assert header[5 + 6:] == ["clean (norm.) n=10", "FGSM (norm.) n=10"]
+                assert shown[1:] == [f"n={want['n']}", "test"]  # and the split it is on
+    assert header[5:12] == ["cost (CE ep.)", "GMAC-epochs", "seconds", "clean", "FGSM n=10 test", "PGD-20", "MI-FGSM"]
+    assert header[8 + 6:] == ["clean (norm.) n=10 test", "FGSM (norm.) n=10 test"]
     assert table["models"][1]["missing_evals"] == ["t/ce/eval-sweep.json"]
     for m in table["models"][:2]:  # the training cost is the run's own, as its last metrics line measured it
         last = json.loads((root / "study" / m["name"] / "metrics.jsonl").read_text().splitlines()[-1])

@@ -71,6 +71,7 @@ def test_measured_passes_equal_a_hand_count(arch, tmp_path, mode, baseline):
                        "student_fwd_images": fwd * images, "student_bwd_images": bwd * images,
                        "teacher_fwd_images": teacher_images, "train_macs": record["cost/train_macs"],
                        "ce_epochs": record["cost/ce_epochs"], "seconds": record["cost/total_seconds"],
+                       "mac_epochs": round(record["cost/train_macs"] / images, 1),  # training MACs per image
                        "student_macs": model_macs, "teacher_macs": teacher_macs, "train_images": images}
     assert summary["seconds"] > 0
 
@@ -210,7 +211,10 @@ def test_a_compute_budget_buys_the_epochs_its_cost_allows(arch, tmp_path, at, ba
     epoch_cost = ((per_image["student_fwd_images"] + 2 * per_image["student_bwd_images"]) * meter.student_macs
                   + per_image["teacher_fwd_images"] * meter.teacher_macs) / (3 * meter.student_macs)
     assert trainer.cfg.epochs == max(1, round(budget / epoch_cost))
-    assert trainer.cfg.milestones == [round(0.75 * trainer.cfg.epochs), round(0.9 * trainer.cfg.epochs)]
+    per_epoch = [round(0.75 * trainer.cfg.epochs), round(0.9 * trainer.cfg.epochs)]
+    # the epochs it buys decide the schedule: per step when per-epoch milestones would not fall inside the run
+    assert (trainer.cfg.lr_per_step, trainer.cfg.milestones) == \
+        ((True, None) if not 0 < per_epoch[0] < per_epoch[1] < trainer.cfg.epochs else (False, per_epoch))
     trainer.fit(tmp_path / "run")
     # what it measured is the budget up to the rounding of the epochs
     assert last_record(tmp_path / "run")["cost/ce_epochs"] == pytest.approx(trainer.cfg.epochs * epoch_cost, abs=1e-6)

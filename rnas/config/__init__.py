@@ -265,7 +265,7 @@ def save_config(config, path: Path) -> None:
 
 
 # settings added after runs were written: such a run ran with this value, whatever the default is now
-BEFORE_THE_SETTING = {"tutor_objective": "paper"}
+BEFORE_THE_SETTING = {"tutor_objective": "paper", "lr_per_step": False}  # what runs written before them did
 
 
 def read_run_config(cls, path: Path, command: str = "") -> dict:

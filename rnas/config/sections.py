@@ -55,6 +55,13 @@ class DataSection:
     download: bool = flag(False, "download CIFAR into --data-dir if absent")
     val_size: int | None = flag(None, "validation images carved from the end of train (default per dataset)",
                                 range=">= 0")
+    val_select: int | None = flag(None, "held-out images to choose on (validation, --robust-val, a study's choices), "
+                                  "drawn from train by --split-seed; replaces --val-size", range=">= 0")
+    val_report: int | None = flag(None, "held-out images, disjoint from --val-select's, that only the final rnas eval "
+                                  "reads (its --split report); replaces --val-size", range=">= 0")
+    split_seed: int = flag(0, "seed of the draw of --val-select and --val-report from train", range=">= 0")
+    split_pool: int | None = flag(None, "draw --val-select and --val-report from the last N training images only "
+                                  "(e.g. those the teacher did not train on; default: all)", range=">= 1")
     limit: int | None = flag(None, "use only the first N training images (smoke runs)", range=">= 1")
 
 

@@ -16,6 +16,7 @@ from torch.nn import functional as F
 
 from rnas.data.readers import ImageTensors
 from rnas.data.registry import dataset_info
+from rnas.data.splits import HeldOut, carve, held_out
 from rnas.errors import UserError
 from rnas.runtime.distributed import SINGLE, Dist
 
@@ -225,12 +226,21 @@ def _check_batch(batch_size: int, n_train: int) -> None:
 
 def make_loaders(dataset: str, data_dir: str | None, batch_size: int, device, seed: int = 0, *,
                  val_size: int | None = None, limit: int | None = None, workers: int = 2, download: bool = False,
-                 eval_batch_size: int = 500) -> DataBundle:
-    """Training and validation loaders for a registered dataset, after every check a user could trip on."""
+                 eval_batch_size: int = 500, splits: HeldOut | None = None) -> DataBundle:
+    """Training and validation loaders for a registered dataset, after every check a user could trip on.
+    ``splits``: validation is the select split of --val-select / --val-report (the report split is left out of
+    both loaders), else the last ``val_size`` training images."""
     info = dataset_info(dataset, trainable=True)
     train = info.read(data_dir, "train", download)
+    if splits is not None and not isinstance(train, ImageTensors):
+        raise UserError(f"--val-select / --val-report: {dataset} validates on its own held-out split; they carve "
+                        "datasets kept in memory (cifar10, cifar100, digits)")
     if isinstance(train, ImageTensors):
-        train, val = split_train_val(train, info.validation_size(val_size), limit)
+        if splits is not None:
+            parts = carve(train, splits, limit)
+            train, val = parts["train"], parts["select"]
+        else:
+            train, val = split_train_val(train, info.validation_size(val_size), limit)
         _check_batch(batch_size, len(train))
         val_loader = InMemoryLoader(val, eval_batch_size, device, seed, augment=False, shuffle=False) \
             if len(val) else None
@@ -249,6 +259,6 @@ def make_loaders(dataset: str, data_dir: str | None, batch_size: int, device, se
 
 def loaders_for(cfg, device) -> DataBundle:
     """``make_loaders`` for a training command's config (its data section: data, data_dir, batch_size, seed,
-    val_size, limit, workers, download)."""
+    val_size or val_select / val_report / split_seed, limit, workers, download)."""
     return make_loaders(cfg.data, cfg.data_dir, cfg.batch_size, device, cfg.seed, val_size=cfg.val_size,
-                        limit=cfg.limit, workers=cfg.workers, download=cfg.download)
+                        limit=cfg.limit, workers=cfg.workers, download=cfg.download, splits=held_out(cfg))

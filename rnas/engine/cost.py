@@ -7,7 +7,8 @@ or an attack's input gradient); a forward pre-hook on the teacher counts its ima
 one image costs the model's conv + linear MACs (``count_macs``: for a supernet its
 max-width network, which is what its masked forward computes) and a backward twice that. ``ce_epochs``
 expresses the total in epochs of plain CE training of the same student on the same training set
-(3 x MACs per image per epoch), the unit in which a study matches arms on compute; ``total_seconds`` the
+(3 x MACs per image per epoch), the unit in which a study matches arms on compute, and ``mac_epochs`` the
+training MACs per training image (cost.json); ``total_seconds`` the
 run's wall-clock training seconds (the epochs' own, summed across resumes). Every epoch's record carries the
 epoch's counts and the run's totals (metrics.jsonl), and RUN/cost.json the totals alone (``summary``).
 
@@ -47,6 +48,12 @@ def training_macs(counts: dict, student_macs: int, teacher_macs: int) -> int:
     forward costs the model's MACs, a backward twice that."""
     return ((counts["student_fwd_images"] + 2 * counts["student_bwd_images"]) * student_macs
             + counts["teacher_fwd_images"] * teacher_macs)
+
+
+def mac_epochs(train_macs: int, train_images: int) -> float:
+    """Training MACs per training-set image: the run's compute in MAC-epochs (an epoch of plain CE training of a
+    net of M MACs costs 3M), comparable between arms of different nets, losses and attacks."""
+    return round(train_macs / train_images, 1) if train_images else 0.0
 
 
 class CostMeter:
@@ -126,7 +133,9 @@ class CostMeter:
         CE-epoch equivalents and wall-clock seconds in total, and what they are counted in."""
         return {"format": COST_FORMAT, "epochs_done": epochs_done, "epochs": epochs, "finished": epochs_done >= epochs,
                 **{k: record[f"cost/total_{k}"] for k in COUNTS}, "train_macs": record["cost/total_train_macs"],
-                "ce_epochs": record["cost/ce_epochs"], "seconds": record.get("cost/total_seconds"),
+                "ce_epochs": record["cost/ce_epochs"], "mac_epochs": mac_epochs(record["cost/total_train_macs"],
+                                                                                self.train_images),
+                "seconds": record.get("cost/total_seconds"),
                 "student_macs": self.student_macs, "teacher_macs": self.teacher_macs,
                 "train_images": self.train_images}
 

@@ -8,7 +8,9 @@ def fill_recipe(cfg, search: bool = False) -> None:
     """The optimisation settings a config leaves to its dataset (None: epochs, batch size, lr, weight decay,
     cosine) from the dataset's recipe (``search``: its search recipe), and milestones at 75 % and 90 % of the
     epochs once the epochs are known (a ``budget`` leaves the epochs to the compute it buys; with ``lr_per_step``
-    they stay None: 75 % and 90 % of the run's steps). rnas retrain
+    they stay None: 75 % and 90 % of the run's steps). ``lr_per_step`` left None (retrain's default) is resolved
+    once the epochs are known: per step for a run too short to finish a per-epoch schedule (``too_short_per_epoch``,
+    and no milestones given), per epoch otherwise. rnas retrain
     and rnas search resolve their configs with it, and so do ``Trainer`` and ``Searcher`` for a config built
     in Python; a second call changes nothing."""
     from rnas.data import dataset_info
@@ -19,8 +21,19 @@ def fill_recipe(cfg, search: bool = False) -> None:
     for key in keys:
         if hasattr(cfg, key) and getattr(cfg, key) is None:
             setattr(cfg, key, getattr(recipe, key))
+    if hasattr(cfg, "lr_per_step") and cfg.lr_per_step is None and cfg.epochs is not None:
+        # the default: per step when the per-epoch schedule would not finish within the run's own epochs
+        cfg.lr_per_step = getattr(cfg, "milestones", None) is None and too_short_per_epoch(cfg.epochs)
     if getattr(cfg, "milestones", ()) is None and cfg.epochs is not None and not getattr(cfg, "lr_per_step", False):
         cfg.milestones = default_milestones(cfg.epochs)
+
+
+def too_short_per_epoch(epochs: int) -> bool:
+    """Whether a run of ``epochs`` stepping its lr once per epoch would not finish its schedule: its default
+    milestones (75 % and 90 % of the epochs) are not two distinct epochs inside the run (1-5 epochs: the lr never
+    decays, or drops twice at once), nor would a per-epoch cosine come near zero."""
+    first, second = default_milestones(epochs)
+    return not 0 < first < second < epochs
 
 
 def default_milestones(length: int) -> list[int]:

@@ -12,6 +12,7 @@ import torch
 from rnas.config import defaults, flag
 from rnas.config.sections import DataSection, OptimSection, RuntimeSection, TeacherSection, shared
 from rnas.data import loaders_for
+from rnas.data.splits import held_out
 from rnas.engine.cost import count_macs, passes_per_image, training_macs
 from rnas.engine.early_stopping import attacked_range
 from rnas.engine.optim import fill_recipe
@@ -58,10 +59,12 @@ class RetrainConfig(RuntimeSection, OptimSection, TeacherSection, DataSection):
     milestones: list[int] | None = shared(OptimSection, "milestones", None, "lr x lr-decay at these epochs (default: "
                                           "75 %% and 90 %% of --epochs)".replace("%%", "%"))
     cosine: bool | None = shared(OptimSection, "cosine", None, "cosine schedule (default: on for ImageNet-100)")
-    lr_per_step: bool = flag(False, "step the lr schedule after every training step, not every epoch: the default "
-                             "milestones fall at 75 %% and 90 %% of the run's steps (so a run of one or two epochs "
-                             "decays too), --milestones E at E epochs' steps, --cosine over all the steps"
-                             .replace("%%", "%"))
+    lr_per_step: bool | None = flag(None, "step the lr schedule after every training step, not every epoch: the "
+                                    "default milestones fall at 75 %% and 90 %% of the run's steps (so a run of one or "
+                                    "two epochs decays too), --milestones E at E epochs' steps, --cosine over all the "
+                                    "steps (default: on for runs of 1-5 epochs without --milestones, whose per-epoch "
+                                    "schedule would not finish; config.yaml keeps what it resolved to)"
+                                    .replace("%%", "%"))
     baseline: str = flag("cl", "cl: Eq. 3 with the searched tutors; ce: CE only; kd: CE + KL (logit KD); "
                          "fixed: Eq. 3 with a uniform depth-proportional tutor mapping", choices=tuple(BASELINES))
     gamma_t: float = flag(defaults.GAMMA_T, "gamma_t of Eq. 3, weight of the attention loss (paper's 1/(n_s n_t) form)",
@@ -183,7 +186,9 @@ def build_retrain(cfg: RetrainConfig, dist: Dist | None = None) -> Trainer:
     data = loaders_for(cfg, device)
     if cfg.robust_val:
         _, first, size = attacked_range(data.val, cfg.robust_val)  # a one-line error without a usable split
-        images = (f"validation images {first}-{size - 1}; report on others (e.g. rnas eval --n {first})" if first
+        images = (f"select-split images {first}-{size - 1} (--val-select); rnas eval reports on the report split"
+                  if held_out(cfg) is not None else
+                  f"validation images {first}-{size - 1}; report on others (e.g. rnas eval --n {first})" if first
                   else f"all {size} validation images, so its accuracy on them is optimistic; report on other images")
         if dist.main:
             print(f"rnas: note: --robust-val {cfg.robust_val}: best.pt is chosen on {images}", file=sys.stderr)

@@ -15,6 +15,7 @@ from torch import nn
 from rnas.config import defaults, flag, validate
 from rnas.config.sections import parse_teacher
 from rnas.data import TRAINABLE, ImageTensors, dataset_info, keyed_generator, split_train_val
+from rnas.data.splits import SPLITS, HeldOut, carve, held_out_split, requested_splits
 from rnas.engine.cost import count_macs
 from rnas.errors import UserError
 from rnas.evaluation.eval_state import EvalState, RowProgress, open_state, state_path
@@ -211,11 +212,17 @@ class EvalConfig:
     eps_sweep: list[str] | None = flag(None, "several budgets, e.g. 2/255 4/255 8/255 (replaces --eps)")
     n: int | None = flag(None, "evaluate the first N images of the split (--num-images under torchrun, whose own "
                          "flags make --n ambiguous)", range=">= 1", aliases=("--num-images",))
-    split: str = flag("auto", "auto: the official test split when it is on disk, else val; val: the tail of train "
-                      "the run validated on; test: the official test split", choices=("auto", "val", "test"))
+    split: str = flag("auto", "auto: the report split of a run with --val-report, else the official test split when "
+                      "it is on disk, else val; val: the tail of train the run validated on (its select split with "
+                      "--val-select); select / report: the held-out splits of --val-select / --val-report; test: the "
+                      "official test split", choices=("auto", "val", "select", "report", "test"))
     data: str | None = flag(None, "dataset (default: the checkpoint's)", choices=TRAINABLE)
     data_dir: str | None = flag(None, "dataset root (default: the checkpoint's)")
     val_size: int | None = flag(None, "validation size (default: the checkpoint's)", range=">= 0")
+    val_select: int | None = flag(None, "select split size (default: the checkpoint's)", range=">= 0")
+    val_report: int | None = flag(None, "report split size (default: the checkpoint's)", range=">= 0")
+    split_seed: int | None = flag(None, "seed of the select / report draw (default: the checkpoint's)", range=">= 0")
+    split_pool: int | None = flag(None, "the select / report draw's pool (default: the checkpoint's)", range=">= 1")
     batch_size: int = flag(500, "evaluation batch size", range=">= 1")
     json: str | None = flag(None, "also write the results to this JSON file")
     teacher_arch: str | None = flag(None, "treat CHECKPOINT as a teacher of this architecture (a zoo name, "
@@ -309,8 +316,12 @@ def run_eval(cfg: EvalConfig, out=print, progress=None, resume: bool = False) ->
                         f"{dataset_info(data).num_classes} classes")
     data_dir = cfg.data_dir or saved.get("data_dir")
     val_size = cfg.val_size if cfg.val_size is not None else saved.get("val_size")
-    split, source, val_images = resolve_split(data, data_dir, cfg.split, val_size)
-    batches, n, size = eval_batches(data, data_dir, split, val_size, cfg.n, cfg.batch_size, device)
+    splits = requested_splits(*[getattr(cfg, k) if getattr(cfg, k) is not None else saved.get(k)
+                                for k in ("val_select", "val_report", "split_seed", "split_pool")], val_size)
+    split, source, val_images = resolve_split(data, data_dir, cfg.split, val_size) if splits is None else \
+        (*held_out_split(cfg.split, splits, dataset_info(data), data_dir), None)
+    held = {} if splits is None else splits.record()
+    batches, n, size = eval_batches(data, data_dir, split, val_size, cfg.n, cfg.batch_size, device, splits)
     if n == 0:
         raise UserError(f"{data} {split}: no images to evaluate (check --n and --val-size)")
     model = place(model, device).eval()
@@ -321,7 +332,7 @@ def run_eval(cfg: EvalConfig, out=print, progress=None, resume: bool = False) ->
     params = sum(p.numel() for p in model.parameters())
     macs = arch.get("macs") or count_macs(model, size, device)
     settings = {"data": data, "data_dir": data_dir and str(Path(data_dir).resolve()), "split": split,
-                "val_size": val_size, "n": n}
+                "val_size": val_size, "n": n, **held}
     lock = OutputLock(Path(cfg.json), f"--json {cfg.json}") if cfg.json and dist.main else contextlib.nullcontext()
     with lock:  # a second rnas eval writing the same --json is refused
         state = open_state(state_path(cfg.json), eval_request(cfg, settings), resume, dist) if cfg.json else None
@@ -339,7 +350,7 @@ def run_eval(cfg: EvalConfig, out=print, progress=None, resume: bool = False) ->
                 rows = evaluate(model, batches, attacks, eps_values, cw_steps=cfg.cw_steps, seed=cfg.seed,
                                 dist=dist, eps_scale=eps_scale, progress=report, state=state, watch=watch)
         result = {"checkpoint": str(cfg.checkpoint), "params": params, "macs": macs, "data": data, "split": split,
-                  "split_source": source, "val_size": val_images, "n": n,
+                  "split_source": source, "val_size": val_images, **held, "n": n,
                   "seed": cfg.seed, "eps_space": cfg.eps_space, "device": device_name(device, dist),
                   # cuDNN's TF32 convolutions (PyTorch's default on CUDA) round differently from full fp32
                   "tf32": torch.backends.cudnn.allow_tf32 if device.type == "cuda" else None, "results": rows}
@@ -417,6 +428,9 @@ def resolve_split(data: str, data_dir, split: str, val_size: int | None) -> tupl
     """(val or test, why, N): ``auto`` is the official test split when it is on disk, the validation split
     otherwise. N is the val split's "last N training images" (recorded so that two results can be told to
     be of the same images); None for the test split or a dataset with a held-out val split of its own."""
+    if split in SPLITS:
+        raise UserError(f"--split {split}: the run has no held-out {split} split (trained without --val-select / "
+                        "--val-report)")
     info = dataset_info(data)
     if info.held_out_val:  # one held-out split (e.g. an ImageFolder's val/), which retrain validates on as well
         where = f"{info.description} {info.test_name}"
@@ -441,9 +455,10 @@ def _first_n(n: int | None, split: str, available: int) -> int:
     return available if n is None else n
 
 
-def eval_batches(data: str, data_dir, split: str, val_size: int | None, n: int | None, batch_size: int, device):
+def eval_batches(data: str, data_dir, split: str, val_size: int | None, n: int | None, batch_size: int, device,
+                 splits: HeldOut | None = None):
     """(batches(), n, image side) for the first ``n`` images of ``val`` (tail of train, or the held-out split
-    of a dataset validated on it) or ``test`` (the official held-out split)."""
+    of a dataset validated on it), ``select`` / ``report`` (``splits``) or ``test`` (the official held-out split)."""
     info = dataset_info(data, trainable=True)
     images = info.read(data_dir, "test" if split == "test" or info.held_out_val else "train", False)
     if not isinstance(images, ImageTensors):  # a folder dataset, read by DataLoader workers
@@ -453,7 +468,9 @@ def eval_batches(data: str, data_dir, split: str, val_size: int | None, n: int |
             for xb, yb in torch.utils.data.DataLoader(subset, batch_size, num_workers=2):
                 yield xb.to(device), yb.to(device)
         return folder_batches, len(subset), info.input_size
-    if split == "val":
+    if split in SPLITS:
+        images = carve(images, splits, None)[split]
+    elif split == "val":
         _, images = split_train_val(images, info.validation_size(val_size), None)
     n = _first_n(n, split, len(images))
     x, y = images.images[:n].to(device), images.labels[:n].to(device)

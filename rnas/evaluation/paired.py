@@ -13,7 +13,9 @@ from rnas.errors import UserError
 from rnas.evaluation.eval_state import unpack_hits
 from rnas.evaluation.results import eps_text, read_eval, row_label
 
-SAME_IMAGES = ("data", "split", "val_size", "n")  # the fields of an eval JSON that say which images it attacked
+# the fields of an eval JSON that say which images it attacked (a file written before the held-out splits has
+# none of the last four: None in both)
+SAME_IMAGES = ("data", "split", "val_size", "n", "val_select", "val_report", "split_seed", "split_pool")
 
 
 def mcnemar_p(only_a: int, only_b: int) -> float:

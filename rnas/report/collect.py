@@ -21,7 +21,7 @@ from rnas.errors import UserError
 from rnas.evaluation.results import is_number, read_eval
 from rnas.method.baselines import BASELINES
 from rnas.report.runs import Inputs, Model, Run
-from rnas.report.tables import adversarial_training, model_table, search_summary, write_models_csv
+from rnas.report.tables import adversarial_training, model_table, search_summary, write_models_csv, write_paired_csv
 from rnas.runtime.rundir import STUDY_STATE, read_json, read_text
 
 MANIFEST = ".rnas-report"  # names of the files a report wrote: only those may be replaced by the next one
@@ -192,16 +192,26 @@ def _read_arch(path: Path | None) -> dict | None:
 
 
 def training_cost(run_dir: Path | None) -> dict | None:
-    """What a run's training cost, from its metrics.jsonl: CE-epoch equivalents, MACs, student / teacher
-    images (its last epoch's totals) and wall-clock seconds (summed); None for runs written before the meter."""
+    """What a run's training cost, from its metrics.jsonl: CE-epoch equivalents, MACs, MAC-epochs, student /
+    teacher images (its last epoch's totals), wall-clock seconds (summed) and the device they were measured on;
+    None for runs written before the meter."""
     records = read_metrics(run_dir / "metrics.jsonl") if run_dir is not None and (run_dir / "metrics.jsonl").is_file() \
         else []
     last = records[-1] if records else {}
     if "cost/ce_epochs" not in last:
         return None
+    from rnas.engine.cost import mac_epochs
+
+    try:  # cost.json knows the training images (MAC-epochs: training MACs per training image)
+        summary = json.loads((run_dir / "cost.json").read_text())
+    except (OSError, ValueError):
+        summary = None
+    images = summary.get("train_images") if isinstance(summary, dict) else None
     return {"ce_epochs": last["cost/ce_epochs"], "train_macs": last["cost/total_train_macs"],
+            "mac_epochs": mac_epochs(last["cost/total_train_macs"], images) if isinstance(images, int) else None,
             **{k.removeprefix("cost/total_"): last[k] for k in last if k.startswith("cost/total_") and "images" in k},
-            "seconds": round(sum(r.get("seconds", 0.0) for r in records), 1), "epochs": len(records)}
+            "seconds": round(sum(r.get("seconds", 0.0) for r in records), 1), "epochs": len(records),
+            "device": read_config(run_dir).get("device") if (run_dir / "config.yaml").is_file() else None}
 
 
 def _model_of_run(run: Run) -> Model:
@@ -372,6 +382,7 @@ def write_report(paths: list[str | Path], out: str | Path) -> Path:
         table = model_table(inputs.models)
         (staging / "models.json").write_text(json.dumps(table, indent=1) + "\n")
         write_models_csv(table, staging / "models.csv")
+        write_paired_csv(table, staging / "paired.csv")
         summaries = [search_summary(r) for r in inputs.searches]
         (staging / "searches.json").write_text(json.dumps(summaries, indent=1) + "\n")
         (staging / "index.html").write_text(render_page(inputs, table, staging, [str(p) for p in paths]))

@@ -65,28 +65,40 @@ def _models_section(table: dict) -> str:
     if not table["models"]:
         return _note("No models: give retrain run dirs or a study dir.")
     cols = table["columns"]
-    ns = {c["key"]: {m["accuracy"][c["key"]]["n"] for m in table["models"] if c["key"] in m["accuracy"]}
-          for c in cols}
-    headers = ["model", "arm", "fine-tune", "params", "MACs"] + [
-        escape(c["title"]) + (f" <br><small>n={next(iter(ns[c['key']]))}</small>" if len(ns[c["key"]]) == 1 else "")
-        for c in cols]
+    ns = {c["key"]: {(m["accuracy"][c["key"]]["n"], m["accuracy"][c["key"]].get("split")) for m in table["models"]
+                     if c["key"] in m["accuracy"]} for c in cols}
+
+    def where(n_split: tuple) -> str:
+        """n=2000 report: how many images of which split (val, select, report, test) a number is on."""
+        return f"n={n_split[0]}" + (f" {n_split[1]}" if n_split[1] else "")
+    headers = ["model", "arm", "fine-tune", "params", "MACs", "cost (CE ep.)", "GMAC-epochs", "seconds"] + [
+        escape(c["title"]) + (f" <br><small>{where(next(iter(ns[c['key']])))}</small>" if len(ns[c["key"]]) == 1
+                              else "") for c in cols]
     rows = []
     for m in table["models"]:
+        cost = m.get("cost") or {}
         cells = [escape(m["name"]), escape(m["arm"]), escape(m["finetune"] or "–"), _number(m["params"]),
-                 _number(m["macs"])]
+                 _number(m["macs"]), _number(cost.get("ce_epochs"), 2),
+                 _number(None if cost.get("mac_epochs") is None else cost["mac_epochs"] / 1e9, 2),
+                 _number(cost.get("seconds"), 0)]
         for c in cols:
             got = m["accuracy"].get(c["key"])
             cells.append("–" if got is None else f"{got['accuracy']:.2f}"
-                         + (f" <small>n={got['n']}</small>" if len(ns[c["key"]]) > 1 else ""))
+                         + (f" <small>{where((got['n'], got.get('split')))}</small>" if len(ns[c["key"]]) > 1
+                            else ""))
         rows.append(cells)
     missing = [f for m in table["models"] for f in m["missing_evals"]]
     text = (f"<p>Accuracy (%) at eps = {_eps_text(table['main_eps'])} (l∞; clean at 0). "
             "Columns marked (norm.) come from evals whose eps is in the model's normalized input space. "
+            "Under each column: the images its numbers are on (n and split: report, the held-out split nothing "
+            "chose on; select, the one runs chose on; val, the tail of train; test, the official test split). "
+            "Cost: measured training compute in CE-epoch equivalents and in MAC-epochs (training MACs per "
+            "training image), and wall-clock training seconds. "
             "Params and MACs from the eval JSON (arch.json before any eval). Same numbers: "
             '<a href="models.csv">models.csv</a>, <a href="models.json">models.json</a>.</p>')
     return text + _html_table(headers, rows, 'id="models"') + (
         _note(f"Eval files listed but not written yet: {', '.join(missing)}") if missing else "") \
-        + _seeds_table(table)
+        + _seeds_table(table) + _paired_table(table)
 
 
 def _seeds_table(table: dict) -> str:
@@ -108,6 +120,31 @@ def _seeds_table(table: dict) -> str:
             "standard deviation over the seeds.</p>"
             + _html_table(["model", "arm", "fine-tune", "seeds"] + [escape(c["title"]) for c in cols], rows,
                           'id="seeds"'))
+
+
+def _paired_table(table: dict) -> str:
+    """Every two arms of one net under the same seeds: A minus B over the seeds with its 95 % t-interval, the
+    verdict, and McNemar's test pooled over the seeds (none: nothing)."""
+    if not table.get("paired"):
+        return ""
+    titles = {c["key"]: c["title"] for c in table["columns"]}
+    rows = []
+    for pair in table["paired"]:
+        for key, c in pair["columns"].items():
+            interval = "–" if c["interval"] is None else f"[{c['interval'][0]:+.2f}, {c['interval'][1]:+.2f}]"
+            pooled = c["mcnemar"]
+            rows.append([escape(pair["a"]), escape(pair["b"]), escape(titles.get(key, key)),
+                         escape(f"{c['split']} n={'/'.join(map(str, c['n']))}"),
+                         escape(", ".join(map(str, c["seeds"]))),
+                         f"{c['mean']:+.2f}", interval, escape(c["verdict"]),
+                         "–" if pooled is None else f"{pooled['only_a']} / {pooled['only_b']}",
+                         "–" if pooled is None else f"{pooled['p']:.3g}"])
+    return ("<p>Paired: for every two arms of one net, A minus B in points over the seeds both ran, its 95 % "
+            "t-interval over the seeds (n − 1 degrees of freedom), the verdict (wins: the interval is above zero; "
+            "loses: below; tie otherwise) and McNemar's exact test on the images only A / only B got right, pooled "
+            'over the seeds. Same numbers: <a href="paired.csv">paired.csv</a>, models.json "paired".</p>'
+            + _html_table(["A", "B", "column", "images", "seeds", "A − B", "95 % interval", "verdict",
+                           "only A / only B", "McNemar p"], rows, 'id="paired"'))
 
 
 def _robust_attack(table: dict) -> str | None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from rnas.config.defaults import UNRECORDED_TUTOR_DERIVE
 from rnas.report.runs import Model, Run, protocol
+from rnas.report.stats import paired_arms
 
 MAIN_EPS = 8 / 255  # the table's budget when the pixel evals have it (pixel units)
 TABLE_ATTACKS = {"clean": "clean", "fgsm": "FGSM", "pgd20": "PGD-20", "mifgsm": "MI-FGSM", "cw": "CW",
@@ -38,7 +39,7 @@ def table_rows(model: Model, eps: float) -> dict[str, dict[str, dict]]:
             if row["attack"] == "clean" or _same_eps(row["eps"], eps):
                 here = found.setdefault(protocol(data), {})
                 if row["attack"] not in here or row["n"] > here[row["attack"]]["n"]:
-                    here[row["attack"]] = {**row, "file": label}
+                    here[row["attack"]] = {**row, "file": label, "split": data.get("split")}
     return found
 
 
@@ -81,13 +82,18 @@ def model_table(models: list[Model]) -> dict:
             row = found.get(col[0], {}).get(col[1])
             if row is not None:
                 accuracy[_column_key(col)] = {"accuracy": row["accuracy"], "n": row["n"], "eps": row["eps"],
-                                             "file": row["file"], **({"steps": row["steps"]} if "steps" in row else {})}
+                                             "file": row["file"], "split": row["split"],
+                                             **({"steps": row["steps"]} if "steps" in row else {})}
         entries.append({"name": model.name, "arm": model.arm, "finetune": model.finetune, "space": model.space,
                         "budget": model.budget, "teacher": model.teacher, "seed": model.seed, "params": params,
                         "macs": macs, "accuracy": accuracy, "missing_evals": model.missing, "cost": model.cost})
-    groups = over_seeds(entries, [_column_key(c) for c in cols], [m.setting for m in models])
+    keys = [_column_key(c) for c in cols]
+    groups = over_seeds(entries, keys, [m.setting for m in models])
+    by_name = {m.name: {_column_key(c): r[c[0]][c[1]] for c in cols if c[1] in r.get(c[0], {})}
+               for m, r in zip(models, rows, strict=True)}
     return {"main_eps": eps, "columns": [{"key": _column_key(c), "title": _column_title(c), "protocol": c[0],
-                                          "attack": c[1]} for c in cols], "models": entries, "over_seeds": groups}
+                                          "attack": c[1]} for c in cols], "models": entries, "over_seeds": groups,
+            "paired": paired_arms(groups, by_name, keys)}
 
 
 def unseeded_name(name: str, seed: int | None) -> str:
@@ -141,7 +147,8 @@ def over_seeds(entries: list[dict], keys: list[str], settings: list[tuple | None
             if values:
                 sd = round(statistics.stdev(values), 2) if len(values) > 1 else None  # the sample sd (n - 1)
                 accuracy[column] = {"mean": round(statistics.fmean(values), 2), "sd": sd, "seeds": len(values)}
-        out.append({"name": key[0], "arm": key[1], "finetune": key[2], "seeds": sorted(seeds),
+        out.append({"name": key[0], "arm": key[1], "finetune": key[2], "space": key[3], "budget": key[4],
+                    "seeds": sorted(seeds),
                     "models": [m["name"] for m in sorted(members, key=lambda m: m["seed"])], "accuracy": accuracy})
     return out
 
@@ -160,6 +167,23 @@ def write_models_csv(table: dict, path: Path) -> None:
                              m["params"] if m["params"] is not None else "",
                              m["macs"] if m["macs"] is not None else "",
                              *[c.get(part, "") for c in cells for part in ("accuracy", "n")]])
+
+
+def write_paired_csv(table: dict, path: Path) -> None:
+    """paired.csv: per pair of arms and column, the difference over seeds (points), its 95 % interval, the
+    verdict and the pooled McNemar test, and the split the numbers are on."""
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["a", "b", "column", "split", "n", "seeds", "differences", "mean", "sd", "low", "high",
+                         "verdict", "only_a", "only_b", "mcnemar_p"])
+        for pair in table["paired"]:
+            for key, c in pair["columns"].items():
+                low, high = c["interval"] or ("", "")
+                pooled = c["mcnemar"] or {}
+                writer.writerow([pair["a"], pair["b"], key, c["split"], " ".join(map(str, c["n"])),
+                                 " ".join(map(str, c["seeds"])), " ".join(map(str, c["differences"])), c["mean"],
+                                 "" if c["sd"] is None else c["sd"], low, high, c["verdict"],
+                                 pooled.get("only_a", ""), pooled.get("only_b", ""), pooled.get("p", "")])
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:

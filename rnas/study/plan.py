@@ -17,6 +17,9 @@ can be matched on cost: ``{arm: rnas-cl, at: nfgsm, budget: [15, 30]}`` runs ``<
 and ``<net>/rnas-cl-nfgsm-30ce``. ``seeds: [0, 1, 2]`` runs an arm (and its fine-tunes) once per ``rnas retrain
 --seed``: the retrain section's seed keeps the plain name, the others ``<arm>-s<seed>``; a fine-tune runs
 with its arm's seed (``finetune.seed`` beside ``seeds:`` is refused).
+The study's own ``seeds: [0, 1, 2]`` makes the seeds independent: one search per seed (``search-<space>-s<seed>``,
+its ``--seed``), each arm retrained on that search's nets under the same seed (``<net>/<arm>-s<seed>``; the base
+seed 0 keeps the plain names); ``share_search: true`` keeps one search retrained under every seed.
 With ``retrain: {robust_val: N}`` (``rnas retrain --robust-val``) every run also keeps its best epoch's model
 (``best.pt``), and each evaluation is done twice: ``eval-<protocol>.json`` of the last epoch and
 ``eval-best-<protocol>.json`` of ``best.pt``, the latter a model row of its own (``<run>@best``).
@@ -58,15 +61,17 @@ from rnas.study.sections import (
     build_config,
     read_arms,
     read_evals,
+    read_study_seeds,
     seeded_name,
 )
 
 TOP_KEYS = ("name", "data", "teacher", "control_teacher", "searches", "archs", "search", "retrain", "arms",
-            "finetune", "eval", "jobs", "threads", "executor", "slurm")
+            "finetune", "eval", "seeds", "share_search", "jobs", "threads", "executor", "slurm")
 # keys a section may not set: the study decides them (where runs go, which net, which teacher / arm)
+SPLIT_KEYS = ("val_size", "val_select", "val_report", "split_seed", "split_pool")  # which images do what
 OWNED = {"out", "arch", "baseline", "trades", "at", "budget", "init", "mbn", "from_scratch", "space", "teacher",
-         "teacher_ckpt", "model_dir", "threat", "data", "data_dir", "val_size"}
-DATA_KEYS = ("data", "data_dir", "val_size", "device", "workers")  # the `data` section: shared by every step
+         "teacher_ckpt", "model_dir", "threat", "data", "data_dir", *SPLIT_KEYS}
+DATA_KEYS = ("data", "data_dir", *SPLIT_KEYS, "device", "workers")  # the `data` section: shared by every step
 
 
 @dataclass
@@ -96,6 +101,8 @@ class Study:
     again: str = ""  # the command that continues the study (said when it is stopped)
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
     jobs_given: bool = True  # the file sets jobs (else a cluster executor submits every ready step)
+    seeds: list[int] | None = None  # the study's seeds: (None: none given)
+    share_search: bool = False  # with seeds: one search whose nets are retrained under each seed
 
     def steps(self) -> list[Step]:
         """Steps in a dependency order that keeps the file's order (searches first, then each arm ...)."""
@@ -153,6 +160,9 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
             raise fail(f"{where}: data.{key}", f"not a data setting ({', '.join(DATA_KEYS)}); "
                                                  "put it in search / retrain / finetune")
     common.update({k: v for k, v in overrides.items() if k == "data_dir" and v})
+    if common.get("val_size") is not None and (common.get("val_select") is not None
+                                                or common.get("val_report") is not None):
+        raise fail(f"{where}: data.val_size", "beside val_select / val_report: give one (the two splits replace it)")
     teacher = _teacher(data.get("teacher"), f"{where}: teacher", overrides, True, cwd)
     control = _teacher(data.get("control_teacher"), f"{where}: control_teacher", overrides, False, cwd)
     search_flags = _flags(SearchConfig, data.get("search"), f"{where}: search")
@@ -196,18 +206,27 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
 
     searches = [] if data.get("searches") is None and data.get("archs") is not None else \
         as_list(data.get("searches"), f"{where}: searches")
-    arms = read_arms(data.get("arms"), f"{where}: arms", control is not None, base_seed)
     finetune = dict(mapping(data.get("finetune"), f"{where}: finetune"))
     finetune_flags = _flags(RetrainConfig, finetune, f"{where}: finetune")
+    seeds, share_search = read_study_seeds(data, where, {"search": search_flags, "retrain": retrain_flags,
+                                                         "finetune": finetune_flags})
+    if seeds is not None and not share_search and data.get("archs") is not None:
+        raise fail(f"{where}: archs", "nets derived elsewhere have no search to repeat under each of the seeds: "
+                                      "give share_search: true, or drop seeds:")
+    arms = read_arms(data.get("arms"), f"{where}: arms", control is not None, base_seed, seeds)
     if "seed" in finetune_flags and any(a[5] is not None for a in arms):
         raise fail(f"{where}: finetune.seed", "set beside an arm's seeds: (an arm's fine-tunes run with its seed, "
                                              "so that <arm>-s1-trades is seed 1); drop one of them")
     evals = read_evals(data.get("eval"), f"{where}: eval", common)
 
-    def add_nets(space: str, search_path: str | None, source: str, nets: list) -> None:
-        """Every arm (and its fine-tunes and evaluations) on each of ``nets``, made by step ``source``."""
+    def add_nets(space: str, search_path: str | None, source: str, nets: list, search_seed: int | None = None,
+                 only_seed: int | None = None) -> None:
+        """Every arm (and its fine-tunes and evaluations) on each of ``nets``, made by step ``source`` (a search
+        of ``search_seed``); ``only_seed``: only the arms' runs under that seed (the search's own)."""
         for net, arch, budget, rule in nets:
             for arm, at, compute, tunes, res, seed in arms:
+                if only_seed is not None and (base_seed if seed is None else seed) != only_seed:
+                    continue
                 arm_teacher = control if arm == "control-teacher" else teacher
                 run = f"{net}/{seeded_name(arm_name(arm, at, compute), seed, base_seed)}"
                 seed_flag = {} if seed is None else {"seed": seed}  # retrain and fine-tunes alike
@@ -238,7 +257,8 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
                         "seed": trained_cfg.seed, "space": space,
                         "budget": budget, "scale": rule,
                         "teacher": arm_teacher.get("teacher_ckpt") or arm_teacher.get("teacher"),
-                        "run": model.path, "search": search_path, "arch": arch})
+                        "run": model.path, "search": search_path, "arch": arch,
+                        **({} if seeds is None else {"search_seed": search_seed})})
 
     for i, entry in enumerate(searches):
         here = f"{where}: searches[{i}]"
@@ -256,10 +276,6 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
         smallest = _smallest_macs(_space(space, cwd), dataset_info(common.get("data") or "cifar10").num_classes,
                                   f"{here}.space")
         tag = Path(space).stem.lower()
-        cfg = build_config(SearchConfig, {**common, **teacher, **search_flags, "space": _space(space, cwd),
-                                          "out": str(out / f"search-{tag}")}, f"{here}")
-        fill_recipe(cfg, search=True)  # the dataset's search epochs, batch, lr: as the run will resolve them
-        search = add(Step(f"search/{tag}", "search", f"search-{tag}", cfg))
         budgets = [None] if entry.get("budgets") is None else \
             [_budget(b, f"{here}.budgets") for b in as_list(entry["budgets"], f"{here}.budgets")]
         for budget in budgets:
@@ -271,12 +287,21 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
         if scales and None not in budgets:
             raise fail(f"{here}.scale", "grows the search's own net (arch.json), which budgets leaves out; give "
                                         "scale without budgets")
-        derive = add(Step(f"derive/{tag}", "derive", f"search-{tag}", extra={
-            "budgets": budgets, "scale": scales, "epochs": cfg.epochs, "tutor_derive": tutor_derive}), search.name)
-        nets = [(tag if budget is None else f"{tag}-{_budget_text(budget)}",
-                 f"search-{tag}/{arch_filename(budget, tutor_derive)}", budget, None) for budget in budgets]
-        nets += _grown_nets(tag, f"search-{tag}", scales)
-        add_nets(tag.upper(), search.path, derive.name, nets)
+        # one search per seed of the study's (its own name but for the base seed's), else one for every arm
+        for search_seed in [None] if seeds is None or share_search else seeds:
+            folder = f"search-{seeded_name(tag, search_seed, base_seed)}"
+            cfg = build_config(SearchConfig, {**common, **teacher, **search_flags, "space": _space(space, cwd),
+                                              **({} if search_seed is None else {"seed": search_seed}),
+                                              "out": str(out / folder)}, f"{here}")
+            fill_recipe(cfg, search=True)  # the dataset's search epochs, batch, lr: as the run will resolve them
+            search = add(Step(f"search/{folder[len('search-'):]}", "search", folder, cfg))
+            derive = add(Step(f"derive/{folder[len('search-'):]}", "derive", folder, extra={
+                "budgets": budgets, "scale": scales, "epochs": cfg.epochs, "tutor_derive": tutor_derive}),
+                search.name)
+            nets = [(tag if budget is None else f"{tag}-{_budget_text(budget)}",
+                     f"{folder}/{arch_filename(budget, tutor_derive)}", budget, None) for budget in budgets]
+            nets += _grown_nets(tag, folder, scales)
+            add_nets(tag.upper(), search.path, derive.name, nets, cfg.seed, search_seed)
     for i, entry in enumerate(as_list(data["archs"], f"{where}: archs") if data.get("archs") is not None else []):
         space, grow, nets = _arch_source(entry, f"{where}: archs[{i}]", cwd, dataset, out)
         if grow.name in graph:
@@ -292,7 +317,8 @@ def plan_study(path: str | Path, out: str | Path, overrides: dict | None = None,
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)
                                 or not 1 <= threads <= MAX_THREADS):
         raise fail(f"{where}: threads", f"{threads!r}: a whole number from 1 to {MAX_THREADS}")
-    return Study(name, path, out, graph, models, jobs, threads, executor=settings, jobs_given="jobs" in data)
+    return Study(name, path, out, graph, models, jobs, threads, executor=settings, jobs_given="jobs" in data,
+                 seeds=seeds, share_search=share_search)
 
 
 def _plain_name(text) -> bool:

@@ -113,6 +113,8 @@ def write_state(study: Study, records: dict) -> None:
             steps[-1]["job"] = record["job"]
     state = {"format": STUDY_STATE, "name": study.name, "spec": "study.yaml", "executor": study.executor.kind,
              "steps": steps, "models": study.models}
+    if study.seeds is not None:  # the study's seeds: and whether they share one search
+        state.update(seeds=study.seeds, share_search=study.share_search)
     atomic_write_json(study.out / STATE_FILE, state)
 
 

@@ -44,19 +44,22 @@ def arm_name(arm: str, at: str, compute: float | None) -> str:
     return arm + ("" if at == "none" else f"-{at}") + ("" if compute is None else f"-{compute:g}ce")
 
 
-def read_arms(value, where: str, have_control: bool, base_seed: int = 0) -> list[tuple[str, str, float | None,
-                                                                                       list[str], dict, int | None]]:
+def read_arms(value, where: str, have_control: bool, base_seed: int = 0,
+              study_seeds: list[int] | None = None) -> list[tuple[str, str, float | None, list[str], dict, int | None]]:
     """[(arm, at, compute budget, [fine-tune variants], resources, seed)], one per budget and seed, from
     entries ``rnas-cl`` or ``{arm: ce, at: pgd, budget: [15, 30], seeds: [0, 1, 2], finetune: [trades,
-    trades+mbn], resources: {retrain: {gpus: 2}}}`` (seed None: the retrain section's, ``base_seed``)."""
+    trades+mbn], resources: {retrain: {gpus: 2}}}`` (seed None: the retrain section's, ``base_seed``).
+    ``study_seeds``: the study's ``seeds:``, every arm's (an arm's own ``seeds:`` beside them is refused)."""
     arms = []
     for i, entry in enumerate(as_list(value, where)):
         here = f"{where}[{i}]"
-        at, budgets, res, seeds = "none", [None], {}, [None]
+        at, budgets, res, seeds = "none", [None], {}, [None] if study_seeds is None else list(study_seeds)
         if isinstance(entry, dict):
             unknown = [k for k in entry if k not in ("arm", "finetune", "at", "budget", "seeds", "resources")]
             if unknown:
                 raise fail(f"{here}.{unknown[0]}", "unknown key (arm, at, budget, seeds, finetune, resources)")
+            if entry.get("seeds") is not None and study_seeds is not None:
+                raise fail(f"{here}.seeds", "beside the study's seeds: (every arm runs under those); drop one of them")
             if entry.get("seeds") is not None:
                 seeds = [_seed(v, f"{here}.seeds") for v in as_list(entry["seeds"], f"{here}.seeds")]
                 if len(set(seeds)) != len(seeds):
@@ -96,6 +99,28 @@ def _seed(value, where: str) -> int:
     return value
 
 
+def read_study_seeds(data: dict, where: str, sections: dict[str, dict]) -> tuple[list[int] | None, bool]:
+    """The study's ``seeds:`` (None without) and ``share_search:``: each seed is a search ``--seed`` and every
+    retrain's ``--seed`` of that search's nets, unless ``share_search: true`` (one search, its nets retrained
+    under each seed). A section's own ``seed`` (``sections``: search / retrain / finetune flags) beside them is
+    refused."""
+    seeds, share = data.get("seeds"), data.get("share_search")
+    if share is not None and not isinstance(share, bool):
+        raise fail(f"{where}: share_search", f"{share!r}: true or false")
+    if seeds is None:
+        if share is not None:
+            raise fail(f"{where}: share_search", "only with seeds: (whether the seeds share one search)")
+        return None, False
+    seeds = [_seed(v, f"{where}: seeds") for v in as_list(seeds, f"{where}: seeds")]
+    if len(set(seeds)) != len(seeds):
+        raise fail(f"{where}: seeds", f"{seeds}: each seed once")
+    for section, flags in sections.items():
+        if "seed" in flags:
+            raise fail(f"{where}: {section}.seed", "set beside the study's seeds: (each of them is the --seed of its "
+                                                   "search and retrains); drop one of them")
+    return seeds, bool(share)
+
+
 def seeded_name(run: str, seed: int | None, base_seed: int) -> str:
     """rnas-cl-s1: an arm's run under ``seed``; the retrain section's own seed (``base_seed``) keeps the plain
     name, so that adding ``seeds: [0, 1, 2]`` to a finished study only adds runs."""
@@ -117,7 +142,8 @@ def read_evals(value, where: str, shared: dict) -> dict[str, EvalConfig]:
     for key in value:
         if key not in EVAL_KEYS:
             raise fail(f"{where}.{key}", f"unknown key (one of {', '.join(EVAL_KEYS)})")
-    base = {k: v for k, v in shared.items() if k in ("data", "data_dir", "val_size", "device") and v is not None}
+    base = {k: v for k, v in shared.items() if k in ("data", "data_dir", "val_size", "val_select", "val_report",
+                                                      "split_seed", "split_pool", "device") and v is not None}
     for key in ("n", "batch_size", "seed"):
         if key in value:
             base[key] = coerce_field(EvalConfig, key, value[key], where)
