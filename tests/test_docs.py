@@ -112,3 +112,32 @@ def test_every_page_starts_with_its_title():
     for page in PAGES:
         first = page.read_text(encoding="utf-8").splitlines()[0]
         assert re.match(r"^# \S", first), f"{rel(page)}: the first line is not a '# Title'"
+
+
+def check_docs():
+    """tools/check_docs.py as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_docs", ROOT / "tools" / "check_docs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_stated_default_is_the_clis():
+    problems, checked = check_docs().check_defaults()
+    assert not problems, "\n".join(problems)
+    assert checked >= 14  # README's --device, docs/cli.md's flags, docs/evaluation.md's --split, ...
+
+
+def test_a_wrong_default_in_a_page_is_named(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# Page\n\n## `rnas search`\n\nThe device: `--device cpu` (the default), and `--tau`,\n"
+                    "`--tutor-tau` (both 4.0); `rnas eval --split auto` (the default).\n")
+    tool = check_docs()
+    tool.ROOT = tmp_path
+    problems, checked = tool.check_defaults([page])
+    assert checked == 4
+    assert problems == ["page.md:5: --device is stated to default to cpu; `rnas search --help` says auto",
+                        "page.md:5: --tau is stated to default to 4.0; `rnas search --help` says 5.0",
+                        "page.md:5: --tutor-tau is stated to default to 4.0; `rnas search --help` says 5.0"]
