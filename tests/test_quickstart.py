@@ -14,13 +14,73 @@ def test_quickstart_refuses_a_non_empty_out_dir(tmp_path):
     assert (tmp_path / "keep.txt").read_text() == "mine" and len(list(tmp_path.iterdir())) == 1
 
 
+def _row(model, **figures):
+    return {"model": model, "params": 110_000, "macs": 4_743_304, "clean": 90.0, "pgd20": 60.0, "pgd20_subset": 50.0,
+            "autoattack_subset": 40.0, "n": 297, "n_subset": 10, **figures}
+
+
+def _reference(seeds=5, **setting):
+    """A reference measurement of ``seeds`` seeds whose RNAS-CL PGD-20 runs 50.0, 51.0, ..."""
+    from rnas.commands.quickstart_table import setting as current
+
+    return {"setting": {**current(), **setting}, "seeds": {
+        str(s): {"rows": [_row("RNAS-CL", pgd20=50.0 + s, clean=88.0 + s)]} for s in range(seeds)}}
+
+
 def test_table_lists_every_model_with_its_subset_sizes():
-    rows = [{"model": name, "params": 110_000, "macs": 4_743_304, "clean": 90.0, "pgd20": 60.0, "pgd20_subset": 50.0,
-             "autoattack_subset": 40.0, "n": 297, "n_subset": 10} for name in ("RNAS-CL", "CE only")]
-    table = format_table(rows).splitlines()
-    assert "clean n=297" in table[0] and "AutoAttack n=10" in table[0]
+    table = format_table([_row("RNAS-CL"), _row("CE only")], None).splitlines()
+    assert "clean n=297" in table[0] and "AutoAttack n=10" in table[0] and "eps 24/255" in table[0]
     assert table[2].split() == ["RNAS-CL", "0.110M", "4.74M", "90.0", "60.0", "50.0", "40.0"]
-    assert len(table) == 4
+    assert table[3].split()[:2] == ["CE", "only"] and len(table) == 5
+    assert table[4].startswith("(no reference measurement for this setting")
+
+
+def test_each_row_shows_its_range_over_the_seeds_and_whether_it_lies_inside():
+    table = format_table([_row("RNAS-CL", clean=90.0, pgd20=54.0), _row("CE only")], _reference()).splitlines()
+    assert table[2].split() == ["RNAS-CL", "0.110M", "4.74M", "90.0", "54.0", "50.0", "40.0"]
+    assert table[3].split() == ["range", "of", "5", "seeds", "0.110-0.110M", "4.74-4.74M", "88.0-92.0", "50.0-54.0",
+                                "50.0-50.0", "40.0-40.0", "within:", "yes"]
+    assert table[4].split()[:2] == ["CE", "only"] and len(table) == 5  # no range measured for it: no range line
+    table = format_table([_row("RNAS-CL", clean=87.9, pgd20=54.1)], _reference()).splitlines()
+    assert table[3].endswith("within: no (clean, pgd20)")
+    assert format_table([_row("RNAS-CL", pgd20=54.04)], _reference()).splitlines()[3].endswith("within: yes")
+
+
+def test_a_reference_of_another_setting_or_of_fewer_than_5_seeds_is_not_used():
+    import json
+
+    from rnas.commands.quickstart_table import load_reference
+
+    assert load_reference(json.dumps(_reference()))["seeds"]["4"]["rows"][0]["pgd20"] == 54.0
+    assert load_reference(json.dumps(_reference(seeds=4))) is None
+    assert load_reference(json.dumps(_reference(eps_255=8))) is None
+
+
+def test_quickstart_computes_on_one_thread_whatever_the_environment_says(tmp_path):
+    """The same one-epoch teacher training under OMP_NUM_THREADS=1 and =2 gives the same weights, bit for bit
+    (without the pinning the two differ), so a machine's core count does not change the quickstart's table."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import hashlib, sys, torch\n"
+        "from rnas.commands.quickstart import pinned_threads\n"
+        "from rnas.engine.teacher_train import TeacherTrainConfig, run_teacher_training\n"
+        "with pinned_threads():\n"
+        "    threads = torch.get_num_threads()\n"
+        "    path = run_teacher_training(TeacherTrainConfig(arch='wrn-16-1', at='nfgsm', epochs=1, eps=24 / 255,\n"
+        "        data='digits', batch_size=32, limit=128, eval_n=32, log_every=0, out=sys.argv[1]), sys.argv[1])\n"
+        "weights = torch.load(path)['state_dict'].values()\n"
+        "print(threads, hashlib.sha256(b''.join(w.numpy().tobytes() for w in weights)).hexdigest())\n")
+    printed = []
+    for threads in ("1", "2"):
+        env = {**os.environ, "OMP_NUM_THREADS": threads}
+        done = subprocess.run([sys.executable, "-c", script, str(tmp_path / threads)], env=env, capture_output=True,
+                              text=True, timeout=110)
+        assert done.returncode == 0, done.stderr
+        printed.append(done.stdout.split())
+    assert printed[0] == printed[1] and printed[0][0] == "1"
 
 
 class _Stop(Exception):
