@@ -120,3 +120,27 @@ def test_quickstart_writes_absolute_paths_into_every_config(tmp_path, monkeypatc
     assert seen["teacher"] == (str(root / "teacher"), root / "teacher")
     assert seen["search"] == (ckpt, str(root / "search"), root / "search")
     assert seen["retrain"] == (str(root / "search" / "arch.json"), ckpt, str(root / "retrain-cl"), root / "retrain-cl")
+
+
+def test_the_reference_tool_refuses_fewer_than_5_seeds_in_one_line(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "quickstart_reference.py"
+    spec = importlib.util.spec_from_file_location("quickstart_reference", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main(["--seeds", "0,1,2,3,3", "--out", str(tmp_path / "r.json")]) == 2
+    assert capsys.readouterr().err == ("quickstart_reference: error: --seeds 0,1,2,3,3: at least 5 different seeds "
+                                       ">= 0\n")
+    assert tool.main(["--seeds", "0,1,x", "--out", str(tmp_path / "r.json")]) == 2
+    assert capsys.readouterr().err == "quickstart_reference: error: --seeds 0,1,x: comma-separated whole numbers\n"
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_a_negative_seed_is_one_line_and_exit_2(tmp_path):
+    from helpers import main_in_process
+
+    code, err = main_in_process("quickstart", "--seed", "-1", "--out", tmp_path / "qs")
+    assert code == 2 and err.strip() == "rnas: error: --seed -1: a whole number >= 0"
+    assert not (tmp_path / "qs").exists()
