@@ -141,3 +141,31 @@ def test_a_wrong_default_in_a_page_is_named(tmp_path):
     assert problems == ["page.md:5: --device is stated to default to cpu; `rnas search --help` says auto",
                         "page.md:5: --tau is stated to default to 4.0; `rnas search --help` says 5.0",
                         "page.md:5: --tutor-tau is stated to default to 4.0; `rnas search --help` says 5.0"]
+
+
+def test_a_quickstart_table_or_time_that_is_not_the_measurements_is_named():
+    from rnas.commands.quickstart_table import format_table, setting
+
+    rows = [{"model": "RNAS-CL (searched tutors)", "params": 124_250, "macs": 5_493_296, "clean": 90.0 + s,
+             "pgd20": 20.0, "n": 297} for s in range(5)]
+    reference = {"setting": setting(), "seeds": {str(s): {"seconds": 300.0 + 10 * s, "rows": [rows[s]]}
+                                                 for s in range(5)}}
+    reference["seeds"]["4"]["cpu_seconds"] = {"training": 250.0, "evaluation": 100.0}
+    reference["seeds"]["3"]["cpu_seconds"] = {"training": 240.0, "evaluation": 90.0}
+    claims = ("`rnas quickstart` takes under 6 minutes on 2 CPU cores; seed 0 took 300 s, the five 300–340 s, on\n"
+              "2 idle cores about 285–300 s.\n"
+              '`-m "not slow"` skips them and finishes in under 3 minutes on 2 cores.\n')
+    good = f"```\n{format_table([rows[0]], reference)}\n```\n{claims}"
+    tool = check_docs()
+    assert tool.check_quickstart_claims(good, reference) == []
+    assert tool.readme_claims(good) == {"table": format_table([rows[0]], reference), "suite_minutes": (3,),
+                                        "quickstart_minutes": (6,), "seed_times": (300, 300, 340),
+                                        "idle_times": (285, 300)}
+    wrong = good.replace("  90.0", "  91.0", 1).replace("the five 300–340", "the five 300–330")
+    problems = tool.check_quickstart_claims(wrong.replace("under 6 minutes", "under 4 minutes"), reference)
+    assert [p.splitlines()[0] for p in problems] == [
+        "README.md: the quickstart table is not the reference's seed 0; it should read:",
+        "README.md: the quickstart's times read (300, 300, 330); the reference measured 'seed 0 took 300 s, the "
+        "five 300-340 s'",
+        "README.md: the quickstart is said to take under 4 minutes; on 2 idle cores the reference's CPU times give "
+        "(285, 300) s"]

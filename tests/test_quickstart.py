@@ -144,3 +144,11 @@ def test_a_negative_seed_is_one_line_and_exit_2(tmp_path):
     code, err = main_in_process("quickstart", "--seed", "-1", "--out", tmp_path / "qs")
     assert code == 2 and err.strip() == "rnas: error: --seed -1: a whole number >= 0"
     assert not (tmp_path / "qs").exists()
+
+
+def test_the_idle_time_is_the_training_threads_cpu_time_and_half_the_evaluations():
+    from rnas.commands.quickstart import cpu_seconds, idle_seconds
+
+    assert idle_seconds({"training": 100.0, "evaluation": 60.0}) == 130.0
+    spent = cpu_seconds()
+    assert set(spent) == {"training", "evaluation"} and spent["training"] > 0

@@ -1,16 +1,24 @@
-"""The defaults that README.md and docs/ state, checked against the code: every "`--flag X` (the default)",
-"`--flag` (default X)" and "`--a`, `--b` (both X)" in prose against the --help of the commands it speaks of
-(the command the span names, else those its section's heading names, else every command with the flag).
+"""The figures and defaults that README.md and docs/ state, checked against the code and the measurements in
+the repository. Every "`--flag X` (the default)", "`--flag` (default X)" and "`--a`, `--b` (both X)" in prose
+against the --help of the commands it speaks of (the command the span names, else those its section's heading
+names, else every command with the flag); the README's quickstart table and its run times against the
+committed 5-seed measurement (rnas/resources/quickstart_reference.json); the README's time of the fast suite.
 
-    python tools/check_docs.py                   # tests/test_docs.py runs the same checks
+    python tools/check_docs.py                   # the static checks (tests/test_docs.py runs the same)
+    python tools/check_docs.py --run-quickstart  # also run rnas quickstart: its figures in the ranges, its time
+    python tools/check_docs.py --time-tests      # also time pytest -n 2 -m "not slow" against the README's figure
 
 Prints one line per mismatch and exits 1 if there is any, 0 if none.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import re
+import subprocess
 import sys
+import tempfile
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -18,6 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 # `[rnas CMD] --flag [value]` followed by "(the default", "(default VALUE" or "(both VALUE"
 FLAG_SPAN = re.compile(r"`(?:rnas ([a-z][a-z ]*?) )?(--[a-z][\w-]*)(?: ([^`]*))?`")
+SUITE_TIME = re.compile(r"`-m \"not slow\"`.*?finishes in under (\d+) minutes on 2 cores")
+QUICKSTART_TIME = re.compile(r"`rnas quickstart` takes under (\d+) minutes on 2 CPU cores")
+SEED_TIMES = re.compile(r"seed 0 took (\d+) s, the five (\d+)[–-](\d+) s")
+IDLE_TIMES = re.compile(r"on 2 idle cores about (\d+)[–-](\d+) s")
 STATED = re.compile(r"\s*\((?:the default|default(?=[;:,)])|default:? `?([^`;:,)\s]+)|both ([^;:,)\s]+))")
 
 
@@ -141,10 +153,97 @@ def check_defaults(pages=PAGES, defaults=None) -> tuple[list[str], int]:
     return problems, checked
 
 
+def readme_claims(text: str) -> dict:
+    """The README's checked figures: the quickstart table block, its time claims, the fast suite's minutes."""
+    block = re.search(r"```\n(S3 on digits, eps .*?)```", text, re.S)
+    found = {"table": block[1].rstrip("\n") if block else None}
+    for name, pattern in (("suite_minutes", SUITE_TIME), ("quickstart_minutes", QUICKSTART_TIME),
+                          ("seed_times", SEED_TIMES), ("idle_times", IDLE_TIMES)):
+        match = pattern.search(" ".join(text.split()))
+        found[name] = tuple(int(g) for g in match.groups()) if match else None
+    return found
+
+
+def check_quickstart_claims(text: str, reference: dict | None) -> list[str]:
+    """The README's quickstart table is the reference's seed 0 with the reference's ranges; its times are the
+    reference's and inside the minutes it claims."""
+    from rnas.commands.quickstart import idle_seconds
+    from rnas.commands.quickstart_table import format_table
+
+    claims = readme_claims(text)
+    if reference is None:
+        return ["rnas/resources/quickstart_reference.json: absent, of another setting or of fewer than 5 seeds"]
+    problems = []
+    expected = format_table(reference["seeds"]["0"]["rows"], reference)
+    if claims["table"] != expected:
+        problems.append("README.md: the quickstart table is not the reference's seed 0; it should read:\n" + expected)
+    seconds = [run["seconds"] for run in reference["seeds"].values()]
+    measured = (round(reference["seeds"]["0"]["seconds"]), round(min(seconds)), round(max(seconds)))
+    if claims["seed_times"] != measured:
+        problems.append(f"README.md: the quickstart's times read {claims['seed_times']}; the reference measured "
+                        f"'seed 0 took {measured[0]} s, the five {measured[1]}-{measured[2]} s'")
+    idle = [idle_seconds(run["cpu_seconds"]) for run in reference["seeds"].values() if "cpu_seconds" in run]
+    estimated = (round(min(idle)), round(max(idle))) if idle else None
+    if claims["idle_times"] != estimated:
+        problems.append(f"README.md: the quickstart's times on 2 idle cores read {claims['idle_times']}; the "
+                        f"reference's CPU times give {estimated}")
+    if claims["quickstart_minutes"] is None:
+        problems.append("README.md: no '`rnas quickstart` takes under N minutes on 2 CPU cores'")
+    elif estimated is None or estimated[1] > 60 * claims["quickstart_minutes"][0]:
+        problems.append(f"README.md: the quickstart is said to take under {claims['quickstart_minutes'][0]} minutes; "
+                        f"on 2 idle cores the reference's CPU times give {estimated} s")
+    if claims["suite_minutes"] is None:
+        problems.append('README.md: no \'`-m "not slow"` ... finishes in under N minutes on 2 cores\'')
+    return problems
+
+
+def run_quickstart_against(reference: dict, minutes: int) -> list[str]:
+    """Run `rnas quickstart` (seed 0) in a temporary directory: the figures outside the ranges, a time over."""
+    from rnas.commands.quickstart_table import outside, ranges
+
+    with tempfile.TemporaryDirectory(prefix="rnas-check-docs-") as work:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "rnas", "quickstart", "--out", f"{work}/qs"], check=True, cwd=ROOT)
+        seconds = time.perf_counter() - started
+        rows = json.loads(Path(work, "qs", "summary.json").read_text())["rows"]
+    found, problems = ranges(reference), []
+    for row in rows:
+        off = outside(row, found.get(row["model"], {}))
+        if off:
+            problems.append(f"quickstart: {row['model']}: {', '.join(f'{c} {row[c]}' for c in off)} outside the "
+                            "range of the reference's seeds")
+    print(f"quickstart: {seconds:.0f} s (the README: under {minutes} minutes)")
+    return problems + ([f"quickstart: {seconds:.0f} s, over the README's {minutes} minutes"]
+                       if seconds > 60 * minutes else [])
+
+
+def time_tests(minutes: int) -> list[str]:
+    """Run the fast suite as the README says; its wall time over the README's minutes is a problem."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "pytest", "-n", "2", "-m", "not slow", "-q"], cwd=ROOT)
+    seconds = time.perf_counter() - started
+    print(f"fast suite: {seconds:.0f} s, exit {done.returncode} (the README: under {minutes} minutes)")
+    return ([f"fast suite: exit {done.returncode}"] if done.returncode else []) + \
+        ([f"fast suite: {seconds:.0f} s, over the README's {minutes} minutes"] if seconds > 60 * minutes else [])
+
+
 def main(argv: list[str] | None = None) -> int:
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
+    from rnas.commands.quickstart_table import load_reference
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run-quickstart", action="store_true", help="run rnas quickstart and compare it too")
+    parser.add_argument("--time-tests", action="store_true", help='time pytest -n 2 -m "not slow" too')
+    args = parser.parse_args(argv)
     problems, checked = check_defaults()
     print(f"defaults: {checked} statements checked against --help", flush=True)
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    reference = load_reference()
+    problems += check_quickstart_claims(text, reference)
+    claims = readme_claims(text)
+    if args.run_quickstart and reference and claims["quickstart_minutes"]:
+        problems += run_quickstart_against(reference, claims["quickstart_minutes"][0])
+    if args.time_tests and claims["suite_minutes"]:
+        problems += time_tests(claims["suite_minutes"][0])
     for problem in problems:
         print(problem)
     return 1 if problems else 0

@@ -1,8 +1,8 @@
 """Measures the quickstart's expected ranges: runs `rnas quickstart --seed S` for each seed (--jobs at a time:
 the quickstart computes on one thread, so runs side by side give the same figures, only later) and writes every
-row it printed, its wall time and the machine's load to a JSON file (after each seed, so an interrupted
-measurement keeps the seeds it finished). The quickstart prints the lowest and highest value of these seeds
-beside each of its figures.
+row it printed, its wall time and its CPU time to a JSON file (after each seed). A seed whose run already
+finished in --work (its summary.json of this setting) is read, not run again, so an interrupted measurement
+goes on where it stopped. The quickstart prints the lowest and highest value of these seeds beside each of its figures.
 
     python tools/quickstart_reference.py --seeds 0,1,2,3,4 --out rnas/resources/quickstart_reference.json
 """
@@ -31,6 +31,15 @@ def machine() -> dict:
     return {"cpu": model, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}
 
 
+def finished(run: Path) -> dict | None:
+    """The summary of a quickstart run of this setting that finished in ``run``, else None."""
+    from rnas.commands.quickstart_table import setting
+
+    path = run / "summary.json"
+    summary = json.loads(path.read_text()) if path.is_file() else None
+    return summary if summary and summary.get("setting", setting()) == setting() else None
+
+
 def measure(seeds: list[int], jobs: int, out: Path, work: Path) -> dict:
     """Run the quickstart for every seed, ``jobs`` at a time, and write the reference to ``out`` after each."""
     from rnas.commands.quickstart_table import setting
@@ -38,16 +47,33 @@ def measure(seeds: list[int], jobs: int, out: Path, work: Path) -> dict:
     reference = {"setting": setting(), "command": COMMAND.format(seeds=",".join(map(str, seeds)), jobs=jobs,
                                                                   out=out.as_posix()),
                  "machine": machine(), "seeds": {}}
-    waiting, running = list(seeds), {}
+
+    def record(seed: int, summary: dict) -> None:
+        reference["seeds"][str(seed)] = {"seconds": summary["seconds"],
+                                         **{k: summary[k] for k in ("cpu_seconds",) if k in summary},
+                                         "rows": [{k: v for k, v in r.items() if k != "run"} for r in summary["rows"]]}
+        reference["seeds"] = dict(sorted(reference["seeds"].items(), key=lambda item: int(item[0])))
+        out.write_text(json.dumps(reference, indent=1) + "\n")
+        print(f"seed {seed}: {summary['seconds']:.0f} s, written to {out}", flush=True)
+
+    waiting, running = [], {}
+    for seed in seeds:
+        summary = finished(work / f"seed-{seed}")
+        if summary:
+            record(seed, summary)
+        elif (work / f"seed-{seed}").exists():
+            raise SystemExit(f"quickstart_reference: {work / f'seed-{seed}'}: an unfinished run (or one of another "
+                             "setting); remove it or wait for it")
+        else:
+            waiting.append(seed)
     while waiting or running:
         while waiting and len(running) < jobs:
             seed = waiting.pop(0)
             log = (work / f"seed-{seed}.log").open("w")
             running[seed] = (subprocess.Popen([sys.executable, "-m", "rnas", "quickstart", "--seed", str(seed), "--out",
-                                               str(work / f"seed-{seed}")], stdout=log, stderr=subprocess.STDOUT),
-                             round(os.getloadavg()[0], 2), log)
+                                               str(work / f"seed-{seed}")], stdout=log, stderr=subprocess.STDOUT), log)
         time.sleep(5)
-        for seed, (process, load_before, log) in list(running.items()):
+        for seed, (process, log) in list(running.items()):
             if process.poll() is None:
                 continue
             del running[seed]
@@ -55,13 +81,7 @@ def measure(seeds: list[int], jobs: int, out: Path, work: Path) -> dict:
             if process.returncode != 0:
                 raise SystemExit(f"quickstart_reference: seed {seed} failed (exit {process.returncode}); see "
                                  f"{work / f'seed-{seed}.log'}")
-            summary = json.loads((work / f"seed-{seed}" / "summary.json").read_text())
-            reference["seeds"][str(seed)] = {
-                "seconds": summary["seconds"], "load_before": load_before, "load_after": round(os.getloadavg()[0], 2),
-                "rows": [{k: v for k, v in row.items() if k != "run"} for row in summary["rows"]]}
-            reference["seeds"] = dict(sorted(reference["seeds"].items(), key=lambda item: int(item[0])))
-            out.write_text(json.dumps(reference, indent=1) + "\n")
-            print(f"seed {seed}: {summary['seconds']:.0f} s, written to {out}", flush=True)
+            record(seed, json.loads((work / f"seed-{seed}" / "summary.json").read_text()))
     return reference
 
 

@@ -79,10 +79,11 @@ def run_quickstart(out: str | Path, seed: int = 0) -> dict:
     table = format_table(rows, reference)
     print("\n" + table)
     summary = {"setting": setting(), "seed": seed, "rows": rows, "seconds": round(time.perf_counter() - start, 1),
-               "arch": str(arch_path)}
+               "cpu_seconds": cpu_seconds(), "arch": str(arch_path)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    print(f"\nrun directories (each with its eval JSON) and summary.json are in {out}/ ({summary['seconds']:.0f} s)"
-          f"\nthe report with figures: {report_command(out)}")
+    print(f"\nrun directories (each with its eval JSON) and summary.json are in {out}/ ({summary['seconds']:.0f} s; "
+          f"on 2 idle cores about {idle_seconds(summary['cpu_seconds']):.0f} s)\nthe report with figures: "
+          f"{report_command(out)}")
     return summary
 
 
@@ -132,6 +133,22 @@ def _train_and_evaluate(out: Path, seed: int, start: float) -> tuple[list[dict],
             print(f"{row['model']}: clean {row['clean']:.1f} %, PGD-20 {row['pgd20']:.1f} %{subset}"
                   f"  (t = {time.perf_counter() - start:.0f} s)", flush=True)
     return rows, arch_path
+
+
+def cpu_seconds() -> dict:
+    """CPU seconds (user + system) so far of this process (the training stages) and of its finished children
+    (the evaluation's processes): what the run costs whatever else the machine runs."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"training": round(own.ru_utime + own.ru_stime, 1),
+            "evaluation": round(children.ru_utime + children.ru_stime, 1)}
+
+
+def idle_seconds(cpu: dict) -> float:
+    """The wall time of a run of these CPU seconds on 2 idle cores: the training stages on one thread, the
+    evaluation in two processes side by side."""
+    return cpu["training"] + cpu["evaluation"] / 2
 
 
 def report_command(out: Path) -> str:
