@@ -97,19 +97,20 @@ def test_quickstart_writes_absolute_paths_into_every_config(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     seen = {}
 
-    def teacher(cfg, run):
+    def teacher(cfg, run, resume=False):
         seen["teacher"] = (cfg.out, run)
         path = Path("qs/teacher/models/digits/Linf/wrn-16-1.pt")  # cwd-relative, as a relative --out gives
         path.parent.mkdir(parents=True)
         path.with_suffix(".json").write_text(json.dumps({"val": {}}))
         return path
 
-    def retrain(cfg, run):
+    def retrain(cfg, run, resume=False):
         seen["retrain"] = (cfg.arch, cfg.teacher_ckpt, cfg.out, run)
         raise _Stop
 
     monkeypatch.setattr(qs, "run_teacher_training", teacher)
-    monkeypatch.setattr(qs, "run_search", lambda cfg, run: seen.setdefault("search", (cfg.teacher_ckpt, cfg.out, run)))
+    monkeypatch.setattr(qs, "run_search",
+                        lambda cfg, run, resume=False: seen.setdefault("search", (cfg.teacher_ckpt, cfg.out, run)))
     monkeypatch.setattr(qs, "write_arch", lambda run: (Path("qs/search/arch.json"), {}))
     monkeypatch.setattr(qs, "format_arch", lambda arch: "")
     monkeypatch.setattr(qs, "run_retrain", retrain)
@@ -152,3 +153,29 @@ def test_the_idle_time_is_the_training_threads_cpu_time_and_half_the_evaluations
     assert idle_seconds({"training": 100.0, "evaluation": 60.0}) == 130.0
     spent = cpu_seconds()
     assert set(spent) == {"training", "evaluation"} and spent["training"] > 0
+
+
+def test_resume_keeps_a_finished_teacher_and_resumes_the_runs_it_finds(tmp_path, monkeypatch):
+    import json
+    from pathlib import Path
+
+    import rnas.commands.quickstart as qs
+
+    folder = tmp_path / "teacher" / "models" / "digits" / "Linf"
+    folder.mkdir(parents=True)
+    (folder / "wrn-16-1-nfgsm.json").write_text(json.dumps({"val": {}}))
+    (tmp_path / "search").mkdir()
+    seen = {}
+
+    def retrain(cfg, run, resume=False):
+        seen["retrain"] = (cfg.teacher_ckpt, resume)
+        raise _Stop
+
+    monkeypatch.setattr(qs, "run_teacher_training", lambda *a: pytest.fail("a finished teacher is trained again"))
+    monkeypatch.setattr(qs, "run_search", lambda cfg, run, resume=False: seen.setdefault("search", resume))
+    monkeypatch.setattr(qs, "write_arch", lambda run: (Path(run) / "arch.json", {"params": 1, "macs": 2}))
+    monkeypatch.setattr(qs, "format_arch", lambda arch: "")
+    monkeypatch.setattr(qs, "run_retrain", retrain)
+    with pytest.raises(_Stop):
+        run_quickstart(tmp_path, resume=True)
+    assert seen == {"search": True, "retrain": (str(folder.resolve() / "wrn-16-1-nfgsm.pt"), False)}

@@ -1,8 +1,9 @@
 """Measures the quickstart's expected ranges: runs `rnas quickstart --seed S` for each seed (--jobs at a time:
 the quickstart computes on one thread, so runs side by side give the same figures, only later) and writes every
-row it printed, its wall time and its CPU time to a JSON file (after each seed). A seed whose run already
-finished in --work (its summary.json of this setting) is read, not run again, so an interrupted measurement
-goes on where it stopped. The quickstart prints the lowest and highest value of these seeds beside each of its figures.
+row it printed, its wall time and its CPU time (none for a run finished with --resume) to a JSON file. A seed
+whose run already finished in --work (its summary.json of this setting) is read, not run again, so an
+interrupted measurement goes on where it stopped. The quickstart prints the lowest and highest value of these
+seeds beside each of its figures.
 
     python tools/quickstart_reference.py --seeds 0,1,2,3,4 --out rnas/resources/quickstart_reference.json
 """
@@ -49,12 +50,13 @@ def measure(seeds: list[int], jobs: int, out: Path, work: Path) -> dict:
                  "machine": machine(), "seeds": {}}
 
     def record(seed: int, summary: dict) -> None:
-        reference["seeds"][str(seed)] = {"seconds": summary["seconds"],
-                                         **{k: summary[k] for k in ("cpu_seconds",) if k in summary},
+        timed = {} if summary.get("resumed") else {"seconds": summary["seconds"], "cpu_seconds": summary["cpu_seconds"]}
+        reference["seeds"][str(seed)] = {**timed, "resumed": bool(summary.get("resumed")),
                                          "rows": [{k: v for k, v in r.items() if k != "run"} for r in summary["rows"]]}
         reference["seeds"] = dict(sorted(reference["seeds"].items(), key=lambda item: int(item[0])))
         out.write_text(json.dumps(reference, indent=1) + "\n")
-        print(f"seed {seed}: {summary['seconds']:.0f} s, written to {out}", flush=True)
+        print(f"seed {seed}: {summary['seconds']:.0f} s{' (resumed)' * bool(summary.get('resumed'))}, written to "
+              f"{out}", flush=True)
 
     waiting, running = [], {}
     for seed in seeds:

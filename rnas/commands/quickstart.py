@@ -38,12 +38,14 @@ THREADS = 1  # intra-op threads of every stage whatever the machine's cores: the
 def add_arguments(parser) -> None:
     parser.add_argument("--out", default="rnas-quickstart", help="directory for the run dirs (must not exist)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every stage (the README's table is seed 0)")
+    parser.add_argument("--resume", action="store_true", help="continue a quickstart stopped in --out: finished "
+                        "stages are kept, the one in progress resumes, the evaluation runs again")
 
 
 def run(args) -> int:
     if args.seed < 0:
         raise UserError(f"--seed {args.seed}: a whole number >= 0")
-    run_quickstart(args.out, args.seed)
+    run_quickstart(args.out, args.seed, resume=args.resume)
     return 0
 
 
@@ -64,22 +66,22 @@ def pinned_threads():
         torch.set_num_threads(threads)
 
 
-def run_quickstart(out: str | Path, seed: int = 0) -> dict:
+def run_quickstart(out: str | Path, seed: int = 0, resume: bool = False) -> dict:
     """Teacher, search, derive, four retrains and their evaluation under ``out`` (absolute paths in every config)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory")
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(out.iterdir()) and not resume:
         raise UserError(f"--out {out}: already exists and is not empty; remove it or pass another --out")
     out = out.resolve()  # every path below goes into a config or arch.json: absolute, usable from anywhere
     reference = load_reference()
     start = time.perf_counter()
     with pinned_threads():
-        rows, arch_path = _train_and_evaluate(out, seed, start)
+        rows, arch_path = _train_and_evaluate(out, seed, start, resume)
     table = format_table(rows, reference)
     print("\n" + table)
     summary = {"setting": setting(), "seed": seed, "rows": rows, "seconds": round(time.perf_counter() - start, 1),
-               "cpu_seconds": cpu_seconds(), "arch": str(arch_path)}
+               "cpu_seconds": cpu_seconds(), "arch": str(arch_path), "resumed": resume}
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(f"\nrun directories (each with its eval JSON) and summary.json are in {out}/ ({summary['seconds']:.0f} s; "
           f"on 2 idle cores about {idle_seconds(summary['cpu_seconds']):.0f} s)\nthe report with figures: "
@@ -87,23 +89,25 @@ def run_quickstart(out: str | Path, seed: int = 0) -> dict:
     return summary
 
 
-def _train_and_evaluate(out: Path, seed: int, start: float) -> tuple[list[dict], Path]:
-    """The five stages; the table's rows (teacher first) and the derived arch.json."""
+def _train_and_evaluate(out: Path, seed: int, start: float, resume: bool) -> tuple[list[dict], Path]:
+    """The five stages (with ``resume``: a finished teacher kept, each run resumed); the rows and arch.json."""
     common = {"data": "digits", "batch_size": 64, "seed": seed, "log_every": 0}
     eps = EPS_255 / 255
 
     _stage(f"1/5 adversarially train a small robust teacher (WRN-16-1, N-FGSM, eps {EPS_255}/255, "
            f"{TEACHER_EPOCHS} epochs)", start)
-    teacher_ckpt = run_teacher_training(TeacherTrainConfig(arch="wrn-16-1", at="nfgsm", epochs=TEACHER_EPOCHS, eps=eps,
-                                                           out=str(out / "teacher"),
-                                                           **{**common, "batch_size": TEACHER_BATCH}), out / "teacher")
+    teacher_ckpt = out / "teacher" / "models" / "digits" / "Linf" / "wrn-16-1-nfgsm.pt"
+    if not (resume and teacher_ckpt.with_suffix(".json").exists()):
+        teacher_ckpt = run_teacher_training(TeacherTrainConfig(
+            arch="wrn-16-1", at="nfgsm", epochs=TEACHER_EPOCHS, eps=eps, out=str(out / "teacher"),
+            **{**common, "batch_size": TEACHER_BATCH}), out / "teacher", resume and (out / "teacher").exists())
     teacher_ckpt = Path(teacher_ckpt).resolve()
     teacher = {"teacher": "wrn-16-1", "teacher_ckpt": str(teacher_ckpt)}
     print(f"teacher: {json.loads(teacher_ckpt.with_suffix('.json').read_text())['val']}")
 
     _stage(f"2/5 search S3 with cross-layer distillation ({SEARCH_EPOCHS} epochs)", start)
     run_search(SearchConfig(space="s3", epochs=SEARCH_EPOCHS, arch_lr=0.05, out=str(out / "search"), **teacher,
-                            **common), out / "search")
+                            **common), out / "search", resume and (out / "search").exists())
 
     _stage("3/5 derive the architecture and its tutors", start)
     arch_path, arch = write_arch(out / "search")
@@ -116,7 +120,7 @@ def _train_and_evaluate(out: Path, seed: int, start: float) -> tuple[list[dict],
         _stage(f"4/5 retrain ({i + 1}/{len(BASELINES)}): {BASELINES[baseline].title} ({RETRAIN_EPOCHS} epochs)", start)
         run = out / f"retrain-{baseline}"
         run_retrain(RetrainConfig(arch=str(arch_path), baseline=baseline, epochs=RETRAIN_EPOCHS, out=str(run),
-                                  **teacher, **common), run)
+                                  **teacher, **common), run, resume and run.exists())
         rows.append({"model": BASELINES[baseline].title, "run": str(run), "params": arch["params"],
                      "macs": arch["macs"]})
 
