@@ -56,6 +56,7 @@ def test_a_reference_of_another_setting_or_of_fewer_than_5_seeds_is_not_used():
     assert load_reference(json.dumps(_reference(eps_255=8))) is None
 
 
+@pytest.mark.timeout(300)  # two processes that import torch and train: ~20 s on 2 idle cores
 def test_quickstart_computes_on_one_thread_whatever_the_environment_says(tmp_path):
     """The same one-epoch teacher training under OMP_NUM_THREADS=1 and =2 gives the same weights, bit for bit
     (without the pinning the two differ), so a machine's core count does not change the quickstart's table."""
@@ -65,12 +66,14 @@ def test_quickstart_computes_on_one_thread_whatever_the_environment_says(tmp_pat
 
     script = (
         "import hashlib, sys, torch\n"
+        "from pathlib import Path\n"
         "from rnas.commands.quickstart import pinned_threads\n"
         "from rnas.engine.teacher_train import TeacherTrainConfig, run_teacher_training\n"
         "with pinned_threads():\n"
         "    threads = torch.get_num_threads()\n"
         "    path = run_teacher_training(TeacherTrainConfig(arch='wrn-16-1', at='nfgsm', epochs=1, eps=24 / 255,\n"
-        "        data='digits', batch_size=32, limit=128, eval_n=32, log_every=0, out=sys.argv[1]), sys.argv[1])\n"
+        "        data='digits', batch_size=32, limit=128, eval_n=32, log_every=0, out=sys.argv[1]),\n"
+        "        Path(sys.argv[1]))\n"
         "weights = torch.load(path)['state_dict'].values()\n"
         "print(threads, hashlib.sha256(b''.join(w.numpy().tobytes() for w in weights)).hexdigest())\n")
     printed = []
