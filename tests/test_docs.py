@@ -143,6 +143,13 @@ def test_a_wrong_default_in_a_page_is_named(tmp_path):
                         "page.md:5: --tutor-tau is stated to default to 4.0; `rnas search --help` says 5.0"]
 
 
+def test_the_readmes_quickstart_table_and_times_are_the_committed_measurements():
+    from rnas.commands.quickstart_table import load_reference
+
+    problems = check_docs().check_quickstart_claims((ROOT / "README.md").read_text(encoding="utf-8"), load_reference())
+    assert not problems, "\n".join(problems)
+
+
 def test_a_quickstart_table_or_time_that_is_not_the_measurements_is_named():
     from rnas.commands.quickstart_table import format_table, setting
 

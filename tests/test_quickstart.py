@@ -57,6 +57,18 @@ def test_a_reference_of_another_setting_or_of_fewer_than_5_seeds_is_not_used():
 
 
 @pytest.mark.timeout(300)  # two processes that import torch and train: ~20 s on 2 idle cores
+def test_the_shipped_reference_is_of_this_setting_with_every_row_of_the_table():
+    from rnas.commands.quickstart import TEACHER_TITLE
+    from rnas.commands.quickstart_table import load_reference
+    from rnas.method.baselines import BASELINES
+
+    reference = load_reference()
+    assert reference is not None and len(reference["seeds"]) >= 5
+    for run in reference["seeds"].values():
+        assert [r["model"] for r in run["rows"]] == [TEACHER_TITLE, *(b.title for b in BASELINES.values())]
+        assert all(r["n"] == 297 for r in run["rows"]) and ("seconds" in run) != run["resumed"]
+
+
 def test_quickstart_computes_on_one_thread_whatever_the_environment_says(tmp_path):
     """The same one-epoch teacher training under OMP_NUM_THREADS=1 and =2 gives the same weights, bit for bit
     (without the pinning the two differ), so a machine's core count does not change the quickstart's table."""

@@ -1,5 +1,5 @@
 """`rnas quickstart`: the whole pipeline on the embedded digits data (nothing to download), sized to
-finish in under 6 minutes on two CPU cores: robust teacher -> search -> derive -> retrain with cross-layer
+finish in under 8 minutes on two CPU cores: robust teacher -> search -> derive -> retrain with cross-layer
 distillation and the three baselines -> clean / PGD-20 / AutoAttack comparison, each figure printed beside
 the range that 5 seeds of the same run gave (rnas/resources/quickstart_reference.json)."""
 from __future__ import annotations
