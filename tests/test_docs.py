@@ -112,3 +112,65 @@ def test_every_page_starts_with_its_title():
     for page in PAGES:
         first = page.read_text(encoding="utf-8").splitlines()[0]
         assert re.match(r"^# \S", first), f"{rel(page)}: the first line is not a '# Title'"
+
+
+def check_docs():
+    """tools/check_docs.py as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_docs", ROOT / "tools" / "check_docs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_stated_default_is_the_clis():
+    problems, checked = check_docs().check_defaults()
+    assert not problems, "\n".join(problems)
+    assert checked >= 14  # README's --device, docs/cli.md's flags, docs/evaluation.md's --split, ...
+
+
+def test_a_wrong_default_in_a_page_is_named(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# Page\n\n## `rnas search`\n\nThe device: `--device cpu` (the default), and `--tau`,\n"
+                    "`--tutor-tau` (both 4.0); `rnas eval --split auto` (the default).\n")
+    tool = check_docs()
+    tool.ROOT = tmp_path
+    problems, checked = tool.check_defaults([page])
+    assert checked == 4
+    assert problems == ["page.md:5: --device is stated to default to cpu; `rnas search --help` says auto",
+                        "page.md:5: --tau is stated to default to 4.0; `rnas search --help` says 5.0",
+                        "page.md:5: --tutor-tau is stated to default to 4.0; `rnas search --help` says 5.0"]
+
+
+def test_the_readmes_quickstart_table_and_times_are_the_committed_measurements():
+    from rnas.commands.quickstart_table import load_reference
+
+    problems = check_docs().check_quickstart_claims((ROOT / "README.md").read_text(encoding="utf-8"), load_reference())
+    assert not problems, "\n".join(problems)
+
+
+def test_a_quickstart_table_or_time_that_is_not_the_measurements_is_named():
+    from rnas.commands.quickstart_table import format_table, setting
+
+    rows = [{"model": "RNAS-CL (searched tutors)", "params": 124_250, "macs": 5_493_296, "clean": 90.0 + s,
+             "pgd20": 20.0, "n": 297} for s in range(5)]
+    reference = {"setting": setting(), "seeds": {str(s): {"seconds": 300.0 + 10 * s, "rows": [rows[s]]}
+                                                 for s in range(5)}}
+    reference["seeds"]["4"]["cpu_seconds"] = {"training": 250.0, "evaluation": 100.0}
+    reference["seeds"]["3"]["cpu_seconds"] = {"training": 240.0, "evaluation": 90.0}
+    claims = ("`rnas quickstart` takes under 6 minutes on 2 CPU cores; seeds 3 and 4 take on\n"
+              "2 idle cores about 285–300 s.\n"
+              '`-m "not slow"` skips them and finishes in under 3 minutes on 2 idle cores.\n')
+    good = f"```\n{format_table([rows[0]], reference)}\n```\n{claims}"
+    tool = check_docs()
+    assert tool.check_quickstart_claims(good, reference) == []
+    assert tool.readme_claims(good) == {"table": format_table([rows[0]], reference), "suite_minutes": (3,),
+                                        "quickstart_minutes": (6,), "idle_times": (285, 300)}
+    wrong = good.replace("  90.0", "  91.0", 1).replace("about 285–300", "about 285–290")
+    problems = tool.check_quickstart_claims(wrong.replace("under 6 minutes", "under 4 minutes"), reference)
+    assert [p.splitlines()[0] for p in problems] == [
+        "README.md: the quickstart table is not the reference's seed 0; it should read:",
+        "README.md: the quickstart's times on 2 idle cores read (285, 290); the reference's CPU times give (285, 300)",
+        "README.md: the quickstart is said to take under 4 minutes; on 2 idle cores the reference's CPU times give "
+        "(285, 300) s"]
