@@ -36,7 +36,16 @@ from rnas.method.taps import Taps, conv_taps
 from rnas.method.tutor_robust import TUTOR_ATTACKS, lookahead_tutor_gradient
 from rnas.method.tutors import TUTOR_OBJECTIVES, gradient_only, tutor_diversity, weighted_distance
 from rnas.robust.attacks import parse_eps
-from rnas.runtime.device import autocast, capture, captured, check_fits, compile_model, full_precision, place
+from rnas.runtime.device import (
+    autocast,
+    capture,
+    captured,
+    check_capturable,
+    check_fits,
+    compile_model,
+    full_precision,
+    place,
+)
 from rnas.runtime.distributed import (
     SINGLE,
     Dist,
@@ -169,7 +178,7 @@ class Searcher:
         self.tutor_objective = TUTOR_OBJECTIVES[cfg.tutor_objective]
         self.captured = captured(cfg.graphs, self.device)
         if self.captured:
-            check_capturable(cfg, self.tutor_objective, dist)
+            check_search_capturable(cfg, self.tutor_objective, dist)
             self.meter.hooked = False  # a compiled graph cannot run the meter's hooks: train_step counts
         compile_model(self.supernet, cfg.compile and not self.captured)  # after the taps: hooks traced with it
         self._loss = capture(self.loss_terms, self.device) if self.captured else self.loss_terms
@@ -422,15 +431,12 @@ class Searcher:
         note_world_change(ckpt.get("world_size", 1), self.dist)
 
 
-def check_capturable(cfg: SearchConfig, objective, dist: Dist) -> None:
-    """What ``--graphs on`` cannot capture yet, as one line."""
+def check_search_capturable(cfg: SearchConfig, objective, dist: Dist) -> None:
+    """What ``--graphs on`` cannot capture yet in a search step, as one line."""
     if objective.hypergradient:
         raise UserError(f"--graphs {cfg.graphs}: the {cfg.tutor_objective} tutor objective's look-ahead is not "
                         "captured; use --graphs off")
-    if cfg.amp == "fp16":
-        raise UserError(f"--graphs {cfg.graphs}: fp16's gradient scaler reads a value every step; use --amp bf16")
-    if dist.enabled:
-        raise UserError(f"--graphs {cfg.graphs}: not under torchrun yet; use --graphs off")
+    check_capturable(cfg.graphs, cfg.amp, dist.enabled)
 
 
 def heat_image(probs: torch.Tensor, cell: int = 12) -> torch.Tensor:

@@ -35,7 +35,7 @@ from rnas.robust.adversarial import (
     trades_examples,
     trades_terms,
 )
-from rnas.runtime.device import autocast, capture, captured, compile_model, full_precision
+from rnas.runtime.device import autocast, capture, captured, check_capturable, compile_model, full_precision
 from rnas.runtime.distributed import SINGLE, Dist, check_batch, note_world_change
 from rnas.runtime.rundir import TRAIN_CHECKPOINT, rng_state, set_rng_state
 
@@ -93,7 +93,7 @@ class Trainer:
         self.meter = CostMeter(model, teacher, *macs, len(data.train) * data.train.batch_size)
         self.captured = captured(getattr(cfg, "graphs", "off"), device)
         if self.captured:
-            check_capturable(cfg, objective, dist)
+            check_training_capturable(cfg, objective, dist)
             self.meter.hooked = False  # a compiled graph cannot run the meter's hooks: train_step counts
         compile_model(model, getattr(cfg, "compile", False) and not self.captured)
         self._loss = capture(self.loss_terms, device) if self.captured else self.loss_terms
@@ -264,13 +264,10 @@ class Trainer:
                 taps.remove()
 
 
-def check_capturable(cfg, objective: Objective, dist: Dist) -> None:
+def check_training_capturable(cfg, objective: Objective, dist: Dist) -> None:
     """What ``--graphs on`` cannot capture yet in a training step, as one line."""
     graphs = getattr(cfg, "graphs", "off")
     if objective.base != "ce":
         raise UserError(f"--graphs {graphs}: the adversarial examples' attack loop ({objective.base}) is not "
                         "captured yet; use --graphs off")
-    if getattr(cfg, "amp", "none") == "fp16":
-        raise UserError(f"--graphs {graphs}: fp16's gradient scaler reads a value every step; use --amp bf16")
-    if dist.enabled:
-        raise UserError(f"--graphs {graphs}: not under torchrun yet; use --graphs off")
+    check_capturable(graphs, getattr(cfg, "amp", "none"), dist.enabled)

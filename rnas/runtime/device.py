@@ -75,6 +75,16 @@ def captured(graphs: str, device: torch.device) -> bool:
     return graphs == "on" or (graphs == "auto" and device.type == "cuda")
 
 
+def check_capturable(graphs: str, amp: str, distributed: bool) -> None:
+    """What ``--graphs on`` cannot capture in any step (search, retrain, teacher training), as one line."""
+    from rnas.errors import UserError
+
+    if amp == "fp16":
+        raise UserError(f"--graphs {graphs}: fp16's gradient scaler reads a value every step; use --amp bf16")
+    if distributed:
+        raise UserError(f"--graphs {graphs}: not under torchrun yet; use --graphs off")
+
+
 def capture(fn, device: torch.device):
     """``fn`` under ``torch.compile(fullgraph=True)``: one graph or an error, never a silent break; on CUDA
     in ``reduce-overhead`` mode, which replays it as a CUDA graph. Its backward may run twice (a step that
